@@ -1,0 +1,5 @@
+//! KEDA's custom resources.
+
+pub mod scaled_object;
+
+pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};

@@ -1,0 +1,18 @@
+//! ebb: event-driven autoscaling for Kubernetes, compatible with KEDA's `keda.sh/v1alpha1` API.
+//!
+//! Module rule: `crd`, `scalers`, `cache`, `quantity`, `selector` never import the servers;
+//! the runnable components (`external_metrics`, later `operator` and `activator`) depend on them.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cache;
+pub mod cli;
+pub mod crd;
+pub mod external_metrics;
+pub mod local;
+pub mod quantity;
+pub mod scalers;
+pub mod selector;
+pub mod source;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,178 @@
+//! Scalers: one per trigger type, built from trigger metadata, asked for metric values.
+//!
+//! The shape follows KEDA's `Scaler` interface: a scaler declares the metric specs it
+//! contributes to the HPA and answers `get_metrics_and_activity` for one of its metric names.
+
+pub mod cron;
+pub mod metrics_api;
+pub mod params;
+pub mod registry;
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+
+use crate::crd::scaled_object::MetricTargetType;
+
+/// Everything a scaler may be built from: the trigger and the ScaledObject around it.
+#[derive(Clone, Debug, Default)]
+pub struct ScalerConfig {
+    /// Namespace of the ScaledObject.
+    pub namespace: String,
+    /// Name of the ScaledObject.
+    pub scaled_object: String,
+    /// Position of the trigger in `spec.triggers` (the `sN-` prefix).
+    pub trigger_index: usize,
+    /// Trigger `type`, e.g. `cron`.
+    pub trigger_type: String,
+    /// Trigger `name`, empty when unnamed.
+    pub trigger_name: String,
+    /// Trigger `metadata`.
+    pub metadata: BTreeMap<String, String>,
+    /// Parameters resolved from a TriggerAuthentication.
+    pub auth_params: BTreeMap<String, String>,
+    /// Environment of the scale target's container (for `*FromEnv` keys).
+    pub resolved_env: BTreeMap<String, String>,
+    /// Trigger `metricType`; AverageValue when absent.
+    pub metric_type: MetricTargetType,
+    /// True when `advanced.scalingModifiers` is in use (relaxes some targets).
+    pub as_metric_source: bool,
+    /// Default timeout for outbound calls (KEDA_HTTP_DEFAULT_TIMEOUT).
+    pub global_http_timeout: Duration,
+}
+
+/// How the HPA should compare the metric to its target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricTarget {
+    /// `AverageValue` or `Value` (or `Utilization` for resource metrics).
+    pub kind: MetricTargetType,
+    /// Target as a number; rendered as a Quantity by the HPA builder.
+    pub value: f64,
+    /// True when KEDA renders the target as a plain integer quantity (sqs, cron).
+    pub integer: bool,
+}
+
+/// One metric a scaler contributes to the HPA.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricSpec {
+    /// An `External` metric served by ebb's external metrics API.
+    External {
+        /// Full metric name, `sN-...`, original case.
+        name: String,
+        /// The HPA target.
+        target: MetricTarget,
+    },
+    /// A `Resource` / `ContainerResource` metric read by the HPA from metrics.k8s.io.
+    Resource {
+        /// `cpu` or `memory`.
+        resource: String,
+        /// Container for a `ContainerResource` metric.
+        container: Option<String>,
+        /// `Utilization` percentage or `AverageValue` quantity string.
+        target: ResourceTarget,
+    },
+}
+
+/// Target of a resource metric.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResourceTarget {
+    /// `averageUtilization` percentage.
+    Utilization(i32),
+    /// `averageValue` quantity string, kept as written.
+    AverageValue(String),
+}
+
+/// The answer of one scaler query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsAndActivity {
+    /// Values to report (usually one); the HPA sums them.
+    pub values: Vec<f64>,
+    /// True when the trigger is active (above its activation threshold).
+    pub active: bool,
+}
+
+/// Why a scaler could not be built or could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScalerError {
+    /// Trigger metadata is missing or malformed.
+    #[error("{0}")]
+    Config(String),
+    /// The upstream system answered with something unusable or failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// The upstream call did not finish in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The trigger type is unknown.
+    #[error("no scaler found for type: {0}")]
+    UnknownType(String),
+}
+
+/// A live scaler for one trigger.
+pub trait Scaler: Send + Sync + fmt::Debug {
+    /// Metric specs this trigger contributes to the HPA, in order.
+    fn metric_specs(&self) -> Vec<MetricSpec>;
+
+    /// Current values and activity for `metric_name` (one of the names from `metric_specs`).
+    fn get_metrics_and_activity<'a>(
+        &'a self,
+        metric_name: &'a str,
+    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>>;
+}
+
+/// A shared scaler handle.
+pub type SharedScaler = Arc<dyn Scaler>;
+
+/// Builds the scaler for a trigger type (KEDA's `buildScaler`).
+pub fn build_scaler(config: &ScalerConfig) -> Result<SharedScaler, ScalerError> {
+    match config.trigger_type.as_str() {
+        "cron" => Ok(Arc::new(cron::CronScaler::new(config)?)),
+        "metrics-api" => Ok(Arc::new(metrics_api::MetricsApiScaler::new(config)?)),
+        other => Err(ScalerError::UnknownType(other.to_string())),
+    }
+}
+
+/// Trigger types this build knows, for validation messages.
+pub const KNOWN_TYPES: &[&str] = &["cron", "metrics-api"];
+
+/// KEDA's metric-name sanitiser: each of `/ . : % ( )` becomes `-`, nothing else changes.
+pub fn sanitize_metric_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '/' | '.' | ':' | '%' | '(' | ')' => '-',
+            other => other,
+        })
+        .collect()
+}
+
+/// The external metric name for trigger `index` with a scaler-specific `suffix` (sanitised).
+pub fn metric_name(index: usize, suffix: &str) -> String {
+    format!("s{index}-{}", sanitize_metric_name(suffix))
+}
+
+/// Removes the exact `s<index>-` prefix from a metric name.
+pub fn strip_metric_prefix(index: usize, name: &str) -> Result<&str, ScalerError> {
+    let prefix = format!("s{index}-");
+    name.strip_prefix(prefix.as_str())
+        .ok_or_else(|| ScalerError::Config(format!("metric name {name} does not start with {prefix}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitiser_replaces_only_keda_characters() {
+        assert_eq!(sanitize_metric_name("a/b.c:d%e(f)g h{}\"'"), "a-b-c-d-e-f-g h{}\"'");
+        assert_eq!(metric_name(3, "aws-cloudwatch"), "s3-aws-cloudwatch");
+        assert_eq!(metric_name(1, "metric-api-components.0.tasks"), "s1-metric-api-components-0-tasks");
+    }
+
+    #[test]
+    fn prefix_removal_needs_exact_index() {
+        assert_eq!(strip_metric_prefix(123, "s123-metricName").ok(), Some("metricName"));
+        assert!(strip_metric_prefix(0, "0-metricName").is_err());
+        assert!(strip_metric_prefix(0, "metricName").is_err());
+        assert!(strip_metric_prefix(1, "s0-metricName").is_err());
+    }
+}

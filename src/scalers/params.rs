@@ -1,0 +1,1 @@
+//! Typed trigger-metadata parsing with KEDA's rules (stub, being written).

@@ -1,0 +1,1 @@
+//! Live scalers per ScaledObject trigger (being written).

@@ -1,0 +1,1 @@
+//! Where ScaledObjects come from (being written).
