@@ -1,1 +1,162 @@
-//! (being written)
+//! Plain-HTTP admin port: `/metrics`, `/livez`, `/readyz`, and with `--local` the demo values
+//! the shipped example ScaledObjects read.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+use crate::shutdown::Signal;
+
+/// What the admin port serves.
+pub struct AdminState {
+    /// Every metric of the process.
+    pub registry: Registry,
+    /// Readiness (the ScaledObject source has synced).
+    pub ready: Arc<AtomicBool>,
+    /// Serve `/demo/*` values for the `--local` examples.
+    pub demo: bool,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("demo", &self.demo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves the admin port until `shutdown`.
+pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Signal) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "admin server listening");
+    }
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => { debug!(error = %e, "admin accept failed"); continue; }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Answers one admin request.
+pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => {
+            let mut out = String::new();
+            match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
+                Ok(()) => text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    out,
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                ),
+            }
+        }
+        "/livez" | "/healthz" => text(StatusCode::OK, "text/plain", "ok".into()),
+        "/readyz" => {
+            if state.ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "text/plain", "ok".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "ScaledObjects not synced yet".into(),
+                )
+            }
+        }
+        p if state.demo && p.starts_with("/demo/") => demo(p),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found".into()),
+    }
+}
+
+/// Demo queue depth: a slow wave between 0 and 120 with a period of ten minutes, so HPA
+/// targets are crossed both ways while a person watches.
+pub fn demo_depth(unix_secs: f64) -> f64 {
+    let phase = (unix_secs % 600.0) / 600.0 * std::f64::consts::TAU;
+    ((phase.sin() + 1.0) * 60.0).round()
+}
+
+fn demo(path: &str) -> Response<Full<Bytes>> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let depth = demo_depth(now);
+    let latency = 0.05 + depth / 1000.0;
+    match path {
+        "/demo/queue.json" => text(
+            StatusCode::OK,
+            "application/json",
+            format!(
+                "{{\"queue\":{{\"name\":\"jobs\",\"depth\":{depth}}},\"latency\":\"{}m\"}}",
+                (latency * 1000.0).round()
+            ),
+        ),
+        "/demo/queue.yaml" => text(
+            StatusCode::OK,
+            "application/yaml",
+            format!("queue:\n  name: jobs\n  depth: {depth}\nlatency: {latency}\n"),
+        ),
+        "/demo/queue.xml" => text(
+            StatusCode::OK,
+            "application/xml",
+            format!(
+                "<status><queue><name>jobs</name><depth>{depth}</depth></queue><latency>{latency}</latency></status>"
+            ),
+        ),
+        "/demo/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            format!(
+                "# HELP demo_queue_depth Messages waiting.\n# TYPE demo_queue_depth gauge\ndemo_queue_depth{{queue=\"jobs\"}} {depth}\ndemo_queue_depth{{queue=\"mail\"}} {}\n",
+                (depth / 2.0).round()
+            ),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found".into()),
+    }
+}
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

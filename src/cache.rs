@@ -1,1 +1,193 @@
-//! (being written)
+//! Metric values between the HPA and the scalers.
+//!
+//! Two read paths, both coalescing concurrent identical reads into one upstream call:
+//! - `useCachedMetrics: true`: the outcome (value or error) is kept for `pollingInterval`,
+//!   so the upstream sees at most one query per trigger per interval;
+//! - otherwise every read asks the scaler, but reads that arrive while a query for the same
+//!   trigger is in flight wait for it instead of starting their own.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use moka::{Expiry, future::Cache};
+use tokio::sync::OnceCell;
+
+use crate::scalers::{
+    ScalerError,
+    registry::{ObjectKey, Resolved},
+};
+
+/// Identifies one metric of one build of a ScaledObject.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// The ScaledObject.
+    pub object: Arc<ObjectKey>,
+    /// Build epoch; a changed object never reads an older build's values.
+    pub epoch: u64,
+    /// Trigger index.
+    pub trigger: usize,
+    /// Metric name, original case.
+    pub metric: Arc<str>,
+}
+
+/// A value as the scaler reported it, with the time it was taken.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Values (the HPA sums them).
+    pub values: Vec<f64>,
+    /// Whether the trigger was active.
+    pub active: bool,
+    /// When the upstream answered.
+    pub timestamp: DateTime<Utc>,
+    /// Monotonic twin of `timestamp`, for the age metric.
+    pub taken: Instant,
+}
+
+/// The outcome of one upstream query, shared by every reader that waited for it.
+pub type Outcome = Arc<Result<Sample, ScalerError>>;
+
+/// How a read was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadKind {
+    /// Served from a value cached by an earlier query.
+    Hit,
+    /// This read (or one it joined) queried the scaler.
+    Miss,
+}
+
+#[derive(Clone)]
+struct Entry {
+    outcome: Outcome,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<CacheKey, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Entry,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The metric cache shared by every metric read.
+pub struct MetricCache {
+    cached: Cache<CacheKey, Entry>,
+    inflight: Mutex<HashMap<CacheKey, Arc<OnceCell<Outcome>>>>,
+    upstream_guard: Duration,
+}
+
+impl std::fmt::Debug for MetricCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricCache")
+            .field("entries", &self.cached.entry_count())
+            .finish()
+    }
+}
+
+impl MetricCache {
+    /// A cache whose upstream calls are abandoned after `upstream_guard` even if a scaler forgot its own timeout.
+    pub fn new(upstream_guard: Duration) -> Self {
+        let cached = Cache::builder()
+            .max_capacity(1_000_000)
+            .expire_after(PerEntryTtl)
+            .support_invalidation_closures()
+            .build();
+        Self {
+            cached,
+            inflight: Mutex::new(HashMap::new()),
+            upstream_guard,
+        }
+    }
+
+    /// Drops everything cached for one ScaledObject.
+    pub fn invalidate_object(&self, key: &ObjectKey) {
+        let key = key.clone();
+        // Only fails when closures were not enabled at build time, which they are.
+        let _ = self
+            .cached
+            .invalidate_entries_if(move |k, _| *k.object == key);
+    }
+
+    /// Number of cached outcomes (approximate, for metrics).
+    pub fn entry_count(&self) -> u64 {
+        self.cached.entry_count()
+    }
+
+    /// Reads the metric `resolved` points at, through the cache.
+    pub async fn read(&self, resolved: &Resolved) -> (Outcome, ReadKind) {
+        let trigger = resolved.trigger();
+        let key = CacheKey {
+            object: Arc::new(resolved.object.key.clone()),
+            epoch: resolved.object.epoch,
+            trigger: trigger.index,
+            metric: Arc::from(resolved.metric_name.as_str()),
+        };
+        if trigger.use_cached_metrics {
+            let ttl = resolved.object.polling_interval;
+            let mut missed = false;
+            let entry = self
+                .cached
+                .get_with(key, async {
+                    missed = true;
+                    Entry {
+                        outcome: self.query(resolved).await,
+                        ttl,
+                    }
+                })
+                .await;
+            let kind = if missed {
+                ReadKind::Miss
+            } else {
+                ReadKind::Hit
+            };
+            (entry.outcome, kind)
+        } else {
+            (self.coalesced(key, resolved).await, ReadKind::Miss)
+        }
+    }
+
+    async fn coalesced(&self, key: CacheKey, resolved: &Resolved) -> Outcome {
+        let cell = {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let outcome = cell.get_or_init(|| self.query(resolved)).await.clone();
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            map.remove(&key);
+        }
+        outcome
+    }
+
+    async fn query(&self, resolved: &Resolved) -> Outcome {
+        let trigger = resolved.trigger();
+        let scaler = match &trigger.scaler {
+            Ok(s) => s.clone(),
+            Err(e) => return Arc::new(Err(e.clone())),
+        };
+        let result = match tokio::time::timeout(
+            self.upstream_guard,
+            scaler.get_metrics_and_activity(&resolved.metric_name),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ScalerError::Timeout(self.upstream_guard)),
+        };
+        Arc::new(result.map(|m| Sample {
+            values: m.values,
+            active: m.active,
+            timestamp: Utc::now(),
+            taken: Instant::now(),
+        }))
+    }
+}

@@ -1,1 +1,187 @@
-//! (being written)
+//! Command line: one binary, one subcommand per component; every flag also reads an `EBB_*` variable.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ebb: KEDA-compatible event-driven autoscaling.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ebb",
+    version,
+    about = "Event-driven autoscaling for Kubernetes, compatible with KEDA's keda.sh/v1alpha1 API"
+)]
+pub struct Cli {
+    /// Logging options.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve external.metrics.k8s.io/v1beta1 (the API the HPA reads).
+    MetricsServer(Box<MetricsServerArgs>),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging flags.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "EBB_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ebb=debug,info`.
+    #[arg(long, global = true, env = "EBB_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Flags of `ebb metrics-server`, named as kube-apiserver names them.
+#[derive(Debug, Args, Clone)]
+pub struct MetricsServerArgs {
+    /// HTTPS port of the external metrics API.
+    #[arg(long, env = "EBB_SECURE_PORT", default_value_t = 6443)]
+    pub secure_port: u16,
+    /// Address the HTTPS port binds to.
+    #[arg(long, env = "EBB_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Serving certificate (PEM); re-read when it changes.
+    #[arg(long, env = "EBB_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM); re-read when it changes.
+    #[arg(long, env = "EBB_TLS_PRIVATE_KEY_FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where a self-signed pair is written when no certificate is given.
+    #[arg(long, env = "EBB_CERT_DIR", default_value = ".ebb/certs")]
+    pub cert_dir: PathBuf,
+    /// CA bundle that verifies client certificates (user = CN, groups = O).
+    #[arg(long, env = "EBB_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// CA bundle that verifies the front proxy's client certificate before X-Remote-* headers are trusted.
+    #[arg(long, env = "EBB_REQUESTHEADER_CLIENT_CA_FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Allowed common names of the front proxy's certificate (empty: any signed by the CA).
+    #[arg(long, env = "EBB_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Headers carrying the user name.
+    #[arg(
+        long,
+        env = "EBB_REQUESTHEADER_USERNAME_HEADERS",
+        value_delimiter = ',',
+        default_value = "X-Remote-User"
+    )]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers carrying the user's UID.
+    #[arg(
+        long,
+        env = "EBB_REQUESTHEADER_UID_HEADERS",
+        value_delimiter = ',',
+        default_value = "X-Remote-Uid"
+    )]
+    pub requestheader_uid_headers: Vec<String>,
+    /// Headers carrying the groups.
+    #[arg(
+        long,
+        env = "EBB_REQUESTHEADER_GROUP_HEADERS",
+        value_delimiter = ',',
+        default_value = "X-Remote-Group"
+    )]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of headers carrying extra user attributes.
+    #[arg(
+        long,
+        env = "EBB_REQUESTHEADER_EXTRA_HEADERS_PREFIX",
+        value_delimiter = ',',
+        default_value = "X-Remote-Extra-"
+    )]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// kubeconfig for TokenReview (default: in-cluster config).
+    #[arg(long, env = "EBB_AUTHENTICATION_KUBECONFIG")]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// kubeconfig for SubjectAccessReview (default: in-cluster config).
+    #[arg(long, env = "EBB_AUTHORIZATION_KUBECONFIG")]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// kubeconfig for watching ScaledObjects (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, env = "EBB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Paths served without authorization.
+    #[arg(
+        long,
+        env = "EBB_AUTHORIZATION_ALWAYS_ALLOW_PATHS",
+        value_delimiter = ',',
+        default_value = "/healthz,/readyz,/livez"
+    )]
+    pub authorization_always_allow_paths: Vec<String>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "EBB_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Run without a cluster: ScaledObjects from YAML files in DIR (default: the shipped examples).
+    #[arg(long, env = "EBB_LOCAL", num_args = 0..=1, value_name = "DIR")]
+    pub local: Option<Option<PathBuf>>,
+    /// Where `--local` keeps its CA, certificates, kubeconfig and example copies.
+    #[arg(long, env = "EBB_STATE_DIR", default_value = ".ebb")]
+    pub state_dir: PathBuf,
+    /// Plain-HTTP admin port: /metrics, /livez, /readyz.
+    #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+    /// Address the admin port binds to.
+    #[arg(long, env = "EBB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub metrics_bind_address: IpAddr,
+    /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
+    #[arg(long, env = "EBB_HTTP_DEFAULT_TIMEOUT", default_value_t = 3000)]
+    pub http_default_timeout: u64,
+    /// How often certificate and CA files are checked for changes, in milliseconds.
+    #[arg(long, env = "EBB_CERT_RELOAD_INTERVAL", default_value_t = 2000)]
+    pub cert_reload_interval: u64,
+    /// How often `--local` files are checked for changes, in milliseconds.
+    #[arg(long, env = "EBB_LOCAL_POLL_INTERVAL", default_value_t = 1000)]
+    pub local_poll_interval: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn local_flag_takes_an_optional_dir() {
+        let cli = Cli::try_parse_from(["ebb", "metrics-server", "--local"]).expect("parses");
+        let Command::MetricsServer(a) = cli.command;
+        assert_eq!(a.local, Some(None));
+        let cli = Cli::try_parse_from([
+            "ebb",
+            "metrics-server",
+            "--local",
+            "x",
+            "--requestheader-allowed-names",
+            "a,b",
+        ])
+        .expect("parses");
+        let Command::MetricsServer(a) = cli.command;
+        assert_eq!(a.local, Some(Some(PathBuf::from("x"))));
+        assert_eq!(a.requestheader_allowed_names, vec!["a", "b"]);
+    }
+}

@@ -1,1 +1,25 @@
-//! (being written)
+//! Structured logs (text or JSON) with a filter from `--log-level`.
+
+use tracing_subscriber::{EnvFilter, fmt};
+
+use crate::cli::{LogArgs, LogFormat};
+
+/// Installs the global subscriber; an invalid filter falls back to `info` with a warning.
+pub fn init(args: &LogArgs) {
+    let (filter, bad) = match EnvFilter::try_new(&args.log_level) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new("info"), Some(e.to_string())),
+    };
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if let Some(e) = bad {
+        tracing::warn!(filter = %args.log_level, error = %e, "invalid --log-level; using info");
+    }
+}

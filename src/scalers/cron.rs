@@ -18,7 +18,10 @@ impl Scaler for CronScaler {
     fn metric_specs(&self) -> Vec<MetricSpec> {
         Vec::new()
     }
-    fn get_metrics_and_activity<'a>(&'a self, _m: &'a str) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn get_metrics_and_activity<'a>(
+        &'a self,
+        _m: &'a str,
+    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async { Err(ScalerError::Config("unimplemented".into())) })
     }
 }

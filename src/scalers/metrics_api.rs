@@ -10,7 +10,9 @@ pub struct MetricsApiScaler;
 impl MetricsApiScaler {
     /// Parses the trigger metadata.
     pub fn new(_config: &ScalerConfig) -> Result<Self, ScalerError> {
-        Err(ScalerError::Config("metrics-api: not implemented yet".into()))
+        Err(ScalerError::Config(
+            "metrics-api: not implemented yet".into(),
+        ))
     }
 }
 
@@ -18,7 +20,10 @@ impl Scaler for MetricsApiScaler {
     fn metric_specs(&self) -> Vec<MetricSpec> {
         Vec::new()
     }
-    fn get_metrics_and_activity<'a>(&'a self, _m: &'a str) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn get_metrics_and_activity<'a>(
+        &'a self,
+        _m: &'a str,
+    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async { Err(ScalerError::Config("unimplemented".into())) })
     }
 }

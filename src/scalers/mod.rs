@@ -153,8 +153,9 @@ pub fn metric_name(index: usize, suffix: &str) -> String {
 /// Removes the exact `s<index>-` prefix from a metric name.
 pub fn strip_metric_prefix(index: usize, name: &str) -> Result<&str, ScalerError> {
     let prefix = format!("s{index}-");
-    name.strip_prefix(prefix.as_str())
-        .ok_or_else(|| ScalerError::Config(format!("metric name {name} does not start with {prefix}")))
+    name.strip_prefix(prefix.as_str()).ok_or_else(|| {
+        ScalerError::Config(format!("metric name {name} does not start with {prefix}"))
+    })
 }
 
 #[cfg(test)]
@@ -163,14 +164,23 @@ mod tests {
 
     #[test]
     fn sanitiser_replaces_only_keda_characters() {
-        assert_eq!(sanitize_metric_name("a/b.c:d%e(f)g h{}\"'"), "a-b-c-d-e-f-g h{}\"'");
+        assert_eq!(
+            sanitize_metric_name("a/b.c:d%e(f)g h{}\"'"),
+            "a-b-c-d-e-f-g h{}\"'"
+        );
         assert_eq!(metric_name(3, "aws-cloudwatch"), "s3-aws-cloudwatch");
-        assert_eq!(metric_name(1, "metric-api-components.0.tasks"), "s1-metric-api-components-0-tasks");
+        assert_eq!(
+            metric_name(1, "metric-api-components.0.tasks"),
+            "s1-metric-api-components-0-tasks"
+        );
     }
 
     #[test]
     fn prefix_removal_needs_exact_index() {
-        assert_eq!(strip_metric_prefix(123, "s123-metricName").ok(), Some("metricName"));
+        assert_eq!(
+            strip_metric_prefix(123, "s123-metricName").ok(),
+            Some("metricName")
+        );
         assert!(strip_metric_prefix(0, "0-metricName").is_err());
         assert!(strip_metric_prefix(0, "metricName").is_err());
         assert!(strip_metric_prefix(1, "s0-metricName").is_err());

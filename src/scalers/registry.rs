@@ -1,1 +1,371 @@
-//! Live scalers per ScaledObject trigger (being written).
+//! Live scalers per ScaledObject trigger, keyed so a metric read finds its trigger in O(1).
+//!
+//! ```text
+//! source (kube watch | --local DIR) --apply/delete--> Registry --lookup--> metric read
+//!                                                        \--invalidate--> MetricCache
+//! ```
+//! The map lock is held only to clone an `Arc`, never across a scaler call.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tracing::{info, warn};
+
+use super::{MetricSpec, ScalerConfig, ScalerError, SharedScaler, build_scaler};
+use crate::crd::{ScaledObject, scaled_object::ScaledObjectSpec};
+
+/// Identifies a ScaledObject: namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One trigger of a registered ScaledObject.
+#[derive(Debug)]
+pub struct TriggerEntry {
+    /// Position in `spec.triggers`.
+    pub index: usize,
+    /// Trigger type.
+    pub trigger_type: String,
+    /// Trigger name, empty when unnamed.
+    pub trigger_name: String,
+    /// The scaler, or why it could not be built.
+    pub scaler: Result<SharedScaler, ScalerError>,
+    /// External metric names of this trigger (original case).
+    pub metric_names: Vec<String>,
+    /// Serve reads from the value of the last poll.
+    pub use_cached_metrics: bool,
+}
+
+/// A registered ScaledObject with its built scalers.
+#[derive(Debug)]
+pub struct ObjectEntry {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// Changes whenever the object is rebuilt; part of every cache key.
+    pub epoch: u64,
+    /// `pollingInterval`.
+    pub polling_interval: Duration,
+    /// Triggers in order.
+    pub triggers: Vec<TriggerEntry>,
+    /// Hash of the spec the scalers were built from, to skip rebuilds on no-op updates
+    /// without keeping a second copy of every spec.
+    pub spec_hash: u64,
+}
+
+/// What a metric read resolved to.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The ScaledObject.
+    pub object: Arc<ObjectEntry>,
+    /// Index into `object.triggers`.
+    pub trigger: usize,
+    /// Metric name in its original case.
+    pub metric_name: String,
+}
+
+impl Resolved {
+    /// The trigger this read resolved to.
+    pub fn trigger(&self) -> &TriggerEntry {
+        &self.object.triggers[self.trigger]
+    }
+}
+
+/// Why a metric read could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No ScaledObject of that name in that namespace.
+    #[error("ScaledObject {0} not found")]
+    ObjectNotFound(ObjectKey),
+    /// The ScaledObject has no trigger producing that metric.
+    #[error("no metric {metric} in ScaledObject {object}{hint}")]
+    MetricNotFound {
+        /// The object.
+        object: ObjectKey,
+        /// The metric as asked.
+        metric: String,
+        /// Extra text naming broken triggers, which may be why the name is unknown.
+        hint: String,
+    },
+}
+
+/// Settings shared by every scaler built by the registry.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Default timeout for scaler HTTP calls.
+    pub http_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            http_timeout: Duration::from_millis(3000),
+        }
+    }
+}
+
+/// Called with the key of every ScaledObject that changed or went away.
+pub type InvalidateFn = Arc<dyn Fn(&ObjectKey) + Send + Sync>;
+
+/// All live scalers, shared by the metrics server (and later the operator).
+pub struct Registry {
+    objects: RwLock<HashMap<ObjectKey, Arc<ObjectEntry>>>,
+    next_epoch: AtomicU64,
+    config: RegistryConfig,
+    on_invalidate: RwLock<Vec<InvalidateFn>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("objects", &self.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(config: RegistryConfig) -> Self {
+        Self {
+            objects: RwLock::new(HashMap::new()),
+            next_epoch: AtomicU64::new(1),
+            config,
+            on_invalidate: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Registers a hook called when an object changes or is removed (the metric cache uses it).
+    pub fn on_invalidate(&self, f: InvalidateFn) {
+        if let Ok(mut hooks) = self.on_invalidate.write() {
+            hooks.push(f);
+        }
+    }
+
+    /// Number of registered ScaledObjects.
+    pub fn len(&self) -> usize {
+        self.objects.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every registered key.
+    pub fn keys(&self) -> Vec<ObjectKey> {
+        self.objects
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The entry of one ScaledObject.
+    pub fn get(&self, key: &ObjectKey) -> Option<Arc<ObjectEntry>> {
+        self.objects.read().ok()?.get(key).cloned()
+    }
+
+    /// Adds or updates a ScaledObject; scalers are rebuilt only when the spec changed.
+    pub fn apply(&self, so: &ScaledObject) {
+        let key = object_key(so);
+        let hash = spec_hash(&so.spec);
+        if let Some(existing) = self.get(&key)
+            && existing.spec_hash == hash
+        {
+            return;
+        }
+        let entry = Arc::new(self.build(key.clone(), &so.spec, hash));
+        for t in &entry.triggers {
+            if let Err(e) = &t.scaler {
+                warn!(scaledobject = %key, trigger = t.index, r#type = %t.trigger_type, error = %e, "trigger cannot be built");
+            }
+        }
+        let replaced = self
+            .objects
+            .write()
+            .map(|mut m| m.insert(key.clone(), entry).is_some())
+            .unwrap_or(false);
+        if replaced {
+            self.invalidate(&key);
+        }
+        info!(scaledobject = %key, replaced, "scaledobject registered");
+    }
+
+    /// Removes a ScaledObject and everything cached for it.
+    pub fn remove(&self, key: &ObjectKey) {
+        let removed = self
+            .objects
+            .write()
+            .map(|mut m| m.remove(key).is_some())
+            .unwrap_or(false);
+        if removed {
+            self.invalidate(key);
+            info!(scaledobject = %key, "scaledobject removed");
+        }
+    }
+
+    /// Replaces the whole set (a watch restart or a full re-read of `--local`).
+    pub fn replace_all(&self, objects: &[ScaledObject]) {
+        let wanted: std::collections::HashSet<ObjectKey> = objects.iter().map(object_key).collect();
+        for key in self.keys() {
+            if !wanted.contains(&key) {
+                self.remove(&key);
+            }
+        }
+        for so in objects {
+            self.apply(so);
+        }
+    }
+
+    /// Finds the trigger serving `metric` (matched case-insensitively) of ScaledObject `key`.
+    pub fn resolve(&self, key: &ObjectKey, metric: &str) -> Result<Resolved, LookupError> {
+        let object = self
+            .get(key)
+            .ok_or_else(|| LookupError::ObjectNotFound(key.clone()))?;
+        for (i, t) in object.triggers.iter().enumerate() {
+            if let Some(name) = t
+                .metric_names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(metric))
+            {
+                let metric_name = name.clone();
+                return Ok(Resolved {
+                    object,
+                    trigger: i,
+                    metric_name,
+                });
+            }
+        }
+        let broken: Vec<String> = object
+            .triggers
+            .iter()
+            .filter_map(|t| {
+                t.scaler
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("trigger {} ({}): {e}", t.index, t.trigger_type))
+            })
+            .collect();
+        let hint = if broken.is_empty() {
+            String::new()
+        } else {
+            format!("; broken triggers: {}", broken.join("; "))
+        };
+        Err(LookupError::MetricNotFound {
+            object: key.clone(),
+            metric: metric.to_string(),
+            hint,
+        })
+    }
+
+    fn invalidate(&self, key: &ObjectKey) {
+        if let Ok(hooks) = self.on_invalidate.read() {
+            for h in hooks.iter() {
+                h(key);
+            }
+        }
+    }
+
+    fn build(&self, key: ObjectKey, spec: &ScaledObjectSpec, spec_hash: u64) -> ObjectEntry {
+        let as_metric_source = spec.uses_scaling_modifiers();
+        let triggers = spec
+            .triggers
+            .iter()
+            .enumerate()
+            .map(|(index, trigger)| {
+                let config = ScalerConfig {
+                    namespace: key.namespace.clone(),
+                    scaled_object: key.name.clone(),
+                    trigger_index: index,
+                    trigger_type: trigger.type_.clone(),
+                    trigger_name: trigger.name.clone().unwrap_or_default(),
+                    metadata: trigger.metadata.clone(),
+                    auth_params: Default::default(),
+                    resolved_env: Default::default(),
+                    metric_type: trigger.metric_type.unwrap_or_default(),
+                    as_metric_source,
+                    global_http_timeout: self.config.http_timeout,
+                };
+                let scaler = build_scaler(&config).and_then(|s| {
+                    if trigger.use_cached_metrics == Some(true)
+                        && matches!(trigger.type_.as_str(), "cron" | "cpu" | "memory")
+                    {
+                        return Err(ScalerError::Config(format!(
+                            "property \"useCachedMetrics\" is not supported for \"{}\" scaler",
+                            trigger.type_
+                        )));
+                    }
+                    Ok(s)
+                });
+                let metric_names = match &scaler {
+                    Ok(s) => s
+                        .metric_specs()
+                        .into_iter()
+                        .filter_map(|m| match m {
+                            MetricSpec::External { name, .. } => Some(name),
+                            MetricSpec::Resource { .. } => None,
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                TriggerEntry {
+                    index,
+                    trigger_type: trigger.type_.clone(),
+                    trigger_name: trigger.name.clone().unwrap_or_default(),
+                    scaler,
+                    metric_names,
+                    use_cached_metrics: trigger.use_cached_metrics.unwrap_or(false),
+                }
+            })
+            .collect();
+        ObjectEntry {
+            key,
+            epoch: self.next_epoch.fetch_add(1, Ordering::Relaxed),
+            polling_interval: Duration::from_secs(spec.polling_interval_secs()),
+            triggers,
+            spec_hash,
+        }
+    }
+}
+
+/// The registry key of a ScaledObject (`default` namespace when unset, as kubectl applies it).
+pub fn object_key(so: &ScaledObject) -> ObjectKey {
+    ObjectKey::new(
+        so.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
+        so.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn spec_hash(spec: &ScaledObjectSpec) -> u64 {
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,419 @@
+//! Routing and handlers of the external metrics API; testable without sockets.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use percent_encoding::percent_decode_str;
+use tracing::{debug, warn};
+
+use super::{
+    auth::{AuthError, Authenticator, Authorizer, request_attributes},
+    discovery::{self, ApisForm, Document},
+    error::ApiError,
+    metrics::{ApiMetrics, Route},
+    types::{ExternalMetricValue, ExternalMetricValueList},
+};
+use crate::{
+    cache::{MetricCache, ReadKind},
+    crd::scaled_object::SCALED_OBJECT_NAME_LABEL,
+    quantity,
+    scalers::{
+        ScalerError,
+        registry::{LookupError, ObjectKey, Registry},
+    },
+    selector,
+    tls::ConnInfo,
+};
+
+const GV_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1";
+
+/// Everything a request handler needs, shared by all connections.
+pub struct ApiState {
+    /// Live scalers.
+    pub registry: Arc<Registry>,
+    /// Metric cache.
+    pub cache: Arc<MetricCache>,
+    /// Authentication.
+    pub authn: Arc<Authenticator>,
+    /// Authorization.
+    pub authz: Arc<Authorizer>,
+    /// True when anonymous requests may reach authorization (a cluster decides); false answers them 401.
+    pub anonymous_reaches_authz: bool,
+    /// Request and cache metrics.
+    pub metrics: Arc<ApiMetrics>,
+    /// False until the ScaledObject source has synced once.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Handles one request: authenticate, authorize, route.
+pub async fn handle<B>(
+    state: &ApiState,
+    req: Request<B>,
+    conn: &ConnInfo,
+) -> Response<Full<Bytes>> {
+    let start = Instant::now();
+    let (mut parts, _body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let route = Route::of(&path);
+    let resp = match authenticate_and_authorize(
+        state,
+        &parts.method,
+        &path,
+        query.as_deref(),
+        &mut parts.headers,
+        conn,
+    )
+    .await
+    {
+        Err(e) => e.into_response(),
+        Ok(()) => {
+            route_request(
+                state,
+                route,
+                &parts.method,
+                &path,
+                query.as_deref(),
+                &parts.headers,
+            )
+            .await
+        }
+    };
+    state
+        .metrics
+        .observe_request(route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn authenticate_and_authorize(
+    state: &ApiState,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+) -> Result<(), ApiError> {
+    let user = match state.authn.authenticate(conn, headers).await {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(%path, remote = %conn.remote_addr, error = %e, "request not authenticated");
+            return Err(ApiError::unauthorized());
+        }
+    };
+    if user.is_anonymous() && !state.anonymous_reaches_authz && !is_health_path(path) {
+        warn!(%path, remote = %conn.remote_addr, "anonymous request refused: no client certificate, proxy certificate or token");
+        return Err(ApiError::unauthorized());
+    }
+    let attrs = request_attributes(method, path, query);
+    match state.authz.authorize(&user, &attrs).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(auth_error(e, path, &user.name)),
+    }
+}
+
+fn auth_error(e: AuthError, path: &str, user: &str) -> ApiError {
+    match e {
+        AuthError::Unauthorized(reason) => {
+            warn!(%path, %user, %reason, "request not authenticated");
+            ApiError::unauthorized()
+        }
+        AuthError::Forbidden {
+            message,
+            group,
+            kind,
+        } => {
+            warn!(%path, %user, %message, "request forbidden");
+            ApiError::forbidden(message, group, kind)
+        }
+        AuthError::Unavailable(reason) => {
+            warn!(%path, %user, %reason, "authorization unavailable");
+            ApiError::internal(format!("authorization check failed: {reason}"))
+        }
+    }
+}
+
+fn is_health_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz")
+}
+
+async fn route_request(
+    state: &ApiState,
+    route: Route,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return if route == Route::NotFound {
+            ApiError::no_route().into_response()
+        } else {
+            ApiError::method_not_allowed(method).into_response()
+        };
+    }
+    match route {
+        Route::Health => health(path, query, state.ready.load(Ordering::Relaxed)),
+        Route::Version => document(&discovery::VERSION_INFO, "application/json", headers),
+        Route::OpenApiV2 => document(&discovery::OPENAPI_V2, "application/json", headers),
+        Route::OpenApiV3 => {
+            if path == "/openapi/v3" || path == "/openapi/v3/" {
+                document(&discovery::OPENAPI_V3, "application/json", headers)
+            } else {
+                ApiError::no_route().into_response()
+            }
+        }
+        Route::Apis => {
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            match discovery::negotiate_apis(accept) {
+                Some(ApisForm::V2) => document(
+                    &discovery::AGGREGATED_DISCOVERY_V2,
+                    discovery::AGGREGATED_V2,
+                    headers,
+                ),
+                Some(ApisForm::V2Beta1) => document(
+                    &discovery::AGGREGATED_DISCOVERY_V2BETA1,
+                    discovery::AGGREGATED_V2BETA1,
+                    headers,
+                ),
+                Some(ApisForm::Legacy) => {
+                    document(&discovery::API_GROUP_LIST, "application/json", headers)
+                }
+                None => ApiError::not_acceptable(format!(
+                    "only the following media types are accepted: application/json, {}",
+                    discovery::AGGREGATED_V2
+                ))
+                .into_response(),
+            }
+        }
+        Route::Group => document(&discovery::API_GROUP, "application/json", headers),
+        Route::ResourceList => document(&discovery::RESOURCE_LIST, "application/json", headers),
+        Route::Metric => metric(state, path, query, headers).await,
+        Route::NotFound => ApiError::no_route().into_response(),
+    }
+}
+
+fn health(path: &str, query: Option<&str>, ready: bool) -> Response<Full<Bytes>> {
+    let name = path.trim_start_matches('/');
+    let ok = path != "/readyz" || ready;
+    let verbose = query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    let body = match (ok, verbose) {
+        (true, false) => "ok".to_string(),
+        (true, true) => format!("[+]ping ok\n[+]scaledobjects-synced ok\n{name} check passed\n"),
+        (false, _) => format!(
+            "[+]ping ok\n[-]scaledobjects-synced failed: reason withheld\n{name} check failed\n"
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    if !ok {
+        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+fn document(
+    doc: &Document,
+    content_type: &'static str,
+    headers: &HeaderMap,
+) -> Response<Full<Bytes>> {
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == doc.etag || t.trim() == "*")
+        });
+    let mut resp = if not_modified {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        Response::new(Full::new(doc.body.clone()))
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&doc.etag) {
+        h.insert(header::ETAG, v);
+    }
+    if content_type != "application/json" {
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    resp
+}
+
+/// The parts of a metric path: namespace and metric name, percent-decoded.
+pub fn parse_metric_path(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix(GV_PREFIX)?.strip_prefix("/namespaces/")?;
+    let mut segs = rest.split('/');
+    let ns = segs.next()?;
+    let metric = segs.next()?;
+    if segs.next().is_some() || ns.is_empty() || metric.is_empty() {
+        return None;
+    }
+    let ns = percent_decode_str(ns).decode_utf8().ok()?.into_owned();
+    let metric = percent_decode_str(metric).decode_utf8().ok()?.into_owned();
+    if ns.is_empty() || metric.is_empty() || metric.contains('/') || ns.contains('/') {
+        return None;
+    }
+    Some((ns, metric))
+}
+
+/// The `labelSelector` query parameter, form-decoded (`+` is a space).
+pub fn label_selector_param(query: Option<&str>) -> String {
+    query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "labelSelector")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+fn wants_pretty(query: Option<&str>, headers: &HeaderMap) -> bool {
+    let by_query = query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "pretty" && v != "false" && v != "0")
+    });
+    let by_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| {
+            ua.starts_with("curl") || ua.starts_with("Wget") || ua.starts_with("Mozilla/5.0")
+        });
+    by_query || by_agent
+}
+
+async fn metric(
+    state: &ApiState,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response<Full<Bytes>> {
+    let Some((namespace, metric)) = parse_metric_path(path) else {
+        return ApiError::no_route().into_response();
+    };
+    match read_metric(state, &namespace, &metric, query).await {
+        Ok(items) => {
+            let list = ExternalMetricValueList::new(items);
+            let mut body = if wants_pretty(query, headers) {
+                serde_json::to_vec_pretty(&list)
+            } else {
+                serde_json::to_vec(&list)
+            }
+            .unwrap_or_default();
+            body.push(b'\n');
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn read_metric<'a>(
+    state: &ApiState,
+    namespace: &str,
+    metric: &'a str,
+    query: Option<&str>,
+) -> Result<Vec<ExternalMetricValue<'a>>, ApiError> {
+    let raw = label_selector_param(query);
+    let sel = selector::parse(&raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))?;
+    let so_name = sel.exact_value(SCALED_OBJECT_NAME_LABEL).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "scaledObject name is not specified: labelSelector must select exactly one ScaledObject with {SCALED_OBJECT_NAME_LABEL}=<name>"
+        ))
+    })?;
+    let key = ObjectKey::new(namespace, so_name);
+    let resolved = state.registry.resolve(&key, metric).map_err(|e| match e {
+        LookupError::ObjectNotFound(_) => ApiError::not_found(format!(
+            "the server could not find the metric {metric}: {e}"
+        )),
+        LookupError::MetricNotFound { .. } => ApiError::not_found(format!(
+            "the server could not find the metric {metric}: {e}"
+        )),
+    })?;
+    let (outcome, kind) = state.cache.read(&resolved).await;
+    let trigger = resolved.trigger();
+    state.metrics.observe_read(kind == ReadKind::Hit);
+    let context = || {
+        format!(
+            "unable to get metric {} of ScaledObject {key} (trigger {}, {})",
+            resolved.metric_name, trigger.index, trigger.trigger_type
+        )
+    };
+    let sample = match outcome.as_ref() {
+        Ok(s) => s,
+        Err(ScalerError::Timeout(d)) => {
+            debug!(scaledobject = %key, metric = %resolved.metric_name, "scaler timed out");
+            return Err(ApiError::timeout(format!(
+                "{}: upstream timed out after {d:?}",
+                context()
+            )));
+        }
+        Err(e) => {
+            debug!(scaledobject = %key, metric = %resolved.metric_name, error = %e, "scaler failed");
+            return Err(ApiError::internal(format!("{}: {e}", context())));
+        }
+    };
+    state.metrics.observe_age(sample.taken.elapsed());
+    if sample.values.is_empty() {
+        return Err(ApiError::internal(format!(
+            "{}: the scaler returned no value",
+            context()
+        )));
+    }
+    let timestamp = sample.timestamp.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    sample
+        .values
+        .iter()
+        .map(|v| {
+            if *v < 0.0 {
+                return Err(ApiError::internal(format!(
+                    "{}: negative value {v}",
+                    context()
+                )));
+            }
+            let value = quantity::format_milli(*v)
+                .map_err(|e| ApiError::internal(format!("{}: {e}", context())))?;
+            Ok(ExternalMetricValue {
+                metric_name: metric,
+                metric_labels: None,
+                timestamp: timestamp.clone(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// Re-exported for the server module.
+pub type SharedState = Arc<ApiState>;

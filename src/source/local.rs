@@ -1,0 +1,413 @@
+//! `--local DIR`: ScaledObjects from YAML or JSON files, re-read when they change.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    crd::ScaledObject,
+    scalers::registry::{ObjectKey, Registry, object_key},
+};
+
+/// A problem with one file, pointing at the line when known.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct FileError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line, when the parser knows it.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Documents of kinds other than ScaledObject that ebb uses from a local directory.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    /// ScaledObjects found.
+    pub scaled_objects: Vec<ScaledObject>,
+    /// Other documents (TriggerAuthentication, Secret, ConfigMap ...) kept for the scalers that need them.
+    pub others: Vec<serde_yaml::Value>,
+}
+
+/// Parses one file's text (one or many YAML documents, or JSON) into ScaledObjects.
+pub fn parse_file(path: &Path, text: &str) -> Result<Parsed, FileError> {
+    let err = |line: Option<usize>, message: String| FileError {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut parsed = Parsed::default();
+    for (offset, doc) in split_documents(text) {
+        if doc.trim().is_empty()
+            || doc
+                .lines()
+                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        let value: serde_yaml::Value = serde_yaml::from_str(doc)
+            .map_err(|e| err(e.location().map(|l| l.line() + offset), e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        if kind == "ScaledObject" && api_version.starts_with("keda.sh/") {
+            let so: ScaledObject = serde_yaml::from_str(doc).map_err(|e| {
+                err(
+                    e.location().map(|l| l.line() + offset),
+                    format!("ScaledObject: {e}"),
+                )
+            })?;
+            let name = so.metadata.name.as_deref().unwrap_or_default();
+            if name.is_empty() {
+                return Err(err(
+                    Some(offset + 1),
+                    "ScaledObject without metadata.name".to_string(),
+                ));
+            }
+            parsed.scaled_objects.push(so);
+        } else if kind.is_empty() {
+            return Err(err(Some(offset + 1), "document without kind".to_string()));
+        } else {
+            parsed.others.push(value);
+        }
+    }
+    Ok(parsed)
+}
+
+/// Splits a YAML stream on `---` lines, returning each document with the number of lines before it.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut start_line = 0;
+    let mut pos = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") || trimmed.starts_with("---#") {
+            docs.push((start_line, &text[start..pos]));
+            start = pos + line.len();
+            start_line = i + 1;
+        }
+        pos += line.len();
+    }
+    docs.push((start_line, &text[start..]));
+    docs
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+fn list_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        // Kubernetes volume internals (`..data`, `..2024_...`) would double every file.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            if depth > 0 {
+                list_files(&path, depth - 1, out);
+            }
+        } else if is_manifest(&path) {
+            out.push(path);
+        }
+    }
+}
+
+/// Every manifest below `dir` (three levels deep), sorted for a stable order.
+pub fn manifest_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    list_files(dir, 3, &mut files);
+    files.sort();
+    files
+}
+
+/// Reads a directory once: every ScaledObject, and every file that failed.
+pub fn load_dir(dir: &Path) -> (Parsed, Vec<FileError>) {
+    let mut all = Parsed::default();
+    let mut errors = Vec::new();
+    for path in manifest_files(dir) {
+        let result = std::fs::read_to_string(&path)
+            .map_err(|e| FileError {
+                path: path.clone(),
+                line: None,
+                message: e.to_string(),
+            })
+            .and_then(|text| parse_file(&path, &text));
+        match result {
+            Ok(p) => {
+                all.scaled_objects.extend(p.scaled_objects);
+                all.others.extend(p.others);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (all, errors)
+}
+
+struct FileState {
+    fingerprint: u64,
+    keys: Vec<ObjectKey>,
+    failing: Option<u64>,
+}
+
+/// Watches `dir` by polling: changed files are re-parsed and applied to the registry file by
+/// file; a broken file keeps its last good content. Only keys are kept here, so 10,000
+/// ScaledObjects are held once (in the registry), not twice.
+pub struct LocalSource {
+    dir: PathBuf,
+    files: HashMap<PathBuf, FileState>,
+    owners: HashMap<ObjectKey, PathBuf>,
+}
+
+impl LocalSource {
+    /// A source over `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            files: HashMap::new(),
+            owners: HashMap::new(),
+        }
+    }
+
+    /// One pass; returns how many files changed.
+    pub fn poll(&mut self, registry: &Registry) -> usize {
+        let mut changed = 0;
+        let present = manifest_files(&self.dir);
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !present.contains(p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(state) = self.files.remove(&path) {
+                self.drop_keys(&path, &state.keys, registry);
+                changed += 1;
+            }
+        }
+        for path in present {
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let fingerprint = fnv1a(&bytes);
+            if let Some(state) = self.files.get(&path)
+                && (state.fingerprint == fingerprint || state.failing == Some(fingerprint))
+            {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            match parse_file(&path, &text) {
+                Ok(parsed) => {
+                    let keys: Vec<ObjectKey> =
+                        parsed.scaled_objects.iter().map(object_key).collect();
+                    if let Some(old) = self.files.get(&path) {
+                        let stale: Vec<ObjectKey> = old
+                            .keys
+                            .iter()
+                            .filter(|k| !keys.contains(k))
+                            .cloned()
+                            .collect();
+                        self.drop_keys(&path, &stale, registry);
+                    }
+                    for so in &parsed.scaled_objects {
+                        let key = object_key(so);
+                        if let Some(other) = self.owners.insert(key.clone(), path.clone())
+                            && other != path
+                        {
+                            warn!(scaledobject = %key, file = %path.display(), other = %other.display(), "ScaledObject defined in two files; the last one read wins");
+                        }
+                        registry.apply(so);
+                    }
+                    self.files.insert(
+                        path,
+                        FileState {
+                            fingerprint,
+                            keys,
+                            failing: None,
+                        },
+                    );
+                    changed += 1;
+                }
+                Err(e) => {
+                    warn!(file = %e.path.display(), line = e.line, error = %e.message, "cannot read manifest file; keeping its last good content");
+                    match self.files.get_mut(&path) {
+                        Some(state) => state.failing = Some(fingerprint),
+                        None => {
+                            self.files.insert(
+                                path,
+                                FileState {
+                                    fingerprint: 0,
+                                    keys: Vec::new(),
+                                    failing: Some(fingerprint),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn drop_keys(&mut self, path: &Path, keys: &[ObjectKey], registry: &Registry) {
+        for key in keys {
+            if self.owners.get(key).is_some_and(|p| p == path) {
+                self.owners.remove(key);
+                registry.remove(key);
+            }
+        }
+    }
+
+    /// Number of ScaledObjects currently provided.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// True when no ScaledObject is provided.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Polls until `shutdown`, pushing changes into `registry`.
+    pub async fn run(
+        mut self,
+        registry: Arc<Registry>,
+        ready: Arc<AtomicBool>,
+        interval: Duration,
+        shutdown: crate::shutdown::Signal,
+    ) {
+        self = match tokio::task::spawn_blocking({
+            let registry = registry.clone();
+            move || {
+                self.poll(&registry);
+                self
+            }
+        })
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "local source failed");
+                return;
+            }
+        };
+        info!(dir = %self.dir.display(), scaledobjects = self.len(), "loaded local ScaledObjects");
+        ready.store(true, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tick.tick() => {}
+            }
+            let registry = registry.clone();
+            self = match tokio::task::spawn_blocking(move || {
+                let changed = self.poll(&registry);
+                if changed > 0 {
+                    info!(
+                        files = changed,
+                        scaledobjects = self.len(),
+                        "local ScaledObjects changed"
+                    );
+                }
+                self
+            })
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "local source poll failed");
+                    return;
+                }
+            };
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scalers::registry::RegistryConfig;
+
+    const GOOD: &str = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: a\nspec:\n  scaleTargetRef:\n    name: a\n  triggers: []\n";
+
+    #[test]
+    fn multi_document_files_and_other_kinds() {
+        let text = format!(
+            "# leading comment\n---\n{GOOD}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n---\n"
+        );
+        let p = parse_file(Path::new("x.yaml"), &text).expect("parses");
+        assert_eq!(p.scaled_objects.len(), 1);
+        assert_eq!(p.others.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let text = format!(
+            "{GOOD}---\napiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: b\nspec:\n  pollingInterval: fast\n"
+        );
+        let e = parse_file(Path::new("dir/bad.yaml"), &text).expect_err("fails");
+        assert_eq!(e.path, Path::new("dir/bad.yaml"));
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(e.to_string().starts_with("dir/bad.yaml:15: "), "{e}");
+        // The YAML parser reports an unclosed flow sequence where the input ends.
+        let e = parse_file(Path::new("y.yaml"), "kind: [unclosed\n").expect_err("fails");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn broken_file_keeps_last_good_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("so.yaml");
+        std::fs::write(&f, GOOD).expect("write");
+        let registry = Registry::new(RegistryConfig::default());
+        let mut src = LocalSource::new(dir.path());
+        assert_eq!(src.poll(&registry), 1);
+        assert_eq!(registry.len(), 1);
+        std::fs::write(
+            &f,
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: [",
+        )
+        .expect("write");
+        assert_eq!(src.poll(&registry), 0);
+        assert_eq!(registry.len(), 1);
+        std::fs::write(&f, GOOD.replace("name: a\nspec", "name: b\nspec")).expect("write");
+        assert_eq!(src.poll(&registry), 1);
+        assert_eq!(registry.keys(), vec![ObjectKey::new("default", "b")]);
+        std::fs::remove_file(&f).expect("rm");
+        assert_eq!(src.poll(&registry), 1);
+        assert!(registry.is_empty());
+    }
+}
