@@ -9,7 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod crd;
 pub mod external_metrics;
-// pub mod local;
+pub mod local;
 pub mod quantity;
 pub mod scalers;
 pub mod selector;

@@ -21,10 +21,7 @@ async fn main() -> std::process::ExitCode {
     let (trigger, signal) = shutdown::channel();
     tokio::spawn(shutdown::on_os_signal(trigger));
     let result = match cli.command {
-        Command::MetricsServer(_args) => {
-            drop(signal);
-            Ok::<(), std::io::Error>(())
-        }
+        Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,71 +1,65 @@
-//! Temporary stub until the auth branch lands.
-use std::collections::BTreeMap;
+//! Temporary stand-in until the delegated authn/authz module lands.
+#![allow(missing_docs)]
+use std::{collections::BTreeMap, sync::Arc};
 
-use crate::tls::ConnInfo;
+use crate::tls::{ConnInfo, ReloadableRoots};
 
-/// An authenticated identity.
 #[derive(Debug, Clone, Default)]
 pub struct UserInfo {
-    /// User name.
     pub name: String,
-    /// UID.
     pub uid: Option<String>,
-    /// Groups.
     pub groups: Vec<String>,
-    /// Extra.
     pub extra: BTreeMap<String, Vec<String>>,
 }
 impl UserInfo {
-    /// Anonymous?
     pub fn is_anonymous(&self) -> bool {
         self.name == "system:anonymous"
     }
 }
-/// Errors.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// 401.
     #[error("Unauthorized")]
     Unauthorized(String),
-    /// 403.
     #[error("{message}")]
-    Forbidden {
-        /// msg
-        message: String,
-        /// g
-        group: Option<String>,
-        /// k
-        kind: Option<String>,
-    },
-    /// 5xx.
+    Forbidden { message: String, group: Option<String>, kind: Option<String> },
     #[error("{0}")]
     Unavailable(String),
 }
-/// Authn.
+#[derive(Debug)]
+pub struct RequestHeaderConfig {
+    pub ca: Arc<ReloadableRoots>,
+    pub allowed_names: Vec<String>,
+    pub username_headers: Vec<String>,
+    pub uid_headers: Vec<String>,
+    pub group_headers: Vec<String>,
+    pub extra_prefixes: Vec<String>,
+}
 #[derive(Debug, Default)]
 pub struct Authenticator;
 impl Authenticator {
-    /// authn.
-    pub async fn authenticate(
-        &self,
-        _c: &ConnInfo,
-        _h: &mut http::HeaderMap,
-    ) -> Result<UserInfo, AuthError> {
-        Ok(UserInfo::default())
+    pub fn new(_r: Option<RequestHeaderConfig>, _c: Option<Arc<ReloadableRoots>>, _k: Option<kube::Client>) -> Self {
+        Self
+    }
+    pub async fn authenticate(&self, c: &ConnInfo, _h: &mut http::HeaderMap) -> Result<UserInfo, AuthError> {
+        let name = if c.peer_certs.is_empty() { "system:anonymous" } else { "someone" };
+        Ok(UserInfo { name: name.into(), ..Default::default() })
     }
 }
-/// Attributes.
+pub enum AuthzMode {
+    AllowAuthenticated,
+    Delegated(kube::Client),
+}
 #[derive(Debug)]
 pub struct Attributes;
-/// Builds attributes.
 pub fn request_attributes(_m: &http::Method, _p: &str, _q: Option<&str>) -> Attributes {
     Attributes
 }
-/// Authz.
 #[derive(Debug, Default)]
 pub struct Authorizer;
 impl Authorizer {
-    /// authz.
+    pub fn new(_m: AuthzMode, _p: Vec<String>) -> Self {
+        Self
+    }
     pub async fn authorize(&self, _u: &UserInfo, _a: &Attributes) -> Result<(), AuthError> {
         Ok(())
     }

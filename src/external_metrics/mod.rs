@@ -11,7 +11,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
-// pub mod server;
+pub mod server;
 pub mod types;
 
-// pub use server::{ServerError, run};
+pub use server::{ServerError, run};

@@ -1,0 +1,255 @@
+//! `ebb metrics-server`: wiring of certificates, authentication, the ScaledObject source,
+//! the scaler registry and cache, the admin port and the TLS listener.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::{
+    auth::{Authenticator, Authorizer, AuthzMode, RequestHeaderConfig},
+    handlers::{ApiState, handle},
+    metrics::ApiMetrics,
+};
+use crate::{
+    admin::{self, AdminState},
+    cache::MetricCache,
+    cli::MetricsServerArgs,
+    local,
+    scalers::registry::{Registry, RegistryConfig},
+    shutdown::Signal,
+    source,
+    tls::{self, CertReloader, RequestClientCert, ReloadableRoots, certgen},
+};
+
+/// Why the metrics server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A port could not be bound.
+    #[error("failed to bind {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--local` set-up failed.
+    #[error("failed to prepare --local mode")]
+    Local(#[source] local::LocalError),
+    /// Certificates or CA files could not be loaded.
+    #[error("failed to load certificates")]
+    Certs(#[source] tls::ReloadError),
+    /// A self-signed certificate could not be created in `--cert-dir`.
+    #[error("failed to create a self-signed certificate in {0}")]
+    SelfSigned(PathBuf, #[source] certgen::CertError),
+    /// No cluster could be reached outside `--local`.
+    #[error("failed to create a Kubernetes client (use --local to run without a cluster)")]
+    Kube(#[source] kube::Error),
+    /// A kubeconfig could not be read.
+    #[error("failed to read kubeconfig {0}")]
+    Kubeconfig(PathBuf, #[source] kube::config::KubeconfigError),
+    /// The extension-apiserver-authentication ConfigMap was unusable.
+    #[error("failed to read kube-system/extension-apiserver-authentication")]
+    AuthConfigMap(#[source] kube::Error),
+    /// Serving failed.
+    #[error("the TLS server failed")]
+    Serve(#[source] tls::TlsError),
+}
+
+/// Runs the metrics server until `shutdown`.
+pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), ServerError> {
+    let mut prom = prometheus_client::registry::Registry::default();
+    let api_metrics = Arc::new(ApiMetrics::register(&mut prom));
+    let timeout_ms = std::env::var("KEDA_HTTP_DEFAULT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|_| std::env::var_os("EBB_HTTP_DEFAULT_TIMEOUT").is_none())
+        .unwrap_or(i64::try_from(args.http_default_timeout).unwrap_or(3000));
+    // KEDA turns a non-positive timeout into 300 ms.
+    let http_timeout = Duration::from_millis(u64::try_from(timeout_ms).ok().filter(|t| *t > 0).unwrap_or(300));
+    let registry = Arc::new(Registry::new(RegistryConfig { http_timeout }));
+    let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
+    {
+        let cache = cache.clone();
+        registry.on_invalidate(Arc::new(move |key| cache.invalidate_object(key)));
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let secure_addr = SocketAddr::new(args.bind_address, args.secure_port);
+    let listener = TcpListener::bind(secure_addr).await.map_err(|source| ServerError::Bind { addr: secure_addr, source })?;
+    let secure_addr = listener.local_addr().unwrap_or(secure_addr);
+    let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
+    let admin_listener =
+        admin::bind(admin_addr).await.map_err(|source| ServerError::Bind { addr: admin_addr, source })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
+
+    let mut reloader = CertReloader::new(Duration::from_millis(args.cert_reload_interval.max(50)));
+    let local_mode = args.local.is_some();
+    let (cert_file, key_file, client_ca_file, kube_client) = if let Some(dir) = &args.local {
+        let setup = local::prepare(&args.state_dir, secure_addr).map_err(ServerError::Local)?;
+        let dir = match dir {
+            Some(d) => d.clone(),
+            None => {
+                let d = args.state_dir.join("scaledobjects");
+                local::write_examples(&d, admin_addr).map_err(ServerError::Local)?;
+                d
+            }
+        };
+        tokio::spawn(source::local::LocalSource::new(dir.clone()).run(
+            registry.clone(),
+            ready.clone(),
+            Duration::from_millis(args.local_poll_interval.max(50)),
+            shutdown.clone(),
+        ));
+        info!(dir = %dir.display(), "local mode: ScaledObjects from files; no cluster is contacted, and any authenticated client is allowed");
+        let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => (setup.serving_cert.clone(), setup.serving_key.clone()),
+        };
+        let client_ca = args.client_ca_file.clone().unwrap_or(setup.ca_file.clone());
+        print_local_banner(&setup.kubeconfig, secure_addr, admin_addr);
+        (cert, key, Some(client_ca), None)
+    } else {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        tokio::spawn(source::kube::run(
+            client.clone(),
+            args.watch_namespace.clone(),
+            registry.clone(),
+            ready.clone(),
+            shutdown.clone(),
+        ));
+        let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => certgen::ensure_self_signed(&args.cert_dir, &["localhost".to_string()])
+                .map_err(|e| ServerError::SelfSigned(args.cert_dir.clone(), e))?,
+        };
+        (cert, key, args.client_ca_file.clone(), Some(client))
+    };
+
+    let resolver = reloader.watch_serving(&cert_file, &key_file).map_err(ServerError::Certs)?;
+    let client_ca = client_ca_file.as_ref().map(|p| reloader.watch_roots(p)).transpose().map_err(ServerError::Certs)?;
+    let requestheader = match &args.requestheader_client_ca_file {
+        Some(p) => Some(request_header_config(&args, reloader.watch_roots(p).map_err(ServerError::Certs)?)),
+        None => match &kube_client {
+            Some(client) => requestheader_from_cluster(client, &args).await?,
+            None => None,
+        },
+    };
+    if requestheader.is_none() {
+        warn!("no requestheader CA configured: requests proxied by kube-apiserver cannot be authenticated");
+    }
+    let hint_roots: Vec<&ReloadableRoots> =
+        client_ca.iter().map(AsRef::as_ref).chain(requestheader.as_ref().map(|r| r.ca.as_ref())).collect();
+    let verifier = Arc::new(RequestClientCert::from_reloadable(&hint_roots));
+    let config = tls::server_config(resolver, verifier);
+    let authn = Arc::new(Authenticator::new(requestheader, client_ca, kube_client.clone()));
+    let authz_mode = match (&kube_client, local_mode) {
+        (Some(c), false) => AuthzMode::Delegated(c.clone()),
+        _ => AuthzMode::AllowAuthenticated,
+    };
+    let authz = Arc::new(Authorizer::new(authz_mode, args.authorization_always_allow_paths.clone()));
+
+    let state = Arc::new(ApiState {
+        registry,
+        cache,
+        authn,
+        authz,
+        anonymous_reaches_authz: !local_mode,
+        metrics: api_metrics,
+        ready: ready.clone(),
+    });
+    let admin_state = Arc::new(AdminState { registry: prom, ready, demo: local_mode });
+    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(reloader.run(async move { shutdown.wait().await }));
+    }
+    info!(addr = %secure_addr, "external metrics API listening");
+    let handler = move |req, conn: Arc<tls::ConnInfo>| {
+        let state = state.clone();
+        async move { handle(&state, req, &conn).await }
+    };
+    tls::serve(listener, config, handler, async move { shutdown.wait().await }).await.map_err(ServerError::Serve)
+}
+
+fn request_header_config(args: &MetricsServerArgs, ca: Arc<ReloadableRoots>) -> RequestHeaderConfig {
+    RequestHeaderConfig {
+        ca,
+        allowed_names: args.requestheader_allowed_names.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        username_headers: args.requestheader_username_headers.clone(),
+        uid_headers: args.requestheader_uid_headers.clone(),
+        group_headers: args.requestheader_group_headers.clone(),
+        extra_prefixes: args.requestheader_extra_headers_prefix.clone(),
+    }
+}
+
+/// Reads the front-proxy settings kube-apiserver publishes, as every aggregated server does
+/// when no `--requestheader-*` flags are given.
+async fn requestheader_from_cluster(
+    client: &kube::Client,
+    args: &MetricsServerArgs,
+) -> Result<Option<RequestHeaderConfig>, ServerError> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "kube-system");
+    let cm = match api.get_opt("extension-apiserver-authentication").await {
+        Ok(Some(cm)) => cm,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(ServerError::AuthConfigMap(e)),
+    };
+    let data = cm.data.unwrap_or_default();
+    let Some(pem) = data.get("requestheader-client-ca-file") else { return Ok(None) };
+    let ca = match ReloadableRoots::from_pem(pem.as_bytes()) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            warn!(error = %e, "requestheader-client-ca-file in extension-apiserver-authentication is unusable");
+            return Ok(None);
+        }
+    };
+    let list = |key: &str, default: &[String]| -> Vec<String> {
+        data.get(key)
+            .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_vec())
+    };
+    let mut cfg = request_header_config(args, ca);
+    cfg.allowed_names = list("requestheader-allowed-names", &cfg.allowed_names);
+    cfg.username_headers = list("requestheader-username-headers", &cfg.username_headers);
+    cfg.uid_headers = list("requestheader-uid-headers", &cfg.uid_headers);
+    cfg.group_headers = list("requestheader-group-headers", &cfg.group_headers);
+    cfg.extra_prefixes = list("requestheader-extra-headers-prefix", &cfg.extra_prefixes);
+    info!(allowed_names = ?cfg.allowed_names, "front-proxy settings read from kube-system/extension-apiserver-authentication");
+    Ok(Some(cfg))
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ServerError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| ServerError::Kubeconfig(path.to_path_buf(), e))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| ServerError::Kubeconfig(path.to_path_buf(), e))?
+        }
+        None => kube::Config::infer().await.map_err(|e| ServerError::Kube(kube::Error::InferConfig(e)))?,
+    };
+    kube::Client::try_from(config).map_err(ServerError::Kube)
+}
+
+fn print_local_banner(kubeconfig: &Path, secure: SocketAddr, admin: SocketAddr) {
+    let host = if secure.ip().is_unspecified() { "127.0.0.1".to_string() } else { secure.ip().to_string() };
+    let admin_host = if admin.ip().is_unspecified() { "127.0.0.1".to_string() } else { admin.ip().to_string() };
+    println!(
+        "\nebb metrics-server is serving external.metrics.k8s.io/v1beta1 on https://{host}:{port}\n\
+         Read a live value as the HPA would:\n\n  \
+         kubectl --kubeconfig {kc} get --raw '/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-queue-depth?labelSelector=scaledobject.keda.sh%2Fname%3Dqueue-worker'\n\n\
+         Prometheus metrics: http://{admin_host}:{aport}/metrics\n",
+        port = secure.port(),
+        kc = kubeconfig.display(),
+        aport = admin.port(),
+    );
+}
