@@ -85,11 +85,7 @@ pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>>
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     out,
                 ),
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    e.to_string(),
-                ),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
             }
         }
         "/livez" | "/healthz" => text(StatusCode::OK, "text/plain", "ok".into()),

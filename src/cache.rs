@@ -68,12 +68,7 @@ struct Entry {
 struct PerEntryTtl;
 
 impl Expiry<CacheKey, Entry> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &Entry,
-        _now: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _key: &CacheKey, value: &Entry, _now: Instant) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -112,9 +107,7 @@ impl MetricCache {
     pub fn invalidate_object(&self, key: &ObjectKey) {
         let key = key.clone();
         // Only fails when closures were not enabled at build time, which they are.
-        let _ = self
-            .cached
-            .invalidate_entries_if(move |k, _| *k.object == key);
+        let _ = self.cached.invalidate_entries_if(move |k, _| *k.object == key);
     }
 
     /// Number of cached outcomes (approximate, for metrics).
@@ -144,11 +137,7 @@ impl MetricCache {
                     }
                 })
                 .await;
-            let kind = if missed {
-                ReadKind::Miss
-            } else {
-                ReadKind::Hit
-            };
+            let kind = if missed { ReadKind::Miss } else { ReadKind::Hit };
             (entry.outcome, kind)
         } else {
             (self.coalesced(key, resolved).await, ReadKind::Miss)

@@ -356,11 +356,7 @@ impl Decimal {
             nanos = nanos.checked_add(1).ok_or_else(out_of_range)?;
         }
         let nanos = i128::try_from(nanos).map_err(|_| out_of_range())?;
-        Ok(Quantity::from_nanos(if self.negative {
-            -nanos
-        } else {
-            nanos
-        }))
+        Ok(Quantity::from_nanos(if self.negative { -nanos } else { nanos }))
     }
 }
 
@@ -409,10 +405,7 @@ mod tests {
         assert_eq!(format_f64(3e12).as_deref(), Ok("3T"));
         assert_eq!(format_f64(1e-10).as_deref(), Ok("0"));
         assert_eq!(format_f64(6e-10).as_deref(), Ok("1n"));
-        assert!(matches!(
-            format_f64(1e300),
-            Err(QuantityError::OutOfRange(_))
-        ));
+        assert!(matches!(format_f64(1e300), Err(QuantityError::OutOfRange(_))));
     }
 
     #[test]
@@ -504,8 +497,8 @@ mod tests {
     #[test]
     fn parse_invalid() {
         for s in [
-            "", "   ", "NaN", "nan", "inf", "1.2.3", "5 k", "1KB", "k", ".", "-", "+", "1e", "1e+",
-            "1e1.5", "1ki", "1K", "--1", "1-", "0x10", "1 ", "1k1", "1mi", "١",
+            "", "   ", "NaN", "nan", "inf", "1.2.3", "5 k", "1KB", "k", ".", "-", "+", "1e", "1e+", "1e1.5",
+            "1ki", "1K", "--1", "1-", "0x10", "1 ", "1k1", "1mi", "١",
         ] {
             if s == "1 " {
                 // Trailing whitespace is trimmed, so this one is fine.
@@ -553,10 +546,7 @@ mod tests {
             assert_eq!(parse(s).map(|q| q.to_string()).as_deref(), Ok(want), "{s}");
         }
         assert!(matches!(parse("1e40"), Err(QuantityError::OutOfRange(_))));
-        assert_eq!(
-            "2k".parse::<Quantity>(),
-            Ok(Quantity::from_milli(2_000_000))
-        );
+        assert_eq!("2k".parse::<Quantity>(), Ok(Quantity::from_milli(2_000_000)));
     }
 
     #[test]

@@ -339,9 +339,7 @@ fn is_dns1123_subdomain(s: &str) -> bool {
         let b = label.as_bytes();
         let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
         match (b.first(), b.last()) {
-            (Some(first), Some(last)) => {
-                edge(first) && edge(last) && b.iter().all(|c| edge(c) || *c == b'-')
-            }
+            (Some(first), Some(last)) => edge(first) && edge(last) && b.iter().all(|c| edge(c) || *c == b'-'),
             _ => false,
         }
     })
@@ -631,16 +629,8 @@ mod tests {
                 vec![req("a", Equals, &["x"]), req("b", Equals, &["y"])],
                 "a=x,b=y",
             ),
-            (
-                "env in (z, y)",
-                vec![req("env", In, &["y", "z"])],
-                "env in (y,z)",
-            ),
-            (
-                "env notin (a)",
-                vec![req("env", NotIn, &["a"])],
-                "env notin (a)",
-            ),
+            ("env in (z, y)", vec![req("env", In, &["y", "z"])], "env in (y,z)"),
+            ("env notin (a)", vec![req("env", NotIn, &["a"])], "env notin (a)"),
             ("!k", vec![req("k", DoesNotExist, &[])], "!k"),
             ("k", vec![req("k", Exists, &[])], "k"),
             ("k==v", vec![req("k", Equals, &["v"])], "k=v"),
@@ -662,18 +652,10 @@ mod tests {
                 ],
                 "a=x,b!=y,!c,d in (p,q)",
             ),
-            (
-                "k in (a,a,b)",
-                vec![req("k", In, &["a", "b"])],
-                "k in (a,b)",
-            ),
+            ("k in (a,a,b)", vec![req("k", In, &["a", "b"])], "k in (a,b)"),
             ("k in (a,)", vec![req("k", In, &["", "a"])], "k in (,a)"),
             ("k in (,)", vec![req("k", In, &[""])], "k in (,)"),
-            (
-                "k in (a,,b)",
-                vec![req("k", In, &["", "a", "b"])],
-                "k in (,a,b)",
-            ),
+            ("k in (a,,b)", vec![req("k", In, &["", "a", "b"])], "k in (,a,b)"),
             ("in in (in)", vec![req("in", In, &["in"])], "in in (in)"),
             (
                 "notin=notin",
@@ -761,11 +743,7 @@ mod tests {
             "k=\u{0}",
         ];
         for s in cases {
-            assert!(
-                parse(s).is_err(),
-                "{s:?} should be rejected, got {:?}",
-                parse(s)
-            );
+            assert!(parse(s).is_err(), "{s:?} should be rejected, got {:?}", parse(s));
         }
     }
 
@@ -783,10 +761,7 @@ mod tests {
         assert!(msg("a b").contains("found 'b'"));
         assert!(msg("k=v!").contains("found '!'"));
         let key = msg(&format!("{}=v", "a".repeat(64)));
-        assert!(
-            key.contains("invalid label key") && key.contains("63"),
-            "{key}"
-        );
+        assert!(key.contains("invalid label key") && key.contains("63"), "{key}");
         let value = msg("k=v.");
         assert!(value.contains("invalid label value \"v.\""), "{value}");
     }
@@ -828,10 +803,7 @@ mod tests {
     fn exact_value_lookup() {
         let key = "scaledobject.keda.sh/name";
         let exact = |s: &str| parse(s).map(|sel| sel.exact_value(key).map(str::to_string));
-        assert_eq!(
-            exact("scaledobject.keda.sh/name=my-so"),
-            Ok(Some("my-so".into()))
-        );
+        assert_eq!(exact("scaledobject.keda.sh/name=my-so"), Ok(Some("my-so".into())));
         assert_eq!(
             exact("scaledobject.keda.sh/name==my-so"),
             Ok(Some("my-so".into()))
@@ -861,10 +833,7 @@ mod tests {
         ]);
         assert_eq!(sel.to_string(), "a=1,z");
         assert!(Selector::everything().is_empty());
-        assert_eq!(
-            "k=v".parse::<Selector>().map(|s| s.to_string()),
-            Ok("k=v".into())
-        );
+        assert_eq!("k=v".parse::<Selector>().map(|s| s.to_string()), Ok("k=v".into()));
     }
 
     fn requirement_text() -> impl Strategy<Value = String> {

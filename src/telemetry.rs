@@ -11,7 +11,10 @@ pub fn init(args: &LogArgs) {
         Err(e) => (EnvFilter::new("info"), Some(e.to_string())),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match args.log_format {
         LogFormat::Json => builder
             .json()

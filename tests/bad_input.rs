@@ -47,7 +47,10 @@ fn path_edge_cases_from_the_reference_server() {
     assert_eq!(parse_metric_path(&format!("{gv}/nonexistent-metric")), None);
     assert_eq!(parse_metric_path(&format!("{gv}/namespaces/foo")), None);
     assert_eq!(parse_metric_path(&format!("{gv}/namespaces/foo/")), None);
-    assert_eq!(parse_metric_path(&format!("{gv}/namespaces/foo/group/metric")), None);
+    assert_eq!(
+        parse_metric_path(&format!("{gv}/namespaces/foo/group/metric")),
+        None
+    );
     assert_eq!(
         parse_metric_path(&format!("{gv}/namespaces/default/my-external-metric")),
         Some(("default".into(), "my-external-metric".into()))
@@ -67,9 +70,13 @@ fn label_selector_decoding() {
         label_selector_param(Some("labelSelector=scaledobject.keda.sh%2Fname%3Dfoo")),
         "scaledobject.keda.sh/name=foo"
     );
-    assert_eq!(label_selector_param(Some("labelSelector=env+in+%28y%2Cz%29")), "env in (y,z)");
+    assert_eq!(
+        label_selector_param(Some("labelSelector=env+in+%28y%2Cz%29")),
+        "env in (y,z)"
+    );
     assert_eq!(label_selector_param(Some("pretty=true")), "");
     assert_eq!(label_selector_param(None), "");
-    let sel = selector::parse(&label_selector_param(Some("labelSelector=env+in+%28y%2Cz%29"))).expect("valid");
+    let sel =
+        selector::parse(&label_selector_param(Some("labelSelector=env+in+%28y%2Cz%29"))).expect("valid");
     assert_eq!(sel.to_string(), "env in (y,z)");
 }

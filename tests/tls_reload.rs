@@ -107,10 +107,7 @@ fn client_config(ca: &Ca, alpn: &[&[u8]], client: Option<&CertPair>) -> Arc<rust
     Arc::new(config)
 }
 
-async fn connect(
-    addr: std::net::SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> TlsStream<TcpStream> {
+async fn connect(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     TlsConnector::from(config)
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
@@ -171,10 +168,7 @@ async fn wait_for_leaf(
         if served_leaf(&stream).as_ref() == want.as_ref() {
             return;
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "new certificate not served in time"
-        );
+        assert!(start.elapsed() < DEADLINE, "new certificate not served in time");
         tokio::time::sleep(POLL / 2).await;
     }
 }
@@ -277,14 +271,8 @@ async fn negotiates_alpn_and_accepts_optional_client_certs() {
 
     // A client certificate from any CA passes the handshake and reaches the handler.
     let other = generate_ca("other-ca").expect("other ca");
-    let client = other
-        .issue_client("someone", &["group"])
-        .expect("client cert");
-    let mut with_cert = connect(
-        server.addr,
-        client_config(&ca, &[b"http/1.1"], Some(&client)),
-    )
-    .await;
+    let client = other.issue_client("someone", &["group"]).expect("client cert");
+    let mut with_cert = connect(server.addr, client_config(&ca, &[b"http/1.1"], Some(&client))).await;
     assert_eq!(get(&mut with_cert).await, "certs=1");
 }
 

@@ -218,11 +218,7 @@ pub struct ScaledObjectStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_target_kind: Option<String>,
     /// Resolved group/version/kind/resource of the target.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        rename = "scaleTargetGVKR"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "scaleTargetGVKR")]
     pub scale_target_gvkr: Option<GroupVersionKindResource>,
     /// Target replicas when first seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,12 +338,7 @@ where
 impl ScaledObjectSpec {
     /// `pollingInterval` with KEDA's default applied.
     pub fn polling_interval_secs(&self) -> u64 {
-        u64::try_from(
-            self.polling_interval
-                .unwrap_or(DEFAULT_POLLING_INTERVAL)
-                .max(1),
-        )
-        .unwrap_or(30)
+        u64::try_from(self.polling_interval.unwrap_or(DEFAULT_POLLING_INTERVAL).max(1)).unwrap_or(30)
     }
 
     /// True when any field of `advanced.scalingModifiers` is set.
@@ -358,9 +349,7 @@ impl ScaledObjectSpec {
             .is_some_and(|m| {
                 m.formula.as_deref().is_some_and(|s| !s.is_empty())
                     || m.target.as_deref().is_some_and(|s| !s.is_empty())
-                    || m.activation_target
-                        .as_deref()
-                        .is_some_and(|s| !s.is_empty())
+                    || m.activation_target.as_deref().is_some_and(|s| !s.is_empty())
                     || m.metric_type.is_some()
             })
     }

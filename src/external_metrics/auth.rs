@@ -1,66 +1,927 @@
-//! Temporary stand-in until the delegated authn/authz module lands.
-#![allow(missing_docs)]
-use std::{collections::BTreeMap, sync::Arc};
+//! Delegated authentication and authorization, as k8s.io/apiserver does it for aggregated
+//! servers (spec §4.4, §4.5).
+//!
+//! ```text
+//! request --ConnInfo+headers--> Authenticator --UserInfo--> Authorizer --Ok / AuthError--> handler
+//!            front proxy cert + X-Remote-*  |  client cert  |  TokenReview  |  anonymous
+//! ```
+//!
+//! TLS accepts any client certificate (see [`crate::tls::RequestClientCert`]); chains are
+//! verified here, per request, against the current (reloadable) CA bundles.
 
-use crate::tls::{ConnInfo, ReloadableRoots};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(Debug, Clone, Default)]
+use http::header::{AUTHORIZATION, HeaderName};
+use http::{HeaderMap, Method, StatusCode};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes as SarResourceAttributes, SubjectAccessReview,
+    SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::tls::{CaRoots, ConnInfo, ReloadableRoots};
+
+/// User name given to requests without credentials.
+pub const ANONYMOUS_USER: &str = "system:anonymous";
+/// Group of requests without credentials.
+pub const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
+/// Group added to every authenticated user.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+/// Group allowed everything without asking kube-apiserver.
+pub const MASTERS_GROUP: &str = "system:masters";
+
+/// How long TokenReview and SubjectAccessReview results are reused.
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Overall deadline of one review call to kube-apiserver, retries included.
+pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+/// Entries kept per cache; bounds memory under token or path spraying.
+const CACHE_CAPACITY: u64 = 10_000;
+/// Retry schedule of review calls: 5 attempts, 500 ms growing ×1.5 (k8s.io/apiserver's).
+const RETRY_STEPS: u32 = 5;
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct UserInfo {
+    /// User name.
     pub name: String,
+    /// Unique id, when the authenticator knows one.
     pub uid: Option<String>,
+    /// Groups, including `system:authenticated` or `system:unauthenticated`.
     pub groups: Vec<String>,
+    /// Extra attributes (for example `authentication.kubernetes.io/credential-id`).
     pub extra: BTreeMap<String, Vec<String>>,
 }
+
 impl UserInfo {
+    /// The identity of a request without credentials.
+    pub fn anonymous() -> Self {
+        Self {
+            name: ANONYMOUS_USER.to_owned(),
+            groups: vec![UNAUTHENTICATED_GROUP.to_owned()],
+            ..Self::default()
+        }
+    }
+
+    /// True for the anonymous identity, so the server can answer 401 rather than 403.
     pub fn is_anonymous(&self) -> bool {
-        self.name == "system:anonymous"
+        self.name == ANONYMOUS_USER
+    }
+
+    /// True if `group` is among the user's groups.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+
+    fn authenticated(mut self) -> Self {
+        if !self.in_group(AUTHENTICATED_GROUP) {
+            self.groups.push(AUTHENTICATED_GROUP.to_owned());
+        }
+        self
     }
 }
+
+/// Errors of authentication and authorization, each mapping to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("Unauthorized")]
+    /// No valid credentials (401). The reason is for logs; clients only see "Unauthorized".
+    #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// Authenticated but not allowed (403); `message` is the Kubernetes-style Status message.
     #[error("{message}")]
-    Forbidden { message: String, group: Option<String>, kind: Option<String> },
-    #[error("{0}")]
-    Unavailable(String),
+    Forbidden {
+        /// Full Status message, e.g. `m.external.metrics.k8s.io is forbidden: User ...`.
+        message: String,
+        /// API group for `details.group` (empty for non-resource requests).
+        group: String,
+        /// Resource for `details.kind` (Kubernetes puts the resource there, not a kind).
+        kind: String,
+        /// Object name for `details.name` (usually empty).
+        name: String,
+    },
+    /// kube-apiserver could not be asked (500 InternalError, as k8s.io/apiserver answers
+    /// authorizer errors; the aggregator passes it through and the HPA retries next sync).
+    #[error("failed to authorize the request")]
+    Unavailable(#[source] ReviewError),
 }
+
+impl AuthError {
+    /// HTTP status for the response.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `reason` of the metav1.Status body.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "Unauthorized",
+            Self::Forbidden { .. } => "Forbidden",
+            Self::Unavailable(_) => "InternalError",
+        }
+    }
+
+    /// `message` of the metav1.Status body (no internal detail for 401, as Go servers do).
+    pub fn status_message(&self) -> String {
+        match self {
+            Self::Unauthorized(_) => "Unauthorized".to_owned(),
+            Self::Forbidden { message, .. } => message.clone(),
+            Self::Unavailable(e) => format!("Internal error occurred: {e}"),
+        }
+    }
+}
+
+/// Failure to reach kube-apiserver for a TokenReview or SubjectAccessReview.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The API call failed (after retries).
+    #[error("failed to post review to kube-apiserver")]
+    Api(#[source] kube::Error),
+    /// No answer within [`REVIEW_TIMEOUT`].
+    #[error("failed to get a review answer within {0:?}")]
+    Timeout(Duration),
+    /// The answer had no status.
+    #[error("failed to read review status: the response had none")]
+    NoStatus,
+}
+
+/// Errors from [`load_ca_roots`].
+#[derive(Debug, thiserror::Error)]
+#[error("failed to load CA certificates")]
+pub struct LoadRootsError(#[source] crate::tls::reload::RootsError);
+
+/// Parses every certificate of a PEM CA bundle; at least one is required.
+pub fn load_ca_roots(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, LoadRootsError> {
+    CaRoots::from_pem(pem)
+        .map(|roots| roots.certs().to_vec())
+        .map_err(LoadRootsError)
+}
+
+// === authentication ===
+
+/// Front-proxy (requestheader) settings, from the extension-apiserver-authentication ConfigMap.
 #[derive(Debug)]
 pub struct RequestHeaderConfig {
+    /// CA that must have signed the proxy's client certificate (reloadable).
     pub ca: Arc<ReloadableRoots>,
+    /// Allowed proxy certificate CNs; empty = any certificate from `ca`.
     pub allowed_names: Vec<String>,
+    /// Headers carrying the user name; the first non-empty value wins.
     pub username_headers: Vec<String>,
+    /// Headers carrying the uid.
     pub uid_headers: Vec<String>,
+    /// Headers carrying groups (all values of all of them).
     pub group_headers: Vec<String>,
+    /// Prefixes of headers carrying extras.
     pub extra_prefixes: Vec<String>,
 }
-#[derive(Debug, Default)]
-pub struct Authenticator;
-impl Authenticator {
-    pub fn new(_r: Option<RequestHeaderConfig>, _c: Option<Arc<ReloadableRoots>>, _k: Option<kube::Client>) -> Self {
-        Self
-    }
-    pub async fn authenticate(&self, c: &ConnInfo, _h: &mut http::HeaderMap) -> Result<UserInfo, AuthError> {
-        let name = if c.peer_certs.is_empty() { "system:anonymous" } else { "someone" };
-        Ok(UserInfo { name: name.into(), ..Default::default() })
+
+impl RequestHeaderConfig {
+    /// Settings with the standard `X-Remote-*` header names and no allowed-name restriction.
+    pub fn new(ca: Arc<ReloadableRoots>) -> Self {
+        Self {
+            ca,
+            allowed_names: Vec::new(),
+            username_headers: vec!["X-Remote-User".to_owned()],
+            uid_headers: vec!["X-Remote-Uid".to_owned()],
+            group_headers: vec!["X-Remote-Group".to_owned()],
+            extra_prefixes: vec!["X-Remote-Extra-".to_owned()],
+        }
     }
 }
+
+/// Header names parsed once, lower-cased (HeaderMap stores names lower-case).
+#[derive(Debug)]
+struct IdentityHeaders {
+    username: Vec<HeaderName>,
+    uid: Vec<HeaderName>,
+    group: Vec<HeaderName>,
+    extra_prefixes: Vec<String>,
+}
+
+impl IdentityHeaders {
+    fn new(username: &[String], uid: &[String], group: &[String], extra_prefixes: &[String]) -> Self {
+        let names = |list: &[String]| {
+            list.iter()
+                .filter_map(|n| match HeaderName::from_bytes(n.as_bytes()) {
+                    Ok(name) => Some(name),
+                    Err(_) => {
+                        tracing::warn!(header = %n, "ignoring invalid requestheader header name");
+                        None
+                    }
+                })
+                .collect()
+        };
+        Self {
+            username: names(username),
+            uid: names(uid),
+            group: names(group),
+            extra_prefixes: extra_prefixes.iter().map(|p| p.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    fn standard() -> Self {
+        Self::new(
+            &["X-Remote-User".to_owned()],
+            &["X-Remote-Uid".to_owned()],
+            &["X-Remote-Group".to_owned()],
+            &["X-Remote-Extra-".to_owned()],
+        )
+    }
+
+    fn first_value(headers: &HeaderMap, names: &[HeaderName]) -> Option<String> {
+        names
+            .iter()
+            .flat_map(|n| headers.get_all(n))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .find(|v| !v.is_empty())
+    }
+
+    fn read(&self, headers: &HeaderMap) -> Option<UserInfo> {
+        let name = Self::first_value(headers, &self.username)?;
+        let groups = self
+            .group
+            .iter()
+            .flat_map(|n| headers.get_all(n))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (header, value) in headers {
+            let header = header.as_str();
+            let Some(prefix) = self.extra_prefixes.iter().find(|p| header.starts_with(*p)) else {
+                continue;
+            };
+            let key = &header[prefix.len()..];
+            // Go keeps a malformed escape as-is rather than dropping the extra.
+            let key = percent_encoding::percent_decode_str(key)
+                .decode_utf8()
+                .map_or_else(|_| key.to_owned(), |k| k.into_owned());
+            extra
+                .entry(key)
+                .or_default()
+                .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        }
+        Some(UserInfo {
+            name,
+            uid: Self::first_value(headers, &self.uid),
+            groups,
+            extra,
+        })
+    }
+
+    fn strip(&self, headers: &mut HeaderMap) {
+        for name in self.username.iter().chain(&self.uid).chain(&self.group) {
+            headers.remove(name);
+        }
+        let extras: Vec<HeaderName> = headers
+            .keys()
+            .filter(|h| {
+                self.extra_prefixes
+                    .iter()
+                    .any(|p| h.as_str().starts_with(p.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in extras {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Outcome of a TokenReview worth caching: an identity or a rejection reason.
+type TokenOutcome = Result<UserInfo, String>;
+
+/// Authenticates requests by front-proxy headers, client certificate or bearer token.
+pub struct Authenticator {
+    requestheader: Option<RequestHeaderConfig>,
+    identity_headers: IdentityHeaders,
+    client_ca: Option<Arc<ReloadableRoots>>,
+    token_reviewer: Option<kube::Client>,
+    token_cache: moka::future::Cache<[u8; 32], Arc<TokenOutcome>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("requestheader", &self.requestheader)
+            .field("client_ca", &self.client_ca.is_some())
+            .field("token_reviewer", &self.token_reviewer.is_some())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds an authenticator; each method is enabled by passing its configuration.
+    pub fn new(
+        requestheader: Option<RequestHeaderConfig>,
+        client_ca: Option<Arc<ReloadableRoots>>,
+        token_reviewer: Option<kube::Client>,
+    ) -> Self {
+        let identity_headers = requestheader
+            .as_ref()
+            .map_or_else(IdentityHeaders::standard, |rh| {
+                IdentityHeaders::new(
+                    &rh.username_headers,
+                    &rh.uid_headers,
+                    &rh.group_headers,
+                    &rh.extra_prefixes,
+                )
+            });
+        Self {
+            requestheader,
+            identity_headers,
+            client_ca,
+            token_reviewer,
+            token_cache: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+
+    /// Finds the request's identity and removes the identity headers from `headers` in all
+    /// cases, so nothing downstream can trust an unverified `X-Remote-User`.
+    pub async fn authenticate(
+        &self,
+        conn: &ConnInfo,
+        headers: &mut HeaderMap,
+    ) -> Result<UserInfo, AuthError> {
+        let mut errors: Vec<String> = Vec::new();
+
+        if let (Some(rh), Some(_)) = (&self.requestheader, conn.peer_certs.first()) {
+            match verify_client_chain(&rh.ca.load(), &conn.peer_certs) {
+                Ok(subject)
+                    if !rh.allowed_names.is_empty()
+                        && !rh
+                            .allowed_names
+                            .iter()
+                            .any(|n| Some(n) == subject.common_name.as_ref()) =>
+                {
+                    errors.push(format!(
+                        "front-proxy certificate CN {:?} is not in the allowed names",
+                        subject.common_name.unwrap_or_default()
+                    ));
+                }
+                Ok(_) => {
+                    if let Some(user) = self.identity_headers.read(headers) {
+                        self.identity_headers.strip(headers);
+                        return Ok(user.authenticated());
+                    }
+                }
+                Err(e) => errors.push(format!("front-proxy certificate: {e}")),
+            }
+        }
+        self.identity_headers.strip(headers);
+
+        if let (Some(ca), Some(_)) = (&self.client_ca, conn.peer_certs.first()) {
+            match verify_client_chain(&ca.load(), &conn.peer_certs) {
+                Ok(subject) => match subject.common_name {
+                    Some(name) if !name.is_empty() => {
+                        let user = UserInfo {
+                            name,
+                            groups: subject.organizations,
+                            ..UserInfo::default()
+                        };
+                        return Ok(user.authenticated());
+                    }
+                    _ => errors.push("client certificate has no common name".to_owned()),
+                },
+                Err(e) => errors.push(format!("client certificate: {e}")),
+            }
+        }
+
+        if let Some(token) = bearer_token(headers) {
+            match &self.token_reviewer {
+                Some(client) => match self.review_token(client, token).await {
+                    Ok(user) => return Ok(user.authenticated()),
+                    Err(reason) => errors.push(reason),
+                },
+                None => errors.push("bearer tokens are not accepted".to_owned()),
+            }
+        }
+
+        if errors.is_empty() {
+            Ok(UserInfo::anonymous())
+        } else {
+            let reason = errors.join("; ");
+            tracing::info!(remote_addr = %conn.remote_addr, %reason, "request authentication failed");
+            Err(AuthError::Unauthorized(reason))
+        }
+    }
+
+    async fn review_token(&self, client: &kube::Client, token: &str) -> Result<UserInfo, String> {
+        let key = token_digest(token);
+        let outcome = self
+            .token_cache
+            .try_get_with(key, async {
+                post_token_review(client.clone(), token.to_owned())
+                    .await
+                    .map(Arc::new)
+            })
+            .await;
+        match outcome {
+            Ok(cached) => (*cached).clone(),
+            // Transport failures are not cached, so the next request asks again.
+            Err(e) => Err(format!("token review failed: {}", error_chain(e.as_ref()))),
+        }
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// SHA-256 of the token, so the cache never holds tokens themselves.
+fn token_digest(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    // rustls' SHA-256 (ring) is the only hash we link; reached through a TLS 1.3 suite.
+    if let Some(suite) = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13() {
+        let digest = suite.common.hash_provider.hash(token.as_bytes());
+        let bytes = digest.as_ref();
+        let n = bytes.len().min(32);
+        out[..n].copy_from_slice(&bytes[..n]);
+    }
+    out
+}
+
+async fn post_token_review(client: kube::Client, token: String) -> Result<TokenOutcome, ReviewError> {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token),
+            audiences: None,
+        },
+        ..TokenReview::default()
+    };
+    let api: Api<TokenReview> = Api::all(client);
+    let params = PostParams::default();
+    let answer = with_retries(|| api.create(&params, &review)).await?;
+    let status = answer.status.ok_or(ReviewError::NoStatus)?;
+    if status.authenticated != Some(true) {
+        let reason = status
+            .error
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "token not authenticated".to_owned());
+        return Ok(Err(format!("token rejected: {reason}")));
+    }
+    let user = status.user.unwrap_or_default();
+    Ok(Ok(UserInfo {
+        name: user.username.unwrap_or_default(),
+        uid: user.uid.filter(|u| !u.is_empty()),
+        groups: user.groups.unwrap_or_default(),
+        extra: user.extra.unwrap_or_default(),
+    }))
+}
+
+/// Calls `call` until it succeeds, fails with a client error, or the schedule or
+/// [`REVIEW_TIMEOUT`] runs out.
+async fn with_retries<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, ReviewError>
+where
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let attempts = async {
+        let mut delay = RETRY_FIRST;
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(kube::Error::Api(status)) if status.code < 500 && status.code != 429 => {
+                    return Err(ReviewError::Api(kube::Error::Api(status)));
+                }
+                Err(e) if attempt >= RETRY_STEPS => return Err(ReviewError::Api(e)),
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "review call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = delay.mul_f32(1.5);
+                    attempt += 1;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(REVIEW_TIMEOUT, attempts)
+        .await
+        .unwrap_or(Err(ReviewError::Timeout(REVIEW_TIMEOUT)))
+}
+
+/// Names read from a verified client certificate.
+struct VerifiedSubject {
+    common_name: Option<String>,
+    organizations: Vec<String>,
+}
+
+/// Verifies `chain` (leaf first, then intermediates as presented) against `roots` for
+/// clientAuth and returns the leaf's CN and O values.
+fn verify_client_chain(
+    roots: &CaRoots,
+    chain: &[CertificateDer<'static>],
+) -> Result<VerifiedSubject, String> {
+    let (leaf, intermediates) = chain.split_first().ok_or("no certificate presented")?;
+    let end_entity =
+        webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("unparsable certificate: {e}"))?;
+    end_entity
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            roots.anchors(),
+            intermediates,
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| format!("verification failed: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| format!("unparsable certificate: {e}"))?;
+    let subject = cert.subject();
+    Ok(VerifiedSubject {
+        common_name: subject
+            .iter_common_name()
+            .find_map(|a| a.as_str().ok())
+            .map(str::to_owned),
+        organizations: subject
+            .iter_organization()
+            .filter_map(|a| a.as_str().ok())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+// === authorization ===
+
+/// The resource part of request attributes (k8s requestinfo).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ResourceAttributes {
+    /// API group, e.g. `external.metrics.k8s.io`.
+    pub group: String,
+    /// API version, e.g. `v1beta1`.
+    pub version: String,
+    /// Resource; for external metrics, the metric name.
+    pub resource: String,
+    /// Subresource, if any.
+    pub subresource: String,
+    /// Namespace; empty for cluster-scoped requests.
+    pub namespace: String,
+    /// Object name; empty for collections (hence verb `list`).
+    pub name: String,
+}
+
+/// What a request asks to do, as a SubjectAccessReview describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Attributes {
+    /// Verb: `list`/`watch`/`get`/... for resources, the lower-cased method otherwise.
+    pub verb: String,
+    /// Request path (percent-decoded).
+    pub path: String,
+    /// Resource attributes; `None` for non-resource requests (discovery, health, OpenAPI).
+    pub resource: Option<ResourceAttributes>,
+}
+
+/// Derives authorization attributes from a request, following k8s.io/apiserver requestinfo.
+pub fn request_attributes(method: &Method, path: &str, query: Option<&str>) -> Attributes {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let path = decoded.into_owned();
+    let non_resource = |path: String| Attributes {
+        verb: method.as_str().to_ascii_lowercase(),
+        path,
+        resource: None,
+    };
+    let mut parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut resource = ResourceAttributes::default();
+    match parts.first().copied() {
+        Some("apis") if parts.len() >= 4 => {
+            resource.group = parts[1].to_owned();
+            resource.version = parts[2].to_owned();
+            parts.drain(..3);
+        }
+        Some("api") if parts.len() >= 3 => {
+            resource.version = parts[1].to_owned();
+            parts.drain(..2);
+        }
+        _ => return non_resource(path.clone()),
+    }
+    let mut verb = match *method {
+        Method::POST => "create",
+        Method::GET | Method::HEAD => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "",
+    }
+    .to_owned();
+    // Deprecated /watch/ and /proxy/ path prefixes.
+    if let Some(special @ ("watch" | "proxy")) = parts.first().copied() {
+        if parts.len() < 2 {
+            return non_resource(path.clone());
+        }
+        verb = special.to_owned();
+        parts.remove(0);
+    }
+    if parts.first() == Some(&"namespaces")
+        && let Some(ns) = parts.get(1)
+    {
+        resource.namespace = (*ns).to_owned();
+        // `status` and `finalize` after a namespace name are its subresources.
+        if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
+            parts.drain(..2);
+        }
+    }
+    if parts.len() >= 3 && verb != "proxy" {
+        resource.subresource = parts[2].to_owned();
+    }
+    if parts.len() >= 2 {
+        resource.name = parts[1].to_owned();
+    }
+    if let Some(r) = parts.first() {
+        resource.resource = (*r).to_owned();
+    }
+    if resource.name.is_empty() && verb == "get" {
+        verb = if query_flag(query, "watch") {
+            "watch"
+        } else {
+            "list"
+        }
+        .to_owned();
+    }
+    if resource.name.is_empty() && verb == "delete" {
+        verb = "deletecollection".to_owned();
+    }
+    Attributes {
+        verb,
+        path,
+        resource: Some(resource),
+    }
+}
+
+/// True if the query sets `key` to a value Go's `strconv.ParseBool` reads as true.
+fn query_flag(query: Option<&str>, key: &str) -> bool {
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == key && matches!(&*v, "1" | "t" | "T" | "true" | "TRUE" | "True"))
+    })
+}
+
+/// How requests that pass the built-in rules are decided.
+#[derive(Clone)]
 pub enum AuthzMode {
+    /// `--local` without a cluster: any authenticated (non-anonymous) user is allowed.
     AllowAuthenticated,
+    /// Ask kube-apiserver with a SubjectAccessReview.
     Delegated(kube::Client),
 }
-#[derive(Debug)]
-pub struct Attributes;
-pub fn request_attributes(_m: &http::Method, _p: &str, _q: Option<&str>) -> Attributes {
-    Attributes
+
+impl std::fmt::Debug for AuthzMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AllowAuthenticated => f.write_str("AllowAuthenticated"),
+            Self::Delegated(_) => f.write_str("Delegated"),
+        }
+    }
 }
-#[derive(Debug, Default)]
-pub struct Authorizer;
+
+/// A cached SubjectAccessReview answer: allowed, or denied with the reviewer's reason.
+#[derive(Debug, Clone)]
+enum Decision {
+    Allow,
+    Deny(String),
+}
+
+/// Decides whether a user may do what a request asks.
+pub struct Authorizer {
+    mode: AuthzMode,
+    always_allow_paths: Vec<String>,
+    cache: moka::future::Cache<(UserInfo, Attributes), Decision>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("mode", &self.mode)
+            .field("always_allow_paths", &self.always_allow_paths)
+            .finish()
+    }
+}
+
 impl Authorizer {
-    pub fn new(_m: AuthzMode, _p: Vec<String>) -> Self {
-        Self
+    /// An authorizer that always allows `/healthz`, `/readyz` and `/livez`.
+    pub fn new(mode: AuthzMode) -> Self {
+        Self::with_always_allow_paths(
+            mode,
+            vec!["/healthz".to_owned(), "/readyz".to_owned(), "/livez".to_owned()],
+        )
     }
-    pub async fn authorize(&self, _u: &UserInfo, _a: &Attributes) -> Result<(), AuthError> {
-        Ok(())
+
+    /// An authorizer with a custom always-allowed path list (a trailing `*` matches a prefix).
+    pub fn with_always_allow_paths(mode: AuthzMode, always_allow_paths: Vec<String>) -> Self {
+        Self {
+            mode,
+            always_allow_paths,
+            cache: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
     }
+
+    /// True if anonymous users may reach the reviewer at all; when false the server should
+    /// answer anonymous requests with 401, as kube-apiserver does with anonymous auth off.
+    pub fn allows_anonymous(&self) -> bool {
+        matches!(self.mode, AuthzMode::Delegated(_))
+    }
+
+    /// True if `path` is allowed for everyone, credentials or not.
+    pub fn is_always_allowed(&self, path: &str) -> bool {
+        self.always_allow_paths.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => p == path,
+        })
+    }
+
+    /// Allows or denies; see the module docs for the order of the rules.
+    pub async fn authorize(&self, user: &UserInfo, attrs: &Attributes) -> Result<(), AuthError> {
+        if user.in_group(MASTERS_GROUP) || self.is_always_allowed(&attrs.path) {
+            return Ok(());
+        }
+        let decision = match &self.mode {
+            AuthzMode::AllowAuthenticated if user.is_anonymous() => {
+                Decision::Deny("anonymous access is not allowed".to_owned())
+            }
+            AuthzMode::AllowAuthenticated => Decision::Allow,
+            AuthzMode::Delegated(client) => {
+                let key = (user.clone(), attrs.clone());
+                self.cache
+                    .try_get_with(key, post_access_review(client.clone(), user, attrs))
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(path = %attrs.path, user = %user.name, error = %error_chain(e.as_ref()), "authorization check failed");
+                        AuthError::Unavailable(unwrap_shared(e))
+                    })?
+            }
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => {
+                let err = forbidden(user, attrs, &reason);
+                tracing::info!(path = %attrs.path, user = %user.name, verb = %attrs.verb, %reason, "request forbidden");
+                Err(err)
+            }
+        }
+    }
+}
+
+/// moka shares one error among coalesced callers; keep its text when we cannot take it.
+fn unwrap_shared(error: Arc<ReviewError>) -> ReviewError {
+    Arc::try_unwrap(error).unwrap_or_else(|shared| match shared.as_ref() {
+        ReviewError::Timeout(d) => ReviewError::Timeout(*d),
+        ReviewError::NoStatus => ReviewError::NoStatus,
+        ReviewError::Api(e) => ReviewError::Api(kube::Error::Service(e.to_string().into())),
+    })
+}
+
+/// Builds the Forbidden error with Kubernetes' message and details.
+fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> AuthError {
+    let suffix = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    };
+    match &attrs.resource {
+        None => AuthError::Forbidden {
+            message: format!(
+                "forbidden: User {:?} cannot {} path {:?}{suffix}",
+                user.name, attrs.verb, attrs.path
+            ),
+            group: String::new(),
+            kind: String::new(),
+            name: String::new(),
+        },
+        Some(r) => {
+            let resource = if r.subresource.is_empty() {
+                r.resource.clone()
+            } else {
+                format!("{}/{}", r.resource, r.subresource)
+            };
+            let scope = if r.namespace.is_empty() {
+                "at the cluster scope".to_owned()
+            } else {
+                format!("in the namespace {:?}", r.namespace)
+            };
+            let qualified = if r.group.is_empty() {
+                r.resource.clone()
+            } else {
+                format!("{}.{}", r.resource, r.group)
+            };
+            let subject = if r.name.is_empty() {
+                qualified
+            } else {
+                format!("{qualified} {:?}", r.name)
+            };
+            AuthError::Forbidden {
+                message: format!(
+                    "{subject} is forbidden: User {:?} cannot {} resource {resource:?} in API group {:?} {scope}{suffix}",
+                    user.name, attrs.verb, r.group
+                ),
+                group: r.group.clone(),
+                kind: r.resource.clone(),
+                name: r.name.clone(),
+            }
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// The SubjectAccessReview kube-apiserver receives for `user` doing `attrs`.
+pub fn access_review(user: &UserInfo, attrs: &Attributes) -> SubjectAccessReview {
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.name.clone()),
+            uid: user.uid.clone(),
+            groups: Some(user.groups.clone()),
+            extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
+            resource_attributes: attrs.resource.as_ref().map(|r| SarResourceAttributes {
+                namespace: non_empty(&r.namespace),
+                verb: Some(attrs.verb.clone()),
+                group: Some(r.group.clone()),
+                version: non_empty(&r.version),
+                resource: non_empty(&r.resource),
+                subresource: non_empty(&r.subresource),
+                name: non_empty(&r.name),
+                ..SarResourceAttributes::default()
+            }),
+            non_resource_attributes: attrs.resource.is_none().then(|| NonResourceAttributes {
+                path: Some(attrs.path.clone()),
+                verb: Some(attrs.verb.clone()),
+            }),
+        },
+        ..SubjectAccessReview::default()
+    }
+}
+
+async fn post_access_review(
+    client: kube::Client,
+    user: &UserInfo,
+    attrs: &Attributes,
+) -> Result<Decision, ReviewError> {
+    let review = access_review(user, attrs);
+    let api: Api<SubjectAccessReview> = Api::all(client);
+    let params = PostParams::default();
+    let answer = with_retries(|| api.create(&params, &review)).await?;
+    let status = answer.status.ok_or(ReviewError::NoStatus)?;
+    if status.allowed {
+        return Ok(Decision::Allow);
+    }
+    Ok(Decision::Deny(status.reason.unwrap_or_default()))
+}
+
+// === both ===
+
+/// Authenticates then authorizes one request, logging every 401/403 with its path.
+///
+/// Anonymous requests to anything but always-allowed paths get 401 when the authorizer does
+/// not consider anonymous users (local mode), matching kube-apiserver with anonymous auth off.
+pub async fn check(
+    authn: &Authenticator,
+    authz: &Authorizer,
+    conn: &ConnInfo,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &mut HeaderMap,
+) -> Result<UserInfo, AuthError> {
+    let path = uri.path();
+    let user = match authn.authenticate(conn, headers).await {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::info!(path, remote_addr = %conn.remote_addr, error = %e, "401 Unauthorized");
+            return Err(e);
+        }
+    };
+    if user.is_anonymous() && !authz.allows_anonymous() && !authz.is_always_allowed(path) {
+        tracing::info!(path, remote_addr = %conn.remote_addr, "401 Unauthorized: no credentials");
+        return Err(AuthError::Unauthorized("no credentials".to_owned()));
+    }
+    let attrs = request_attributes(method, path, uri.query());
+    authz.authorize(&user, &attrs).await?;
+    Ok(user)
 }

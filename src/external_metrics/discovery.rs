@@ -10,8 +10,7 @@ use serde_json::json;
 use super::types::{GROUP, GROUP_VERSION, VERSION};
 
 /// Media type of aggregated discovery v2 for `/apis`.
-pub const AGGREGATED_V2: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 /// Media type of aggregated discovery v2beta1 (kube-apiserver 1.26–1.29).
 pub const AGGREGATED_V2BETA1: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
@@ -76,9 +75,8 @@ pub static API_GROUP: LazyLock<Document> = LazyLock::new(|| {
 });
 
 /// `GET /apis` (legacy form).
-pub static API_GROUP_LIST: LazyLock<Document> = LazyLock::new(|| {
-    doc(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_entry()]}))
-});
+pub static API_GROUP_LIST: LazyLock<Document> =
+    LazyLock::new(|| doc(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_entry()]})));
 
 fn aggregated(api_version: &str) -> Document {
     doc(json!({
@@ -178,12 +176,9 @@ pub fn negotiate_apis(accept: Option<&str>) -> Option<ApisForm> {
             continue;
         }
         let form = match (media.as_str(), g.as_deref(), v.as_deref(), as_.as_deref()) {
-            (
-                "application/json",
-                Some("apidiscovery.k8s.io"),
-                Some("v2"),
-                Some("APIGroupDiscoveryList"),
-            ) => ApisForm::V2,
+            ("application/json", Some("apidiscovery.k8s.io"), Some("v2"), Some("APIGroupDiscoveryList")) => {
+                ApisForm::V2
+            }
             (
                 "application/json",
                 Some("apidiscovery.k8s.io"),
@@ -212,19 +207,13 @@ mod tests {
             )),
             Some(ApisForm::V2)
         );
-        assert_eq!(
-            negotiate_apis(Some(AGGREGATED_V2BETA1)),
-            Some(ApisForm::V2Beta1)
-        );
+        assert_eq!(negotiate_apis(Some(AGGREGATED_V2BETA1)), Some(ApisForm::V2Beta1));
         assert_eq!(
             negotiate_apis(Some("application/json, */*")),
             Some(ApisForm::Legacy)
         );
         assert_eq!(negotiate_apis(None), Some(ApisForm::Legacy));
-        assert_eq!(
-            negotiate_apis(Some("application/vnd.kubernetes.protobuf")),
-            None
-        );
+        assert_eq!(negotiate_apis(Some("application/vnd.kubernetes.protobuf")), None);
         assert_eq!(
             negotiate_apis(Some(
                 "application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList"
@@ -241,8 +230,7 @@ mod tests {
 
     #[test]
     fn documents_carry_our_group() {
-        let v2: serde_json::Value =
-            serde_json::from_slice(&AGGREGATED_DISCOVERY_V2.body).unwrap_or_default();
+        let v2: serde_json::Value = serde_json::from_slice(&AGGREGATED_DISCOVERY_V2.body).unwrap_or_default();
         assert_eq!(v2["items"][0]["metadata"]["name"], GROUP);
         assert_eq!(
             v2["items"][0]["versions"][0]["resources"][0]["responseKind"]["kind"],

@@ -14,6 +14,13 @@ pub struct ApiError {
     pub reason: &'static str,
     /// Human text; kubectl prints it.
     pub message: String,
+    /// `details`, boxed to keep the error small on the happy path.
+    pub details: Option<Box<ErrorDetails>>,
+}
+
+/// `Status.details`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ErrorDetails {
     /// `details.name`.
     pub name: Option<String>,
     /// `details.group`.
@@ -30,10 +37,7 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
+            details: None,
         }
     }
 
@@ -58,14 +62,13 @@ impl ApiError {
     }
 
     /// 403 Forbidden with the resource in `details` as Go servers put it.
-    pub fn forbidden(
-        message: impl Into<String>,
-        group: Option<String>,
-        kind: Option<String>,
-    ) -> Self {
+    pub fn forbidden(message: impl Into<String>, group: Option<String>, kind: Option<String>) -> Self {
         let mut e = Self::new(StatusCode::FORBIDDEN, "Forbidden", message);
-        e.group = group;
-        e.kind = kind;
+        e.details = Some(Box::new(ErrorDetails {
+            group,
+            kind,
+            ..ErrorDetails::default()
+        }));
         e
     }
 
@@ -91,17 +94,16 @@ impl ApiError {
             "InternalError",
             format!("Internal error occurred: {message}"),
         );
-        e.causes = vec![message];
+        e.details = Some(Box::new(ErrorDetails {
+            causes: vec![message],
+            ..ErrorDetails::default()
+        }));
         e
     }
 
     /// 503 ServiceUnavailable.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            message,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
     }
 
     /// 504 Timeout.
@@ -111,20 +113,12 @@ impl ApiError {
 
     /// The `Status` body.
     pub fn body(&self) -> Vec<u8> {
-        let details = if self.name.is_some()
-            || self.group.is_some()
-            || self.kind.is_some()
-            || !self.causes.is_empty()
-        {
-            Some(Details {
-                name: self.name.as_deref(),
-                group: self.group.as_deref(),
-                kind: self.kind.as_deref(),
-                causes: self.causes.iter().map(|m| Cause { message: m }).collect(),
-            })
-        } else {
-            None
-        };
+        let details = self.details.as_deref().map(|d| Details {
+            name: d.name.as_deref(),
+            group: d.group.as_deref(),
+            kind: d.kind.as_deref(),
+            causes: d.causes.iter().map(|m| Cause { message: m }).collect(),
+        });
         let status = Status {
             kind: "Status",
             api_version: "v1",
@@ -145,14 +139,8 @@ impl ApiError {
         let mut resp = Response::new(Full::new(Bytes::from(self.body())));
         *resp.status_mut() = self.code;
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
         if self.code == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
@@ -201,14 +189,12 @@ mod tests {
 
     #[test]
     fn shapes_match_go_servers() {
-        let nf =
-            String::from_utf8(ApiError::not_found("no metric s0-x").body()).unwrap_or_default();
+        let nf = String::from_utf8(ApiError::not_found("no metric s0-x").body()).unwrap_or_default();
         assert_eq!(
             nf,
             "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"no metric s0-x\",\"reason\":\"NotFound\",\"code\":404}\n"
         );
-        let ie = String::from_utf8(ApiError::internal("unable to fetch metrics").body())
-            .unwrap_or_default();
+        let ie = String::from_utf8(ApiError::internal("unable to fetch metrics").body()).unwrap_or_default();
         assert_eq!(
             ie,
             "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Internal error occurred: unable to fetch metrics\",\"reason\":\"InternalError\",\"details\":{\"causes\":[{\"message\":\"unable to fetch metrics\"}]},\"code\":500}\n"

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use percent_encoding::percent_decode_str;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
-    auth::{AuthError, Authenticator, Authorizer, request_attributes},
+    auth::{AuthError, Authenticator, Authorizer, check},
     discovery::{self, ApisForm, Document},
     error::ApiError,
     metrics::{ApiMetrics, Route},
@@ -45,8 +45,6 @@ pub struct ApiState {
     pub authn: Arc<Authenticator>,
     /// Authorization.
     pub authz: Arc<Authorizer>,
-    /// True when anonymous requests may reach authorization (a cluster decides); false answers them 401.
-    pub anonymous_reaches_authz: bool,
     /// Request and cache metrics.
     pub metrics: Arc<ApiMetrics>,
     /// False until the ScaledObject source has synced once.
@@ -62,28 +60,24 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// Handles one request: authenticate, authorize, route.
-pub async fn handle<B>(
-    state: &ApiState,
-    req: Request<B>,
-    conn: &ConnInfo,
-) -> Response<Full<Bytes>> {
+pub async fn handle<B>(state: &ApiState, req: Request<B>, conn: &ConnInfo) -> Response<Full<Bytes>> {
     let start = Instant::now();
     let (mut parts, _body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
     let route = Route::of(&path);
-    let resp = match authenticate_and_authorize(
-        state,
-        &parts.method,
-        &path,
-        query.as_deref(),
-        &mut parts.headers,
+    let resp = match check(
+        &state.authn,
+        &state.authz,
         conn,
+        &parts.method,
+        &parts.uri,
+        &mut parts.headers,
     )
     .await
     {
-        Err(e) => e.into_response(),
-        Ok(()) => {
+        Err(e) => auth_error(e).into_response(),
+        Ok(_user) => {
             route_request(
                 state,
                 route,
@@ -101,55 +95,27 @@ pub async fn handle<B>(
     resp
 }
 
-async fn authenticate_and_authorize(
-    state: &ApiState,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &mut HeaderMap,
-    conn: &ConnInfo,
-) -> Result<(), ApiError> {
-    let user = match state.authn.authenticate(conn, headers).await {
-        Ok(u) => u,
-        Err(e) => {
-            warn!(%path, remote = %conn.remote_addr, error = %e, "request not authenticated");
-            return Err(ApiError::unauthorized());
-        }
-    };
-    if user.is_anonymous() && !state.anonymous_reaches_authz && !is_health_path(path) {
-        warn!(%path, remote = %conn.remote_addr, "anonymous request refused: no client certificate, proxy certificate or token");
-        return Err(ApiError::unauthorized());
-    }
-    let attrs = request_attributes(method, path, query);
-    match state.authz.authorize(&user, &attrs).await {
-        Ok(()) => Ok(()),
-        Err(e) => Err(auth_error(e, path, &user.name)),
-    }
-}
-
-fn auth_error(e: AuthError, path: &str, user: &str) -> ApiError {
+fn auth_error(e: AuthError) -> ApiError {
     match e {
-        AuthError::Unauthorized(reason) => {
-            warn!(%path, %user, %reason, "request not authenticated");
-            ApiError::unauthorized()
-        }
+        AuthError::Unauthorized(_) => ApiError::unauthorized(),
         AuthError::Forbidden {
             message,
             group,
             kind,
+            name,
         } => {
-            warn!(%path, %user, %message, "request forbidden");
-            ApiError::forbidden(message, group, kind)
+            let mut err = ApiError::forbidden(
+                message,
+                Some(group).filter(|g| !g.is_empty()),
+                Some(kind).filter(|k| !k.is_empty()),
+            );
+            if let Some(d) = err.details.as_mut() {
+                d.name = Some(name).filter(|n| !n.is_empty());
+            }
+            err
         }
-        AuthError::Unavailable(reason) => {
-            warn!(%path, %user, %reason, "authorization unavailable");
-            ApiError::internal(format!("authorization check failed: {reason}"))
-        }
+        AuthError::Unavailable(e) => ApiError::internal(format!("authorization check failed: {e}")),
     }
-}
-
-fn is_health_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz")
 }
 
 async fn route_request(
@@ -191,9 +157,7 @@ async fn route_request(
                     discovery::AGGREGATED_V2BETA1,
                     headers,
                 ),
-                Some(ApisForm::Legacy) => {
-                    document(&discovery::API_GROUP_LIST, "application/json", headers)
-                }
+                Some(ApisForm::Legacy) => document(&discovery::API_GROUP_LIST, "application/json", headers),
                 None => ApiError::not_acceptable(format!(
                     "only the following media types are accepted: application/json, {}",
                     discovery::AGGREGATED_V2
@@ -211,16 +175,13 @@ async fn route_request(
 fn health(path: &str, query: Option<&str>, ready: bool) -> Response<Full<Bytes>> {
     let name = path.trim_start_matches('/');
     let ok = path != "/readyz" || ready;
-    let verbose = query.is_some_and(|q| {
-        q.split('&')
-            .any(|p| p == "verbose" || p.starts_with("verbose="))
-    });
+    let verbose = query.is_some_and(|q| q.split('&').any(|p| p == "verbose" || p.starts_with("verbose=")));
     let body = match (ok, verbose) {
         (true, false) => "ok".to_string(),
         (true, true) => format!("[+]ping ok\n[+]scaledobjects-synced ok\n{name} check passed\n"),
-        (false, _) => format!(
-            "[+]ping ok\n[-]scaledobjects-synced failed: reason withheld\n{name} check failed\n"
-        ),
+        (false, _) => {
+            format!("[+]ping ok\n[-]scaledobjects-synced failed: reason withheld\n{name} check failed\n")
+        }
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     if !ok {
@@ -230,25 +191,16 @@ fn health(path: &str, query: Option<&str>, ready: bool) -> Response<Full<Bytes>>
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    resp.headers_mut().insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    resp.headers_mut()
+        .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     resp
 }
 
-fn document(
-    doc: &Document,
-    content_type: &'static str,
-    headers: &HeaderMap,
-) -> Response<Full<Bytes>> {
+fn document(doc: &Document, content_type: &'static str, headers: &HeaderMap) -> Response<Full<Bytes>> {
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == doc.etag || t.trim() == "*")
-        });
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == doc.etag || t.trim() == "*"));
     let mut resp = if not_modified {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -303,9 +255,7 @@ fn wants_pretty(query: Option<&str>, headers: &HeaderMap) -> bool {
     let by_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ua| {
-            ua.starts_with("curl") || ua.starts_with("Wget") || ua.starts_with("Mozilla/5.0")
-        });
+        .is_some_and(|ua| ua.starts_with("curl") || ua.starts_with("Wget") || ua.starts_with("Mozilla/5.0"));
     by_query || by_agent
 }
 
@@ -329,10 +279,8 @@ async fn metric(
             .unwrap_or_default();
             body.push(b'\n');
             let mut resp = Response::new(Full::new(Bytes::from(body)));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
         Err(e) => e.into_response(),
@@ -355,12 +303,12 @@ async fn read_metric<'a>(
     })?;
     let key = ObjectKey::new(namespace, so_name);
     let resolved = state.registry.resolve(&key, metric).map_err(|e| match e {
-        LookupError::ObjectNotFound(_) => ApiError::not_found(format!(
-            "the server could not find the metric {metric}: {e}"
-        )),
-        LookupError::MetricNotFound { .. } => ApiError::not_found(format!(
-            "the server could not find the metric {metric}: {e}"
-        )),
+        LookupError::ObjectNotFound(_) => {
+            ApiError::not_found(format!("the server could not find the metric {metric}: {e}"))
+        }
+        LookupError::MetricNotFound { .. } => {
+            ApiError::not_found(format!("the server could not find the metric {metric}: {e}"))
+        }
     })?;
     let (outcome, kind) = state.cache.read(&resolved).await;
     let trigger = resolved.trigger();
@@ -398,13 +346,10 @@ async fn read_metric<'a>(
         .iter()
         .map(|v| {
             if *v < 0.0 {
-                return Err(ApiError::internal(format!(
-                    "{}: negative value {v}",
-                    context()
-                )));
+                return Err(ApiError::internal(format!("{}: negative value {v}", context())));
             }
-            let value = quantity::format_milli(*v)
-                .map_err(|e| ApiError::internal(format!("{}: {e}", context())))?;
+            let value =
+                quantity::format_milli(*v).map_err(|e| ApiError::internal(format!("{}: {e}", context())))?;
             Ok(ExternalMetricValue {
                 metric_name: metric,
                 metric_labels: None,

@@ -103,9 +103,7 @@ impl ApiMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             cache_reads: Family::default(),
-            value_age: Histogram::new([
-                0.1, 0.5, 1.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
+            value_age: Histogram::new([0.1, 0.5, 1.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
         };
         registry.register(
             "ebb_apiserver_requests",
@@ -144,9 +142,7 @@ impl ApiMetrics {
             })
             .inc();
         self.duration
-            .get_or_create(&RouteLabels {
-                route: route.label(),
-            })
+            .get_or_create(&RouteLabels { route: route.label() })
             .observe(elapsed.as_secs_f64());
     }
 

@@ -24,7 +24,7 @@ use crate::{
     scalers::registry::{Registry, RegistryConfig},
     shutdown::Signal,
     source,
-    tls::{self, CertReloader, RequestClientCert, ReloadableRoots, certgen},
+    tls::{self, CertReloader, ReloadableRoots, RequestClientCert, certgen},
 };
 
 /// Why the metrics server could not start or stopped.
@@ -72,7 +72,8 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         .filter(|_| std::env::var_os("EBB_HTTP_DEFAULT_TIMEOUT").is_none())
         .unwrap_or(i64::try_from(args.http_default_timeout).unwrap_or(3000));
     // KEDA turns a non-positive timeout into 300 ms.
-    let http_timeout = Duration::from_millis(u64::try_from(timeout_ms).ok().filter(|t| *t > 0).unwrap_or(300));
+    let http_timeout =
+        Duration::from_millis(u64::try_from(timeout_ms).ok().filter(|t| *t > 0).unwrap_or(300));
     let registry = Arc::new(Registry::new(RegistryConfig { http_timeout }));
     let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
     {
@@ -82,11 +83,20 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
     let ready = Arc::new(AtomicBool::new(false));
 
     let secure_addr = SocketAddr::new(args.bind_address, args.secure_port);
-    let listener = TcpListener::bind(secure_addr).await.map_err(|source| ServerError::Bind { addr: secure_addr, source })?;
+    let listener = TcpListener::bind(secure_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: secure_addr,
+            source,
+        })?;
     let secure_addr = listener.local_addr().unwrap_or(secure_addr);
     let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
-    let admin_listener =
-        admin::bind(admin_addr).await.map_err(|source| ServerError::Bind { addr: admin_addr, source })?;
+    let admin_listener = admin::bind(admin_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: admin_addr,
+            source,
+        })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
 
     let mut reloader = CertReloader::new(Duration::from_millis(args.cert_reload_interval.max(50)));
@@ -132,10 +142,19 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         (cert, key, args.client_ca_file.clone(), Some(client))
     };
 
-    let resolver = reloader.watch_serving(&cert_file, &key_file).map_err(ServerError::Certs)?;
-    let client_ca = client_ca_file.as_ref().map(|p| reloader.watch_roots(p)).transpose().map_err(ServerError::Certs)?;
+    let resolver = reloader
+        .watch_serving(&cert_file, &key_file)
+        .map_err(ServerError::Certs)?;
+    let client_ca = client_ca_file
+        .as_ref()
+        .map(|p| reloader.watch_roots(p))
+        .transpose()
+        .map_err(ServerError::Certs)?;
     let requestheader = match &args.requestheader_client_ca_file {
-        Some(p) => Some(request_header_config(&args, reloader.watch_roots(p).map_err(ServerError::Certs)?)),
+        Some(p) => Some(request_header_config(
+            &args,
+            reloader.watch_roots(p).map_err(ServerError::Certs)?,
+        )),
         None => match &kube_client {
             Some(client) => requestheader_from_cluster(client, &args).await?,
             None => None,
@@ -144,8 +163,11 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
     if requestheader.is_none() {
         warn!("no requestheader CA configured: requests proxied by kube-apiserver cannot be authenticated");
     }
-    let hint_roots: Vec<&ReloadableRoots> =
-        client_ca.iter().map(AsRef::as_ref).chain(requestheader.as_ref().map(|r| r.ca.as_ref())).collect();
+    let hint_roots: Vec<&ReloadableRoots> = client_ca
+        .iter()
+        .map(AsRef::as_ref)
+        .chain(requestheader.as_ref().map(|r| r.ca.as_ref()))
+        .collect();
     let verifier = Arc::new(RequestClientCert::from_reloadable(&hint_roots));
     let config = tls::server_config(resolver, verifier);
     let authn = Arc::new(Authenticator::new(requestheader, client_ca, kube_client.clone()));
@@ -153,18 +175,24 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         (Some(c), false) => AuthzMode::Delegated(c.clone()),
         _ => AuthzMode::AllowAuthenticated,
     };
-    let authz = Arc::new(Authorizer::new(authz_mode, args.authorization_always_allow_paths.clone()));
+    let authz = Arc::new(Authorizer::with_always_allow_paths(
+        authz_mode,
+        args.authorization_always_allow_paths.clone(),
+    ));
 
     let state = Arc::new(ApiState {
         registry,
         cache,
         authn,
         authz,
-        anonymous_reaches_authz: !local_mode,
         metrics: api_metrics,
         ready: ready.clone(),
     });
-    let admin_state = Arc::new(AdminState { registry: prom, ready, demo: local_mode });
+    let admin_state = Arc::new(AdminState {
+        registry: prom,
+        ready,
+        demo: local_mode,
+    });
     tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
     {
         let shutdown = shutdown.clone();
@@ -175,13 +203,20 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         let state = state.clone();
         async move { handle(&state, req, &conn).await }
     };
-    tls::serve(listener, config, handler, async move { shutdown.wait().await }).await.map_err(ServerError::Serve)
+    tls::serve(listener, config, handler, async move { shutdown.wait().await })
+        .await
+        .map_err(ServerError::Serve)
 }
 
 fn request_header_config(args: &MetricsServerArgs, ca: Arc<ReloadableRoots>) -> RequestHeaderConfig {
     RequestHeaderConfig {
         ca,
-        allowed_names: args.requestheader_allowed_names.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        allowed_names: args
+            .requestheader_allowed_names
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
         username_headers: args.requestheader_username_headers.clone(),
         uid_headers: args.requestheader_uid_headers.clone(),
         group_headers: args.requestheader_group_headers.clone(),
@@ -203,7 +238,9 @@ async fn requestheader_from_cluster(
         Err(e) => return Err(ServerError::AuthConfigMap(e)),
     };
     let data = cm.data.unwrap_or_default();
-    let Some(pem) = data.get("requestheader-client-ca-file") else { return Ok(None) };
+    let Some(pem) = data.get("requestheader-client-ca-file") else {
+        return Ok(None);
+    };
     let ca = match ReloadableRoots::from_pem(pem.as_bytes()) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -230,19 +267,30 @@ async fn requestheader_from_cluster(
 async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ServerError> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| ServerError::Kubeconfig(path.to_path_buf(), e))?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ServerError::Kubeconfig(path.to_path_buf(), e))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| ServerError::Kubeconfig(path.to_path_buf(), e))?
         }
-        None => kube::Config::infer().await.map_err(|e| ServerError::Kube(kube::Error::InferConfig(e)))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ServerError::Kube(kube::Error::InferConfig(e)))?,
     };
     kube::Client::try_from(config).map_err(ServerError::Kube)
 }
 
 fn print_local_banner(kubeconfig: &Path, secure: SocketAddr, admin: SocketAddr) {
-    let host = if secure.ip().is_unspecified() { "127.0.0.1".to_string() } else { secure.ip().to_string() };
-    let admin_host = if admin.ip().is_unspecified() { "127.0.0.1".to_string() } else { admin.ip().to_string() };
+    let host = if secure.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        secure.ip().to_string()
+    };
+    let admin_host = if admin.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        admin.ip().to_string()
+    };
     println!(
         "\nebb metrics-server is serving external.metrics.k8s.io/v1beta1 on https://{host}:{port}\n\
          Read a live value as the HPA would:\n\n  \

@@ -153,9 +153,8 @@ pub fn metric_name(index: usize, suffix: &str) -> String {
 /// Removes the exact `s<index>-` prefix from a metric name.
 pub fn strip_metric_prefix(index: usize, name: &str) -> Result<&str, ScalerError> {
     let prefix = format!("s{index}-");
-    name.strip_prefix(prefix.as_str()).ok_or_else(|| {
-        ScalerError::Config(format!("metric name {name} does not start with {prefix}"))
-    })
+    name.strip_prefix(prefix.as_str())
+        .ok_or_else(|| ScalerError::Config(format!("metric name {name} does not start with {prefix}")))
 }
 
 #[cfg(test)]

@@ -142,9 +142,7 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("objects", &self.len())
-            .finish()
+        f.debug_struct("Registry").field("objects", &self.len()).finish()
     }
 }
 
@@ -247,11 +245,7 @@ impl Registry {
             .get(key)
             .ok_or_else(|| LookupError::ObjectNotFound(key.clone()))?;
         for (i, t) in object.triggers.iter().enumerate() {
-            if let Some(name) = t
-                .metric_names
-                .iter()
-                .find(|n| n.eq_ignore_ascii_case(metric))
-            {
+            if let Some(name) = t.metric_names.iter().find(|n| n.eq_ignore_ascii_case(metric)) {
                 let metric_name = name.clone();
                 return Ok(Resolved {
                     object,

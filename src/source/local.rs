@@ -59,10 +59,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Parsed, FileError> {
         if value.is_null() {
             continue;
         }
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default();
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
         let api_version = value
             .get("apiVersion")
             .and_then(|k| k.as_str())
@@ -223,15 +220,10 @@ impl LocalSource {
             let text = String::from_utf8_lossy(&bytes);
             match parse_file(&path, &text) {
                 Ok(parsed) => {
-                    let keys: Vec<ObjectKey> =
-                        parsed.scaled_objects.iter().map(object_key).collect();
+                    let keys: Vec<ObjectKey> = parsed.scaled_objects.iter().map(object_key).collect();
                     if let Some(old) = self.files.get(&path) {
-                        let stale: Vec<ObjectKey> = old
-                            .keys
-                            .iter()
-                            .filter(|k| !keys.contains(k))
-                            .cloned()
-                            .collect();
+                        let stale: Vec<ObjectKey> =
+                            old.keys.iter().filter(|k| !keys.contains(k)).cloned().collect();
                         self.drop_keys(&path, &stale, registry);
                     }
                     for so in &parsed.scaled_objects {

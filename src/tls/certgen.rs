@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use chrono::Datelike;
 use rcgen::string::{Ia5String, PrintableString};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType,
-    date_time_ymd,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType, date_time_ymd,
 };
 use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
@@ -87,9 +86,7 @@ impl std::fmt::Debug for Ca {
 pub fn generate_ca(common_name: &str) -> Result<Ca, CertError> {
     let key = KeyPair::generate().map_err(CertError::Key)?;
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    params.distinguished_name.push(DnType::CommonName, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -112,8 +109,7 @@ impl Ca {
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
         let key = KeyPair::from_pem(key_pem).map_err(CertError::Key)?;
         let der = first_pem_cert(cert_pem)?;
-        let (_, cert) =
-            X509Certificate::from_der(&der).map_err(|e| CertError::ParseCa(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::ParseCa(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name_of(&cert)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -147,11 +143,7 @@ impl Ca {
     }
 
     /// Issues a one-year serverAuth certificate for the given DNS names and IP addresses.
-    pub fn issue_server(
-        &self,
-        dns_names: &[String],
-        ips: &[IpAddr],
-    ) -> Result<CertPair, CertError> {
+    pub fn issue_server(&self, dns_names: &[String], ips: &[IpAddr]) -> Result<CertPair, CertError> {
         let mut params = CertificateParams::default();
         for name in dns_names {
             let ia5 = Ia5String::try_from(name.as_str()).map_err(|source| CertError::Name {
@@ -168,9 +160,7 @@ impl Ca {
             .cloned()
             .or_else(|| ips.first().map(ToString::to_string))
             .unwrap_or_else(|| "ebb".to_owned());
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -180,26 +170,16 @@ impl Ca {
     }
 
     /// Issues a one-year clientAuth certificate; `organizations` become the user's groups.
-    pub fn issue_client(
-        &self,
-        common_name: &str,
-        organizations: &[&str],
-    ) -> Result<CertPair, CertError> {
+    pub fn issue_client(&self, common_name: &str, organizations: &[&str]) -> Result<CertPair, CertError> {
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         // rcgen's name is a map keyed by attribute type; the second O value goes in under the
         // same OID spelled as a custom type so that both end up in the subject.
         match organizations {
             [] => {}
-            [one] => params
-                .distinguished_name
-                .push(DnType::OrganizationName, *one),
+            [one] => params.distinguished_name.push(DnType::OrganizationName, *one),
             [one, two] => {
-                params
-                    .distinguished_name
-                    .push(DnType::OrganizationName, *one);
+                params.distinguished_name.push(DnType::OrganizationName, *one);
                 params.distinguished_name.push(
                     DnType::CustomDnType(ORGANIZATION_OID.to_vec()),
                     DnValue::Utf8String((*two).to_owned()),
@@ -219,9 +199,7 @@ impl Ca {
         set_validity(&mut params, 1);
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(CertError::Key)?;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(CertError::Sign)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(CertError::Sign)?;
         Ok(CertPair {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -234,10 +212,7 @@ impl Ca {
 ///
 /// The certificate file holds the leaf followed by its CA, as kube-apiserver writes it, so the
 /// file itself can serve as the caBundle. The key file is created with mode 0600.
-pub fn ensure_self_signed(
-    cert_dir: &Path,
-    hosts: &[String],
-) -> Result<(PathBuf, PathBuf), CertError> {
+pub fn ensure_self_signed(cert_dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), CertError> {
     let cert_path = cert_dir.join(CERT_FILE);
     let key_path = cert_dir.join(KEY_FILE);
     if cert_path.is_file() && key_path.is_file() {
@@ -407,14 +382,10 @@ mod tests {
     #[test]
     fn ensure_self_signed_creates_then_reuses() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (cert, key) =
-            ensure_self_signed(dir.path(), &["ebb.ebb.svc".to_owned()]).expect("create");
+        let (cert, key) = ensure_self_signed(dir.path(), &["ebb.ebb.svc".to_owned()]).expect("create");
         let first = fs::read(&cert).expect("read");
         let mode = fs::metadata(&key).expect("meta").permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
-        );
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         let (cert2, _) = ensure_self_signed(dir.path(), &[]).expect("reuse");
         assert_eq!(fs::read(cert2).expect("read"), first);
     }

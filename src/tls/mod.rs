@@ -28,9 +28,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use reload::{
-    CaRoots, CertReloader, DEFAULT_INTERVAL, ReloadError, ReloadStats, ReloadableRoots,
-};
+pub use reload::{CaRoots, CertReloader, DEFAULT_INTERVAL, ReloadError, ReloadStats, ReloadableRoots};
 pub use resolver::{KeyLoadError, ReloadingResolver, certified_key_from_pem};
 
 /// A client that has not finished the TLS handshake by then is dropped (slowloris guard).

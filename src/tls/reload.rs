@@ -200,8 +200,7 @@ struct ChangeTracker {
 
 impl ChangeTracker {
     fn is_applied(&self, files: &[&[u8]]) -> bool {
-        self.applied.len() == files.len()
-            && self.applied.iter().zip(files).all(|(a, b)| a[..] == b[..])
+        self.applied.len() == files.len() && self.applied.iter().zip(files).all(|(a, b)| a[..] == b[..])
     }
 
     fn fingerprint(parts: &[&[u8]]) -> u64 {
@@ -263,11 +262,10 @@ impl CertReloader {
         let key_path = key_path.into();
         let cert = read_sync(&cert_path)?;
         let key = read_sync(&key_path)?;
-        let certified =
-            certified_key_from_pem(&cert, &key).map_err(|source| ReloadError::ServingKey {
-                cert_path: cert_path.clone(),
-                source,
-            })?;
+        let certified = certified_key_from_pem(&cert, &key).map_err(|source| ReloadError::ServingKey {
+            cert_path: cert_path.clone(),
+            source,
+        })?;
         let resolver = Arc::new(ReloadingResolver::new(Arc::new(certified)));
         self.serving.push(ServingWatch {
             cert_path,
@@ -282,10 +280,7 @@ impl CertReloader {
     }
 
     /// Loads a CA bundle now (failing fast on a bad file) and keeps it reloaded.
-    pub fn watch_roots(
-        &mut self,
-        path: impl Into<PathBuf>,
-    ) -> Result<Arc<ReloadableRoots>, ReloadError> {
+    pub fn watch_roots(&mut self, path: impl Into<PathBuf>) -> Result<Arc<ReloadableRoots>, ReloadError> {
         let path = path.into();
         let pem = read_sync(&path)?;
         let roots = ReloadableRoots::from_pem(&pem).map_err(|source| ReloadError::Roots {

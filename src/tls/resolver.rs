@@ -27,10 +27,7 @@ pub enum KeyLoadError {
 }
 
 /// Parses a PEM chain (leaf first) and PEM key, checking that the key belongs to the leaf.
-pub fn certified_key_from_pem(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<CertifiedKey, KeyLoadError> {
+pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, KeyLoadError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(KeyLoadError::CertPem)?;
@@ -39,8 +36,7 @@ pub fn certified_key_from_pem(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(KeyLoadError::KeyPem)?;
     let provider = provider();
-    let certified =
-        CertifiedKey::from_der(chain, key, &provider).map_err(KeyLoadError::Mismatch)?;
+    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(KeyLoadError::Mismatch)?;
     // from_der tolerates "cannot tell" for exotic keys; the leaf must still parse.
     certified
         .end_entity_cert()
