@@ -180,3 +180,131 @@ impl MetricCache {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::scalers::{
+        MetricSpec, MetricsAndActivity, Scaler,
+        registry::{ObjectEntry, TriggerEntry},
+    };
+
+    /// Counts upstream calls; each call takes `delay` and returns the call number.
+    #[derive(Debug)]
+    struct Counting {
+        calls: AtomicUsize,
+        delay: Duration,
+    }
+
+    impl Scaler for Counting {
+        fn metric_specs(&self) -> Vec<MetricSpec> {
+            Vec::new()
+        }
+        fn get_metrics_and_activity<'a>(
+            &'a self,
+            _m: &'a str,
+        ) -> BoxFuture<'a, Result<crate::scalers::MetricsAndActivity, ScalerError>> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(self.delay).await;
+                Ok(MetricsAndActivity {
+                    values: vec![n as f64],
+                    active: true,
+                })
+            })
+        }
+    }
+
+    fn resolved(scaler: Arc<Counting>, cached: bool, polling: Duration) -> Resolved {
+        let object = Arc::new(ObjectEntry {
+            key: ObjectKey::new("ns", "so"),
+            epoch: 1,
+            polling_interval: polling,
+            triggers: vec![TriggerEntry {
+                index: 0,
+                trigger_type: "fake".into(),
+                trigger_name: String::new(),
+                scaler: Ok(scaler),
+                metric_names: vec!["s0-fake".into()],
+                use_cached_metrics: cached,
+            }],
+            spec_hash: 0,
+        });
+        Resolved {
+            object,
+            trigger: 0,
+            metric_name: "s0-fake".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_identical_reads_share_one_upstream_call() {
+        let scaler = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_millis(100),
+        });
+        let r = resolved(scaler.clone(), false, Duration::from_secs(30));
+        let cache = MetricCache::new(Duration::from_secs(5));
+        let reads = (0..50).map(|_| cache.read(&r));
+        let outcomes = futures::future::join_all(reads).await;
+        assert_eq!(scaler.calls.load(Ordering::SeqCst), 1);
+        assert!(
+            outcomes
+                .iter()
+                .all(|(o, _)| o.as_ref().as_ref().map(|s| s.values.clone()).ok() == Some(vec![1.0]))
+        );
+        // Without useCachedMetrics the next read asks again.
+        let (o, kind) = cache.read(&r).await;
+        assert_eq!(kind, ReadKind::Miss);
+        assert_eq!(
+            o.as_ref().as_ref().map(|s| s.values.clone()).ok(),
+            Some(vec![2.0])
+        );
+    }
+
+    #[tokio::test]
+    async fn cached_metrics_refresh_every_polling_interval() {
+        let scaler = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_millis(20),
+        });
+        let r = resolved(scaler.clone(), true, Duration::from_millis(300));
+        let cache = MetricCache::new(Duration::from_secs(5));
+        let first = futures::future::join_all((0..20).map(|_| cache.read(&r))).await;
+        assert_eq!(scaler.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(first.iter().filter(|(_, k)| *k == ReadKind::Miss).count(), 1);
+        let (_, kind) = cache.read(&r).await;
+        assert_eq!(kind, ReadKind::Hit);
+        assert_eq!(scaler.calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (o, kind) = cache.read(&r).await;
+        assert_eq!(kind, ReadKind::Miss);
+        assert_eq!(
+            o.as_ref().as_ref().map(|s| s.values.clone()).ok(),
+            Some(vec![2.0])
+        );
+        // Invalidation drops the value at once.
+        cache.invalidate_object(&ObjectKey::new("ns", "so"));
+        let (o, _) = cache.read(&r).await;
+        assert_eq!(
+            o.as_ref().as_ref().map(|s| s.values.clone()).ok(),
+            Some(vec![3.0])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_scaler_is_cut_off_by_the_guard() {
+        let scaler = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            delay: Duration::from_secs(60),
+        });
+        let r = resolved(scaler, false, Duration::from_secs(30));
+        let cache = MetricCache::new(Duration::from_millis(100));
+        let (o, _) = cache.read(&r).await;
+        assert!(matches!(o.as_ref(), Err(ScalerError::Timeout(_))));
+    }
+}

@@ -160,7 +160,7 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
             None => None,
         },
     };
-    if requestheader.is_none() {
+    if requestheader.is_none() && !local_mode {
         warn!("no requestheader CA configured: requests proxied by kube-apiserver cannot be authenticated");
     }
     let hint_roots: Vec<&ReloadableRoots> = client_ca

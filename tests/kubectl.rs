@@ -1,0 +1,376 @@
+//! The real `kubectl` (and a front proxy) against a running `ebb metrics-server --local`.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use ebb::tls::certgen;
+
+const GV: &str = "/apis/external.metrics.k8s.io/v1beta1";
+
+/// Kills the server when the test ends, however it ends.
+struct Ebb {
+    child: Child,
+    state: PathBuf,
+    secure: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Ebb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A plain-HTTP upstream answering `{"v": <value>}`; the value can be changed by the test.
+fn upstream() -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    let value = Arc::new(AtomicU64::new(42));
+    let v = value.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let v = v.clone();
+            std::thread::spawn(move || serve_one(stream, v.load(Ordering::SeqCst)));
+        }
+    });
+    (port, value)
+}
+
+fn serve_one(mut stream: TcpStream, value: u64) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = [0u8; 4096];
+    let _ = stream.read(&mut buf);
+    let body = format!("{{\"v\": {value}}}");
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn scaled_objects(upstream_port: u16) -> String {
+    format!(
+        r#"apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: worker
+  namespace: team-a
+spec:
+  scaleTargetRef:
+    name: worker
+  triggers:
+  - type: metrics-api
+    metadata:
+      url: "http://127.0.0.1:{upstream_port}/value"
+      valueLocation: "v"
+      targetValue: "10"
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: nightly
+  namespace: team-a
+spec:
+  scaleTargetRef:
+    name: nightly
+  triggers:
+  - type: cron
+    metadata:
+      timezone: Etc/UTC
+      start: "0 0 1 1 *"
+      end: "1 0 1 1 *"
+      desiredReplicas: "3"
+"#
+    )
+}
+
+fn start(extra: &[&str], upstream_port: u16) -> Ebb {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).expect("mkdir");
+    std::fs::write(objects.join("so.yaml"), scaled_objects(upstream_port)).expect("write");
+    let state = dir.path().join("state");
+    let secure = free_port();
+    let admin = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+    cmd.args(["metrics-server", "--local"])
+        .arg(&objects)
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-bind-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--secure-port",
+            &secure.to_string(),
+            "--metrics-port",
+            &admin.to_string(),
+        ])
+        .args(["--local-poll-interval", "100", "--log-level", "warn"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = cmd.spawn().expect("start ebb");
+    let ebb = Ebb {
+        child,
+        state,
+        secure,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ebb did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ebb
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn kubectl(kubeconfig: &Path, path: &str) -> Output {
+    let bin = std::env::var("EBB_KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--request-timeout", "10s", "get", "--raw", path])
+        .output()
+        .expect("kubectl must be installed (scripts/test installs it)")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn metric_path(ns: &str, metric: &str, so: &str) -> String {
+    format!("{GV}/namespaces/{ns}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}")
+}
+
+#[test]
+fn kubectl_reads_discovery_values_and_errors() {
+    let (port, value) = upstream();
+    let ebb = start(&[], port);
+    let kc = ebb.state.join("kubeconfig");
+
+    let out = kubectl(&kc, GV);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let list: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(list["kind"], "APIResourceList");
+    assert_eq!(list["resources"][0]["name"], "externalmetrics");
+
+    // A live value, asked in lower case as the HPA asks, echoed as asked.
+    let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "worker"));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(v["kind"], "ExternalMetricValueList");
+    assert_eq!(v["items"][0]["metricName"], "s0-metric-api-v");
+    assert_eq!(v["items"][0]["value"], "42");
+    assert!(v["items"][0]["metricLabels"].is_null());
+    value.store(8600, Ordering::SeqCst);
+    let out = kubectl(&kc, &metric_path("team-a", "S0-Metric-API-V", "worker"));
+    let v: serde_json::Value = serde_json::from_str(&text(&out).0).expect("json");
+    assert_eq!(
+        v["items"][0]["value"], "8600",
+        "without useCachedMetrics every read is live"
+    );
+    assert_eq!(v["items"][0]["metricName"], "S0-Metric-API-V");
+
+    let out = kubectl(
+        &kc,
+        &metric_path("team-a", "s0-cron-Etc-UTC-0011x-1011x", "nightly"),
+    );
+    let v: serde_json::Value = serde_json::from_str(&text(&out).0).expect("json");
+    assert_eq!(v["items"][0]["value"], "0");
+
+    let out = kubectl(&kc, &metric_path("team-a", "s9-unknown", "worker"));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Error from server (NotFound)") && stderr.contains("s9-unknown"),
+        "{stderr}"
+    );
+
+    let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "nobody"));
+    assert!(text(&out).1.contains("(NotFound)"), "{}", text(&out).1);
+
+    let out = kubectl(
+        &kc,
+        &format!("{GV}/namespaces/team-a/s0-metric-api-v?labelSelector=a+in+%28"),
+    );
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("Error from server (BadRequest)"), "{stderr}");
+
+    // Same server, a kubeconfig without a client certificate (an empty user would make kubectl
+    // prompt for a password, so it carries a token nobody can review here): 401.
+    let anon = ebb.state.join("anonymous.kubeconfig");
+    let body = std::fs::read_to_string(&kc).expect("kubeconfig");
+    let cut = body.find("users:").expect("users section");
+    std::fs::write(
+        &anon,
+        format!(
+            "{}users:\n- name: ebb-local-admin\n  user:\n    token: not-a-valid-token\n",
+            &body[..cut]
+        ),
+    )
+    .expect("write");
+    let out = kubectl(&anon, &metric_path("team-a", "s0-metric-api-v", "worker"));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Unauthorized"), "{stderr}");
+}
+
+#[test]
+fn scaledobject_files_are_reread() {
+    let (port, _value) = upstream();
+    let ebb = start(&[], port);
+    let kc = ebb.state.join("kubeconfig");
+    let file = ebb._dir.path().join("objects/so.yaml");
+    let text_before = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(
+        &file,
+        text_before.replace("name: nightly\n  namespace", "name: weekly\n  namespace"),
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = kubectl(
+            &kc,
+            &metric_path("team-a", "s0-cron-Etc-UTC-0011x-1011x", "weekly"),
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renamed ScaledObject never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = kubectl(
+        &kc,
+        &metric_path("team-a", "s0-cron-Etc-UTC-0011x-1011x", "nightly"),
+    );
+    assert!(text(&out).1.contains("NotFound"));
+    // A broken file keeps its last good content.
+    std::fs::write(
+        &file,
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: [",
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "worker"));
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+fn https_client(identity: Option<&certgen::CertPair>, ca_pem: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("ca")]);
+    if let Some(id) = identity {
+        let pem = format!("{}{}", id.cert_pem, id.key_pem);
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+    }
+    b.build().expect("client")
+}
+
+#[tokio::test]
+async fn front_proxy_headers_are_trusted_only_with_the_proxy_certificate() {
+    let proxy_ca = certgen::generate_ca("front-proxy-ca").expect("ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("front-proxy-ca.crt");
+    std::fs::write(&ca_file, proxy_ca.cert_pem()).expect("write");
+    let (port, _value) = upstream();
+    let ca_arg = ca_file.display().to_string();
+    let ebb = start(
+        &[
+            "--requestheader-client-ca-file",
+            &ca_arg,
+            "--requestheader-allowed-names",
+            "front-proxy-client",
+        ],
+        port,
+    );
+    let serving_ca = std::fs::read_to_string(ebb.state.join("ca.crt")).expect("ca");
+    let url = format!(
+        "https://127.0.0.1:{}{}",
+        ebb.secure,
+        metric_path("team-a", "s0-metric-api-v", "worker")
+    );
+    let proxy = proxy_ca
+        .issue_client("front-proxy-client", &[])
+        .expect("proxy cert");
+    let other = proxy_ca.issue_client("someone-else", &[]).expect("other cert");
+
+    let send = |client: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            client
+                .get(url)
+                .header(
+                    "X-Remote-User",
+                    "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+                )
+                .header("X-Remote-Group", "system:authenticated")
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+    let ok = send(https_client(Some(&proxy), &serving_ca)).await;
+    assert_eq!(ok.status(), 200);
+    let body = ok.text().await.expect("body");
+    assert!(body.contains("\"value\":\"42\""), "{body}");
+
+    let no_cert = send(https_client(None, &serving_ca)).await;
+    assert_eq!(no_cert.status(), 401);
+    let status: serde_json::Value =
+        serde_json::from_str(&no_cert.text().await.expect("body")).expect("status json");
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "Unauthorized");
+
+    let wrong_cn = send(https_client(Some(&other), &serving_ca)).await;
+    assert_eq!(wrong_cn.status(), 401);
+
+    // Health paths stay open to anyone.
+    let health = https_client(None, &serving_ca)
+        .get(format!("https://127.0.0.1:{}/healthz", ebb.secure))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+}
