@@ -14,17 +14,16 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 fn conn(cert: Option<&CertPair>) -> ConnInfo {
-    ConnInfo {
-        remote_addr: "127.0.0.1:40000".parse().expect("addr"),
-        peer_certs: cert
-            .map(|c| {
-                CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .expect("pem")
-            })
-            .unwrap_or_default(),
-        alpn: None,
-    }
+    ConnInfo::new(
+        "127.0.0.1:40000".parse().expect("addr"),
+        cert.map(|c| {
+            CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("pem")
+        })
+        .unwrap_or_default(),
+        None,
+    )
 }
 
 fn roots(ca: &Ca) -> Arc<ReloadableRoots> {

@@ -358,7 +358,7 @@ impl Authenticator {
         let mut errors: Vec<String> = Vec::new();
 
         if let (Some(rh), Some(_)) = (&self.requestheader, conn.peer_certs.first()) {
-            match verify_client_chain(&rh.ca.load(), &conn.peer_certs) {
+            match verify_cached(conn, &rh.ca.load_full()) {
                 Ok(subject)
                     if !rh.allowed_names.is_empty()
                         && !rh
@@ -383,7 +383,7 @@ impl Authenticator {
         self.identity_headers.strip(headers);
 
         if let (Some(ca), Some(_)) = (&self.client_ca, conn.peer_certs.first()) {
-            match verify_client_chain(&ca.load(), &conn.peer_certs) {
+            match verify_cached(conn, &ca.load_full()) {
                 Ok(subject) => match subject.common_name {
                     Some(name) if !name.is_empty() => {
                         let user = UserInfo {
@@ -512,6 +512,31 @@ where
     tokio::time::timeout(REVIEW_TIMEOUT, attempts)
         .await
         .unwrap_or(Err(ReviewError::Timeout(REVIEW_TIMEOUT)))
+}
+
+/// [`verify_client_chain`] once per connection and CA bundle version.
+fn verify_cached(conn: &ConnInfo, roots: &Arc<CaRoots>) -> Result<VerifiedSubject, String> {
+    let mut verdicts = conn.chain_verdicts.lock().unwrap_or_else(|p| p.into_inner());
+    let outcome = match verdicts.iter().find(|v| Arc::ptr_eq(&v.roots, roots)) {
+        Some(v) => v.outcome.clone(),
+        None => {
+            let outcome =
+                verify_client_chain(roots, &conn.peer_certs).map(|s| (s.common_name, s.organizations));
+            // A bundle reloaded mid-connection is a new version; keep the list short.
+            if verdicts.len() >= 8 {
+                verdicts.remove(0);
+            }
+            verdicts.push(crate::tls::ChainVerdict {
+                roots: Arc::clone(roots),
+                outcome: outcome.clone(),
+            });
+            outcome
+        }
+    };
+    outcome.map(|(common_name, organizations)| VerifiedSubject {
+        common_name,
+        organizations,
+    })
 }
 
 /// Names read from a verified client certificate.

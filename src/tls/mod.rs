@@ -49,7 +49,7 @@ pub enum TlsError {
 }
 
 /// What the handler learns about the connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The peer's address.
     pub remote_addr: SocketAddr,
@@ -57,6 +57,34 @@ pub struct ConnInfo {
     pub peer_certs: Vec<CertificateDer<'static>>,
     /// The negotiated ALPN protocol, if any.
     pub alpn: Option<Vec<u8>>,
+    /// Outcomes of verifying `peer_certs` against a CA bundle, kept for the connection's life
+    /// so a keep-alive connection pays for the signature checks once, not on every request.
+    pub chain_verdicts: std::sync::Mutex<Vec<ChainVerdict>>,
+}
+
+/// The result of verifying a connection's chain against one version of one CA bundle.
+#[derive(Debug, Clone)]
+pub struct ChainVerdict {
+    /// The bundle version it was checked against (held, so its address cannot be reused).
+    pub roots: Arc<CaRoots>,
+    /// Leaf CN and O values, or why verification failed.
+    pub outcome: Result<(Option<String>, Vec<String>), String>,
+}
+
+impl ConnInfo {
+    /// Facts about a connection with nothing verified yet.
+    pub fn new(
+        remote_addr: SocketAddr,
+        peer_certs: Vec<CertificateDer<'static>>,
+        alpn: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            remote_addr,
+            peer_certs,
+            alpn,
+            chain_verdicts: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// Builds the serving config: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, certificate from
@@ -215,14 +243,14 @@ where
                 }
             };
             let (_, session) = tls.get_ref();
-            let info = Arc::new(ConnInfo {
+            let info = Arc::new(ConnInfo::new(
                 remote_addr,
-                peer_certs: session
+                session
                     .peer_certificates()
                     .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
                     .unwrap_or_default(),
-                alpn: session.alpn_protocol().map(<[u8]>::to_vec),
-            });
+                session.alpn_protocol().map(<[u8]>::to_vec),
+            ));
             let service = service_fn(move |request| {
                 let response = handler(request, Arc::clone(&info));
                 async move { Ok::<_, Infallible>(response.await) }
