@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use percent_encoding::percent_decode_str;
-use tracing::debug;
+use tracing::{info, warn};
 
 use super::{
     auth::{AuthError, Authenticator, Authorizer, check},
@@ -49,6 +49,27 @@ pub struct ApiState {
     pub metrics: Arc<ApiMetrics>,
     /// False until the ScaledObject source has synced once.
     pub ready: Arc<AtomicBool>,
+    /// Last error logged per trigger, so a failing upstream is logged once per change, not per read.
+    pub last_errors: std::sync::Mutex<std::collections::HashMap<(ObjectKey, usize), String>>,
+}
+
+impl ApiState {
+    fn note_outcome(&self, key: &ObjectKey, trigger: usize, error: Option<&str>) {
+        let mut last = self.last_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = (key.clone(), trigger);
+        match error {
+            Some(e) if last.get(&slot).map(String::as_str) != Some(e) => {
+                warn!(scaledobject = %key, trigger, error = %e, "scaler failed");
+                last.insert(slot, e.to_string());
+            }
+            Some(_) => {}
+            None => {
+                if last.remove(&slot).is_some() {
+                    info!(scaledobject = %key, trigger, "scaler recovered");
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiState {
@@ -322,17 +343,17 @@ async fn read_metric<'a>(
     let sample = match outcome.as_ref() {
         Ok(s) => s,
         Err(ScalerError::Timeout(d)) => {
-            debug!(scaledobject = %key, metric = %resolved.metric_name, "scaler timed out");
-            return Err(ApiError::timeout(format!(
-                "{}: upstream timed out after {d:?}",
-                context()
-            )));
+            let msg = format!("{}: upstream timed out after {d:?}", context());
+            state.note_outcome(&key, trigger.index, Some(&msg));
+            return Err(ApiError::timeout(msg));
         }
         Err(e) => {
-            debug!(scaledobject = %key, metric = %resolved.metric_name, error = %e, "scaler failed");
-            return Err(ApiError::internal(format!("{}: {e}", context())));
+            let msg = format!("{}: {e}", context());
+            state.note_outcome(&key, trigger.index, Some(&msg));
+            return Err(ApiError::internal(msg));
         }
     };
+    state.note_outcome(&key, trigger.index, None);
     state.metrics.observe_age(sample.taken.elapsed());
     if sample.values.is_empty() {
         return Err(ApiError::internal(format!(

@@ -187,6 +187,7 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         authz,
         metrics: api_metrics,
         ready: ready.clone(),
+        last_errors: Default::default(),
     });
     let admin_state = Arc::new(AdminState {
         registry: prom,
