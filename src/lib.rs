@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod crd;
 pub mod external_metrics;
+pub mod hash;
 pub mod local;
 pub mod quantity;
 pub mod scalers;

@@ -27,17 +27,11 @@ pub struct Document {
 fn doc(value: serde_json::Value) -> Document {
     let mut body = serde_json::to_vec(&value).unwrap_or_default();
     body.push(b'\n');
-    let etag = format!("\"{:016x}\"", fnv1a(&body));
+    let etag = format!("\"{:016x}\"", crate::hash::fnv1a(&body));
     Document {
         body: Bytes::from(body),
         etag,
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn group_entry() -> serde_json::Value {

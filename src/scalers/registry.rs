@@ -358,8 +358,5 @@ pub fn object_key(so: &ScaledObject) -> ObjectKey {
 }
 
 fn spec_hash(spec: &ScaledObjectSpec) -> u64 {
-    let bytes = serde_json::to_vec(spec).unwrap_or_default();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::hash::fnv1a(&serde_json::to_vec(spec).unwrap_or_default())
 }

@@ -211,7 +211,7 @@ impl LocalSource {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            let fingerprint = fnv1a(&bytes);
+            let fingerprint = crate::hash::fnv1a(&bytes);
             if let Some(state) = self.files.get(&path)
                 && (state.fingerprint == fingerprint || state.failing == Some(fingerprint))
             {
@@ -340,12 +340,6 @@ impl LocalSource {
             };
         }
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
