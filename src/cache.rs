@@ -233,6 +233,7 @@ mod tests {
                 use_cached_metrics: cached,
             }],
             spec_hash: 0,
+            object: Arc::new(crate::crd::ScaledObject::new("so", Default::default())),
         });
         Resolved {
             object,

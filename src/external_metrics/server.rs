@@ -74,7 +74,10 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
     // KEDA turns a non-positive timeout into 300 ms.
     let http_timeout =
         Duration::from_millis(u64::try_from(timeout_ms).ok().filter(|t| *t > 0).unwrap_or(300));
-    let registry = Arc::new(Registry::new(RegistryConfig { http_timeout }));
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        http_timeout,
+        ..RegistryConfig::default()
+    }));
     let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
     {
         let cache = cache.clone();

@@ -414,6 +414,6 @@ mod tests {
 
     #[test]
     fn build_scaler_dispatches() {
-        assert!(super::super::build_scaler(&with(&[], &[])).is_ok());
+        assert!(super::super::build_scaler(&with(&[], &[]), &Default::default()).is_ok());
     }
 }

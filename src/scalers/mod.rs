@@ -3,16 +3,20 @@
 //! The shape follows KEDA's `Scaler` interface: a scaler declares the metric specs it
 //! contributes to the HPA and answers `get_metrics_and_activity` for one of its metric names.
 
+pub mod aws;
+pub mod cpu_memory;
 pub mod cron;
+pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod params;
+pub mod prometheus;
 pub mod registry;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use futures::future::BoxFuture;
 
-use crate::crd::scaled_object::MetricTargetType;
+use crate::crd::{scaled_object::MetricTargetType, trigger_authentication::AuthPodIdentity};
 
 /// Everything a scaler may be built from: the trigger and the ScaledObject around it.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +43,31 @@ pub struct ScalerConfig {
     pub as_metric_source: bool,
     /// Default timeout for outbound calls (KEDA_HTTP_DEFAULT_TIMEOUT).
     pub global_http_timeout: Duration,
+    /// `podIdentity` of the referenced (Cluster)TriggerAuthentication.
+    pub pod_identity: Option<AuthPodIdentity>,
+    /// Role of the scale target's service account (`eks.amazonaws.com/role-arn`), resolved
+    /// when `podIdentity.identityOwner` is `workload`.
+    pub workload_role_arn: Option<String>,
+}
+
+/// Shared clients and indexes every scaler may use; cheap to clone.
+#[derive(Clone, Default)]
+pub struct ScalerContext {
+    /// Cluster access, absent with `--local`.
+    pub kube: Option<kube::Client>,
+    /// Pod counts for `kubernetes-workload`, from a watch cache.
+    pub pods: Option<kubernetes_workload::PodIndex>,
+    /// Shared AWS configuration and credential caches.
+    pub aws: aws::AwsShared,
+}
+
+impl fmt::Debug for ScalerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScalerContext")
+            .field("kube", &self.kube.is_some())
+            .field("pods", &self.pods.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How the HPA should compare the metric to its target.
@@ -124,16 +153,30 @@ pub trait Scaler: Send + Sync + fmt::Debug {
 pub type SharedScaler = Arc<dyn Scaler>;
 
 /// Builds the scaler for a trigger type (KEDA's `buildScaler`).
-pub fn build_scaler(config: &ScalerConfig) -> Result<SharedScaler, ScalerError> {
+pub fn build_scaler(config: &ScalerConfig, ctx: &ScalerContext) -> Result<SharedScaler, ScalerError> {
     match config.trigger_type.as_str() {
         "cron" => Ok(Arc::new(cron::CronScaler::new(config)?)),
         "metrics-api" => Ok(Arc::new(metrics_api::MetricsApiScaler::new(config)?)),
+        "prometheus" => Ok(Arc::new(prometheus::PrometheusScaler::new(config, ctx)?)),
+        "aws-sqs-queue" => Ok(Arc::new(aws::sqs::SqsScaler::new(config, ctx)?)),
+        "aws-cloudwatch" => Ok(Arc::new(aws::cloudwatch::CloudWatchScaler::new(config, ctx)?)),
+        "kubernetes-workload" => Ok(Arc::new(kubernetes_workload::WorkloadScaler::new(config, ctx)?)),
+        "cpu" | "memory" => Ok(Arc::new(cpu_memory::CpuMemoryScaler::new(config)?)),
         other => Err(ScalerError::UnknownType(other.to_string())),
     }
 }
 
 /// Trigger types this build knows, for validation messages.
-pub const KNOWN_TYPES: &[&str] = &["cron", "metrics-api"];
+pub const KNOWN_TYPES: &[&str] = &[
+    "cron",
+    "metrics-api",
+    "prometheus",
+    "aws-sqs-queue",
+    "aws-cloudwatch",
+    "kubernetes-workload",
+    "cpu",
+    "memory",
+];
 
 /// KEDA's metric-name sanitiser: each of `/ . : % ( )` becomes `-`, nothing else changes.
 pub fn sanitize_metric_name(name: &str) -> String {

@@ -17,8 +17,8 @@ use std::{
 
 use tracing::{info, warn};
 
-use super::{MetricSpec, ScalerConfig, ScalerError, SharedScaler, build_scaler};
-use crate::crd::{ScaledObject, scaled_object::ScaledObjectSpec};
+use super::{MetricSpec, ScalerConfig, ScalerContext, ScalerError, SharedScaler, build_scaler};
+use crate::crd::ScaledObject;
 
 /// Identifies a ScaledObject: namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,9 +73,11 @@ pub struct ObjectEntry {
     pub polling_interval: Duration,
     /// Triggers in order.
     pub triggers: Vec<TriggerEntry>,
-    /// Hash of the spec the scalers were built from, to skip rebuilds on no-op updates
-    /// without keeping a second copy of every spec.
+    /// Hash of the spec and annotations the scalers were built from, to skip no-op rebuilds.
     pub spec_hash: u64,
+    /// The object as built (managed fields and status dropped), for rebuilds when its
+    /// authentication sources change.
+    pub object: Arc<ScaledObject>,
 }
 
 /// What a metric read resolved to.
@@ -114,17 +116,69 @@ pub enum LookupError {
     },
 }
 
+/// Fills a trigger's authentication parameters, environment and pod identity from its
+/// (Cluster)TriggerAuthentication and scale target, as KEDA's resolver does.
+///
+/// Synchronous on purpose: implementations read watch caches (or `--local` files), so the
+/// registry never waits on the network while building scalers.
+pub trait AuthResolver: Send + Sync {
+    /// Completes `config` for trigger `index` of `so`.
+    fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError>;
+}
+
+/// The resolver used when nothing can be resolved: a trigger with an `authenticationRef` fails
+/// with a message naming it; other triggers are untouched.
+#[derive(Debug, Default)]
+pub struct NoAuthResolver;
+
+impl AuthResolver for NoAuthResolver {
+    fn resolve(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        _config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        match so
+            .spec
+            .triggers
+            .get(index)
+            .and_then(|t| t.authentication_ref.as_ref())
+        {
+            Some(r) => Err(ScalerError::Config(format!(
+                "{} {} cannot be resolved: no TriggerAuthentication source is configured",
+                r.kind.as_deref().unwrap_or("TriggerAuthentication"),
+                r.name
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Settings shared by every scaler built by the registry.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RegistryConfig {
     /// Default timeout for scaler HTTP calls.
     pub http_timeout: Duration,
+    /// Shared clients for the scalers.
+    pub context: ScalerContext,
+    /// Authentication resolution.
+    pub resolver: Arc<dyn AuthResolver>,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("http_timeout", &self.http_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             http_timeout: Duration::from_millis(3000),
+            context: ScalerContext::default(),
+            resolver: Arc::new(NoAuthResolver),
         }
     }
 }
@@ -190,13 +244,30 @@ impl Registry {
     /// Adds or updates a ScaledObject; scalers are rebuilt only when the spec changed.
     pub fn apply(&self, so: &ScaledObject) {
         let key = object_key(so);
-        let hash = spec_hash(&so.spec);
+        let hash = spec_hash(so);
         if let Some(existing) = self.get(&key)
             && existing.spec_hash == hash
         {
             return;
         }
-        let entry = Arc::new(self.build(key.clone(), &so.spec, hash));
+        self.install(key, trimmed(so), hash);
+    }
+
+    /// Rebuilds every object's scalers (re-resolving authentication), e.g. after a Secret,
+    /// TriggerAuthentication or scale target changed.
+    pub fn rebuild_all(&self) {
+        let objects: Vec<Arc<ObjectEntry>> = self
+            .objects
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for entry in objects {
+            self.install(entry.key.clone(), entry.object.clone(), entry.spec_hash);
+        }
+    }
+
+    fn install(&self, key: ObjectKey, so: Arc<ScaledObject>, hash: u64) {
+        let entry = Arc::new(self.build(key.clone(), so, hash));
         for t in &entry.triggers {
             if let Err(e) = &t.scaler {
                 warn!(scaledobject = %key, trigger = t.index, r#type = %t.trigger_type, error = %e, "trigger cannot be built");
@@ -284,14 +355,15 @@ impl Registry {
         }
     }
 
-    fn build(&self, key: ObjectKey, spec: &ScaledObjectSpec, spec_hash: u64) -> ObjectEntry {
+    fn build(&self, key: ObjectKey, so: Arc<ScaledObject>, spec_hash: u64) -> ObjectEntry {
+        let spec = &so.spec;
         let as_metric_source = spec.uses_scaling_modifiers();
         let triggers = spec
             .triggers
             .iter()
             .enumerate()
             .map(|(index, trigger)| {
-                let config = ScalerConfig {
+                let mut config = ScalerConfig {
                     namespace: key.namespace.clone(),
                     scaled_object: key.name.clone(),
                     trigger_index: index,
@@ -303,18 +375,25 @@ impl Registry {
                     metric_type: trigger.metric_type.unwrap_or_default(),
                     as_metric_source,
                     global_http_timeout: self.config.http_timeout,
+                    pod_identity: None,
+                    workload_role_arn: None,
                 };
-                let scaler = build_scaler(&config).and_then(|s| {
-                    if trigger.use_cached_metrics == Some(true)
-                        && matches!(trigger.type_.as_str(), "cron" | "cpu" | "memory")
-                    {
-                        return Err(ScalerError::Config(format!(
-                            "property \"useCachedMetrics\" is not supported for \"{}\" scaler",
-                            trigger.type_
-                        )));
-                    }
-                    Ok(s)
-                });
+                let scaler = self
+                    .config
+                    .resolver
+                    .resolve(&so, index, &mut config)
+                    .and_then(|()| build_scaler(&config, &self.config.context))
+                    .and_then(|s| {
+                        if trigger.use_cached_metrics == Some(true)
+                            && matches!(trigger.type_.as_str(), "cron" | "cpu" | "memory")
+                        {
+                            return Err(ScalerError::Config(format!(
+                                "property \"useCachedMetrics\" is not supported for \"{}\" scaler",
+                                trigger.type_
+                            )));
+                        }
+                        Ok(s)
+                    });
                 let metric_names = match &scaler {
                     Ok(s) => s
                         .metric_specs()
@@ -342,6 +421,7 @@ impl Registry {
             polling_interval: Duration::from_secs(spec.polling_interval_secs()),
             triggers,
             spec_hash,
+            object: so.clone(),
         }
     }
 }
@@ -357,6 +437,16 @@ pub fn object_key(so: &ScaledObject) -> ObjectKey {
     )
 }
 
-fn spec_hash(spec: &ScaledObjectSpec) -> u64 {
-    crate::hash::fnv1a(&serde_json::to_vec(spec).unwrap_or_default())
+fn spec_hash(so: &ScaledObject) -> u64 {
+    let mut bytes = serde_json::to_vec(&so.spec).unwrap_or_default();
+    bytes.extend(serde_json::to_vec(&so.metadata.annotations).unwrap_or_default());
+    crate::hash::fnv1a(&bytes)
+}
+
+/// The parts of a ScaledObject the registry needs, without managed fields and status.
+fn trimmed(so: &ScaledObject) -> Arc<ScaledObject> {
+    let mut so = so.clone();
+    so.metadata.managed_fields = None;
+    so.status = None;
+    Arc::new(so)
 }
