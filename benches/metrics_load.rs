@@ -199,7 +199,7 @@ fn part_one(
         String::from_utf8_lossy(&body)
     );
 
-    let baseline = settle_rss(ebb.pid(), client_rt)?;
+    let baseline = settle_rss(ebb.pid())?;
     println!(
         "rss one ScaledObject (idle): rss_mib={:.1} hwm_mib={:.1}",
         mib(baseline.rss_kib),
@@ -215,8 +215,7 @@ fn part_one(
             let mut runs: Vec<(&str, LoadResult)> = Vec::new();
             for round in 1..=2 {
                 for (name, addr) in [("bare", bare), ("ebb", ebb.secure)] {
-                    let r = client_rt
-                        .block_on(run_load(&load_spec(opts, addr, &path, proto), cfg.clone()));
+                    let r = client_rt.block_on(run_load(&load_spec(opts, addr, &path, proto), cfg.clone()));
                     print_row(name, &round.to_string(), &r, opts.duration);
                     runs.push((name, r));
                 }
@@ -245,11 +244,7 @@ fn part_one(
                         .sum::<u64>()
                 );
             }
-            let ratio = if bare_rps > 0.0 {
-                ebb_rps / bare_rps
-            } else {
-                0.0
-            };
+            let ratio = if bare_rps > 0.0 { ebb_rps / bare_rps } else { 0.0 };
             println!(
                 "ratio ebb/bare req/s ({}): {ratio:.2}   goal >= 0.80: {}",
                 proto.label(),
@@ -340,7 +335,7 @@ fn part_two(opts: &Opts, client_rt: &tokio::runtime::Runtime, tmp: &Path) -> Res
     let started = Instant::now();
     client_rt.block_on(ebb.wait_ready())?;
     println!("ready after {:.2} s", started.elapsed().as_secs_f64());
-    let idle = settle_rss(ebb.pid(), client_rt)?;
+    let idle = settle_rss(ebb.pid())?;
 
     let certs = Certs::from_state_dir(&state)?;
     let cfg = client_config(&certs, Proto::H1)?;
@@ -521,9 +516,7 @@ impl Ebb {
             if let Some(child) = &self.child {
                 // try_wait needs &mut; a zero-signal check through /proc is enough here.
                 if !Path::new(&format!("/proc/{}", child.id())).exists() || is_zombie(child.id()) {
-                    return Err(
-                        format!("ebb exited before it was ready\n{}", self.log_tail()).into(),
-                    );
+                    return Err(format!("ebb exited before it was ready\n{}", self.log_tail()).into());
                 }
             }
             match get_plain(self.metrics, "/readyz").await {
@@ -595,12 +588,12 @@ fn rss(pid: u32) -> Res<Mem> {
 }
 
 /// Polls RSS every 250 ms until three readings in a row differ by less than 64 KiB (or 10 s).
-fn settle_rss(pid: u32, rt: &tokio::runtime::Runtime) -> Res<Mem> {
+fn settle_rss(pid: u32) -> Res<Mem> {
     let deadline = Instant::now() + RSS_SETTLE;
     let mut last = rss(pid)?;
     let mut steady = 0;
     while Instant::now() < deadline && steady < 3 {
-        rt.block_on(tokio::time::sleep(Duration::from_millis(250)));
+        std::thread::sleep(Duration::from_millis(250));
         let now = rss(pid)?;
         steady = if now.rss_kib.abs_diff(last.rss_kib) < 64 {
             steady + 1
@@ -627,8 +620,7 @@ impl Certs {
     /// What `ebb --local` wrote; the bare responder presents ebb's own serving chain.
     fn from_state_dir(dir: &Path) -> Res<Self> {
         let certs = |name: &str| -> Res<Vec<CertificateDer<'static>>> {
-            let v =
-                CertificateDer::pem_file_iter(dir.join(name))?.collect::<Result<Vec<_>, _>>()?;
+            let v = CertificateDer::pem_file_iter(dir.join(name))?.collect::<Result<Vec<_>, _>>()?;
             if v.is_empty() {
                 return Err(format!("no certificate in {}", dir.join(name).display()).into());
             }
@@ -645,9 +637,7 @@ impl Certs {
 
     /// A CA, a serving certificate for 127.0.0.1 and a client certificate, made here.
     fn generate() -> Res<Self> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        };
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params
@@ -867,8 +857,7 @@ async fn connect(addr: SocketAddr, cfg: Arc<ClientConfig>, proto: Proto) -> Res<
     let tcp = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(addr)).await??;
     tcp.set_nodelay(true)?;
     let name = ServerName::IpAddress(addr.ip().into());
-    let tls =
-        tokio::time::timeout(REQUEST_TIMEOUT, TlsConnector::from(cfg).connect(name, tcp)).await??;
+    let tls = tokio::time::timeout(REQUEST_TIMEOUT, TlsConnector::from(cfg).connect(name, tcp)).await??;
     let io = TokioIo::new(tls);
     match proto {
         Proto::H1 => {
@@ -879,8 +868,7 @@ async fn connect(addr: SocketAddr, cfg: Arc<ClientConfig>, proto: Proto) -> Res<
             Ok(Sender::H1(Arc::new(tokio::sync::Mutex::new(send))))
         }
         Proto::H2 => {
-            let (send, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -903,8 +891,7 @@ async fn request(sender: &Sender, addr: SocketAddr, path: &str) -> Res<(StatusCo
                 s.send_request(req).await?
             }
             Sender::H2(s) => {
-                let req =
-                    Request::get(format!("https://{addr}{path}")).body(Empty::<Bytes>::new())?;
+                let req = Request::get(format!("https://{addr}{path}")).body(Empty::<Bytes>::new())?;
                 let mut s = s.clone();
                 s.ready().await?;
                 s.send_request(req).await?
@@ -1009,9 +996,7 @@ async fn run_load(spec: &LoadSpec, cfg: Arc<ClientConfig>) -> LoadResult {
             Ok(r) => total.merge(r),
             Err(e) => {
                 total.errors += 1;
-                total
-                    .first_error
-                    .get_or_insert_with(|| format!("task: {e}"));
+                total.first_error.get_or_insert_with(|| format!("task: {e}"));
             }
         }
     }
@@ -1020,11 +1005,7 @@ async fn run_load(spec: &LoadSpec, cfg: Arc<ClientConfig>) -> LoadResult {
 }
 
 /// GET one path over mutual TLS and HTTP/1.1.
-async fn get_once(
-    addr: SocketAddr,
-    path: &str,
-    cfg: Arc<ClientConfig>,
-) -> Res<(StatusCode, Bytes)> {
+async fn get_once(addr: SocketAddr, path: &str, cfg: Arc<ClientConfig>) -> Res<(StatusCode, Bytes)> {
     let s = connect(addr, cfg, Proto::H1).await?;
     request(&s, addr, path).await
 }
@@ -1068,8 +1049,7 @@ async fn fetch_all(
                 }
                 let Some(s) = &sender else {
                     out.errors += 1;
-                    out.first_error
-                        .get_or_insert_with(|| "connect failed".into());
+                    out.first_error.get_or_insert_with(|| "connect failed".into());
                     continue;
                 };
                 match request(s, addr, path).await {
@@ -1085,8 +1065,7 @@ async fn fetch_all(
                     }
                     Err(e) => {
                         out.errors += 1;
-                        out.first_error
-                            .get_or_insert_with(|| format!("{path}: {e}"));
+                        out.first_error.get_or_insert_with(|| format!("{path}: {e}"));
                         sender = None;
                     }
                 }
