@@ -75,6 +75,10 @@ struct Opts {
     /// without a working ebb).
     #[arg(long)]
     bare_only: bool,
+    /// Drive ebb on this path instead of the metric (attribution, e.g. `/healthz`: TLS, HTTP and
+    /// authentication without the metric read); the bare responder still answers the metric bytes.
+    #[arg(long)]
+    ebb_path: Option<String>,
     /// Passed by `cargo bench`; without it only the self-checks run.
     #[arg(long, hide = true)]
     bench: bool,
@@ -129,7 +133,17 @@ fn run(opts: &Opts) -> Res<()> {
     if !opts.skip_rss {
         part_two(opts, &client_rt, tmp.path())?;
     }
+    print_loadavg();
     Ok(())
+}
+
+/// Other work on the machine skews the figures; the load average says how much there was.
+fn print_loadavg() {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "loadavg: {}",
+        avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
 }
 
 fn runtime(name: &str) -> Res<tokio::runtime::Runtime> {
@@ -151,6 +165,7 @@ fn print_machine() {
         .unwrap_or("unknown");
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("machine: {cpus} CPUs, {model}");
+    print_loadavg();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,7 +230,12 @@ fn part_one(
             let mut runs: Vec<(&str, LoadResult)> = Vec::new();
             for round in 1..=2 {
                 for (name, addr) in [("bare", bare), ("ebb", ebb.secure)] {
-                    let r = client_rt.block_on(run_load(&load_spec(opts, addr, &path, proto), cfg.clone()));
+                    let path = if name == "ebb" {
+                        opts.ebb_path.as_ref().unwrap_or(&path)
+                    } else {
+                        &path
+                    };
+                    let r = client_rt.block_on(run_load(&load_spec(opts, addr, path, proto), cfg.clone()));
                     print_row(name, &round.to_string(), &r, opts.duration);
                     runs.push((name, r));
                 }
