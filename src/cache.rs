@@ -5,37 +5,38 @@
 //!   so the upstream sees at most one query per trigger per interval;
 //! - otherwise every read asks the scaler, but reads that arrive while a query for the same
 //!   trigger is in flight wait for it instead of starting their own.
+//!
+//! A cache hit is the hot path of the whole server: the key is three integers (no
+//! allocation), the lookup is moka's synchronous `get`, and the rendered response body is
+//! kept beside the value so a hit does not serialise JSON again.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use moka::{Expiry, future::Cache};
+use moka::{Expiry, sync::Cache};
 use tokio::sync::OnceCell;
 
-use crate::scalers::{
-    ScalerError,
-    registry::{ObjectKey, Resolved},
-};
+use crate::scalers::{ScalerError, registry::Resolved};
 
 /// Identifies one metric of one build of a ScaledObject.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    /// The ScaledObject.
-    pub object: Arc<ObjectKey>,
-    /// Build epoch; a changed object never reads an older build's values.
+    /// Build epoch, unique per build of a ScaledObject; a changed object never reads an
+    /// older build's values.
     pub epoch: u64,
     /// Trigger index.
     pub trigger: usize,
-    /// Metric name, original case.
-    pub metric: Arc<str>,
+    /// Position of the metric among the trigger's metric names.
+    pub metric: usize,
 }
 
 /// A value as the scaler reported it, with the time it was taken.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Sample {
     /// Values (the HPA sums them).
     pub values: Vec<f64>,
@@ -45,6 +46,30 @@ pub struct Sample {
     pub timestamp: DateTime<Utc>,
     /// Monotonic twin of `timestamp`, for the age metric.
     pub taken: Instant,
+    /// The response body rendered for the first spelling of the metric name asked for.
+    pub rendered: OnceLock<Rendered>,
+}
+
+impl Sample {
+    /// A sample taken now.
+    pub fn now(values: Vec<f64>, active: bool) -> Self {
+        Self {
+            values,
+            active,
+            timestamp: Utc::now(),
+            taken: Instant::now(),
+            rendered: OnceLock::new(),
+        }
+    }
+}
+
+/// A response body and the metric name spelling it was rendered for.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Metric name as the client asked for it.
+    pub asked: String,
+    /// The `ExternalMetricValueList` bytes, or the error Status the sample produced.
+    pub body: Result<Bytes, String>,
 }
 
 /// The outcome of one upstream query, shared by every reader that waited for it.
@@ -103,11 +128,10 @@ impl MetricCache {
         }
     }
 
-    /// Drops everything cached for one ScaledObject.
-    pub fn invalidate_object(&self, key: &ObjectKey) {
-        let key = key.clone();
+    /// Drops everything cached for one build of a ScaledObject.
+    pub fn invalidate_epoch(&self, epoch: u64) {
         // Only fails when closures were not enabled at build time, which they are.
-        let _ = self.cached.invalidate_entries_if(move |k, _| *k.object == key);
+        let _ = self.cached.invalidate_entries_if(move |k, _| k.epoch == epoch);
     }
 
     /// Number of cached outcomes (approximate, for metrics).
@@ -119,35 +143,32 @@ impl MetricCache {
     pub async fn read(&self, resolved: &Resolved) -> (Outcome, ReadKind) {
         let trigger = resolved.trigger();
         let key = CacheKey {
-            object: Arc::new(resolved.object.key.clone()),
             epoch: resolved.object.epoch,
             trigger: trigger.index,
-            metric: Arc::from(resolved.metric_name.as_str()),
+            metric: resolved.metric,
         };
-        if trigger.use_cached_metrics {
-            let ttl = resolved.object.polling_interval;
-            let mut missed = false;
-            let entry = self
-                .cached
-                .get_with(key, async {
-                    missed = true;
-                    Entry {
-                        outcome: self.query(resolved).await,
-                        ttl,
-                    }
-                })
-                .await;
-            let kind = if missed { ReadKind::Miss } else { ReadKind::Hit };
-            (entry.outcome, kind)
-        } else {
-            (self.coalesced(key, resolved).await, ReadKind::Miss)
+        if !trigger.use_cached_metrics {
+            return (self.coalesced(key, resolved).await, ReadKind::Miss);
         }
+        if let Some(entry) = self.cached.get(&key) {
+            return (entry.outcome, ReadKind::Hit);
+        }
+        let outcome = self.coalesced(key, resolved).await;
+        // Joiners of the same flight insert the same outcome; the last write is identical.
+        self.cached.insert(
+            key,
+            Entry {
+                outcome: outcome.clone(),
+                ttl: resolved.object.polling_interval,
+            },
+        );
+        (outcome, ReadKind::Miss)
     }
 
     async fn coalesced(&self, key: CacheKey, resolved: &Resolved) -> Outcome {
         let cell = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.clone()).or_default().clone()
+            map.entry(key).or_default().clone()
         };
         let outcome = cell.get_or_init(|| self.query(resolved)).await.clone();
         let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,12 +193,7 @@ impl MetricCache {
             Ok(r) => r,
             Err(_) => Err(ScalerError::Timeout(self.upstream_guard)),
         };
-        Arc::new(result.map(|m| Sample {
-            values: m.values,
-            active: m.active,
-            timestamp: Utc::now(),
-            taken: Instant::now(),
-        }))
+        Arc::new(result.map(|m| Sample::now(m.values, m.active)))
     }
 }
 
@@ -190,6 +206,7 @@ mod tests {
     use super::*;
     use crate::scalers::{
         MetricSpec, MetricsAndActivity, Scaler,
+        registry::ObjectKey,
         registry::{ObjectEntry, TriggerEntry},
     };
 
@@ -233,11 +250,12 @@ mod tests {
                 use_cached_metrics: cached,
             }],
             spec_hash: 0,
-            object: Arc::new(crate::crd::ScaledObject::new("so", Default::default())),
+            object: None,
         });
         Resolved {
             object,
             trigger: 0,
+            metric: 0,
             metric_name: "s0-fake".into(),
         }
     }
@@ -277,7 +295,8 @@ mod tests {
         let cache = MetricCache::new(Duration::from_secs(5));
         let first = futures::future::join_all((0..20).map(|_| cache.read(&r))).await;
         assert_eq!(scaler.calls.load(Ordering::SeqCst), 1);
-        assert_eq!(first.iter().filter(|(_, k)| *k == ReadKind::Miss).count(), 1);
+        // They all joined the one flight: none was served from an earlier value.
+        assert!(first.iter().all(|(_, k)| *k == ReadKind::Miss));
         let (_, kind) = cache.read(&r).await;
         assert_eq!(kind, ReadKind::Hit);
         assert_eq!(scaler.calls.load(Ordering::SeqCst), 1);
@@ -289,7 +308,7 @@ mod tests {
             Some(vec![2.0])
         );
         // Invalidation drops the value at once.
-        cache.invalidate_object(&ObjectKey::new("ns", "so"));
+        cache.invalidate_epoch(1);
         let (o, _) = cache.read(&r).await;
         assert_eq!(
             o.as_ref().as_ref().map(|s| s.values.clone()).ok(),

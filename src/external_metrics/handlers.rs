@@ -22,12 +22,12 @@ use super::{
     types::{ExternalMetricValue, ExternalMetricValueList},
 };
 use crate::{
-    cache::{MetricCache, ReadKind},
+    cache::{MetricCache, ReadKind, Rendered, Sample},
     crd::scaled_object::SCALED_OBJECT_NAME_LABEL,
     quantity,
     scalers::{
         ScalerError,
-        registry::{LookupError, ObjectKey, Registry},
+        registry::{ObjectKey, Registry},
     },
     selector,
     tls::ConnInfo,
@@ -51,22 +51,30 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Last error logged per trigger, so a failing upstream is logged once per change, not per read.
     pub last_errors: std::sync::Mutex<std::collections::HashMap<(ObjectKey, usize), String>>,
+    /// True while `last_errors` is non-empty.
+    pub any_errors: AtomicBool,
 }
 
 impl ApiState {
     fn note_outcome(&self, key: &ObjectKey, trigger: usize, error: Option<&str>) {
+        // The common case, a success with nothing failing anywhere, takes no lock.
+        if error.is_none() && !self.any_errors.load(Ordering::Relaxed) {
+            return;
+        }
         let mut last = self.last_errors.lock().unwrap_or_else(|p| p.into_inner());
         let slot = (key.clone(), trigger);
         match error {
             Some(e) if last.get(&slot).map(String::as_str) != Some(e) => {
                 warn!(scaledobject = %key, trigger, error = %e, "scaler failed");
                 last.insert(slot, e.to_string());
+                self.any_errors.store(true, Ordering::Relaxed);
             }
             Some(_) => {}
             None => {
                 if last.remove(&slot).is_some() {
                     info!(scaledobject = %key, trigger, "scaler recovered");
                 }
+                self.any_errors.store(!last.is_empty(), Ordering::Relaxed);
             }
         }
     }
@@ -83,32 +91,17 @@ impl std::fmt::Debug for ApiState {
 /// Handles one request: authenticate, authorize, route.
 pub async fn handle<B>(state: &ApiState, req: Request<B>, conn: &ConnInfo) -> Response<Full<Bytes>> {
     let start = Instant::now();
-    let (mut parts, _body) = req.into_parts();
-    let path = parts.uri.path().to_string();
-    let query = parts.uri.query().map(str::to_string);
-    let route = Route::of(&path);
-    let resp = match check(
-        &state.authn,
-        &state.authz,
-        conn,
-        &parts.method,
-        &parts.uri,
-        &mut parts.headers,
-    )
-    .await
-    {
+    let (parts, _body) = req.into_parts();
+    let http::request::Parts {
+        method,
+        uri,
+        mut headers,
+        ..
+    } = parts;
+    let route = Route::of(uri.path());
+    let resp = match check(&state.authn, &state.authz, conn, &method, &uri, &mut headers).await {
         Err(e) => auth_error(e).into_response(),
-        Ok(_user) => {
-            route_request(
-                state,
-                route,
-                &parts.method,
-                &path,
-                query.as_deref(),
-                &parts.headers,
-            )
-            .await
-        }
+        Ok(_user) => route_request(state, route, &method, uri.path(), uri.query(), &headers).await,
     };
     state
         .metrics
@@ -289,17 +282,10 @@ async fn metric(
     let Some((namespace, metric)) = parse_metric_path(path) else {
         return ApiError::no_route().into_response();
     };
-    match read_metric(state, &namespace, &metric, query).await {
-        Ok(items) => {
-            let list = ExternalMetricValueList::new(items);
-            let mut body = if wants_pretty(query, headers) {
-                serde_json::to_vec_pretty(&list)
-            } else {
-                serde_json::to_vec(&list)
-            }
-            .unwrap_or_default();
-            body.push(b'\n');
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let pretty = wants_pretty(query, headers);
+    match read_metric(state, &namespace, &metric, query, pretty).await {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(body));
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
@@ -308,29 +294,45 @@ async fn metric(
     }
 }
 
-async fn read_metric<'a>(
-    state: &ApiState,
-    namespace: &str,
-    metric: &'a str,
-    query: Option<&str>,
-) -> Result<Vec<ExternalMetricValue<'a>>, ApiError> {
-    let raw = label_selector_param(query);
-    let sel = selector::parse(&raw)
+/// The ScaledObject a selector names, without a full parse for the form every HPA sends
+/// (`scaledobject.keda.sh/name=<name>`); anything else goes through the real parser.
+fn scaled_object_name(raw: &str) -> Result<String, ApiError> {
+    if let Some(name) = raw
+        .strip_prefix(SCALED_OBJECT_NAME_LABEL)
+        .and_then(|r| r.strip_prefix('='))
+        && !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+    {
+        return Ok(name.to_string());
+    }
+    let sel = selector::parse(raw)
         .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))?;
-    let so_name = sel.exact_value(SCALED_OBJECT_NAME_LABEL).ok_or_else(|| {
+    sel.exact_value(SCALED_OBJECT_NAME_LABEL).map(str::to_string).ok_or_else(|| {
         ApiError::bad_request(format!(
             "scaledObject name is not specified: labelSelector must select exactly one ScaledObject with {SCALED_OBJECT_NAME_LABEL}=<name>"
         ))
-    })?;
+    })
+}
+
+async fn read_metric(
+    state: &ApiState,
+    namespace: &str,
+    metric: &str,
+    query: Option<&str>,
+    pretty: bool,
+) -> Result<Bytes, ApiError> {
+    let raw = label_selector_param(query);
+    let so_name = scaled_object_name(&raw)?;
     let key = ObjectKey::new(namespace, so_name);
-    let resolved = state.registry.resolve(&key, metric).map_err(|e| match e {
-        LookupError::ObjectNotFound(_) => {
-            ApiError::not_found(format!("the server could not find the metric {metric}: {e}"))
-        }
-        LookupError::MetricNotFound { .. } => {
-            ApiError::not_found(format!("the server could not find the metric {metric}: {e}"))
-        }
-    })?;
+    let resolved = state
+        .registry
+        .resolve(&key, metric)
+        .map_err(|e| ApiError::not_found(format!("the server could not find the metric {metric}: {e}")))?;
     let (outcome, kind) = state.cache.read(&resolved).await;
     let trigger = resolved.trigger();
     state.metrics.observe_read(kind == ReadKind::Hit);
@@ -355,22 +357,36 @@ async fn read_metric<'a>(
     };
     state.note_outcome(&key, trigger.index, None);
     state.metrics.observe_age(sample.taken.elapsed());
+    if !pretty
+        && let Some(r) = sample.rendered.get()
+        && r.asked == metric
+    {
+        return r.body.clone().map_err(ApiError::internal);
+    }
+    let body = render(sample, metric, pretty).map_err(|e| format!("{}: {e}", context()));
+    if !pretty {
+        let _ = sample.rendered.set(Rendered {
+            asked: metric.to_string(),
+            body: body.clone(),
+        });
+    }
+    body.map_err(ApiError::internal)
+}
+
+/// Renders a sample as an `ExternalMetricValueList`, refusing values the HPA cannot use.
+fn render(sample: &Sample, metric: &str, pretty: bool) -> Result<Bytes, String> {
     if sample.values.is_empty() {
-        return Err(ApiError::internal(format!(
-            "{}: the scaler returned no value",
-            context()
-        )));
+        return Err("the scaler returned no value".to_string());
     }
     let timestamp = sample.timestamp.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    sample
+    let items = sample
         .values
         .iter()
         .map(|v| {
             if *v < 0.0 {
-                return Err(ApiError::internal(format!("{}: negative value {v}", context())));
+                return Err(format!("negative value {v}"));
             }
-            let value =
-                quantity::format_milli(*v).map_err(|e| ApiError::internal(format!("{}: {e}", context())))?;
+            let value = quantity::format_milli(*v).map_err(|e| e.to_string())?;
             Ok(ExternalMetricValue {
                 metric_name: metric,
                 metric_labels: None,
@@ -378,7 +394,16 @@ async fn read_metric<'a>(
                 value,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    let list = ExternalMetricValueList::new(items);
+    let mut body = if pretty {
+        serde_json::to_vec_pretty(&list)
+    } else {
+        serde_json::to_vec(&list)
+    }
+    .map_err(|e| e.to_string())?;
+    body.push(b'\n');
+    Ok(Bytes::from(body))
 }
 
 /// Re-exported for the server module.

@@ -1,6 +1,6 @@
 //! Request metrics labelled by matched route (never the raw path, which would be unbounded).
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -49,6 +49,11 @@ impl Route {
         }
     }
 
+    /// Position among the routes, for per-route slots.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Label value.
     pub fn label(self) -> &'static str {
         match self {
@@ -81,13 +86,23 @@ struct CacheLabels {
     result: &'static str,
 }
 
+/// Status codes the API answers with, for the lock-free per-(route, code) counter slots.
+const CODES: [u16; 12] = [200, 304, 400, 401, 403, 404, 405, 406, 500, 503, 504, 0];
+const ROUTES: usize = 9;
+
 /// Metrics of the external metrics API.
+///
+/// Label families take a lock and hash the labels on every lookup; the request path resolves
+/// each (route, code) series once and keeps the handle, so recording is a few atomic adds.
 #[derive(Debug)]
 pub struct ApiMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    cache_reads: Family<CacheLabels, Counter>,
     value_age: Histogram,
+    hits: Counter,
+    misses: Counter,
+    request_slots: [[OnceLock<Counter>; CODES.len()]; ROUTES],
+    duration_slots: [OnceLock<Histogram>; ROUTES],
 }
 
 fn latency_histogram() -> Histogram {
@@ -99,10 +114,17 @@ fn latency_histogram() -> Histogram {
 impl ApiMetrics {
     /// Creates the metrics and registers them under `registry`.
     pub fn register(registry: &mut Registry) -> Self {
+        let cache_reads: Family<CacheLabels, Counter> = Family::default();
+        // Each lookup returns a read guard on the family: let it drop before the next one.
+        let hits = cache_reads.get_or_create(&CacheLabels { result: "hit" }).clone();
+        let misses = cache_reads.get_or_create(&CacheLabels { result: "miss" }).clone();
         let m = Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
-            cache_reads: Family::default(),
+            hits,
+            misses,
+            request_slots: Default::default(),
+            duration_slots: Default::default(),
             value_age: Histogram::new([0.1, 0.5, 1.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
         };
         registry.register(
@@ -118,7 +140,7 @@ impl ApiMetrics {
         registry.register(
             "ebb_metric_cache_reads",
             "Metric reads by cache result (hit or miss)",
-            m.cache_reads.clone(),
+            cache_reads,
         );
         registry.register(
             "ebb_metric_value_age_seconds",
@@ -135,24 +157,42 @@ impl ApiMetrics {
 
     /// Records one request.
     pub fn observe_request(&self, route: Route, code: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.label(),
-                code,
+        let r = route.index();
+        match CODES.iter().position(|c| *c == code) {
+            Some(c) => self.request_slots[r][c]
+                .get_or_init(|| {
+                    self.requests
+                        .get_or_create(&RequestLabels {
+                            route: route.label(),
+                            code,
+                        })
+                        .clone()
+                })
+                .inc(),
+            None => self
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: route.label(),
+                    code,
+                })
+                .inc(),
+        };
+        self.duration_slots[r]
+            .get_or_init(|| {
+                self.duration
+                    .get_or_create(&RouteLabels { route: route.label() })
+                    .clone()
             })
-            .inc();
-        self.duration
-            .get_or_create(&RouteLabels { route: route.label() })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records a cache read.
     pub fn observe_read(&self, hit: bool) {
-        self.cache_reads
-            .get_or_create(&CacheLabels {
-                result: if hit { "hit" } else { "miss" },
-            })
-            .inc();
+        if hit {
+            self.hits.inc()
+        } else {
+            self.misses.inc()
+        };
     }
 
     /// Records the age of a served value.

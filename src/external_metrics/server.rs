@@ -81,7 +81,7 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
     let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
     {
         let cache = cache.clone();
-        registry.on_invalidate(Arc::new(move |key| cache.invalidate_object(key)));
+        registry.on_invalidate(Arc::new(move |epoch| cache.invalidate_epoch(epoch)));
     }
     let ready = Arc::new(AtomicBool::new(false));
 
@@ -191,6 +191,7 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         metrics: api_metrics,
         ready: ready.clone(),
         last_errors: Default::default(),
+        any_errors: AtomicBool::new(false),
     });
     let admin_state = Arc::new(AdminState {
         registry: prom,

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{MetricSpec, ScalerConfig, ScalerContext, ScalerError, SharedScaler, build_scaler};
 use crate::crd::ScaledObject;
@@ -75,9 +75,10 @@ pub struct ObjectEntry {
     pub triggers: Vec<TriggerEntry>,
     /// Hash of the spec and annotations the scalers were built from, to skip no-op rebuilds.
     pub spec_hash: u64,
-    /// The object as built (managed fields and status dropped), for rebuilds when its
-    /// authentication sources change.
-    pub object: Arc<ScaledObject>,
+    /// The object as built (managed fields and status dropped), kept only when a trigger
+    /// depends on authentication or environment sources that can change under it; other
+    /// objects never need a rebuild, and 10,000 of them should not cost a second copy.
+    pub object: Option<Arc<ScaledObject>>,
 }
 
 /// What a metric read resolved to.
@@ -87,6 +88,8 @@ pub struct Resolved {
     pub object: Arc<ObjectEntry>,
     /// Index into `object.triggers`.
     pub trigger: usize,
+    /// Index into that trigger's `metric_names`.
+    pub metric: usize,
     /// Metric name in its original case.
     pub metric_name: String,
 }
@@ -183,8 +186,8 @@ impl Default for RegistryConfig {
     }
 }
 
-/// Called with the key of every ScaledObject that changed or went away.
-pub type InvalidateFn = Arc<dyn Fn(&ObjectKey) + Send + Sync>;
+/// Called with the build epoch of every ScaledObject build that was replaced or removed.
+pub type InvalidateFn = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// All live scalers, shared by the metrics server (and later the operator).
 pub struct Registry {
@@ -262,7 +265,9 @@ impl Registry {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         for entry in objects {
-            self.install(entry.key.clone(), entry.object.clone(), entry.spec_hash);
+            if let Some(so) = &entry.object {
+                self.install(entry.key.clone(), so.clone(), entry.spec_hash);
+            }
         }
     }
 
@@ -276,23 +281,19 @@ impl Registry {
         let replaced = self
             .objects
             .write()
-            .map(|mut m| m.insert(key.clone(), entry).is_some())
-            .unwrap_or(false);
-        if replaced {
-            self.invalidate(&key);
+            .ok()
+            .and_then(|mut m| m.insert(key.clone(), entry));
+        if let Some(old) = &replaced {
+            self.invalidate(old.epoch);
         }
-        info!(scaledobject = %key, replaced, "scaledobject registered");
+        debug!(scaledobject = %key, replaced = replaced.is_some(), "scaledobject registered");
     }
 
     /// Removes a ScaledObject and everything cached for it.
     pub fn remove(&self, key: &ObjectKey) {
-        let removed = self
-            .objects
-            .write()
-            .map(|mut m| m.remove(key).is_some())
-            .unwrap_or(false);
-        if removed {
-            self.invalidate(key);
+        let removed = self.objects.write().ok().and_then(|mut m| m.remove(key));
+        if let Some(old) = removed {
+            self.invalidate(old.epoch);
             info!(scaledobject = %key, "scaledobject removed");
         }
     }
@@ -316,11 +317,12 @@ impl Registry {
             .get(key)
             .ok_or_else(|| LookupError::ObjectNotFound(key.clone()))?;
         for (i, t) in object.triggers.iter().enumerate() {
-            if let Some(name) = t.metric_names.iter().find(|n| n.eq_ignore_ascii_case(metric)) {
-                let metric_name = name.clone();
+            if let Some(m) = t.metric_names.iter().position(|n| n.eq_ignore_ascii_case(metric)) {
+                let metric_name = t.metric_names[m].clone();
                 return Ok(Resolved {
                     object,
                     trigger: i,
+                    metric: m,
                     metric_name,
                 });
             }
@@ -347,10 +349,10 @@ impl Registry {
         })
     }
 
-    fn invalidate(&self, key: &ObjectKey) {
+    fn invalidate(&self, epoch: u64) {
         if let Ok(hooks) = self.on_invalidate.read() {
             for h in hooks.iter() {
-                h(key);
+                h(epoch);
             }
         }
     }
@@ -421,7 +423,7 @@ impl Registry {
             polling_interval: Duration::from_secs(spec.polling_interval_secs()),
             triggers,
             spec_hash,
-            object: so.clone(),
+            object: needs_rebuilds(&so).then(|| so.clone()),
         }
     }
 }
@@ -449,4 +451,13 @@ fn trimmed(so: &ScaledObject) -> Arc<ScaledObject> {
     so.metadata.managed_fields = None;
     so.status = None;
     Arc::new(so)
+}
+
+/// True when a trigger reads a (Cluster)TriggerAuthentication or the target's environment,
+/// whose sources can change without the ScaledObject changing.
+fn needs_rebuilds(so: &ScaledObject) -> bool {
+    so.spec
+        .triggers
+        .iter()
+        .any(|t| t.authentication_ref.is_some() || t.metadata.keys().any(|k| k.ends_with("FromEnv")))
 }
