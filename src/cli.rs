@@ -25,6 +25,45 @@ pub struct Cli {
 pub enum Command {
     /// Serve external.metrics.k8s.io/v1beta1 (the API the HPA reads).
     MetricsServer(Box<MetricsServerArgs>),
+    /// Print, as YAML, the HPAs KEDA would create for the ScaledObjects in files (no cluster needed).
+    Render(RenderArgs),
+    /// Check ScaledObjects and (Cluster)TriggerAuthentications in files as KEDA's webhook would.
+    Check(CheckArgs),
+    /// Write a CA and serving certificate for a manual install and print the caBundle.
+    Certs(CertsArgs),
+}
+
+/// Flags of `ebb render`.
+#[derive(Debug, Args, Clone)]
+pub struct RenderArgs {
+    /// Manifest files or directories (YAML, multi-document, or JSON).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Value of the `app.kubernetes.io/version` label on the rendered HPAs.
+    #[arg(long, env = "EBB_HPA_VERSION_LABEL", default_value = env!("CARGO_PKG_VERSION"))]
+    pub version_label: String,
+}
+
+/// Flags of `ebb check`.
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Manifest files or directories (YAML, multi-document, or JSON).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Flags of `ebb certs`.
+#[derive(Debug, Args, Clone)]
+pub struct CertsArgs {
+    /// Directory that receives ca.crt, ca.key, tls.crt and tls.key.
+    #[arg(long, env = "EBB_CERTS_OUT", default_value = "certs")]
+    pub out: PathBuf,
+    /// Namespace ebb's Services live in.
+    #[arg(long, env = "EBB_NAMESPACE", default_value = "ebb")]
+    pub namespace: String,
+    /// Cluster DNS domain used in the certificate's names.
+    #[arg(long, env = "EBB_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 /// Log output format.
@@ -169,7 +208,9 @@ mod tests {
     #[test]
     fn local_flag_takes_an_optional_dir() {
         let cli = Cli::try_parse_from(["ebb", "metrics-server", "--local"]).expect("parses");
-        let Command::MetricsServer(a) = cli.command;
+        let Command::MetricsServer(a) = cli.command else {
+            panic!("expected metrics-server");
+        };
         assert_eq!(a.local, Some(None));
         let cli = Cli::try_parse_from([
             "ebb",
@@ -180,7 +221,9 @@ mod tests {
             "a,b",
         ])
         .expect("parses");
-        let Command::MetricsServer(a) = cli.command;
+        let Command::MetricsServer(a) = cli.command else {
+            panic!("expected metrics-server");
+        };
         assert_eq!(a.local, Some(Some(PathBuf::from("x"))));
         assert_eq!(a.requestheader_allowed_names, vec!["a", "b"]);
     }

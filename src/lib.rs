@@ -6,12 +6,17 @@
 
 pub mod admin;
 pub mod cache;
+pub mod certs;
 pub mod cli;
 pub mod crd;
 pub mod external_metrics;
 pub mod hash;
+pub mod keda_metrics;
 pub mod local;
+pub mod operator;
 pub mod quantity;
+pub mod render;
+pub mod resolver;
 pub mod scalers;
 pub mod selector;
 pub mod shutdown;

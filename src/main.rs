@@ -10,6 +10,13 @@ use ebb::{
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log);
+    // Offline tools: no TLS, no signals, just an exit code.
+    match &cli.command {
+        Command::Render(args) => return exit_code(ebb::render::run_render(args)),
+        Command::Check(args) => return exit_code(ebb::render::run_check(args)),
+        Command::Certs(args) => return certs(args),
+        Command::MetricsServer(_) => {}
+    }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -22,20 +29,54 @@ async fn main() -> std::process::ExitCode {
     tokio::spawn(shutdown::on_os_signal(trigger));
     let result = match cli.command {
         Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal).await,
+        Command::Render(_) | Command::Check(_) | Command::Certs(_) => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
-            }
+            let msg = error_chain(&e);
             tracing::error!(error = %msg, "ebb stopped");
             eprintln!("error: {msg}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Maps a tool's integer status to the process exit code.
+fn exit_code(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `ebb certs`: write the files and print what to paste into the registration objects.
+fn certs(args: &ebb::cli::CertsArgs) -> std::process::ExitCode {
+    match ebb::certs::write_bundle(&args.out, &args.namespace, &args.cluster_domain) {
+        Ok(bundle) => {
+            println!("wrote ca.crt, ca.key, tls.crt, tls.key to {}", args.out.display());
+            println!(
+                "kubectl -n {} create secret generic {} --from-file={}",
+                args.namespace,
+                ebb::certs::SECRET_NAME,
+                args.out.display()
+            );
+            println!("caBundle (APIService spec.caBundle, webhooks[].clientConfig.caBundle):");
+            println!("{}", ebb::certs::ca_bundle_base64(&bundle.ca_crt));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its sources on one line, for the terminal and the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
 }

@@ -1,10 +1,22 @@
-//! Every shipped manifest parses into its typed Kubernetes object.
+//! Every shipped manifest parses into its typed Kubernetes object without losing a field, the
+//! Deployments are hardened, kustomize builds them all, and the RBAC covers the code's API calls.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
 
 use k8s_openapi::{
-    api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    api::{
+        admissionregistration::v1::ValidatingWebhookConfiguration,
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
     kube_aggregator::pkg::apis::apiregistration::v1::APIService,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 fn documents(text: &str) -> Vec<serde_yaml::Value> {
     serde_yaml::Deserializer::from_str(text)
@@ -13,42 +25,587 @@ fn documents(text: &str) -> Vec<serde_yaml::Value> {
         .collect()
 }
 
+/// Parses `doc` as `T` and checks that serializing it back gives the same JSON, so a misspelt
+/// or misplaced field (which serde would silently drop) fails the test.
+fn round_trip<T: DeserializeOwned + Serialize>(kind: &str, doc: serde_yaml::Value) {
+    let original = serde_json::to_value(&doc).expect("yaml to json");
+    let typed: T = serde_yaml::from_value(doc).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    let back = serde_json::to_value(&typed).expect("serialize");
+    assert_eq!(back, original, "{kind} loses or changes fields when typed");
+}
+
 fn check(kind: &str, doc: serde_yaml::Value) {
-    let r = match kind {
-        "APIService" => serde_yaml::from_value::<APIService>(doc).map(|_| ()),
-        "ClusterRole" => serde_yaml::from_value::<ClusterRole>(doc).map(|_| ()),
-        "ClusterRoleBinding" => serde_yaml::from_value::<ClusterRoleBinding>(doc).map(|_| ()),
-        "Role" => serde_yaml::from_value::<Role>(doc).map(|_| ()),
-        "RoleBinding" => serde_yaml::from_value::<RoleBinding>(doc).map(|_| ()),
-        "ScaledObject" => serde_yaml::from_value::<ebb::crd::ScaledObject>(doc).map(|_| ()),
+    match kind {
+        "APIService" => round_trip::<APIService>(kind, doc),
+        "ClusterRole" => round_trip::<ClusterRole>(kind, doc),
+        "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(kind, doc),
+        "ConfigMap" => round_trip::<ConfigMap>(kind, doc),
+        "Deployment" => round_trip::<Deployment>(kind, doc),
+        "Namespace" => round_trip::<Namespace>(kind, doc),
+        "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(kind, doc),
+        "Role" => round_trip::<Role>(kind, doc),
+        "RoleBinding" => round_trip::<RoleBinding>(kind, doc),
+        "Secret" => round_trip::<Secret>(kind, doc),
+        "Service" => round_trip::<Service>(kind, doc),
+        "ServiceAccount" => round_trip::<ServiceAccount>(kind, doc),
+        "ValidatingWebhookConfiguration" => round_trip::<ValidatingWebhookConfiguration>(kind, doc),
+        "ScaledObject" => {
+            serde_yaml::from_value::<ebb::crd::ScaledObject>(doc).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
         other => panic!("no typed check for kind {other}"),
-    };
-    r.unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+}
+
+fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every resource document of `manifests/` (the kustomization itself excluded).
+fn manifest_docs() -> Vec<serde_yaml::Value> {
+    yaml_files("manifests")
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()) != Some("kustomization.yaml"))
+        .flat_map(|p| documents(&std::fs::read_to_string(p).expect("read")))
+        .collect()
+}
+
+fn typed<T: DeserializeOwned>(kind: &str, name: &str) -> T {
+    let doc = manifest_docs()
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name} in manifests/"));
+    serde_yaml::from_value(doc).expect("typed")
 }
 
 #[test]
 fn manifests_and_examples_parse_into_typed_objects() {
     let mut seen = 0;
     for dir in ["manifests", "examples/local"] {
-        for entry in std::fs::read_dir(dir).expect("dir") {
-            let path = entry.expect("entry").path();
-            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-                continue;
-            }
+        for path in yaml_files(dir) {
             let text = std::fs::read_to_string(&path).expect("read");
             for doc in documents(&text) {
                 let kind = doc["kind"].as_str().expect("kind").to_string();
+                if kind == "Kustomization" {
+                    continue;
+                }
                 check(&kind, doc);
                 seen += 1;
             }
         }
     }
-    assert!(seen >= 9, "only {seen} documents checked");
-    let svc: APIService =
-        serde_yaml::from_str(&std::fs::read_to_string("manifests/apiservice.yaml").expect("read"))
-            .expect("parse");
+    assert!(seen >= 25, "only {seen} documents checked");
+    let svc: APIService = typed("APIService", "v1beta1.external.metrics.k8s.io");
+    let spec = svc.spec.expect("spec");
+    let target = spec.service.expect("service");
     assert_eq!(
-        svc.metadata.name.as_deref(),
-        Some("v1beta1.external.metrics.k8s.io")
+        (target.namespace.as_deref(), target.name.as_deref(), target.port),
+        (Some("ebb"), Some("ebb-metrics-apiserver"), Some(443))
     );
+}
+
+#[test]
+fn deployments_are_hardened_and_probed() {
+    let names = ["ebb-operator", "ebb-metrics-apiserver", "ebb-webhooks"];
+    for name in names {
+        let d: Deployment = typed("Deployment", name);
+        let pod = d
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .spec
+            .as_ref()
+            .expect("pod spec");
+        assert_eq!(pod.service_account_name.as_deref(), Some(name));
+        let pod_sc = pod.security_context.as_ref().expect("pod securityContext");
+        assert_eq!(pod_sc.run_as_non_root, Some(true), "{name}");
+        let [c] = pod.containers.as_slice() else {
+            panic!("{name}: one container expected");
+        };
+        // Kustomize's `images:` rewrites this one placeholder.
+        assert_eq!(c.image.as_deref(), Some("ebb"), "{name}");
+        let sc = c.security_context.as_ref().expect("container securityContext");
+        assert_eq!(sc.run_as_non_root, Some(true), "{name}");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()]),
+            "{name}"
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{name}"
+        );
+        for (probe, path) in [(&c.liveness_probe, "/livez"), (&c.readiness_probe, "/readyz")] {
+            let get = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("httpGet probe");
+            assert_eq!(get.path.as_deref(), Some(path), "{name}");
+            assert_eq!(get.port, IntOrString::String("metrics".into()), "{name}");
+        }
+        let metrics_port = c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("metrics"));
+        assert_eq!(metrics_port.map(|p| p.container_port), Some(8080), "{name}");
+        let res = c.resources.as_ref().expect("resources");
+        for key in ["cpu", "memory"] {
+            assert!(
+                res.requests.as_ref().is_some_and(|r| r.contains_key(key)),
+                "{name} request {key}"
+            );
+            assert!(
+                res.limits.as_ref().is_some_and(|r| r.contains_key(key)),
+                "{name} limit {key}"
+            );
+        }
+        let volumes = pod.volumes.as_ref().expect("volumes");
+        let certs = volumes
+            .iter()
+            .find_map(|v| v.secret.as_ref().map(|s| (v.name.as_str(), s)))
+            .expect("secret volume");
+        assert_eq!(certs.1.secret_name.as_deref(), Some("ebb-certs"));
+        assert_eq!(certs.1.optional, Some(true));
+        let tmp = volumes.iter().find(|v| v.empty_dir.is_some()).expect("emptyDir");
+        let mounts = c.volume_mounts.as_ref().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == certs.0 && m.mount_path == "/certs" && m.read_only == Some(true)),
+            "{name}: certs mount"
+        );
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == tmp.name && m.mount_path == "/tmp"),
+            "{name}: /tmp"
+        );
+    }
+
+    let operator: Deployment = typed("Deployment", "ebb-operator");
+    let args = operator
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+        .containers[0]
+        .args
+        .clone();
+    assert_eq!(
+        args,
+        Some(vec!["operator".to_string(), "--leader-elect".to_string()])
+    );
+
+    let server: Deployment = typed("Deployment", "ebb-metrics-apiserver");
+    let spec = server.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.expect("pod");
+    assert!(!pod.topology_spread_constraints.unwrap_or_default().is_empty());
+    assert_eq!(
+        pod.containers[0].args.as_deref().expect("args"),
+        [
+            "metrics-server",
+            "--secure-port=6443",
+            "--tls-cert-file=/certs/tls.crt",
+            "--tls-private-key-file=/certs/tls.key",
+            "--cert-dir=/certs"
+        ]
+    );
+    let pdb: PodDisruptionBudget = typed("PodDisruptionBudget", "ebb-metrics-apiserver");
+    let pdb = pdb.spec.expect("spec");
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.selector, spec.selector.into());
+}
+
+#[test]
+fn services_and_webhooks_point_at_the_right_ports() {
+    let ports = |name: &str| -> BTreeSet<(String, i32, String)> {
+        let svc: Service = typed("Service", name);
+        svc.spec
+            .expect("spec")
+            .ports
+            .expect("ports")
+            .into_iter()
+            .map(|p| {
+                let target = match p.target_port {
+                    Some(IntOrString::String(s)) => s,
+                    other => format!("{other:?}"),
+                };
+                (p.name.unwrap_or_default(), p.port, target)
+            })
+            .collect()
+    };
+    let set = |v: &[(&str, i32, &str)]| -> BTreeSet<(String, i32, String)> {
+        v.iter()
+            .map(|(a, b, c)| (a.to_string(), *b, c.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        ports("ebb-metrics-apiserver"),
+        set(&[("https", 443, "https"), ("metrics", 8080, "metrics")])
+    );
+    assert_eq!(ports("ebb-operator"), set(&[("metrics", 8080, "metrics")]));
+    assert!(ports("ebb-webhooks").contains(&("https".to_string(), 443, "https".to_string())));
+
+    let vwc: ValidatingWebhookConfiguration = typed("ValidatingWebhookConfiguration", "ebb-admission");
+    let hooks = vwc.webhooks.expect("webhooks");
+    let names: Vec<_> = hooks.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "vscaledobject.kb.io",
+            "vstriggerauthentication.kb.io",
+            "vsclustertriggerauthentication.kb.io"
+        ]
+    );
+    for w in &hooks {
+        assert_eq!(w.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(w.side_effects, "None");
+        assert_eq!(w.timeout_seconds, Some(10));
+        assert_eq!(w.admission_review_versions, ["v1"]);
+        let svc = w.client_config.service.as_ref().expect("service");
+        assert_eq!(
+            (svc.namespace.as_str(), svc.name.as_str(), svc.port),
+            ("ebb", "ebb-webhooks", Some(443))
+        );
+        let rule = &w.rules.as_ref().expect("rules")[0];
+        assert_eq!(
+            rule.operations.as_deref(),
+            Some(&["CREATE".to_string(), "UPDATE".to_string()][..])
+        );
+    }
+    let so = &hooks[0].client_config.service.as_ref().expect("service");
+    assert_eq!(
+        so.path.as_deref(),
+        Some("/validate-keda-sh-v1alpha1-scaledobject")
+    );
+}
+
+#[test]
+fn kustomization_lists_every_manifest() {
+    let text = std::fs::read_to_string("manifests/kustomization.yaml").expect("kustomization");
+    let k: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    let listed: BTreeSet<String> = k["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("string").to_string())
+        .collect();
+    let mut present: BTreeSet<String> = yaml_files("manifests")
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+        .filter(|n| n != "kustomization.yaml")
+        .collect();
+    if Path::new("manifests/crd").is_dir() {
+        present.insert("crd/".to_string());
+    }
+    let listed_plain: BTreeSet<String> = listed
+        .iter()
+        .map(|r| if r == "crd" { "crd/".to_string() } else { r.clone() })
+        .collect();
+    assert_eq!(
+        listed_plain, present,
+        "kustomization resources vs files in manifests/"
+    );
+    let images = &k["images"][0];
+    assert_eq!(images["name"].as_str(), Some("ebb"));
+    assert_eq!(images["newName"].as_str(), Some("ghcr.io/ebb-autoscaling/ebb"));
+    assert_eq!(images["newTag"].as_str(), Some("0.1.0"));
+}
+
+/// The real `kubectl kustomize` output (what `kubectl apply -k` sends) parses and names the image.
+#[test]
+fn kustomize_build_renders_every_object() {
+    let bin = std::env::var("EBB_KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
+    let out = Command::new(&bin)
+        .args(["kustomize", "manifests"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin} (set EBB_KUBECTL): {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let docs = documents(&text);
+    assert_eq!(docs.len(), manifest_docs().len());
+    for doc in docs {
+        let kind = doc["kind"].as_str().expect("kind").to_string();
+        if kind == "Deployment" {
+            let d: Deployment = serde_yaml::from_value(doc).expect("deployment");
+            let image = d.spec.expect("spec").template.spec.expect("pod").containers[0]
+                .image
+                .clone();
+            assert_eq!(image.as_deref(), Some("ghcr.io/ebb-autoscaling/ebb:0.1.0"));
+        } else {
+            check(&kind, doc);
+        }
+    }
+}
+
+/// `scripts/check-rbac` passes, and its reading of the RBAC agrees with the typed objects.
+#[test]
+fn rbac_covers_the_api_calls_in_src() {
+    let out = Command::new("bash")
+        .arg("scripts/check-rbac")
+        .output()
+        .expect("run scripts/check-rbac");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("create  tokenreviews.authentication.k8s.io"),
+        "{stdout}"
+    );
+
+    let dump = Command::new("bash")
+        .args(["scripts/check-rbac", "--dump-grants"])
+        .output()
+        .expect("run scripts/check-rbac --dump-grants");
+    assert!(dump.status.success());
+    let from_script: BTreeSet<String> = String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(from_script, typed_grants(), "the script misreads manifests/");
+}
+
+/// The same "sa group resource verb" table the script derives, computed from typed objects.
+fn typed_grants() -> BTreeSet<String> {
+    let mut rules: Vec<(String, Vec<k8s_openapi::api::rbac::v1::PolicyRule>)> = vec![
+        (
+            "ClusterRole/system:auth-delegator".into(),
+            vec![
+                rule("authentication.k8s.io", "tokenreviews", &["create"]),
+                rule("authorization.k8s.io", "subjectaccessreviews", &["create"]),
+            ],
+        ),
+        (
+            "Role/extension-apiserver-authentication-reader".into(),
+            vec![rule("", "configmaps", &["get", "list", "watch"])],
+        ),
+    ];
+    let mut bindings = Vec::new();
+    for doc in manifest_docs() {
+        match doc["kind"].as_str() {
+            Some("ClusterRole") => {
+                let r: ClusterRole = serde_yaml::from_value(doc).expect("role");
+                rules.push((
+                    format!("ClusterRole/{}", r.metadata.name.unwrap_or_default()),
+                    r.rules.unwrap_or_default(),
+                ));
+            }
+            Some("Role") => {
+                let r: Role = serde_yaml::from_value(doc).expect("role");
+                rules.push((
+                    format!("Role/{}", r.metadata.name.unwrap_or_default()),
+                    r.rules.unwrap_or_default(),
+                ));
+            }
+            Some("ClusterRoleBinding") => {
+                let b: ClusterRoleBinding = serde_yaml::from_value(doc).expect("binding");
+                bindings.push((b.role_ref, b.subjects.unwrap_or_default()));
+            }
+            Some("RoleBinding") => {
+                let b: RoleBinding = serde_yaml::from_value(doc).expect("binding");
+                bindings.push((b.role_ref, b.subjects.unwrap_or_default()));
+            }
+            _ => {}
+        }
+    }
+    let mut grants = BTreeSet::new();
+    for (role_ref, subjects) in bindings {
+        let key = format!("{}/{}", role_ref.kind, role_ref.name);
+        for s in subjects.iter().filter(|s| s.kind == "ServiceAccount") {
+            for (_, rs) in rules.iter().filter(|(k, _)| *k == key) {
+                for r in rs {
+                    for g in r.api_groups.iter().flatten() {
+                        for res in r.resources.iter().flatten() {
+                            for v in &r.verbs {
+                                let g = if g.is_empty() { "core" } else { g.as_str() };
+                                grants.insert(format!("{} {g} {res} {v}", s.name));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+fn rule(group: &str, resource: &str, verbs: &[&str]) -> k8s_openapi::api::rbac::v1::PolicyRule {
+    k8s_openapi::api::rbac::v1::PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(vec![resource.to_string()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Sample names the registries expose: counters with `_total`, histograms with their series.
+fn exported_metric_names() -> BTreeSet<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let keda = ebb::keda_metrics::KedaMetrics::register(&mut registry);
+    let api = ebb::external_metrics::metrics::ApiMetrics::register(&mut registry);
+    // A family without series writes nothing, so give every family one.
+    use ebb::keda_metrics::*;
+    use std::time::Duration;
+    let l = ScalerLabels {
+        namespace: "ns".into(),
+        metric: "s0-cron".into(),
+        scaled_object: "so".into(),
+        scaler: "cronScaler".into(),
+        trigger_index: 0,
+        type_: ScaledResourceType::ScaledObject,
+    };
+    keda.record_scaler_value(&l, 1.0);
+    keda.record_scaler_latency(&l, Duration::ZERO);
+    keda.set_active(&l, true);
+    keda.record_scaler_error(&l);
+    keda.set_paused("ns", "so", false);
+    keda.record_empty_upstream_response(&EmptyUpstreamLabels {
+        namespace: "ns".into(),
+        scaled_resource: "so".into(),
+        trigger_name: String::new(),
+        metric_name: "m".into(),
+        resource_type: ScaledResourceType::ScaledObject,
+        ignore_null_values: true,
+    });
+    keda.inc_trigger_registered("cron");
+    keda.inc_resource_registered(RegisteredResource::ScaledObject, "ns");
+    keda.record_scale_loop_latency("ns", ScaledResourceType::ScaledObject, "so", Duration::ZERO);
+    keda.record_http_request(
+        &HttpRequestLabels {
+            namespace: "ns".into(),
+            scaled_resource: "so".into(),
+            scaler: "prometheus".into(),
+            trigger_name: String::new(),
+            metric_name: "m".into(),
+            status_code: "200".into(),
+        },
+        Duration::ZERO,
+    );
+    keda.record_webhook_validation("ns", "create");
+    keda.record_webhook_validation_error("ns", "create", "other-hpa");
+    keda.record_upstream("cron", Duration::ZERO, false);
+    api.observe_request(ebb::external_metrics::metrics::Route::Metric, 200, Duration::ZERO);
+    api.observe_read(true);
+    api.observe_age(Duration::ZERO);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("TYPE line");
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["", "_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Every `keda_*` / `ebb_*` identifier in `text`.
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("keda_") || t.starts_with("ebb_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn metrics_doc_lists_exactly_what_is_exported() {
+    let doc = std::fs::read_to_string("docs/metrics.md").expect("docs/metrics.md");
+    // Names in the first column of the tables.
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_string()))
+        .collect();
+    let exported = exported_metric_names();
+    let missing: Vec<_> = documented.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(missing.is_empty(), "documented but not exported: {missing:?}");
+    let families: BTreeSet<String> = exported
+        .iter()
+        .filter(|n| !(n.ends_with("_bucket") || n.ends_with("_sum") || n.ends_with("_count")))
+        .filter(|n| !exported.contains(&format!("{n}_total")) || n.ends_with("_total"))
+        .cloned()
+        .collect();
+    let undocumented: Vec<_> = families
+        .iter()
+        .filter(|n| !documented.contains(*n) && !documented.contains(&format!("{n}_total")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "exported but not documented: {undocumented:?}"
+    );
+}
+
+#[test]
+fn grafana_dashboard_queries_only_exported_metrics() {
+    let text = std::fs::read_to_string("docs/grafana-dashboard.json").expect("dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert!(dash["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
+    assert_eq!(dash["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        assert!(
+            panel["gridPos"].is_object(),
+            "panel {} has no gridPos",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            assert_eq!(target["datasource"]["uid"], "${DS_PROMETHEUS}");
+            exprs.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    for var in dash["templating"]["list"].as_array().expect("templating") {
+        exprs.push(var["query"]["query"].as_str().expect("query").to_string());
+    }
+    let exported = exported_metric_names();
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        for name in metric_names_in(expr) {
+            assert!(
+                exported.contains(&name),
+                "dashboard uses unknown metric {name} in {expr}"
+            );
+            used.insert(name);
+        }
+    }
+    for required in [
+        "keda_scaler_metrics_value",
+        "keda_scaler_detail_errors_total",
+        "keda_scaler_active",
+        "keda_scaled_object_paused",
+        "keda_internal_scale_loop_latency_seconds",
+        "ebb_apiserver_requests_total",
+        "ebb_apiserver_request_duration_seconds_bucket",
+        "ebb_metric_cache_reads_total",
+        "ebb_metric_value_age_seconds_bucket",
+    ] {
+        assert!(used.contains(required), "no panel on {required}");
+    }
 }

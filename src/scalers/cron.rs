@@ -8,14 +8,12 @@ use std::{fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
-use croner::{
-    Cron,
-    parser::{CronParser, Seconds, Year},
-};
 use futures::future::BoxFuture;
 
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerError, metric_name,
+    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerError,
+    cron_schedule::{SEARCH_YEARS, Schedule},
+    metric_name,
     params::Params,
 };
 
@@ -27,8 +25,8 @@ pub struct CronScaler {
     timezone: String,
     start_text: String,
     end_text: String,
-    start: Cron,
-    end: Cron,
+    start: Schedule,
+    end: Schedule,
     desired_replicas: i64,
     metric_type: crate::crd::scaled_object::MetricTargetType,
     trigger_index: usize,
@@ -51,20 +49,8 @@ fn meta_error(msg: impl fmt::Display) -> ScalerError {
 }
 
 /// Parses a standard 5-field schedule (minute hour day-of-month month day-of-week).
-fn parse_schedule(which: &str, text: &str) -> Result<Cron, ScalerError> {
-    // KEDA's parser takes exactly five fields and no `@every`/`@daily` descriptors.
-    let fields = text.split_whitespace().count();
-    if fields != 5 || text.contains('@') {
-        return Err(meta_error(format!(
-            "error parsing {which} schedule: expected exactly 5 fields, found {fields}: {text:?}"
-        )));
-    }
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(text)
-        .map_err(|e| meta_error(format!("error parsing {which} schedule: {e}")))
+fn parse_schedule(which: &str, text: &str) -> Result<Schedule, ScalerError> {
+    Schedule::parse(text).map_err(|e| meta_error(format!("error parsing {which} schedule: {e}")))
 }
 
 /// The schedule as it appears in the metric name: spaces dropped, `*`→`x`, `/`→`Sl`, `?`→`Qm`, `,`→`Cm`.
@@ -134,14 +120,20 @@ impl CronScaler {
         })?;
         // Like Go's cron `Next`, "after now" is measured from the current whole second.
         let local = now.trunc_subsecs(0).with_timezone(&tz);
+        // An unsatisfiable schedule (say, February 30th) is reported rather than searched forever.
+        let none_within = |which: &str, text: &str| {
+            ScalerError::Upstream(format!(
+                "error getting next {which} time: {text:?} matches no time within {SEARCH_YEARS} years"
+            ))
+        };
         let next_start = self
             .start
-            .find_next_occurrence(&local, false)
-            .map_err(|e| ScalerError::Upstream(format!("error getting next start time: {e}")))?;
+            .next_after(local)
+            .ok_or_else(|| none_within("start", &self.start_text))?;
         let next_end = self
             .end
-            .find_next_occurrence(&local, false)
-            .map_err(|e| ScalerError::Upstream(format!("error getting next end time: {e}")))?;
+            .next_after(local)
+            .ok_or_else(|| none_within("end", &self.end_text))?;
         Ok(next_end <= next_start)
     }
 
@@ -410,6 +402,33 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.starts_with("unable to load timezone")));
+    }
+
+    #[tokio::test]
+    async fn unsatisfiable_schedule_fails_at_read() {
+        let meta = &[
+            ("timezone", "Etc/UTC"),
+            ("start", "0 0 30 2 *"),
+            ("end", "0 17 * * *"),
+            ("desiredReplicas", "2"),
+        ];
+        let e = read(&scaler_at(meta, utc(2024, 1, 4, 12, 0, 0)))
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("error getting next start time")));
+    }
+
+    #[test]
+    fn scaler_holds_no_schedule_heap() {
+        fn is_copy<T: Copy>() {}
+        is_copy::<Schedule>();
+        // Was 736 bytes inline plus ~10 KiB of croner bitfield vectors on the heap.
+        assert!(
+            std::mem::size_of::<CronScaler>() <= 160,
+            "{}",
+            std::mem::size_of::<CronScaler>()
+        );
     }
 
     #[test]

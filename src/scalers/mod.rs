@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod cpu_memory;
 pub mod cron;
+pub mod cron_schedule;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod params;
@@ -39,6 +40,8 @@ pub struct ScalerConfig {
     pub resolved_env: BTreeMap<String, String>,
     /// Trigger `metricType`; AverageValue when absent.
     pub metric_type: MetricTargetType,
+    /// True when the trigger wrote `metricType` (cpu/memory require it).
+    pub metric_type_explicit: bool,
     /// True when `advanced.scalingModifiers` is in use (relaxes some targets).
     pub as_metric_source: bool,
     /// Default timeout for outbound calls (KEDA_HTTP_DEFAULT_TIMEOUT).

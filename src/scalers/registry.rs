@@ -375,6 +375,7 @@ impl Registry {
                     auth_params: Default::default(),
                     resolved_env: Default::default(),
                     metric_type: trigger.metric_type.unwrap_or_default(),
+                    metric_type_explicit: trigger.metric_type.is_some(),
                     as_metric_source,
                     global_http_timeout: self.config.http_timeout,
                     pod_identity: None,

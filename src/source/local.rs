@@ -170,7 +170,11 @@ struct FileState {
     fingerprint: u64,
     keys: Vec<ObjectKey>,
     failing: Option<u64>,
+    others: Vec<serde_yaml::Value>,
 }
+
+/// Called after a poll that changed something, with every non-ScaledObject document.
+pub type DocumentsFn = Box<dyn Fn(&[serde_yaml::Value], &Registry) + Send + Sync>;
 
 /// Watches `dir` by polling: changed files are re-parsed and applied to the registry file by
 /// file; a broken file keeps its last good content. Only keys are kept here, so 10,000
@@ -179,6 +183,7 @@ pub struct LocalSource {
     dir: PathBuf,
     files: HashMap<PathBuf, FileState>,
     owners: HashMap<ObjectKey, PathBuf>,
+    on_documents: Option<DocumentsFn>,
 }
 
 impl LocalSource {
@@ -188,7 +193,15 @@ impl LocalSource {
             dir: dir.into(),
             files: HashMap::new(),
             owners: HashMap::new(),
+            on_documents: None,
         }
+    }
+
+    /// Hands the other documents (TriggerAuthentications, Secrets, ...) of all files to `f`
+    /// whenever a poll changed something (e.g. to update a `LocalResolver`).
+    pub fn with_documents_callback(mut self, f: DocumentsFn) -> Self {
+        self.on_documents = Some(f);
+        self
     }
 
     /// One pass; returns how many files changed.
@@ -241,6 +254,7 @@ impl LocalSource {
                             fingerprint,
                             keys,
                             failing: None,
+                            others: parsed.others,
                         },
                     );
                     changed += 1;
@@ -256,12 +270,25 @@ impl LocalSource {
                                     fingerprint: 0,
                                     keys: Vec::new(),
                                     failing: Some(fingerprint),
+                                    others: Vec::new(),
                                 },
                             );
                         }
                     }
                 }
             }
+        }
+        if changed > 0
+            && let Some(f) = &self.on_documents
+        {
+            let mut paths: Vec<&PathBuf> = self.files.keys().collect();
+            paths.sort();
+            let docs: Vec<serde_yaml::Value> = paths
+                .iter()
+                .filter_map(|p| self.files.get(*p))
+                .flat_map(|s| s.others.clone())
+                .collect();
+            f(&docs, registry);
         }
         changed
     }

@@ -1,0 +1,9 @@
+//! The ScaledObject operator: pure decision logic (HPA rendering, validation, activation, fallback,
+//! status, formulas); the runtime that talks to the cluster builds on these functions.
+
+pub mod activation;
+pub mod fallback;
+pub mod formula;
+pub mod hpa;
+pub mod status;
+pub mod validate;

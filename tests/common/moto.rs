@@ -1,0 +1,209 @@
+//! A moto server per test binary (started through `scripts/moto`, stopped when the last user
+//! drops its handle) and a loopback proxy that records which AWS actions reach it.
+
+use std::{
+    convert::Infallible,
+    net::TcpListener as StdListener,
+    path::PathBuf,
+    process::Command,
+    sync::{Arc, Mutex, Weak},
+};
+
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+/// A running moto server; killed when the last handle is dropped.
+#[derive(Debug)]
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pid: u32,
+    // Holds the pid and log files; removed after the server is killed.
+    _state_dir: tempfile::TempDir,
+}
+
+static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
+
+fn free_port() -> u16 {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Moto {
+    /// The moto server shared by the tests running now, started when none is running.
+    pub fn shared() -> Arc<Moto> {
+        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(moto) = slot.upgrade() {
+            return moto;
+        }
+        let moto = Arc::new(Moto::start());
+        *slot = Arc::downgrade(&moto);
+        moto
+    }
+
+    /// Starts a fresh moto server on a free port.
+    pub fn start() -> Moto {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto");
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(port.to_string())
+            .env("MOTO_STATE_DIR", state_dir.path())
+            .output()
+            .expect("run scripts/moto");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "scripts/moto failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+                .to_string()
+        };
+        let url = field("MOTO_URL=");
+        let pid = field("MOTO_PID=").parse().expect("numeric MOTO_PID");
+        Moto {
+            url,
+            pid,
+            _state_dir: state_dir,
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+/// One request seen by the [`Proxy`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// `Action=` of a query-protocol call, or the operation of an `X-Amz-Target` JSON call.
+    pub action: String,
+    /// Access key id of the SigV4 `Authorization` header; empty for unsigned calls.
+    pub access_key_id: String,
+}
+
+/// A loopback HTTP proxy in front of moto that records every call.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Base URL to use as the AWS endpoint.
+    pub url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts a proxy forwarding to `upstream`.
+    pub async fn start(upstream: &str) -> Proxy {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let client = reqwest::Client::new();
+        let upstream = upstream.to_string();
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, upstream, seen) = (client.clone(), upstream.clone(), seen2.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        forward(req, client.clone(), upstream.clone(), seen.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Proxy { url, seen, task }
+    }
+
+    /// Calls seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many calls of `action` were seen.
+    pub fn count(&self, action: &str) -> usize {
+        self.seen().iter().filter(|s| s.action == action).count()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn action_of(headers: &http::HeaderMap, body: &[u8]) -> String {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return target.rsplit('.').next().unwrap_or(target).to_string();
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn access_key_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|v| v.split('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    client: reqwest::Client,
+    upstream: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Full<bytes::Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    seen.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
+        action: action_of(&parts.headers, &body),
+        access_key_id: access_key_of(&parts.headers),
+    });
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut headers = parts.headers.clone();
+    headers.remove(http::header::HOST);
+    let sent = client
+        .request(parts.method.clone(), format!("{upstream}{path}"))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Response::builder()
+                .status(502)
+                .body(Full::new(bytes::Bytes::from(e.to_string())))
+                .unwrap_or_default());
+        }
+    };
+    let mut out = Response::builder().status(resp.status());
+    for (k, v) in resp.headers() {
+        if k != http::header::TRANSFER_ENCODING && k != http::header::CONTENT_LENGTH {
+            out = out.header(k, v);
+        }
+    }
+    let bytes = resp.bytes().await.unwrap_or_default();
+    Ok(out.body(Full::new(bytes)).unwrap_or_default())
+}
