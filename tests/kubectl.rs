@@ -40,6 +40,11 @@ fn free_port() -> u16 {
 
 /// A plain-HTTP upstream answering `{"v": <value>}`; the value can be changed by the test.
 fn upstream() -> (u16, Arc<AtomicU64>) {
+    upstream_with_token(None)
+}
+
+/// Like [`upstream`], answering 401 unless the request carries `Authorization: Bearer <token>`.
+fn upstream_with_token(token: Option<&'static str>) -> (u16, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
     let port = listener.local_addr().expect("addr").port();
     let value = Arc::new(AtomicU64::new(42));
@@ -47,20 +52,27 @@ fn upstream() -> (u16, Arc<AtomicU64>) {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let v = v.clone();
-            std::thread::spawn(move || serve_one(stream, v.load(Ordering::SeqCst)));
+            std::thread::spawn(move || serve_one(stream, v.load(Ordering::SeqCst), token));
         }
     });
     (port, value)
 }
 
-fn serve_one(mut stream: TcpStream, value: u64) {
+fn serve_one(mut stream: TcpStream, value: u64, token: Option<&str>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = [0u8; 4096];
-    let _ = stream.read(&mut buf);
-    let body = format!("{{\"v\": {value}}}");
+    let n = stream.read(&mut buf).unwrap_or(0);
+    let request = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    let allowed =
+        token.is_none_or(|t| request.contains(&format!("authorization: bearer {}", t.to_ascii_lowercase())));
+    let (status, body) = if allowed {
+        ("200 OK", format!("{{\"v\": {value}}}"))
+    } else {
+        ("401 Unauthorized", String::new())
+    };
     let _ = write!(
         stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
 }
@@ -373,4 +385,68 @@ async fn front_proxy_headers_are_trusted_only_with_the_proxy_certificate() {
         .await
         .expect("healthz");
     assert_eq!(health.status(), 200);
+}
+
+#[test]
+fn trigger_authentication_and_secret_files_feed_the_scaler() {
+    let (port, _value) = upstream_with_token(Some("s3cret"));
+    let ebb = start(&[], port);
+    let kc = ebb.state.join("kubeconfig");
+    let objects = ebb._dir.path().join("objects");
+    let so = format!(
+        r#"apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: private
+  namespace: team-a
+spec:
+  scaleTargetRef:
+    name: private
+  triggers:
+  - type: metrics-api
+    authenticationRef:
+      name: api-auth
+    metadata:
+      url: "http://127.0.0.1:{port}/value"
+      valueLocation: "v"
+      targetValue: "10"
+      authMode: bearer
+"#
+    );
+    std::fs::write(objects.join("private.yaml"), so).expect("write");
+    let path = metric_path("team-a", "s0-metric-api-v", "private");
+    // Without the TriggerAuthentication the error names it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stderr = loop {
+        let out = kubectl(&kc, &path);
+        let (_, stderr) = text(&out);
+        if stderr.contains("api-auth") || Instant::now() > deadline {
+            break stderr;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        stderr.contains("TriggerAuthentication") && stderr.contains("api-auth"),
+        "{stderr}"
+    );
+    std::fs::write(
+        objects.join("auth.yaml"),
+        "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata:\n  name: api-auth\n  namespace: team-a\nspec:\n  secretTargetRef:\n  - parameter: bearerToken\n    name: api-token\n    key: token\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: api-token\n  namespace: team-a\ndata:\n  token: czNjcmV0\n",
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = kubectl(&kc, &path);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_str(&text(&out).0).expect("json");
+            assert_eq!(v["items"][0]["value"], "42");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trigger never healed: {}",
+            text(&out).1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

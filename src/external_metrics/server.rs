@@ -21,7 +21,13 @@ use crate::{
     cache::MetricCache,
     cli::MetricsServerArgs,
     local,
-    scalers::registry::{Registry, RegistryConfig},
+    resolver::{kube::KubeResolver, local::LocalResolver},
+    scalers::{
+        ScalerContext,
+        aws::AwsShared,
+        kubernetes_workload::PodIndex,
+        registry::{Registry, RegistryConfig},
+    },
     shutdown::Signal,
     source,
     tls::{self, CertReloader, ReloadableRoots, RequestClientCert, certgen},
@@ -114,7 +120,21 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
                 d
             }
         };
-        tokio::spawn(source::local::LocalSource::new(dir.clone()).run(
+        let resolver = Arc::new(LocalResolver::from_documents(&[]));
+        let context = ScalerContext {
+            kube: None,
+            pods: Some(resolver.pod_index()),
+            aws: AwsShared::default(),
+        };
+        registry.configure(resolver.clone(), context);
+        let source = source::local::LocalSource::new(dir.clone()).with_documents_callback(Box::new(
+            move |docs: &[serde_yaml::Value], registry: &Registry| {
+                if resolver.update(docs) {
+                    registry.rebuild_all();
+                }
+            },
+        ));
+        tokio::spawn(source.run(
             registry.clone(),
             ready.clone(),
             Duration::from_millis(args.local_poll_interval.max(50)),
@@ -130,6 +150,13 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         (cert, key, Some(client_ca), None)
     } else {
         let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let context = ScalerContext {
+            kube: Some(client.clone()),
+            pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
+            aws: AwsShared::default(),
+        };
+        let resolver = KubeResolver::start(client.clone(), registry.clone(), shutdown.clone()).await;
+        registry.configure(Arc::new(resolver), context);
         tokio::spawn(source::kube::run(
             client.clone(),
             args.watch_namespace.clone(),

@@ -193,7 +193,7 @@ pub type InvalidateFn = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct Registry {
     objects: RwLock<HashMap<ObjectKey, Arc<ObjectEntry>>>,
     next_epoch: AtomicU64,
-    config: RegistryConfig,
+    config: RwLock<RegistryConfig>,
     on_invalidate: RwLock<Vec<InvalidateFn>>,
 }
 
@@ -209,9 +209,19 @@ impl Registry {
         Self {
             objects: RwLock::new(HashMap::new()),
             next_epoch: AtomicU64::new(1),
-            config,
+            config: RwLock::new(config),
             on_invalidate: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Replaces the authentication resolver and scaler context (they may need the registry to
+    /// exist first, e.g. to rebuild it when a Secret changes) and rebuilds what depends on them.
+    pub fn configure(&self, resolver: Arc<dyn AuthResolver>, context: ScalerContext) {
+        if let Ok(mut c) = self.config.write() {
+            c.resolver = resolver;
+            c.context = context;
+        }
+        self.rebuild_all();
     }
 
     /// Registers a hook called when an object changes or is removed (the metric cache uses it).
@@ -358,6 +368,7 @@ impl Registry {
     }
 
     fn build(&self, key: ObjectKey, so: Arc<ScaledObject>, spec_hash: u64) -> ObjectEntry {
+        let settings = self.config.read().map(|c| c.clone()).unwrap_or_default();
         let spec = &so.spec;
         let as_metric_source = spec.uses_scaling_modifiers();
         let triggers = spec
@@ -377,15 +388,14 @@ impl Registry {
                     metric_type: trigger.metric_type.unwrap_or_default(),
                     metric_type_explicit: trigger.metric_type.is_some(),
                     as_metric_source,
-                    global_http_timeout: self.config.http_timeout,
+                    global_http_timeout: settings.http_timeout,
                     pod_identity: None,
                     workload_role_arn: None,
                 };
-                let scaler = self
-                    .config
+                let scaler = settings
                     .resolver
                     .resolve(&so, index, &mut config)
-                    .and_then(|()| build_scaler(&config, &self.config.context))
+                    .and_then(|()| build_scaler(&config, &settings.context))
                     .and_then(|s| {
                         if trigger.use_cached_metrics == Some(true)
                             && matches!(trigger.type_.as_str(), "cron" | "cpu" | "memory")

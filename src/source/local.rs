@@ -207,6 +207,7 @@ impl LocalSource {
     /// One pass; returns how many files changed.
     pub fn poll(&mut self, registry: &Registry) -> usize {
         let mut changed = 0;
+        let mut pending: Vec<(PathBuf, u64, Vec<ScaledObject>)> = Vec::new();
         let present = manifest_files(&self.dir);
         let gone: Vec<PathBuf> = self
             .files
@@ -233,30 +234,18 @@ impl LocalSource {
             let text = String::from_utf8_lossy(&bytes);
             match parse_file(&path, &text) {
                 Ok(parsed) => {
-                    let keys: Vec<ObjectKey> = parsed.scaled_objects.iter().map(object_key).collect();
-                    if let Some(old) = self.files.get(&path) {
-                        let stale: Vec<ObjectKey> =
-                            old.keys.iter().filter(|k| !keys.contains(k)).cloned().collect();
-                        self.drop_keys(&path, &stale, registry);
-                    }
-                    for so in &parsed.scaled_objects {
-                        let key = object_key(so);
-                        if let Some(other) = self.owners.insert(key.clone(), path.clone())
-                            && other != path
-                        {
-                            warn!(scaledobject = %key, file = %path.display(), other = %other.display(), "ScaledObject defined in two files; the last one read wins");
-                        }
-                        registry.apply(so);
-                    }
-                    self.files.insert(
-                        path,
-                        FileState {
-                            fingerprint,
-                            keys,
+                    pending.push((path, fingerprint, parsed.scaled_objects));
+                    let others = parsed.others;
+                    let state = self
+                        .files
+                        .entry(pending[pending.len() - 1].0.clone())
+                        .or_insert(FileState {
+                            fingerprint: 0,
+                            keys: Vec::new(),
                             failing: None,
-                            others: parsed.others,
-                        },
-                    );
+                            others: Vec::new(),
+                        });
+                    state.others = others;
                     changed += 1;
                 }
                 Err(e) => {
@@ -278,6 +267,7 @@ impl LocalSource {
                 }
             }
         }
+        // Authentication documents first, so ScaledObjects applied below resolve against them.
         if changed > 0
             && let Some(f) = &self.on_documents
         {
@@ -289,6 +279,26 @@ impl LocalSource {
                 .flat_map(|s| s.others.clone())
                 .collect();
             f(&docs, registry);
+        }
+        for (path, fingerprint, objects) in pending {
+            let keys: Vec<ObjectKey> = objects.iter().map(object_key).collect();
+            let old_keys = self.files.get(&path).map(|s| s.keys.clone()).unwrap_or_default();
+            let stale: Vec<ObjectKey> = old_keys.into_iter().filter(|k| !keys.contains(k)).collect();
+            self.drop_keys(&path, &stale, registry);
+            for so in &objects {
+                let key = object_key(so);
+                if let Some(other) = self.owners.insert(key.clone(), path.clone())
+                    && other != path
+                {
+                    warn!(scaledobject = %key, file = %path.display(), other = %other.display(), "ScaledObject defined in two files; the last one read wins");
+                }
+                registry.apply(so);
+            }
+            if let Some(state) = self.files.get_mut(&path) {
+                state.fingerprint = fingerprint;
+                state.keys = keys;
+                state.failing = None;
+            }
         }
         changed
     }
