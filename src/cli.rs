@@ -29,6 +29,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Check ScaledObjects and (Cluster)TriggerAuthentications in files as KEDA's webhook would.
     Check(CheckArgs),
+    /// Print the CustomResourceDefinitions (keda.sh/v1alpha1) generated from ebb's types.
+    Crd,
     /// Write a CA and serving certificate for a manual install and print the caBundle.
     Certs(CertsArgs),
 }

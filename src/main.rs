@@ -15,6 +15,18 @@ async fn main() -> std::process::ExitCode {
         Command::Render(args) => return exit_code(ebb::render::run_render(args)),
         Command::Check(args) => return exit_code(ebb::render::run_check(args)),
         Command::Certs(args) => return certs(args),
+        Command::Crd => {
+            return match ebb::crd::crds_yaml() {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", error_chain(&e));
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Command::MetricsServer(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
@@ -29,7 +41,7 @@ async fn main() -> std::process::ExitCode {
     tokio::spawn(shutdown::on_os_signal(trigger));
     let result = match cli.command {
         Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal).await,
-        Command::Render(_) | Command::Check(_) | Command::Certs(_) => Ok(()),
+        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

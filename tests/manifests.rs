@@ -37,6 +37,9 @@ fn round_trip<T: DeserializeOwned + Serialize>(kind: &str, doc: serde_yaml::Valu
 fn check(kind: &str, doc: serde_yaml::Value) {
     match kind {
         "APIService" => round_trip::<APIService>(kind, doc),
+        "CustomResourceDefinition" => round_trip::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(kind, doc),
         "ClusterRole" => round_trip::<ClusterRole>(kind, doc),
         "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(kind, doc),
         "ConfigMap" => round_trip::<ConfigMap>(kind, doc),
@@ -70,6 +73,7 @@ fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
 fn manifest_docs() -> Vec<serde_yaml::Value> {
     yaml_files("manifests")
         .into_iter()
+        .chain(yaml_files("manifests/crd"))
         .filter(|p| p.file_name().and_then(|n| n.to_str()) != Some("kustomization.yaml"))
         .flat_map(|p| documents(&std::fs::read_to_string(p).expect("read")))
         .collect()
@@ -308,16 +312,13 @@ fn kustomization_lists_every_manifest() {
         .filter(|n| n != "kustomization.yaml")
         .collect();
     if Path::new("manifests/crd").is_dir() {
-        present.insert("crd/".to_string());
+        for p in yaml_files("manifests/crd") {
+            if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
+                present.insert(format!("crd/{n}"));
+            }
+        }
     }
-    let listed_plain: BTreeSet<String> = listed
-        .iter()
-        .map(|r| if r == "crd" { "crd/".to_string() } else { r.clone() })
-        .collect();
-    assert_eq!(
-        listed_plain, present,
-        "kustomization resources vs files in manifests/"
-    );
+    assert_eq!(listed, present, "kustomization resources vs files in manifests/");
     let images = &k["images"][0];
     assert_eq!(images["name"].as_str(), Some("ebb"));
     assert_eq!(images["newName"].as_str(), Some("ghcr.io/ebb-autoscaling/ebb"));
@@ -608,4 +609,59 @@ fn grafana_dashboard_queries_only_exported_metrics() {
     ] {
         assert!(used.contains(required), "no panel on {required}");
     }
+}
+
+/// `manifests/crd/keda.sh.yaml` is what `ebb crd` prints today (regenerate with
+/// `cargo run -- crd > manifests/crd/keda.sh.yaml`), and it is a structural schema.
+#[test]
+fn committed_crds_match_the_rust_types() {
+    let generated = ebb::crd::crds_yaml().expect("crds render");
+    let committed = std::fs::read_to_string("manifests/crd/keda.sh.yaml").expect("read");
+    assert!(
+        committed == generated,
+        "manifests/crd/keda.sh.yaml is stale: run `cargo run -- crd > manifests/crd/keda.sh.yaml`"
+    );
+    let crds: Vec<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = serde_yaml::Deserializer::from_str(&committed)
+        .map(|d| serde_yaml::from_value(serde_yaml::Value::deserialize(d).expect("yaml")).expect("crd"))
+        .collect();
+    let names: Vec<&str> = crds.iter().filter_map(|c| c.metadata.name.as_deref()).collect();
+    assert_eq!(
+        names,
+        [
+            "scaledobjects.keda.sh",
+            "triggerauthentications.keda.sh",
+            "clustertriggerauthentications.keda.sh"
+        ]
+    );
+    assert_eq!(
+        crds[0].spec.names.short_names.as_deref(),
+        Some(&["so".to_string()][..])
+    );
+    assert_eq!(crds[2].spec.scope, "Cluster");
+    // Structural schemas may not use `additionalProperties: true`.
+    assert!(!committed.contains("additionalProperties: true"));
+    let columns: Vec<&str> = crds[0].spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "ScaleTargetKind",
+            "ScaleTargetName",
+            "Min",
+            "Max",
+            "Ready",
+            "Active",
+            "Fallback",
+            "Paused",
+            "Triggers",
+            "Authentications",
+            "Age"
+        ]
+    );
 }

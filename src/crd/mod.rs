@@ -7,3 +7,26 @@ pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
 pub use trigger_authentication::{
     ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec,
 };
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// The CRDs ebb serves, generated from the Rust types (ScaledObject, TriggerAuthentication,
+/// ClusterTriggerAuthentication), in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        ScaledObject::crd(),
+        TriggerAuthentication::crd(),
+        ClusterTriggerAuthentication::crd(),
+    ]
+}
+
+/// The CRDs as one multi-document YAML stream, as `ebb crd` prints it.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

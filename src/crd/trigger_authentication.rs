@@ -43,27 +43,27 @@ pub struct TriggerAuthenticationSpec {
     pub file_path: Option<String>,
     /// External secret stores, kept as written; ebb reports them as not supported yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[schemars(schema_with = "free_form_object")]
     pub hashi_corp_vault: Option<serde_json::Value>,
     /// See `hashi_corp_vault`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[schemars(schema_with = "free_form_object")]
     pub azure_key_vault: Option<serde_json::Value>,
     /// See `hashi_corp_vault`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[schemars(schema_with = "free_form_object")]
     pub gcp_secret_manager: Option<serde_json::Value>,
     /// See `hashi_corp_vault`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[schemars(schema_with = "free_form_object")]
     pub aws_secret_manager: Option<serde_json::Value>,
     /// See `hashi_corp_vault`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Vec<serde_json::Map<String, serde_json::Value>>>")]
+    #[schemars(schema_with = "free_form_list")]
     pub bound_service_account_token: Option<serde_json::Value>,
     /// See `hashi_corp_vault`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    #[schemars(schema_with = "free_form_object")]
     pub oauth2: Option<serde_json::Value>,
 }
 
@@ -168,4 +168,19 @@ pub struct ClusterTriggerAuthenticationSpec {
     /// Same fields as a TriggerAuthentication.
     #[serde(flatten)]
     pub spec: TriggerAuthenticationSpec,
+}
+
+/// Schema of an object kept as written: structural schemas need
+/// `x-kubernetes-preserve-unknown-fields` rather than `additionalProperties: true`.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "nullable": true, "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// A list of free-form objects (see [`free_form_object`]).
+fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "nullable": true,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
 }
