@@ -148,29 +148,36 @@ impl MetricCache {
             metric: resolved.metric,
         };
         if !trigger.use_cached_metrics {
-            return (self.coalesced(key, resolved).await, ReadKind::Miss);
+            return (self.coalesced(key, resolved, None).await, ReadKind::Miss);
         }
         if let Some(entry) = self.cached.get(&key) {
             return (entry.outcome, ReadKind::Hit);
         }
-        let outcome = self.coalesced(key, resolved).await;
-        // Joiners of the same flight insert the same outcome; the last write is identical.
-        self.cached.insert(
-            key,
-            Entry {
-                outcome: outcome.clone(),
-                ttl: resolved.object.polling_interval,
-            },
-        );
-        (outcome, ReadKind::Miss)
+        (
+            self.coalesced(key, resolved, Some(resolved.object.polling_interval))
+                .await,
+            ReadKind::Miss,
+        )
     }
 
-    async fn coalesced(&self, key: CacheKey, resolved: &Resolved) -> Outcome {
+    /// Joins or starts the flight for `key`; with a `ttl`, the outcome is cached before the
+    /// flight is retired, so no reader can fall between the two and query again.
+    async fn coalesced(&self, key: CacheKey, resolved: &Resolved, ttl: Option<Duration>) -> Outcome {
         let cell = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(key).or_default().clone()
         };
         let outcome = cell.get_or_init(|| self.query(resolved)).await.clone();
+        if let Some(ttl) = ttl {
+            // Joiners of the same flight insert the same outcome; the last write is identical.
+            self.cached.insert(
+                key,
+                Entry {
+                    outcome: outcome.clone(),
+                    ttl,
+                },
+            );
+        }
         let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             map.remove(&key);

@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve external.metrics.k8s.io/v1beta1 (the API the HPA reads).
     MetricsServer(Box<MetricsServerArgs>),
+    /// Run the ScaledObject operator: HPAs, status, scale to and from zero.
+    Operator(Box<OperatorArgs>),
     /// Print, as YAML, the HPAs KEDA would create for the ScaledObjects in files (no cluster needed).
     Render(RenderArgs),
     /// Check ScaledObjects and (Cluster)TriggerAuthentications in files as KEDA's webhook would.
@@ -33,6 +35,38 @@ pub enum Command {
     Crd,
     /// Write a CA and serving certificate for a manual install and print the caBundle.
     Certs(CertsArgs),
+    /// Serve the admission webhooks for ScaledObjects and (Cluster)TriggerAuthentications.
+    Webhooks(WebhooksArgs),
+}
+
+/// Flags of `ebb operator`.
+#[derive(Debug, Args, Clone)]
+pub struct OperatorArgs {
+    /// kubeconfig (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, env = "EBB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only the holder of the `ebb-operator` Lease writes; `--leader-elect=false` disables it.
+    #[arg(
+        long,
+        env = "EBB_LEADER_ELECT",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub leader_elect: bool,
+    /// Plain-HTTP admin port: /metrics, /livez, /readyz.
+    #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+    /// Address the admin port binds to.
+    #[arg(long, env = "EBB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub metrics_bind_address: IpAddr,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "EBB_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
+    #[arg(long, env = "EBB_HTTP_DEFAULT_TIMEOUT", default_value_t = 3000)]
+    pub http_default_timeout: u64,
 }
 
 /// Flags of `ebb render`.
@@ -66,6 +100,32 @@ pub struct CertsArgs {
     /// Cluster DNS domain used in the certificate's names.
     #[arg(long, env = "EBB_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+}
+
+/// Flags of `ebb webhooks`.
+#[derive(Debug, Args, Clone)]
+pub struct WebhooksArgs {
+    /// HTTPS port of the admission webhooks.
+    #[arg(long, env = "EBB_WEBHOOKS_PORT", default_value_t = 9443)]
+    pub port: u16,
+    /// Serving certificate (PEM); re-read when it changes.
+    #[arg(long, env = "EBB_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM); re-read when it changes.
+    #[arg(long, env = "EBB_TLS_PRIVATE_KEY_FILE")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where a self-signed pair is written when no certificate is given.
+    #[arg(long, env = "EBB_CERT_DIR", default_value = ".ebb/webhook-certs")]
+    pub cert_dir: PathBuf,
+    /// Plain-HTTP admin port: /metrics, /livez, /readyz.
+    #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+    /// kubeconfig for the cluster lookups (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, env = "EBB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Run without a cluster: other ScaledObjects, HPAs, workloads and LimitRanges come from YAML in DIR.
+    #[arg(long, env = "EBB_LOCAL", value_name = "DIR")]
+    pub local: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -205,6 +265,20 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn operator_leader_elect_flag() {
+        let cli = Cli::try_parse_from(["ebb", "operator", "--leader-elect"]).expect("parses");
+        let Command::Operator(a) = cli.command else {
+            panic!("expected operator");
+        };
+        assert!(a.leader_elect);
+        let cli = Cli::try_parse_from(["ebb", "operator", "--leader-elect=false"]).expect("parses");
+        let Command::Operator(a) = cli.command else {
+            panic!("expected operator");
+        };
+        assert!(!a.leader_elect);
     }
 
     #[test]

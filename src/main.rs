@@ -27,7 +27,7 @@ async fn main() -> std::process::ExitCode {
                 }
             };
         }
-        Command::MetricsServer(_) => {}
+        Command::MetricsServer(_) | Command::Operator(_) | Command::Webhooks(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -39,14 +39,20 @@ async fn main() -> std::process::ExitCode {
     }
     let (trigger, signal) = shutdown::channel();
     tokio::spawn(shutdown::on_os_signal(trigger));
-    let result = match cli.command {
-        Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal).await,
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal)
+            .await
+            .map_err(Into::into),
+        Command::Operator(args) => ebb::operator::runtime::run(*args, signal)
+            .await
+            .map_err(Into::into),
+        Command::Webhooks(args) => ebb::webhooks::run(args, signal).await.map_err(Into::into),
         Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let msg = error_chain(&e);
+            let msg = error_chain(e.as_ref());
             tracing::error!(error = %msg, "ebb stopped");
             eprintln!("error: {msg}");
             std::process::ExitCode::FAILURE

@@ -2,8 +2,13 @@
 //! status, formulas); the runtime that talks to the cluster builds on these functions.
 
 pub mod activation;
+pub mod context;
 pub mod fallback;
 pub mod formula;
 pub mod hpa;
+pub mod loop_;
+pub mod reconcile;
+pub mod runtime;
+pub mod scale;
 pub mod status;
 pub mod validate;

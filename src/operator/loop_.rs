@@ -1,0 +1,322 @@
+//! The per-ScaledObject scale loop (KEDA's scale loop; ebb's "activator"): every
+//! `pollingInterval` ask each trigger through the shared cache, decide with
+//! [`activation::decide`], act on `/scale`, and write status only when it changed.
+//!
+//! ```text
+//! reconcile --start/stop--> loop task --read--> MetricCache --> scaler
+//!                              \--GET/PUT /scale, status patch, events--> API server
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kube::{Api, ResourceExt, runtime::events::EventType};
+use tracing::{debug, warn};
+
+use super::{
+    activation::{self, Action, LoopInput, TriggerOutcome, failure_event, pause_state},
+    context::{Context, Error, LoopHandle, Result},
+    fallback::{self, EVENT_FALLBACK_ACTIVATED, EVENT_FALLBACK_DEACTIVATED, Step, has_valid_fallback},
+    reconcile::{error_chain, patch_status, publish},
+    scale,
+    status::{
+        ACTIVE, CondUpdate, FALLBACK, FALLBACK_EXISTS_MESSAGE, NO_FALLBACK_MESSAGE, PAUSED, READY,
+        scale_target_gvkr,
+    },
+};
+use crate::{
+    crd::{ScaledObject, scaled_object::TriggerActivity},
+    keda_metrics::{ScaledResourceType, ScalerLabels},
+    scalers::registry::{ObjectKey, Resolved, object_key},
+};
+
+/// Wait after a failed re-read of the ScaledObject before trying again.
+const REREAD_BACKOFF: Duration = Duration::from_secs(5);
+
+/// True when the loop of `key` must be (re)started: none runs, it ended, the HPA was just
+/// created, or the ScaledObject's generation changed.
+pub fn needs_restart(ctx: &Context, key: &ObjectKey, generation: Option<i64>, hpa_created: bool) -> bool {
+    let loops = ctx.loops.lock().unwrap_or_else(|p| p.into_inner());
+    match loops.get(key) {
+        None => true,
+        Some(h) => hpa_created || h.generation != generation || h.abort.is_finished(),
+    }
+}
+
+/// Starts (or restarts) the scale loop of `so`.
+pub fn start(ctx: &Arc<Context>, so: &ScaledObject) {
+    let key = object_key(so);
+    let task_ctx = ctx.clone();
+    let task_key = key.clone();
+    let task = tokio::spawn(async move { run(task_ctx, task_key).await });
+    let handle = LoopHandle {
+        generation: so.metadata.generation,
+        abort: task.abort_handle(),
+    };
+    let mut loops = ctx.loops.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(old) = loops.insert(key, handle) {
+        old.abort.abort();
+    }
+}
+
+/// Polls until the ScaledObject is gone or the task is aborted.
+async fn run(ctx: Arc<Context>, key: ObjectKey) {
+    let api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    loop {
+        // KEDA re-reads the object each iteration so annotations and status are current.
+        let so = match api.get_opt(&key.name).await {
+            Ok(Some(so)) => so,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(scaledobject = %key, error = %e, "scale loop could not read the ScaledObject");
+                tokio::time::sleep(REREAD_BACKOFF).await;
+                continue;
+            }
+        };
+        if so.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let started = Instant::now();
+        if let Err(e) = iterate(&ctx, &so).await {
+            warn!(scaledobject = %key, error = %error_chain(&e), label = e.metric_label(), "scale loop iteration failed");
+        }
+        let interval = Duration::from_secs(so.spec.polling_interval_secs());
+        tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// KEDA's label for a scaler: the trigger name, else its Go type name (`cronScaler`).
+fn scaler_label(trigger_name: &str, trigger_type: &str) -> String {
+    if !trigger_name.is_empty() {
+        return trigger_name.to_string();
+    }
+    let mut out = String::new();
+    let mut upper = false;
+    for c in trigger_type.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out.push_str("Scaler");
+    out
+}
+
+/// One iteration of the scale loop for `so` as just read from the API server.
+pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
+    let key = object_key(so);
+    let ns = so.namespace().ok_or(Error::Unnamed)?;
+    let before = so.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    let mut conditions = status.conditions.take().unwrap_or_default();
+    let mut health = status.health.take().unwrap_or_default();
+    let mut events = Vec::new();
+    let pause = pause_state(so.metadata.annotations.as_ref());
+
+    ctx.registry.apply(so);
+    let entry = ctx.registry.get(&key);
+    let valid_fallback = has_valid_fallback(so);
+    let mut outcomes = Vec::new();
+    let mut active_names = Vec::new();
+    let mut activity = BTreeMap::new();
+    for (ti, t) in entry.iter().flat_map(|e| e.triggers.iter().enumerate()) {
+        let Some(entry) = entry.as_ref() else { break };
+        let labels = |metric: &str| ScalerLabels {
+            namespace: key.namespace.clone(),
+            metric: metric.to_string(),
+            scaled_object: key.name.clone(),
+            scaler: scaler_label(&t.trigger_name, &t.trigger_type),
+            trigger_index: t.index,
+            type_: ScaledResourceType::ScaledObject,
+        };
+        let mut outcome = TriggerOutcome::default();
+        match &t.scaler {
+            Err(e) => {
+                debug!(scaledobject = %key, trigger = t.index, error = %e, "trigger has no scaler");
+                outcome.error = true;
+            }
+            Ok(_) if t.metric_names.is_empty() => {
+                // cpu/memory: the HPA reads them from metrics.k8s.io; they never gate activation.
+                outcome.resource = true;
+                outcome.active = true;
+                if let Some(m) = &ctx.metrics {
+                    m.set_active(&labels(&t.trigger_type), true);
+                }
+            }
+            Ok(_) => {}
+        }
+        for (mi, metric) in t.metric_names.iter().enumerate() {
+            let resolved = Resolved {
+                object: entry.clone(),
+                trigger: ti,
+                metric: mi,
+                metric_name: metric.clone(),
+            };
+            let started = Instant::now();
+            let (read, _) = ctx.cache.read(&resolved).await;
+            let mut h = health.get(metric).cloned().unwrap_or_default();
+            let step = fallback::on_result(so, &mut h, read.is_ok());
+            if valid_fallback {
+                health.insert(metric.clone(), h);
+            }
+            let l = labels(metric);
+            let (active, error) = match (step, read.as_ref()) {
+                (Step::Pass, Ok(sample)) => {
+                    if let Some(m) = &ctx.metrics {
+                        m.record_scaler_value(&l, sample.values.iter().sum());
+                        m.record_scaler_latency(&l, started.elapsed());
+                        m.record_scaler_success(&l);
+                    }
+                    (sample.active, false)
+                }
+                (Step::Synthetic, _) => (true, false),
+                (Step::ModifiersNil, _) => (false, false),
+                (_, Err(e)) => {
+                    debug!(scaledobject = %key, metric, error = %e, "scaler failed");
+                    if let Some(m) = &ctx.metrics {
+                        m.record_scaler_error(&l);
+                    }
+                    (false, true)
+                }
+                (Step::Error, Ok(_)) => (false, true),
+            };
+            if let Some(m) = &ctx.metrics {
+                m.set_active(&l, active);
+            }
+            activity.insert(metric.clone(), TriggerActivity { is_active: active });
+            if active {
+                active_names.push(metric.clone());
+            }
+            outcome.active |= active;
+            outcome.error |= error;
+        }
+        outcomes.push(outcome);
+    }
+    // scalingModifiers: the composite formula is evaluated by the metrics server; the loop
+    // falls back to plain trigger activity until the formula engine is wired in here.
+    let (is_active, is_error) = activation::object_activity(&outcomes, None);
+
+    let gvkr = status
+        .scale_target_gvkr
+        .clone()
+        .unwrap_or_else(|| scale_target_gvkr(so));
+    let target = so.spec.scale_target_ref.name.clone();
+    let current = match scale::get(&ctx.client, &ns, &gvkr, &target).await {
+        Ok(s) => s,
+        Err(e) => {
+            CondUpdate::new("False", "ErrorGettingCurrentReplicas", error_chain(&e))
+                .apply(&mut conditions, READY);
+            status.conditions = Some(conditions);
+            if status != before {
+                patch_status(ctx, so, &status).await?;
+            }
+            return Err(e);
+        }
+    };
+    let current_replicas = scale::replicas(&current);
+    let now = (ctx.clock)();
+    let last_active_time = before
+        .last_active_time
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let creation_timestamp = so.metadata.creation_timestamp.as_ref().and_then(|t| {
+        DateTime::from_timestamp(
+            t.0.as_second(),
+            u32::try_from(t.0.subsec_nanosecond()).unwrap_or(0),
+        )
+    });
+    let kind = before
+        .scale_target_kind
+        .clone()
+        .unwrap_or_else(|| super::status::scale_target_kind(&gvkr));
+    let decision = activation::decide(&LoopInput {
+        spec: &so.spec,
+        pause: &pause,
+        scale_target_kind: &kind,
+        namespace: &ns,
+        current_replicas,
+        is_active,
+        is_error,
+        active_triggers: &active_names,
+        last_active_time,
+        creation_timestamp,
+        now,
+    });
+
+    let mut set_last_active = decision.set_last_active;
+    match decision.action {
+        Action::ScaleTo { replicas, .. } => {
+            match scale::put(&ctx.client, &ns, &gvkr, current, replicas).await {
+                Ok(_) => {
+                    if let Some(ev) = &decision.event {
+                        events.push((EventType::Normal, ev.reason, ev.message.clone()));
+                    }
+                }
+                Err(e) => {
+                    set_last_active = false;
+                    if let Some(ev) = failure_event(&decision.action, &error_chain(&e)) {
+                        events.push((EventType::Warning, ev.reason, ev.message));
+                    }
+                }
+            }
+        }
+        Action::None => {
+            if let Some(ev) = &decision.event {
+                events.push((EventType::Normal, ev.reason, ev.message.clone()));
+            }
+        }
+    }
+    if set_last_active {
+        status.last_active_time = Some(now.to_rfc3339_opts(SecondsFormat::Secs, true));
+    }
+    if let Some(c) = &decision.active_condition {
+        c.apply(&mut conditions, ACTIVE);
+    }
+    if let Some(c) = &decision.ready_condition {
+        c.apply(&mut conditions, READY);
+    }
+    if let Some(c) = &decision.paused_condition {
+        c.apply(&mut conditions, PAUSED);
+    }
+    let threshold = so.spec.fallback.as_ref().map_or(0, |f| f.failure_threshold);
+    let falling_back = valid_fallback && fallback::any_fallback_active(&health, threshold);
+    let fallback_update = if falling_back {
+        CondUpdate::new("True", "FallbackExists", FALLBACK_EXISTS_MESSAGE)
+    } else {
+        CondUpdate::new("False", "NoFallbackFound", NO_FALLBACK_MESSAGE)
+    };
+    let was_falling_back = super::status::condition_status(&conditions, FALLBACK) == Some("True");
+    if fallback_update.apply(&mut conditions, FALLBACK) && valid_fallback {
+        if falling_back {
+            events.push((
+                EventType::Warning,
+                EVENT_FALLBACK_ACTIVATED,
+                FALLBACK_EXISTS_MESSAGE.to_string(),
+            ));
+        } else if was_falling_back {
+            events.push((
+                EventType::Normal,
+                EVENT_FALLBACK_DEACTIVATED,
+                NO_FALLBACK_MESSAGE.to_string(),
+            ));
+        }
+    }
+    status.conditions = Some(conditions);
+    status.health = (!health.is_empty() || before.health.is_some()).then_some(health);
+    status.triggers_activity =
+        (!activity.is_empty() || before.triggers_activity.is_some()).then_some(activity);
+    if status != before {
+        patch_status(ctx, so, &status).await?;
+    }
+    publish(ctx, so, events).await;
+    Ok(())
+}

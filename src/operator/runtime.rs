@@ -1,0 +1,239 @@
+//! `ebb operator`: wiring of the client, scaler registry and cache, authentication resolver,
+//! pod index, KEDA metrics on the admin port, leader election, and the ScaledObject Controller.
+//!
+//! ```text
+//! lease --leader: bool--> run_gated --starts/aborts--> Controller(ScaledObject, owns HPA)
+//!                                                          \--reconcile--> scale loops
+//! ```
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::{
+    Api, Client,
+    core::DeserializeGuard,
+    runtime::{Controller, controller::Action, watcher},
+};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{
+    context::{Context, Error},
+    reconcile::{error_policy, reconcile},
+};
+use crate::{
+    admin::{self, AdminState},
+    cache::MetricCache,
+    cli::OperatorArgs,
+    crd::ScaledObject,
+    keda_metrics::KedaMetrics,
+    lease::{self, LeaseConfig},
+    resolver::kube::KubeResolver,
+    scalers::{
+        ScalerConfig, ScalerContext, ScalerError,
+        aws::AwsShared,
+        kubernetes_workload::PodIndex,
+        registry::{AuthResolver, NoAuthResolver, Registry, RegistryConfig},
+    },
+    shutdown::Signal,
+};
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No cluster could be reached.
+    #[error("failed to create a Kubernetes client")]
+    Kube(#[source] kube::Error),
+    /// A kubeconfig could not be read.
+    #[error("failed to read kubeconfig {0}")]
+    Kubeconfig(PathBuf, #[source] kube::config::KubeconfigError),
+    /// The admin port could not be bound.
+    #[error("failed to bind {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+}
+
+impl RuntimeError {
+    /// Stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RuntimeError::Kube(_) => "kube",
+            RuntimeError::Kubeconfig(..) => "kubeconfig",
+            RuntimeError::Bind(..) => "bind",
+        }
+    }
+}
+
+/// The registry must exist before the resolver's watches start (they rebuild it), and the
+/// resolver must be in the registry's config: this slot is filled once the watches synced.
+#[derive(Default)]
+struct LateResolver(OnceLock<KubeResolver>);
+
+impl AuthResolver for LateResolver {
+    fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
+        match self.0.get() {
+            Some(r) => r.resolve(so, index, config),
+            None => NoAuthResolver.resolve(so, index, config),
+        }
+    }
+}
+
+/// Runs the operator until `shutdown`.
+pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeError> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let mut prom = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(KedaMetrics::register(&mut prom));
+    let timeout_ms = std::env::var("KEDA_HTTP_DEFAULT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| std::env::var_os("EBB_HTTP_DEFAULT_TIMEOUT").is_none())
+        .unwrap_or(args.http_default_timeout);
+    // KEDA turns a non-positive timeout into 300 ms.
+    let http_timeout = Duration::from_millis(if timeout_ms == 0 { 300 } else { timeout_ms });
+    let late = Arc::new(LateResolver::default());
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        http_timeout,
+        context: ScalerContext {
+            kube: Some(client.clone()),
+            pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
+            aws: AwsShared::default(),
+        },
+        resolver: late.clone(),
+    }));
+    let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
+    {
+        let cache = cache.clone();
+        registry.on_invalidate(Arc::new(move |epoch| cache.invalidate_epoch(epoch)));
+    }
+    let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
+    let admin_listener = admin::bind(admin_addr)
+        .await
+        .map_err(|e| RuntimeError::Bind(admin_addr, e))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_state = Arc::new(AdminState {
+        registry: prom,
+        ready: ready.clone(),
+        demo: false,
+    });
+    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+
+    let resolver = KubeResolver::start(client.clone(), registry.clone(), shutdown.clone()).await;
+    if late.0.set(resolver).is_err() {
+        debug!("resolver already set");
+    }
+    registry.rebuild_all();
+
+    let mut ctx = Context::new(client.clone(), registry, cache);
+    ctx.metrics = Some(metrics);
+    let ctx = Arc::new(ctx);
+    // Keeps the always-leader channel open when election is off.
+    let (_always, always_rx) = watch::channel(true);
+    let leader = if args.leader_elect {
+        lease::spawn(client, LeaseConfig::from_env(), shutdown.clone())
+    } else {
+        always_rx
+    };
+    ready.store(true, Ordering::Relaxed);
+    run_gated(ctx, leader, args.watch_namespace.clone(), shutdown).await;
+    Ok(())
+}
+
+/// Runs the Controller only while `leader` is true; on losing the lease the Controller and every
+/// scale loop are aborted at once, so a non-leader never writes.
+pub async fn run_gated(
+    ctx: Arc<Context>,
+    mut leader: watch::Receiver<bool>,
+    namespace: Option<String>,
+    shutdown: Signal,
+) {
+    loop {
+        let leading = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = leader.wait_for(|l| *l) => r.is_ok(),
+        };
+        if !leading {
+            return;
+        }
+        info!("leading: starting the ScaledObject controller");
+        let controller = controller(ctx.clone(), namespace.clone());
+        tokio::select! {
+            _ = shutdown.wait() => {
+                ctx.stop_all_loops();
+                return;
+            }
+            _ = leader.wait_for(|l| !*l) => warn!("leadership lost: stopping the controller and scale loops"),
+            _ = controller => warn!("controller stopped"),
+        }
+        ctx.stop_all_loops();
+    }
+}
+
+fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future::Future<Output = ()> {
+    let client = ctx.client.clone();
+    let (objects, hpas): (Api<DeserializeGuard<ScaledObject>>, Api<HorizontalPodAutoscaler>) =
+        match &namespace {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+    Controller::new(objects, watcher::Config::default())
+        .owns(hpas, watcher::Config::default())
+        .run(reconcile_guarded, error_policy_guarded, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                debug!(error = %e, "reconcile error");
+            }
+        })
+}
+
+/// A ScaledObject that does not deserialise is logged and skipped, never retried in a loop.
+async fn reconcile_guarded(
+    obj: Arc<DeserializeGuard<ScaledObject>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &obj.0 {
+        Ok(so) => reconcile(Arc::new(so.clone()), ctx).await,
+        Err(bad) => {
+            warn!(
+                scaledobject = %format!("{}/{}", bad.metadata.namespace.clone().unwrap_or_default(), bad.metadata.name.clone().unwrap_or_default()),
+                error = %bad.error,
+                "skipping malformed ScaledObject"
+            );
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy_guarded(
+    obj: Arc<DeserializeGuard<ScaledObject>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    match &obj.0 {
+        Ok(so) => error_policy(Arc::new(so.clone()), error, ctx),
+        Err(_) => Action::await_change(),
+    }
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RuntimeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| RuntimeError::Kubeconfig(path.to_path_buf(), e))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| RuntimeError::Kubeconfig(path.to_path_buf(), e))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RuntimeError::Kube(kube::Error::InferConfig(e)))?,
+    };
+    Client::try_from(config).map_err(RuntimeError::Kube)
+}

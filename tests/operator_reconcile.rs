@@ -1,0 +1,644 @@
+//! The operator against a scripted fake API server (tower-test): each expected request is
+//! checked for method, path and body, answered with Kubernetes JSON, and bounded by a timeout.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use ebb::{
+    cache::MetricCache,
+    crd::ScaledObject,
+    operator::{
+        context::Context,
+        hpa::render_hpa,
+        loop_,
+        reconcile::{FINALIZER, reconcile},
+    },
+    scalers::registry::{Registry, RegistryConfig, object_key},
+};
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
+use kube::{Client, client::Body};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const STEP: Duration = Duration::from_secs(2);
+const SO_PATH: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/web-so";
+const SCALE_PATH: &str = "/apis/apps/v1/namespaces/ns/deployments/web/scale";
+const HPA_PATH: &str = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/keda-hpa-web-so";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn context() -> (Arc<Context>, Handle) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let registry = Arc::new(Registry::new(RegistryConfig::default()));
+    let cache = Arc::new(MetricCache::new(Duration::from_secs(5)));
+    let mut ctx = Context::new(client, registry, cache);
+    ctx.spawn_loops = false;
+    ctx.version = "test".to_string();
+    ctx.clock = Arc::new(now);
+    (Arc::new(ctx), handle)
+}
+
+fn fixture() -> Value {
+    let text = std::fs::read_to_string("tests/fixtures/operator/scaledobject-cron.json").expect("fixture");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn with_finalizer(mut v: Value) -> Value {
+    v["metadata"]["finalizers"] = json!([FINALIZER]);
+    v
+}
+
+fn so(v: &Value) -> ScaledObject {
+    serde_json::from_value(v.clone()).expect("ScaledObject")
+}
+
+fn scale(replicas: i32) -> Scale {
+    Scale {
+        metadata: kube::api::ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("ns".into()),
+            resource_version: Some("7".into()),
+            ..Default::default()
+        },
+        spec: Some(ScaleSpec {
+            replicas: Some(replicas),
+        }),
+        status: Some(ScaleStatus {
+            replicas,
+            selector: Some("app=web".into()),
+        }),
+    }
+}
+
+fn not_found(kind: &str, name: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": format!("{kind} \"{name}\" not found"), "reason": "NotFound", "code": 404}),
+    )
+}
+
+fn ok(v: impl serde::Serialize) -> (StatusCode, Value) {
+    (StatusCode::OK, serde_json::to_value(v).expect("serialisable"))
+}
+
+/// Waits for the next request, checks method and path, answers, and returns the query and body.
+async fn expect(
+    handle: &mut Handle,
+    method: Method,
+    path: &str,
+    answer: impl FnOnce(&Value) -> (StatusCode, Value),
+) -> (String, Value) {
+    let (req, send) = tokio::time::timeout(STEP, handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+        .expect("service alive");
+    assert_eq!(
+        (req.method(), req.uri().path()),
+        (&method, path),
+        "unexpected request {} {}",
+        req.method(),
+        req.uri()
+    );
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let bytes = req.into_body().collect_bytes().await.expect("body");
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    };
+    let (code, reply) = answer(&body);
+    let response = Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&reply).expect("JSON")))
+        .expect("response");
+    send.send_response(response);
+    (query, body)
+}
+
+/// Asserts nothing else is asked of the API server.
+async fn expect_quiet(handle: &mut Handle) {
+    if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
+    {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+}
+
+/// Answers a status apply with a whole ScaledObject carrying the applied status.
+fn status_reply(b: &Value) -> (StatusCode, Value) {
+    let mut o = with_finalizer(fixture());
+    o["status"] = b["status"].clone();
+    ok(o)
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("condition {type_} in {status}"))
+}
+
+fn spawn_reconcile(
+    ctx: &Arc<Context>,
+    v: &Value,
+) -> JoinHandle<Result<kube::runtime::controller::Action, ebb::operator::context::Error>> {
+    let so = Arc::new(so(v));
+    let ctx = ctx.clone();
+    tokio::spawn(async move { reconcile(so, ctx).await })
+}
+
+async fn expect_event(handle: &mut Handle, reason: &str) -> Value {
+    let (_, body) = expect(handle, Method::POST, EVENTS_PATH, |b| ok(b.clone())).await;
+    assert_eq!(body["reason"], reason, "event {body}");
+    body
+}
+
+#[tokio::test]
+async fn create_adds_finalizer_then_applies_hpa_and_status() {
+    let (ctx, mut handle) = context();
+    let v = fixture();
+    let task = spawn_reconcile(&ctx, &v);
+    let (_, patch) = expect(&mut handle, Method::PATCH, SO_PATH, |_| {
+        ok(with_finalizer(fixture()))
+    })
+    .await;
+    assert!(patch.to_string().contains(FINALIZER), "finalizer patch {patch}");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+
+    let v = with_finalizer(v);
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(2))).await;
+    expect(&mut handle, Method::GET, HPA_PATH, |_| {
+        not_found("horizontalpodautoscalers", "keda-hpa-web-so")
+    })
+    .await;
+    let (query, hpa) = expect(&mut handle, Method::PATCH, HPA_PATH, |b| ok(b.clone())).await;
+    assert!(query.contains("fieldManager=ebb-operator"), "{query}");
+    assert!(query.contains("force=true"), "{query}");
+    let entry = ctx.registry.get(&object_key(&so(&v))).expect("registered");
+    let specs: Vec<_> = entry
+        .triggers
+        .iter()
+        .flat_map(|t| {
+            let s = t.scaler.as_ref().expect("cron scaler builds");
+            s.metric_specs().into_iter().map(move |m| (t.index, m))
+        })
+        .collect();
+    let desired = render_hpa(&so(&v), &specs, "test").expect("renders");
+    assert_eq!(hpa, serde_json::to_value(&desired).expect("JSON"));
+
+    let (query, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    assert!(query.contains("fieldManager=ebb-operator"), "{query}");
+    let status = &status["status"];
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    assert_eq!(condition(status, "Ready")["reason"], "ScaledObjectReady");
+    assert_eq!(condition(status, "Paused")["status"], "False");
+    assert_eq!(condition(status, "Fallback")["reason"], "NoFallbackFound");
+    assert_eq!(status["hpaName"], "keda-hpa-web-so");
+    assert_eq!(status["originalReplicaCount"], 2);
+    assert_eq!(status["scaleTargetKind"], "apps/v1.Deployment");
+    assert_eq!(status["scaleTargetGVKR"]["resource"], "deployments");
+    assert_eq!(status["triggersTypes"], "cron");
+    assert_eq!(status["externalMetricNames"][0], "s0-cron-Etc-UTC-0011x-1011x");
+    expect_event(&mut handle, "ScaledObjectReady").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn missing_target_name_fails_without_hpa() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["scaleTargetRef"]["name"] = json!("");
+    let task = spawn_reconcile(&ctx, &v);
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let ready = condition(&status["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ScaledObjectCheckFailed");
+    assert_eq!(
+        ready["message"],
+        "ScaledObject.spec.scaleTargetRef.name is missing"
+    );
+    assert_eq!(condition(&status["status"], "Active")["status"], "Unknown");
+    let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
+    assert_eq!(ev["type"], "Warning");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn unknown_trigger_type_fails_without_hpa() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["triggers"] = json!([{"type": "no-such-scaler", "metadata": {}}]);
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let ready = condition(&status["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-scaler")),
+        "{ready}"
+    );
+    expect_event(&mut handle, "ScaledObjectCheckFailed").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn one_bad_object_does_not_stop_another() {
+    let (ctx, mut handle) = context();
+    let mut bad = with_finalizer(fixture());
+    bad["spec"]["scaleTargetRef"]["name"] = json!("");
+    let task = spawn_reconcile(&ctx, &bad);
+    expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    expect_event(&mut handle, "ScaledObjectCheckFailed").await;
+    task.await.expect("joined").expect("reconciled");
+
+    let mut good = with_finalizer(fixture());
+    good["metadata"]["name"] = json!("other");
+    let task = spawn_reconcile(&ctx, &good);
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
+    let other_hpa = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/keda-hpa-other";
+    expect(&mut handle, Method::GET, other_hpa, |_| {
+        not_found("horizontalpodautoscalers", "keda-hpa-other")
+    })
+    .await;
+    expect(&mut handle, Method::PATCH, other_hpa, |b| ok(b.clone())).await;
+    let so_other = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/other/status";
+    expect(&mut handle, Method::PATCH, so_other, status_reply).await;
+    expect_event(&mut handle, "ScaledObjectReady").await;
+    task.await.expect("joined").expect("reconciled");
+}
+
+#[tokio::test]
+async fn pause_deletes_hpa_and_scales_then_unpause_recreates() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["metadata"]["annotations"] = json!({"autoscaling.keda.sh/paused-replicas": "1"});
+    v["status"] = json!({
+        "hpaName": "keda-hpa-web-so",
+        "originalReplicaCount": 3,
+        "scaleTargetKind": "apps/v1.Deployment",
+        "scaleTargetGVKR": {"group": "apps", "version": "v1", "kind": "Deployment", "resource": "deployments"},
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling"},
+            {"type": "Active", "status": "False"},
+            {"type": "Fallback", "status": "False"},
+            {"type": "Paused", "status": "False"}
+        ]
+    });
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::DELETE, HPA_PATH, |_| {
+        ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
+    })
+    .await;
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
+    let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
+    assert_eq!(put["spec"]["replicas"], 1);
+    assert_eq!(put["metadata"]["resourceVersion"], "7");
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let status = &status["status"];
+    assert_eq!(condition(status, "Paused")["status"], "True");
+    assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectPaused");
+    assert_eq!(status["pausedReplicaCount"], 1);
+    expect_event(&mut handle, "ScaledObjectPaused").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+
+    // Annotation removed: Paused=False/ScaledObjectUnpaused and the HPA comes back.
+    v["metadata"]["annotations"] = json!({});
+    v["status"]["pausedReplicaCount"] = json!(1);
+    v["status"]["conditions"][3] = json!({"type": "Paused", "status": "True", "reason": "ScaledObjectPaused", "message": "ScaledObject is paused"});
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
+    expect(&mut handle, Method::GET, HPA_PATH, |_| {
+        not_found("horizontalpodautoscalers", "keda-hpa-web-so")
+    })
+    .await;
+    expect(&mut handle, Method::PATCH, HPA_PATH, |b| ok(b.clone())).await;
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let status = &status["status"];
+    assert_eq!(condition(status, "Paused")["status"], "False");
+    assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectUnpaused");
+    assert!(status.get("pausedReplicaCount").is_none(), "{status}");
+    expect_event(&mut handle, "ScaledObjectUnpaused").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn delete_restores_original_replicas_and_removes_finalizer() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:59:00Z");
+    v["spec"]["advanced"] = json!({"restoreToOriginalReplicaCount": true});
+    v["status"] = json!({
+        "originalReplicaCount": 4,
+        "scaleTargetGVKR": {"group": "apps", "version": "v1", "kind": "Deployment", "resource": "deployments"}
+    });
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(0))).await;
+    let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
+    assert_eq!(put["spec"]["replicas"], 4);
+    let (_, patch) = expect(&mut handle, Method::PATCH, SO_PATH, |_| ok(fixture())).await;
+    assert!(patch.to_string().contains("remove"), "finalizer removal {patch}");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+fn looping(v: &mut Value) {
+    v["status"] = json!({
+        "scaleTargetKind": "apps/v1.Deployment",
+        "scaleTargetGVKR": {"group": "apps", "version": "v1", "kind": "Deployment", "resource": "deployments"},
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling"},
+            {"type": "Active", "status": "Unknown"},
+            {"type": "Fallback", "status": "False", "reason": "NoFallbackFound", "message": "No fallbacks are active on this scaled object"},
+            {"type": "Paused", "status": "False"}
+        ]
+    });
+}
+
+#[tokio::test]
+async fn inactive_trigger_after_cooldown_scales_to_zero() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    // Active ten minutes ago; cooldown is five.
+    v["status"]["lastActiveTime"] = json!("2026-11-23T11:50:00Z");
+    let so = so(&v);
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    };
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
+    let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
+    assert_eq!(put["spec"]["replicas"], 0);
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    assert_eq!(
+        condition(&status["status"], "Active")["reason"],
+        "ScalerNotActive"
+    );
+    assert_eq!(status["status"]["lastActiveTime"], "2026-11-23T11:50:00Z");
+    let ev = expect_event(&mut handle, "KEDAScaleTargetDeactivated").await;
+    assert_eq!(ev["note"], "Deactivated apps/v1.Deployment ns/web from 3 to 0");
+    task.await.expect("joined").expect("iterated");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn inactive_trigger_within_cooldown_keeps_replicas() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    v["status"]["lastActiveTime"] = json!("2026-11-23T11:58:00Z");
+    let so = so(&v);
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    };
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    assert_eq!(condition(&status["status"], "Active")["reason"], "ScalerCooldown");
+    task.await.expect("joined").expect("iterated");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn active_trigger_at_zero_scales_to_min() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    v["spec"]["minReplicaCount"] = json!(2);
+    v["spec"]["triggers"] =
+        json!([{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "50"}}]);
+    let so = so(&v);
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    };
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(0))).await;
+    let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
+    assert_eq!(put["spec"]["replicas"], 2);
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    assert_eq!(condition(&status["status"], "Active")["status"], "True");
+    assert_eq!(status["status"]["lastActiveTime"], "2026-11-23T12:00:00Z");
+    let ev = expect_event(&mut handle, "KEDAScaleTargetActivated").await;
+    assert!(
+        ev["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("Scaled apps/v1.Deployment ns/web from 0 to 2")),
+        "{ev}"
+    );
+    task.await.expect("joined").expect("iterated");
+    expect_quiet(&mut handle).await;
+}
+
+const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ebb/leases/ebb-operator";
+
+fn lease_config() -> ebb::lease::LeaseConfig {
+    ebb::lease::LeaseConfig {
+        name: "ebb-operator".into(),
+        namespace: "ebb".into(),
+        identity: "me".into(),
+        duration: Duration::from_secs(15),
+        renew_every: Duration::from_millis(50),
+        renew_deadline: Duration::from_secs(10),
+    }
+}
+
+fn lease(holder: &str, renewed: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "ebb-operator", "namespace": "ebb", "resourceVersion": "42"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed, "leaseTransitions": 3}
+    })
+}
+
+#[tokio::test]
+async fn lease_held_by_another_is_not_taken() {
+    let (ctx, mut handle) = context();
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(ctx.client.clone(), "ebb");
+    let task = tokio::spawn(async move { ebb::lease::try_acquire(&api, &lease_config(), now()).await });
+    expect(&mut handle, Method::GET, LEASE_PATH, |_| {
+        ok(lease("other", "2026-11-23T11:59:55.000000Z"))
+    })
+    .await;
+    assert!(!task.await.expect("joined").expect("step"));
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn expired_lease_is_taken_over_and_missing_one_created() {
+    let (ctx, mut handle) = context();
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(ctx.client.clone(), "ebb");
+    let a = api.clone();
+    let task = tokio::spawn(async move { ebb::lease::try_acquire(&a, &lease_config(), now()).await });
+    expect(&mut handle, Method::GET, LEASE_PATH, |_| {
+        ok(lease("other", "2026-11-23T11:59:00.000000Z"))
+    })
+    .await;
+    let (_, put) = expect(&mut handle, Method::PUT, LEASE_PATH, |b| ok(b.clone())).await;
+    assert_eq!(put["spec"]["holderIdentity"], "me");
+    assert_eq!(put["spec"]["leaseTransitions"], 4);
+    assert_eq!(put["metadata"]["resourceVersion"], "42");
+    assert!(task.await.expect("joined").expect("step"));
+
+    let task = tokio::spawn(async move { ebb::lease::try_acquire(&api, &lease_config(), now()).await });
+    expect(&mut handle, Method::GET, LEASE_PATH, |_| {
+        not_found("leases", "ebb-operator")
+    })
+    .await;
+    let (_, created) = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/coordination.k8s.io/v1/namespaces/ebb/leases",
+        |b| ok(b.clone()),
+    )
+    .await;
+    assert_eq!(created["spec"]["holderIdentity"], "me");
+    assert!(task.await.expect("joined").expect("step"));
+}
+
+#[tokio::test]
+async fn non_leader_makes_no_write() {
+    let (ctx, mut handle) = context();
+    let (trigger, signal) = ebb::shutdown::channel();
+    let leader = ebb::lease::spawn(ctx.client.clone(), lease_config(), signal.clone());
+    let gated = tokio::spawn(ebb::operator::runtime::run_gated(
+        ctx.clone(),
+        leader,
+        None,
+        signal,
+    ));
+    // The lease is renewed by someone else every time we look: only lease reads may happen.
+    for _ in 0..5 {
+        let renewed = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        expect(&mut handle, Method::GET, LEASE_PATH, |_| {
+            ok(lease("other", &renewed))
+        })
+        .await;
+    }
+    trigger.fire();
+    tokio::time::timeout(STEP, gated)
+        .await
+        .expect("stops on shutdown")
+        .expect("joined");
+}
+
+#[tokio::test]
+async fn leader_starts_the_controller() {
+    let (ctx, mut handle) = context();
+    let (trigger, signal) = ebb::shutdown::channel();
+    let leader = ebb::lease::spawn(ctx.client.clone(), lease_config(), signal.clone());
+    let gated = tokio::spawn(ebb::operator::runtime::run_gated(
+        ctx.clone(),
+        leader,
+        None,
+        signal,
+    ));
+    let mut saw_scaledobject_watch = false;
+    for _ in 0..10 {
+        let (req, send) = tokio::time::timeout(STEP, handle.next_request())
+            .await
+            .expect("a request")
+            .expect("service alive");
+        let path = req.uri().path().to_string();
+        let reply = if path == LEASE_PATH && req.method() == Method::GET {
+            lease(
+                "me",
+                &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            )
+        } else if path == LEASE_PATH {
+            let bytes = req.into_body().collect_bytes().await.expect("body");
+            serde_json::from_slice(&bytes).expect("JSON")
+        } else {
+            saw_scaledobject_watch |= path == "/apis/keda.sh/v1alpha1/scaledobjects";
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
+        };
+        let response = Response::builder()
+            .body(Body::from(serde_json::to_vec(&reply).expect("JSON")))
+            .expect("response");
+        send.send_response(response);
+        if saw_scaledobject_watch {
+            break;
+        }
+    }
+    assert!(saw_scaledobject_watch, "the leader lists ScaledObjects");
+    trigger.fire();
+    tokio::time::timeout(STEP, gated)
+        .await
+        .expect("stops on shutdown")
+        .expect("joined");
+}
