@@ -42,6 +42,33 @@ impl ScaledResourceType {
     }
 }
 
+/// KEDA's `scaler` label: the trigger name, else the Go type name of KEDA's scaler for the
+/// trigger type (`prometheusScaler`, `metricsAPIScaler`, `cpuMemoryScaler`, …).
+pub fn scaler_label(trigger_name: &str, trigger_type: &str) -> String {
+    if !trigger_name.is_empty() {
+        return trigger_name.to_string();
+    }
+    match trigger_type {
+        "metrics-api" => return "metricsAPIScaler".to_string(),
+        "cpu" | "memory" => return "cpuMemoryScaler".to_string(),
+        _ => {}
+    }
+    let mut out = String::new();
+    let mut upper = false;
+    for c in trigger_type.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out.push_str("Scaler");
+    out
+}
+
 /// KEDA's common scaler label set: `namespace, metric, scaledObject, scaler, triggerIndex, type`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ScalerLabels {

@@ -21,6 +21,7 @@ struct Ebb {
     child: Child,
     state: PathBuf,
     secure: u16,
+    admin: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -147,6 +148,7 @@ fn start(extra: &[&str], upstream_port: u16) -> Ebb {
         child,
         state,
         secure,
+        admin,
         _dir: dir,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -234,6 +236,13 @@ fn kubectl_reads_discovery_values_and_errors() {
     assert!(
         stderr.contains("Error from server (NotFound)") && stderr.contains("s9-unknown"),
         "{stderr}"
+    );
+
+    // Upstream reads are counted under KEDA's metric names on the admin port.
+    let metrics = http_get(ebb.admin, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("keda_scaler_metrics_value{namespace=\"team-a\",metric=\"s0-metric-api-v\",scaledObject=\"worker\",scaler=\"metricsAPIScaler\",triggerIndex=\"0\",type=\"scaledobject\"} 8600"),
+        "{metrics}"
     );
 
     let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "nobody"));

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub last_errors: std::sync::Mutex<std::collections::HashMap<(ObjectKey, usize), String>>,
     /// True while `last_errors` is non-empty.
     pub any_errors: AtomicBool,
+    /// KEDA-named scaler metrics, recorded whenever a read reached the upstream.
+    pub keda: Option<Arc<crate::keda_metrics::KedaMetrics>>,
 }
 
 impl ApiState {
@@ -333,9 +335,34 @@ async fn read_metric(
         .registry
         .resolve(&key, metric)
         .map_err(|e| ApiError::not_found(format!("the server could not find the metric {metric}: {e}")))?;
+    let started = Instant::now();
     let (outcome, kind) = state.cache.read(&resolved).await;
     let trigger = resolved.trigger();
     state.metrics.observe_read(kind == ReadKind::Hit);
+    // Labels cost six strings: record only when the upstream was asked, not on every cache hit.
+    if kind == ReadKind::Miss
+        && let Some(keda) = &state.keda
+    {
+        let labels = crate::keda_metrics::ScalerLabels {
+            namespace: key.namespace.clone(),
+            metric: resolved.metric_name.clone(),
+            scaled_object: key.name.clone(),
+            scaler: crate::keda_metrics::scaler_label(&trigger.trigger_name, &trigger.trigger_type),
+            trigger_index: trigger.index,
+            type_: crate::keda_metrics::ScaledResourceType::ScaledObject,
+        };
+        keda.record_scaler_latency(&labels, started.elapsed());
+        match outcome.as_ref() {
+            Ok(sample) => {
+                keda.record_scaler_success(&labels);
+                if let Some(v) = sample.values.first() {
+                    keda.record_scaler_value(&labels, *v);
+                }
+                keda.set_active(&labels, sample.active);
+            }
+            Err(_) => keda.record_scaler_error(&labels),
+        }
+    }
     let context = || {
         format!(
             "unable to get metric {} of ScaledObject {key} (trigger {}, {})",

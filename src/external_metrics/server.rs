@@ -72,6 +72,7 @@ pub enum ServerError {
 pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), ServerError> {
     let mut prom = prometheus_client::registry::Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut prom));
+    let keda_metrics = Arc::new(crate::keda_metrics::KedaMetrics::register(&mut prom));
     let timeout_ms = std::env::var("KEDA_HTTP_DEFAULT_TIMEOUT")
         .ok()
         .and_then(|v| v.parse::<i64>().ok())
@@ -219,6 +220,7 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
         ready: ready.clone(),
         last_errors: Default::default(),
         any_errors: AtomicBool::new(false),
+        keda: Some(keda_metrics),
     });
     let admin_state = Arc::new(AdminState {
         registry: prom,

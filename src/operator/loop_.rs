@@ -89,27 +89,6 @@ async fn run(ctx: Arc<Context>, key: ObjectKey) {
     }
 }
 
-/// KEDA's label for a scaler: the trigger name, else its Go type name (`cronScaler`).
-fn scaler_label(trigger_name: &str, trigger_type: &str) -> String {
-    if !trigger_name.is_empty() {
-        return trigger_name.to_string();
-    }
-    let mut out = String::new();
-    let mut upper = false;
-    for c in trigger_type.chars() {
-        if c == '-' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out.push_str("Scaler");
-    out
-}
-
 /// One iteration of the scale loop for `so` as just read from the API server.
 pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
     let key = object_key(so);
@@ -133,7 +112,7 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
             namespace: key.namespace.clone(),
             metric: metric.to_string(),
             scaled_object: key.name.clone(),
-            scaler: scaler_label(&t.trigger_name, &t.trigger_type),
+            scaler: crate::keda_metrics::scaler_label(&t.trigger_name, &t.trigger_type),
             trigger_index: t.index,
             type_: ScaledResourceType::ScaledObject,
         };
