@@ -294,6 +294,7 @@ async fn one_bad_object_does_not_stop_another() {
 
     let mut good = with_finalizer(fixture());
     good["metadata"]["name"] = json!("other");
+    good["metadata"]["labels"]["scaledobject.keda.sh/name"] = json!("other");
     let task = spawn_reconcile(&ctx, &good);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
     let other_hpa = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/keda-hpa-other";
@@ -424,13 +425,16 @@ async fn inactive_trigger_after_cooldown_scales_to_zero() {
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
     let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
     assert_eq!(put["spec"]["replicas"], 0);
-    let (_, status) = expect(
+    let (query, status) = expect(
         &mut handle,
         Method::PATCH,
         &format!("{SO_PATH}/status"),
         status_reply,
     )
     .await;
+    // The loop applies only its own fields under its own manager.
+    assert!(query.contains("fieldManager=ebb-scale-loop"), "{query}");
+    assert!(status["status"].get("scaleTargetKind").is_none(), "{status}");
     assert_eq!(
         condition(&status["status"], "Active")["reason"],
         "ScalerNotActive"
@@ -641,4 +645,106 @@ async fn leader_starts_the_controller() {
         .await
         .expect("stops on shutdown")
         .expect("joined");
+}
+
+#[tokio::test]
+async fn composite_formula_decides_activity() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    // The cron trigger is inactive (value 0), but the formula lifts the composite above activation.
+    v["spec"]["triggers"][0]["name"] = json!("a");
+    v["spec"]["advanced"] =
+        json!({"scalingModifiers": {"formula": "a + 1", "target": "2", "activationTarget": "0.5"}});
+    let so = so(&v);
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    };
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(0))).await;
+    let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
+    assert_eq!(put["spec"]["replicas"], 1);
+    expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    expect_event(&mut handle, "KEDAScaleTargetActivated").await;
+    task.await.expect("joined").expect("iterated");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn missing_name_label_is_added_before_the_hpa() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["metadata"]["labels"] = json!({"team": "a"});
+    let task = spawn_reconcile(&ctx, &v);
+    let (_, patch) = expect(&mut handle, Method::PATCH, SO_PATH, |_| {
+        ok(with_finalizer(fixture()))
+    })
+    .await;
+    assert_eq!(
+        patch,
+        json!({"metadata": {"labels": {"scaledobject.keda.sh/name": "web-so"}}})
+    );
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
+    expect(&mut handle, Method::GET, HPA_PATH, |_| {
+        not_found("horizontalpodautoscalers", "keda-hpa-web-so")
+    })
+    .await;
+    let (_, hpa) = expect(&mut handle, Method::PATCH, HPA_PATH, |b| ok(b.clone())).await;
+    assert_eq!(hpa["metadata"]["labels"]["scaledobject.keda.sh/name"], "web-so");
+    assert_eq!(hpa["metadata"]["labels"]["team"], "a");
+    expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    expect_event(&mut handle, "ScaledObjectReady").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn hpa_scaling_active_is_mirrored() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    v["status"]["hpaName"] = json!("keda-hpa-web-so");
+    v["status"]["lastActiveTime"] = json!("2026-11-23T11:58:00Z");
+    let so = so(&v);
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    };
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
+    expect(&mut handle, Method::GET, HPA_PATH, |_| {
+        ok(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "keda-hpa-web-so", "namespace": "ns"},
+            "spec": {"maxReplicas": 100, "scaleTargetRef": {"kind": "Deployment", "name": "web"}},
+            "status": {"desiredReplicas": 3, "conditions": [
+                {"type": "ScalingActive", "status": "False", "reason": "FailedGetExternalMetric", "message": "no metric"}
+            ]}
+        }))
+    })
+    .await;
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let hpa_active = condition(&status["status"], "HPAActive");
+    assert_eq!(hpa_active["status"], "False");
+    assert_eq!(hpa_active["reason"], "FailedGetExternalMetric");
+    assert_eq!(hpa_active["message"], "HPA is not actively scaling: no metric");
+    task.await.expect("joined").expect("iterated");
+    expect_quiet(&mut handle).await;
 }

@@ -8,12 +8,14 @@
 //! ```
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use super::status::{HPA_ACTIVE, set_condition};
 use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{Api, ResourceExt, runtime::events::EventType};
 use tracing::{debug, warn};
 
@@ -21,7 +23,8 @@ use super::{
     activation::{self, Action, LoopInput, TriggerOutcome, failure_event, pause_state},
     context::{Context, Error, LoopHandle, Result},
     fallback::{self, EVENT_FALLBACK_ACTIVATED, EVENT_FALLBACK_DEACTIVATED, Step, has_valid_fallback},
-    reconcile::{error_chain, patch_status, publish},
+    formula,
+    reconcile::{Writer, error_chain, patch_status, publish},
     scale,
     status::{
         ACTIVE, CondUpdate, FALLBACK, FALLBACK_EXISTS_MESSAGE, NO_FALLBACK_MESSAGE, PAUSED, READY,
@@ -29,7 +32,10 @@ use super::{
     },
 };
 use crate::{
-    crd::{ScaledObject, scaled_object::TriggerActivity},
+    crd::{
+        ScaledObject,
+        scaled_object::{Condition, TriggerActivity},
+    },
     keda_metrics::{ScaledResourceType, ScalerLabels},
     scalers::registry::{ObjectKey, Resolved, object_key},
 };
@@ -66,6 +72,7 @@ pub fn start(ctx: &Arc<Context>, so: &ScaledObject) {
 /// Polls until the ScaledObject is gone or the task is aborted.
 async fn run(ctx: Arc<Context>, key: ObjectKey) {
     let api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let mut due: Option<Instant> = None;
     loop {
         // KEDA re-reads the object each iteration so annotations and status are current.
         let so = match api.get_opt(&key.name).await {
@@ -81,12 +88,98 @@ async fn run(ctx: Arc<Context>, key: ObjectKey) {
             return;
         }
         let started = Instant::now();
+        if let (Some(m), Some(due)) = (&ctx.metrics, due) {
+            // KEDA's keda_internal_scale_loop_latency_seconds: how late this iteration started.
+            m.record_scale_loop_latency(
+                &key.namespace,
+                ScaledResourceType::ScaledObject,
+                &key.name,
+                started.saturating_duration_since(due),
+            );
+        }
         if let Err(e) = iterate(&ctx, &so).await {
             warn!(scaledobject = %key, error = %error_chain(&e), label = e.metric_label(), "scale loop iteration failed");
         }
         let interval = Duration::from_secs(so.spec.polling_interval_secs());
+        due = Some(started + interval);
         tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
     }
+}
+
+/// Mirrors the HPA's `ScalingActive` condition into `HPAActive`; an unreadable HPA or one
+/// without that condition leaves `HPAActive` as it was, as in KEDA.
+async fn mirror_hpa_condition(ctx: &Context, ns: &str, hpa: &str, conditions: &mut Vec<Condition>) {
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
+    let live = match hpas.get_opt(hpa).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return,
+        Err(e) => {
+            debug!(hpa, error = %e, "HPA unreadable; HPAActive left as is");
+            return;
+        }
+    };
+    let Some(c) = live
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "ScalingActive"))
+    else {
+        return;
+    };
+    let reason = c.reason.as_deref().unwrap_or_default();
+    let message = c.message.as_deref().unwrap_or_default();
+    if reason == "ScalingDisabled" {
+        set_condition(conditions, HPA_ACTIVE, "True", "ScalingDisabled", message);
+    } else if c.status == "True" {
+        set_condition(
+            conditions,
+            HPA_ACTIVE,
+            "True",
+            "HPAActive",
+            "HPA is actively scaling",
+        );
+    } else if c.status == "False" {
+        let reason = if reason.is_empty() {
+            "HPAMetricsUnavailable"
+        } else {
+            reason
+        };
+        set_condition(
+            conditions,
+            HPA_ACTIVE,
+            "False",
+            reason,
+            &format!("HPA is not actively scaling: {message}"),
+        );
+    }
+}
+
+/// With scalingModifiers: the composite value from the formula over named trigger values
+/// (failed or fallen-back triggers are nil) and the activation target (default 0).
+fn composite(so: &ScaledObject, values: &HashMap<String, Option<f64>>) -> Option<(Option<f64>, f64)> {
+    if !so.spec.uses_scaling_modifiers() {
+        return None;
+    }
+    let m = so.spec.advanced.as_ref()?.scaling_modifiers.as_ref()?;
+    let activation = m
+        .activation_target
+        .as_deref()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let vars: Vec<&str> = so
+        .spec
+        .triggers
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .filter(|n| !n.is_empty())
+        .collect();
+    // A formula that fails to compile or evaluate gives no value: the object is inactive,
+    // as in KEDA, and the reconcile has already reported the formula as invalid.
+    let value = formula::compile(m.formula.as_deref().unwrap_or_default(), &vars)
+        .and_then(|f| f.eval(values))
+        .ok()
+        .flatten();
+    Some((value, activation))
 }
 
 /// One iteration of the scale loop for `so` as just read from the API server.
@@ -106,6 +199,7 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
     let mut outcomes = Vec::new();
     let mut active_names = Vec::new();
     let mut activity = BTreeMap::new();
+    let mut named_values: HashMap<String, Option<f64>> = HashMap::new();
     for (ti, t) in entry.iter().flat_map(|e| e.triggers.iter().enumerate()) {
         let Some(entry) = entry.as_ref() else { break };
         let labels = |metric: &str| ScalerLabels {
@@ -154,6 +248,9 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
                         m.record_scaler_latency(&l, started.elapsed());
                         m.record_scaler_success(&l);
                     }
+                    if !t.trigger_name.is_empty() {
+                        named_values.insert(t.trigger_name.clone(), Some(sample.values.iter().sum()));
+                    }
                     (sample.active, false)
                 }
                 (Step::Synthetic, _) => (true, false),
@@ -179,9 +276,7 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
         }
         outcomes.push(outcome);
     }
-    // scalingModifiers: the composite formula is evaluated by the metrics server; the loop
-    // falls back to plain trigger activity until the formula engine is wired in here.
-    let (is_active, is_error) = activation::object_activity(&outcomes, None);
+    let (is_active, is_error) = activation::object_activity(&outcomes, composite(so, &named_values));
 
     let gvkr = status
         .scale_target_gvkr
@@ -195,7 +290,7 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
                 .apply(&mut conditions, READY);
             status.conditions = Some(conditions);
             if status != before {
-                patch_status(ctx, so, &status).await?;
+                patch_status(ctx, so, &status, Writer::ScaleLoop).await?;
             }
             return Err(e);
         }
@@ -266,6 +361,9 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
     if let Some(c) = &decision.paused_condition {
         c.apply(&mut conditions, PAUSED);
     }
+    if let Some(hpa) = before.hpa_name.as_deref() {
+        mirror_hpa_condition(ctx, &ns, hpa, &mut conditions).await;
+    }
     let threshold = so.spec.fallback.as_ref().map_or(0, |f| f.failure_threshold);
     let falling_back = valid_fallback && fallback::any_fallback_active(&health, threshold);
     let fallback_update = if falling_back {
@@ -294,8 +392,20 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
     status.triggers_activity =
         (!activity.is_empty() || before.triggers_activity.is_some()).then_some(activity);
     if status != before {
-        patch_status(ctx, so, &status).await?;
+        patch_status(ctx, so, &status, Writer::ScaleLoop).await?;
     }
     publish(ctx, so, events).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::keda_metrics::scaler_label;
+
+    #[test]
+    fn scaler_label_is_trigger_name_or_go_type() {
+        assert_eq!(scaler_label("", "aws-sqs-queue"), "awsSqsQueueScaler");
+        assert_eq!(scaler_label("", "cron"), "cronScaler");
+        assert_eq!(scaler_label("mine", "cron"), "mine");
+    }
 }

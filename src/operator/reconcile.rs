@@ -33,7 +33,10 @@ use super::{
     validate::validate_scaled_object,
 };
 use crate::{
-    crd::{ScaledObject, ScaledObjectStatus, scaled_object::Condition},
+    crd::{
+        ScaledObject, ScaledObjectStatus,
+        scaled_object::{Condition, SCALED_OBJECT_NAME_LABEL},
+    },
     scalers::registry::object_key,
 };
 
@@ -59,8 +62,8 @@ const RETRY: Duration = Duration::from_secs(30);
 /// Reconciles one ScaledObject (kube `Controller` callback).
 pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Action> {
     let ns = so.namespace().ok_or(Error::Unnamed)?;
-    let api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, so, |event| async {
+    let objects: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&objects, FINALIZER, so, |event| async {
         match event {
             FinalizerEvent::Apply(so) => apply(&so, &ctx).await,
             FinalizerEvent::Cleanup(so) => cleanup(&so, &ctx).await,
@@ -231,6 +234,14 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
         w.check_failed("ScaledObject.spec.scaleTargetRef.name is missing".to_string());
         return Ok(Action::await_change());
     }
+    let labeled;
+    let so = match ensure_name_label(so, ctx, ns).await? {
+        Some(updated) => {
+            labeled = updated;
+            &labeled
+        }
+        None => so,
+    };
 
     let gvkr = scale_target_gvkr(so);
     match scale::get(&ctx.client, ns, &gvkr, &target).await {
@@ -350,9 +361,29 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
     Ok(Action::await_change())
 }
 
+/// KEDA labels every ScaledObject with `scaledobject.keda.sh/name` (the HPA inherits it);
+/// returns the object with the label when a patch was needed.
+async fn ensure_name_label(so: &ScaledObject, ctx: &Context, ns: &str) -> Result<Option<ScaledObject>> {
+    let name = so.name_any();
+    if so.labels().get(SCALED_OBJECT_NAME_LABEL) == Some(&name) {
+        return Ok(None);
+    }
+    let objects: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({"metadata": {"labels": {SCALED_OBJECT_NAME_LABEL: name}}});
+    objects
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!("label ScaledObject {ns}/{name}")))?;
+    let mut updated = so.clone();
+    updated
+        .labels_mut()
+        .insert(SCALED_OBJECT_NAME_LABEL.to_string(), name);
+    Ok(Some(updated))
+}
+
 /// Deletes an HPA; a missing one is fine.
-async fn delete_hpa(hpa_api: &Api<HorizontalPodAutoscaler>, name: &str) -> Result<()> {
-    match hpa_api.delete(name, &DeleteParams::background()).await {
+async fn delete_hpa(hpas: &Api<HorizontalPodAutoscaler>, name: &str) -> Result<()> {
+    match hpas.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(()),
         Err(e) => Err(Error::Kube {
@@ -367,31 +398,69 @@ async fn finish(so: &ScaledObject, ctx: &Context, before: &ScaledObjectStatus, w
     let mut status = w.status;
     status.conditions = Some(w.conditions);
     if status != *before {
-        patch_status(ctx, so, &status).await?;
+        patch_status(ctx, so, &status, Writer::Reconcile).await?;
     }
     publish(ctx, so, w.events).await;
     Ok(())
 }
 
 /// Server-side applies the whole status under ebb's field manager.
-pub async fn patch_status(ctx: &Context, so: &ScaledObject, status: &ScaledObjectStatus) -> Result<()> {
+///
+/// Reconcile and scale loop run concurrently on different snapshots, so each applies only the
+/// fields it computes, under its own field manager: a stale snapshot then cannot remove or roll
+/// back the other's fields. The loop owns `lastActiveTime`, `triggersActivity` and `health`;
+/// conditions are shared and every writer sends the whole list.
+pub async fn patch_status(
+    ctx: &Context,
+    so: &ScaledObject,
+    status: &ScaledObjectStatus,
+    writer: Writer,
+) -> Result<()> {
     let ns = so.namespace().ok_or(Error::Unnamed)?;
     let name = so.meta().name.clone().ok_or(Error::Unnamed)?;
-    let api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
+    let objects: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
+    let (manager, status) = match writer {
+        Writer::Reconcile => {
+            let mut s = status.clone();
+            s.last_active_time = None;
+            s.triggers_activity = None;
+            (FIELD_MANAGER, serde_json::to_value(s))
+        }
+        Writer::ScaleLoop => (
+            LOOP_FIELD_MANAGER,
+            serde_json::to_value(ScaledObjectStatus {
+                conditions: status.conditions.clone(),
+                last_active_time: status.last_active_time.clone(),
+                triggers_activity: status.triggers_activity.clone(),
+                health: status.health.clone(),
+                ..ScaledObjectStatus::default()
+            }),
+        ),
+    };
+    let status = status.map_err(|e| Error::Serialize("status", e))?;
     let body = json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(Error::kube(format!("patch status of ScaledObject {ns}/{name}")))?;
+    objects
+        .patch_status(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::kube(format!("patch status of ScaledObject {ns}/{name}")))?;
     Ok(())
 }
+
+/// Which component writes the status (see [`patch_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// The reconciler: everything but the loop's fields.
+    Reconcile,
+    /// The scale loop: conditions, lastActiveTime, triggersActivity, health.
+    ScaleLoop,
+}
+
+/// Field manager of the scale loop's status writes.
+pub const LOOP_FIELD_MANAGER: &str = "ebb-scale-loop";
 
 /// Publishes events on the ScaledObject; a failed event is logged, never fatal.
 pub async fn publish(ctx: &Context, so: &ScaledObject, events: Events) {
