@@ -55,6 +55,17 @@ pub struct OperatorArgs {
         action = clap::ArgAction::Set
     )]
     pub leader_elect: bool,
+    /// The leader keeps Secret `ebb-certs` valid and injects its CA into the APIService and the
+    /// webhook configuration, as KEDA's `--enable-cert-rotation`.
+    #[arg(
+        long,
+        env = "EBB_ENABLE_CERT_ROTATION",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_cert_rotation: bool,
     /// Plain-HTTP admin port: /metrics, /livez, /readyz.
     #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 8080)]
     pub metrics_port: u16,

@@ -206,10 +206,13 @@ fn deployments_are_hardened_and_probed() {
         .containers[0]
         .args
         .clone();
-    assert_eq!(
-        args,
-        Some(vec!["operator".to_string(), "--leader-elect".to_string()])
-    );
+    // The manifest's args are real flags of `ebb operator`.
+    let argv = std::iter::once("ebb".to_string()).chain(args.unwrap_or_default());
+    let cli = <ebb::cli::Cli as clap::Parser>::try_parse_from(argv).expect("operator args parse");
+    let ebb::cli::Command::Operator(op) = cli.command else {
+        panic!("the operator Deployment must run `ebb operator`");
+    };
+    assert!(op.leader_elect && op.enable_cert_rotation);
 
     let server: Deployment = typed("Deployment", "ebb-metrics-apiserver");
     let spec = server.spec.expect("spec");

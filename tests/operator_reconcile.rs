@@ -584,6 +584,7 @@ async fn non_leader_makes_no_write() {
         ctx.clone(),
         leader,
         None,
+        None,
         signal,
     ));
     // The lease is renewed by someone else every time we look: only lease reads may happen.
@@ -609,6 +610,7 @@ async fn leader_starts_the_controller() {
     let gated = tokio::spawn(ebb::operator::runtime::run_gated(
         ctx.clone(),
         leader,
+        None,
         None,
         signal,
     ));

@@ -142,9 +142,17 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
         always_rx
     };
     ready.store(true, Ordering::Relaxed);
-    run_gated(ctx, leader, args.watch_namespace.clone(), shutdown).await;
+    let certs = args.enable_cert_rotation.then(|| {
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "ebb".to_string());
+        Arc::new(move |client: kube::Client| crate::certs::CertManager::new(client, &namespace))
+            as Arc<dyn Fn(kube::Client) -> crate::certs::CertManager + Send + Sync>
+    });
+    run_gated(ctx, leader, args.watch_namespace.clone(), certs, shutdown).await;
     Ok(())
 }
+
+/// How often the leader re-checks the serving certificate (KEDA: 12 h).
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// Runs the Controller only while `leader` is true; on losing the lease the Controller and every
 /// scale loop are aborted at once, so a non-leader never writes.
@@ -152,6 +160,7 @@ pub async fn run_gated(
     ctx: Arc<Context>,
     mut leader: watch::Receiver<bool>,
     namespace: Option<String>,
+    certs: Option<Arc<dyn Fn(kube::Client) -> crate::certs::CertManager + Send + Sync>>,
     shutdown: Signal,
 ) {
     loop {
@@ -163,14 +172,24 @@ pub async fn run_gated(
             return;
         }
         info!("leading: starting the ScaledObject controller");
+        // Certificate writes are the leader's too; the task ends with the leadership.
+        let cert_task = certs
+            .as_ref()
+            .map(|make| tokio::spawn(make(ctx.client.clone()).run(CERT_CHECK_INTERVAL)));
         let controller = controller(ctx.clone(), namespace.clone());
         tokio::select! {
             _ = shutdown.wait() => {
+                if let Some(t) = &cert_task {
+                    t.abort();
+                }
                 ctx.stop_all_loops();
                 return;
             }
             _ = leader.wait_for(|l| !*l) => warn!("leadership lost: stopping the controller and scale loops"),
             _ = controller => warn!("controller stopped"),
+        }
+        if let Some(t) = cert_task {
+            t.abort();
         }
         ctx.stop_all_loops();
     }
