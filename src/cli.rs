@@ -171,9 +171,9 @@ pub struct MetricsServerArgs {
     /// HTTPS port of the external metrics API.
     #[arg(long, env = "EBB_SECURE_PORT", default_value_t = 6443)]
     pub secure_port: u16,
-    /// Address the HTTPS port binds to.
-    #[arg(long, env = "EBB_BIND_ADDRESS", default_value = "0.0.0.0")]
-    pub bind_address: IpAddr,
+    /// Address the HTTPS port binds to (default 0.0.0.0; 127.0.0.1 with `--local`).
+    #[arg(long, env = "EBB_BIND_ADDRESS")]
+    pub bind_address: Option<IpAddr>,
     /// Serving certificate (PEM); re-read when it changes.
     #[arg(long, env = "EBB_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
@@ -253,9 +253,9 @@ pub struct MetricsServerArgs {
     /// Plain-HTTP admin port: /metrics, /livez, /readyz.
     #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 8080)]
     pub metrics_port: u16,
-    /// Address the admin port binds to.
-    #[arg(long, env = "EBB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0")]
-    pub metrics_bind_address: IpAddr,
+    /// Address the admin port binds to (default 0.0.0.0; 127.0.0.1 with `--local`).
+    #[arg(long, env = "EBB_METRICS_BIND_ADDRESS")]
+    pub metrics_bind_address: Option<IpAddr>,
     /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
     #[arg(long, env = "EBB_HTTP_DEFAULT_TIMEOUT", default_value_t = 3000)]
     pub http_default_timeout: u64,

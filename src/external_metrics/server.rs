@@ -2,7 +2,7 @@
 //! the scaler registry and cache, the admin port and the TLS listener.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
@@ -92,7 +92,13 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
     }
     let ready = Arc::new(AtomicBool::new(false));
 
-    let secure_addr = SocketAddr::new(args.bind_address, args.secure_port);
+    // A laptop demo should not be reachable from the network unless asked to be.
+    let default_ip = if args.local.is_some() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        IpAddr::from([0, 0, 0, 0])
+    };
+    let secure_addr = SocketAddr::new(args.bind_address.unwrap_or(default_ip), args.secure_port);
     let listener = TcpListener::bind(secure_addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -100,7 +106,7 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
             source,
         })?;
     let secure_addr = listener.local_addr().unwrap_or(secure_addr);
-    let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
+    let admin_addr = SocketAddr::new(args.metrics_bind_address.unwrap_or(default_ip), args.metrics_port);
     let admin_listener = admin::bind(admin_addr)
         .await
         .map_err(|source| ServerError::Bind {
