@@ -358,7 +358,7 @@ impl Authenticator {
         let mut errors: Vec<String> = Vec::new();
 
         if let (Some(rh), Some(_)) = (&self.requestheader, conn.peer_certs.first()) {
-            match verify_cached(conn, &rh.ca.load_full()) {
+            match verify_cached(conn, &rh.ca.load()) {
                 Ok(subject)
                     if !rh.allowed_names.is_empty()
                         && !rh
@@ -383,7 +383,7 @@ impl Authenticator {
         self.identity_headers.strip(headers);
 
         if let (Some(ca), Some(_)) = (&self.client_ca, conn.peer_certs.first()) {
-            match verify_cached(conn, &ca.load_full()) {
+            match verify_cached(conn, &ca.load()) {
                 Ok(subject) => match subject.common_name {
                     Some(name) if !name.is_empty() => {
                         let user = UserInfo {
@@ -516,19 +516,27 @@ where
 
 /// [`verify_client_chain`] once per connection and CA bundle version.
 fn verify_cached(conn: &ConnInfo, roots: &Arc<CaRoots>) -> Result<VerifiedSubject, String> {
-    let mut verdicts = conn.chain_verdicts.lock().unwrap_or_else(|p| p.into_inner());
-    let outcome = match verdicts.iter().find(|v| Arc::ptr_eq(&v.roots, roots)) {
+    // Lock-free on the hot path: HTTP/2 multiplexes every request of the aggregator onto one
+    // connection, and a mutex here would serialise them across worker threads.
+    let outcome = match conn
+        .chain_verdicts
+        .load()
+        .iter()
+        .find(|v| Arc::ptr_eq(&v.roots, roots))
+    {
         Some(v) => v.outcome.clone(),
         None => {
             let outcome =
                 verify_client_chain(roots, &conn.peer_certs).map(|s| (s.common_name, s.organizations));
-            // A bundle reloaded mid-connection is a new version; keep the list short.
-            if verdicts.len() >= 8 {
-                verdicts.remove(0);
-            }
-            verdicts.push(crate::tls::ChainVerdict {
+            let verdict = crate::tls::ChainVerdict {
                 roots: Arc::clone(roots),
                 outcome: outcome.clone(),
+            };
+            conn.chain_verdicts.rcu(|current| {
+                // A bundle reloaded mid-connection is a new version; keep the list short.
+                let mut next: Vec<_> = current.iter().rev().take(7).rev().cloned().collect();
+                next.push(verdict.clone());
+                next
             });
             outcome
         }

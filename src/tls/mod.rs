@@ -59,7 +59,7 @@ pub struct ConnInfo {
     pub alpn: Option<Vec<u8>>,
     /// Outcomes of verifying `peer_certs` against a CA bundle, kept for the connection's life
     /// so a keep-alive connection pays for the signature checks once, not on every request.
-    pub chain_verdicts: std::sync::Mutex<Vec<ChainVerdict>>,
+    pub chain_verdicts: arc_swap::ArcSwap<Vec<ChainVerdict>>,
 }
 
 /// The result of verifying a connection's chain against one version of one CA bundle.
@@ -82,7 +82,7 @@ impl ConnInfo {
             remote_addr,
             peer_certs,
             alpn,
-            chain_verdicts: std::sync::Mutex::new(Vec::new()),
+            chain_verdicts: arc_swap::ArcSwap::from_pointee(Vec::new()),
         }
     }
 }
