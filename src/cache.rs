@@ -148,14 +148,17 @@ impl MetricCache {
             metric: resolved.metric,
         };
         if !trigger.use_cached_metrics {
-            return (self.coalesced(key, resolved, None).await, ReadKind::Miss);
+            return (
+                Box::pin(self.coalesced(key, resolved, None)).await,
+                ReadKind::Miss,
+            );
         }
         if let Some(entry) = self.cached.get(&key) {
             return (entry.outcome, ReadKind::Hit);
         }
         (
-            self.coalesced(key, resolved, Some(resolved.object.polling_interval))
-                .await,
+            // Boxed: the miss path's future would otherwise inflate every hit's.
+            Box::pin(self.coalesced(key, resolved, Some(resolved.object.polling_interval))).await,
             ReadKind::Miss,
         )
     }

@@ -401,7 +401,8 @@ impl Authenticator {
 
         if let Some(token) = bearer_token(headers) {
             match &self.token_reviewer {
-                Some(client) => match self.review_token(client, token).await {
+                // Boxed: a rare path whose future would otherwise inflate every request's.
+                Some(client) => match Box::pin(self.review_token(client, token)).await {
                     Ok(user) => return Ok(user.authenticated()),
                     Err(reason) => errors.push(reason),
                 },
@@ -808,7 +809,7 @@ impl Authorizer {
             AuthzMode::Delegated(client) => {
                 let key = (user.clone(), attrs.clone());
                 self.cache
-                    .try_get_with(key, post_access_review(client.clone(), user, attrs))
+                    .try_get_with(key, Box::pin(post_access_review(client.clone(), user, attrs)))
                     .await
                     .map_err(|e| {
                         tracing::warn!(path = %attrs.path, user = %user.name, error = %error_chain(e.as_ref()), "authorization check failed");
@@ -966,6 +967,6 @@ pub async fn check(
         return Ok(user);
     }
     let attrs = request_attributes(method, path, uri.query());
-    authz.authorize(&user, &attrs).await?;
+    Box::pin(authz.authorize(&user, &attrs)).await?;
     Ok(user)
 }

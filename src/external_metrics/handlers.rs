@@ -435,3 +435,34 @@ fn render(sample: &Sample, metric: &str, pretty: bool) -> Result<Bytes, String> 
 
 /// Re-exported for the server module.
 pub type SharedState = Arc<ApiState>;
+
+#[cfg(test)]
+mod future_size {
+    /// Over HTTP/2 hyper spawns every request's future as a task, so its size is allocated and
+    /// copied per request; cold paths (token and access reviews, cache misses) are boxed to keep
+    /// the hot one small. Measured 10.8 KiB before, about 3 KiB after.
+    #[test]
+    fn the_request_future_stays_small() {
+        fn size_of_future<F: std::future::Future>(_f: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let registry = std::sync::Arc::new(crate::scalers::registry::Registry::new(Default::default()));
+        let state = super::ApiState {
+            registry,
+            cache: std::sync::Arc::new(crate::cache::MetricCache::new(std::time::Duration::from_secs(1))),
+            authn: std::sync::Arc::new(super::Authenticator::new(None, None, None)),
+            authz: std::sync::Arc::new(super::Authorizer::new(
+                crate::external_metrics::auth::AuthzMode::AllowAuthenticated,
+            )),
+            metrics: std::sync::Arc::new(super::ApiMetrics::detached()),
+            ready: Default::default(),
+            last_errors: Default::default(),
+            any_errors: Default::default(),
+            keda: None,
+        };
+        let conn = crate::tls::ConnInfo::new(([127, 0, 0, 1], 1).into(), vec![], None);
+        let f = super::handle(&state, http::Request::new(()), &conn);
+        let size = size_of_future(&f);
+        assert!(size <= 4096, "the request future grew to {size} bytes");
+    }
+}
