@@ -2,6 +2,7 @@
 //! [`CertManager`] that keeps the `ebb-certs` Secret valid and injects its CA into the APIService
 //! and the ValidatingWebhookConfiguration, as KEDA's cert rotation does (spec §15).
 
+use crate::report::error_chain;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -485,17 +486,6 @@ fn stored_bundle(secret: &Secret) -> Option<Bundle> {
         tls_crt: get("tls.crt")?,
         tls_key: get("tls.key")?,
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

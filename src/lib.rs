@@ -17,6 +17,7 @@ pub mod local;
 pub mod operator;
 pub mod quantity;
 pub mod render;
+pub mod report;
 pub mod resolver;
 pub mod scalers;
 pub mod selector;

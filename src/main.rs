@@ -1,6 +1,7 @@
 //! The `ebb` binary: parse, install the TLS crypto provider, start logging, run one component.
 
 use clap::Parser;
+use ebb::report::error_chain;
 use ebb::{
     cli::{Cli, Command},
     shutdown, telemetry,
@@ -85,16 +86,4 @@ fn certs(args: &ebb::cli::CertsArgs) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its sources on one line, for the terminal and the log.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }

@@ -9,6 +9,7 @@
 //! TLS accepts any client certificate (see [`crate::tls::RequestClientCert`]); chains are
 //! verified here, per request, against the current (reloadable) CA bundles.
 
+use crate::report::error_chain;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -587,17 +588,6 @@ fn verify_client_chain(
             .map(str::to_owned)
             .collect(),
     })
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // === authorization ===

@@ -1,6 +1,7 @@
 //! `reconcile()` and `error_policy()` for ScaledObjects: KEDA's step order (spec §3), each step
 //! a call into the pure modules (`status`, `validate`, `hpa`, `activation`) or one API request.
 
+pub use crate::report::error_chain;
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -477,16 +478,4 @@ pub async fn publish(ctx: &Context, so: &ScaledObject, events: Events) {
             warn!(error = %e, reason, "event not recorded");
         }
     }
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }

@@ -5,6 +5,7 @@
 //! inode watches miss. A change is applied only when it parses and the key matches the
 //! certificate, so a half-written or broken file keeps the last good material in service.
 
+use crate::report::error_chain;
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -397,17 +398,6 @@ fn reject(tracker: &mut ChangeTracker, state: &[&[u8]], error: impl ToString) ->
     }
     tracker.last_rejected = Some(fingerprint);
     Seen::Rejected(error.to_string())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn read_sync(path: &Path) -> Result<Vec<u8>, ReloadError> {
