@@ -261,6 +261,7 @@ mod tests {
             }],
             spec_hash: 0,
             object: None,
+            depends_on_auth: false,
         });
         Resolved {
             object,

@@ -27,6 +27,9 @@ pub enum Command {
     MetricsServer(Box<MetricsServerArgs>),
     /// Run the ScaledObject operator: HPAs, status, scale to and from zero.
     Operator(Box<OperatorArgs>),
+    /// Run the metrics server and the operator in one process, sharing scalers, cache and
+    /// fallback counters (no network hop between a metric read and its scaler).
+    Run(Box<RunArgs>),
     /// Print, as YAML, the HPAs KEDA would create for the ScaledObjects in files (no cluster needed).
     Render(RenderArgs),
     /// Check ScaledObjects and (Cluster)TriggerAuthentications in files as KEDA's webhook would.
@@ -78,6 +81,34 @@ pub struct OperatorArgs {
     /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
     #[arg(long, env = "EBB_HTTP_DEFAULT_TIMEOUT", default_value_t = 3000)]
     pub http_default_timeout: u64,
+}
+
+/// Flags of `ebb run`: every `ebb metrics-server` flag, plus the operator's own.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The metrics server's flags (kubeconfig, ports, namespace and timeout serve both halves).
+    #[command(flatten)]
+    pub server: MetricsServerArgs,
+    /// Only the holder of the `ebb-operator` Lease writes; every replica serves metrics.
+    #[arg(
+        long,
+        env = "EBB_LEADER_ELECT",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub leader_elect: bool,
+    /// The leader keeps Secret `ebb-certs` valid and injects its CA, as KEDA's `--enable-cert-rotation`.
+    #[arg(
+        long,
+        env = "EBB_ENABLE_CERT_ROTATION",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_cert_rotation: bool,
 }
 
 /// Flags of `ebb render`.

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod certs;
 pub mod cli;
 pub mod crd;
+pub mod engine;
 pub mod external_metrics;
 pub mod hash;
 pub mod keda_metrics;

@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
                 }
             };
         }
-        Command::MetricsServer(_) | Command::Operator(_) | Command::Webhooks(_) => {}
+        Command::MetricsServer(_) | Command::Operator(_) | Command::Run(_) | Command::Webhooks(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -47,6 +47,15 @@ async fn main() -> std::process::ExitCode {
         Command::Operator(args) => ebb::operator::runtime::run(*args, signal)
             .await
             .map_err(Into::into),
+        Command::Run(args) => {
+            let operator = ebb::external_metrics::server::EmbeddedOperator {
+                leader_elect: args.leader_elect,
+                enable_cert_rotation: args.enable_cert_rotation,
+            };
+            ebb::external_metrics::server::run_with(args.server, Some(operator), signal)
+                .await
+                .map_err(Into::into)
+        }
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await.map_err(Into::into),
         Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
     };

@@ -115,10 +115,14 @@ spec:
 }
 
 fn start(extra: &[&str], upstream_port: u16) -> Ebb {
+    start_with(extra, &scaled_objects(upstream_port))
+}
+
+fn start_with(extra: &[&str], documents: &str) -> Ebb {
     let dir = tempfile::tempdir().expect("tempdir");
     let objects = dir.path().join("objects");
     std::fs::create_dir_all(&objects).expect("mkdir");
-    std::fs::write(objects.join("so.yaml"), scaled_objects(upstream_port)).expect("write");
+    std::fs::write(objects.join("so.yaml"), documents).expect("write");
     let state = dir.path().join("state");
     let secure = free_port();
     let admin = free_port();
@@ -272,6 +276,121 @@ fn kubectl_reads_discovery_values_and_errors() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("Unauthorized"), "{stderr}");
+}
+
+/// A ScaledObject whose metrics-api triggers read `urls` (named as given), with extra spec YAML.
+fn api_object(name: &str, triggers: &[(&str, String)], extra: &str) -> String {
+    let triggers: String = triggers
+        .iter()
+        .map(|(n, url)| {
+            format!(
+                "  - type: metrics-api\n    name: {n}\n    metadata: {{url: \"{url}\", valueLocation: v, targetValue: \"10\"}}\n"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: {name}, namespace: team-a}}\nspec:\n  scaleTargetRef: {{name: {name}}}\n{extra}  triggers:\n{triggers}---\n"
+    )
+}
+
+fn value_of(out: &Output) -> String {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    v["items"][0]["value"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn fallback_and_composite_metric_as_the_hpa_reads_them() {
+    let (port, _value) = upstream();
+    let live = format!("http://127.0.0.1:{port}/value");
+    // Nothing listens on a port just released: every read of it fails.
+    let dead = format!("http://127.0.0.1:{}/value", free_port());
+    let docs = [
+        api_object(
+            "flaky",
+            &[("a", dead.clone())],
+            "  fallback: {failureThreshold: 1, replicas: 6}\n",
+        ),
+        api_object(
+            "flaky-current",
+            &[("a", dead.clone())],
+            "  fallback: {failureThreshold: 0, replicas: 6, behavior: currentReplicas}\n",
+        ),
+        api_object(
+            "sum",
+            &[("a", live.clone()), ("b", live.clone())],
+            "  advanced: {scalingModifiers: {formula: \"a + b\", target: \"5\"}}\n",
+        ),
+        api_object(
+            "coalesce",
+            &[("primary", dead.clone()), ("secondary", live.clone())],
+            "  fallback: {failureThreshold: 0, replicas: 3, behavior: scalingModifiers}\n  advanced: {scalingModifiers: {formula: \"primary ?? secondary / 2\", target: \"2\"}}\n",
+        ),
+        api_object(
+            "all-nil",
+            &[("primary", dead.clone())],
+            "  fallback: {failureThreshold: 0, replicas: 3, behavior: scalingModifiers}\n  advanced: {scalingModifiers: {formula: \"primary ?? nil\", target: \"2\"}}\n",
+        ),
+        api_object(
+            "no-fallback",
+            &[("primary", dead)],
+            "  advanced: {scalingModifiers: {formula: \"primary\", target: \"2\"}}\n",
+        ),
+    ]
+    .concat();
+    let ebb = start_with(&[], &docs);
+    let kc = ebb.state.join("kubeconfig");
+
+    // failureThreshold 1: the first failure is an error, the second answers target × replicas.
+    let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky"));
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("InternalError") && stderr.contains("flaky"),
+        "{stderr}"
+    );
+    let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky"));
+    assert_eq!(value_of(&out), "60", "10 (target) × 6 (fallback.replicas)");
+    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky"))), "60");
+
+    // currentReplicas needs the scale target, which --local cannot read: said so, not guessed.
+    let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky-current"));
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("error performing fallback") && stderr.contains("--local"),
+        "{stderr}"
+    );
+
+    // scalingModifiers: the HPA reads one composite metric computed from every trigger.
+    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "composite-metric", "sum"))), "84");
+    // A failing trigger past the threshold is nil in the formula; `??` coalesces it.
+    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "composite-metric", "coalesce"))), "21");
+    // A nil formula result falls back to fallback.replicas × target.
+    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "composite-metric", "all-nil"))), "6");
+    // Without a fallback a failing trigger fails the composite metric, naming it.
+    let out = kubectl(&kc, &metric_path("team-a", "composite-metric", "no-fallback"));
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("composite-metric encountered error") && stderr.contains("trigger 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_local_mode_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["run", "--local"])
+        .arg(dir.path())
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--secure-port", "0", "--metrics-port", "0", "--bind-address", "127.0.0.1"])
+        .args(["--metrics-bind-address", "127.0.0.1"])
+        .output()
+        .expect("run ebb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("ebb run drives a cluster and cannot use --local"), "{stderr}");
 }
 
 #[test]

@@ -750,3 +750,120 @@ async fn hpa_scaling_active_is_mirrored() {
     task.await.expect("joined").expect("iterated");
     expect_quiet(&mut handle).await;
 }
+
+/// A loopback upstream answering `{"v": 7}` to every request, for a metrics-api trigger.
+fn live_upstream() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten().take(16) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{\"v\": 7}",
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/value")
+}
+
+/// Nothing listens on a port just released, so every read fails at once.
+fn dead_upstream() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    format!("http://127.0.0.1:{port}/value")
+}
+
+fn with_api_trigger(v: &mut Value, url: &str) {
+    v["spec"]["triggers"] = json!([{"type": "metrics-api",
+        "metadata": {"url": url, "valueLocation": "v", "targetValue": "10", "activationTargetValue": "1"}}]);
+    v["spec"]["fallback"] = json!({"failureThreshold": 1, "replicas": 5});
+}
+
+#[tokio::test]
+async fn fallback_activates_after_the_threshold_and_reports_it() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    with_api_trigger(&mut v, &dead_upstream());
+    // One failure already recorded (by an earlier iteration, persisted in status).
+    v["status"]["health"] = json!({"s0-metric-api-v": {"numberOfFailures": 1, "status": "Failing"}});
+    let key = object_key(&so(&v));
+    let so = so(&v);
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    };
+    // Fallback makes the trigger active: a target at zero is woken up.
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(0))).await;
+    let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
+    assert_eq!(put["spec"]["replicas"], 1);
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let s = &status["status"];
+    assert_eq!(
+        s["health"]["s0-metric-api-v"],
+        json!({"numberOfFailures": 2, "status": "Failing"})
+    );
+    assert_eq!(condition(s, "Fallback")["status"], "True");
+    assert_eq!(condition(s, "Fallback")["reason"], "FallbackExists");
+    assert_eq!(condition(s, "Active")["status"], "True");
+    assert_eq!(condition(s, "Ready")["status"], "True");
+    expect_event(&mut handle, "KEDAScaleTargetActivated").await;
+    let ev = expect_event(&mut handle, "ScaledObjectFallbackActivated").await;
+    assert_eq!(ev["type"], "Warning");
+    task.await.expect("joined").expect("iterated");
+    expect_quiet(&mut handle).await;
+    // The counter lives on in the process: the metrics server's reads add to it under `ebb run`.
+    assert_eq!(
+        ctx.health
+            .get(&key, "s0-metric-api-v")
+            .and_then(|h| h.number_of_failures),
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn fallback_ends_on_the_first_success() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    with_api_trigger(&mut v, &live_upstream());
+    v["status"]["health"] = json!({"s0-metric-api-v": {"numberOfFailures": 4, "status": "Failing"}});
+    v["status"]["conditions"][2] = json!({"type": "Fallback", "status": "True", "reason": "FallbackExists",
+        "message": "At least one trigger is falling back on this scaled object"});
+    let so = so(&v);
+    let task = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    };
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(5))).await;
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let s = &status["status"];
+    assert_eq!(
+        s["health"]["s0-metric-api-v"],
+        json!({"numberOfFailures": 0, "status": "Happy"})
+    );
+    assert_eq!(condition(s, "Fallback")["status"], "False");
+    assert_eq!(condition(s, "Fallback")["reason"], "NoFallbackFound");
+    assert_eq!(condition(s, "Active")["status"], "True", "7 > activation 1");
+    let ev = expect_event(&mut handle, "ScaledObjectFallbackDeactivated").await;
+    assert_eq!(ev["type"], "Normal");
+    task.await.expect("joined").expect("iterated");
+    expect_quiet(&mut handle).await;
+}

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::{
     auth::{AuthError, Authenticator, Authorizer, check},
+    fallback,
     discovery::{self, ApisForm, Document},
     error::ApiError,
     metrics::{ApiMetrics, Route},
@@ -55,6 +56,10 @@ pub struct ApiState {
     pub any_errors: AtomicBool,
     /// KEDA-named scaler metrics, recorded whenever a read reached the upstream.
     pub keda: Option<Arc<crate::keda_metrics::KedaMetrics>>,
+    /// Consecutive-failure counters for fallback (shared with the scale loop under `ebb run`).
+    pub health: Arc<crate::operator::fallback::HealthStore>,
+    /// Reads the scale target for fallback values; `None` in `--local` mode.
+    pub targets: Option<super::fallback::TargetReader>,
 }
 
 impl ApiState {
@@ -331,6 +336,18 @@ async fn read_metric(
     let raw = label_selector_param(query);
     let so_name = scaled_object_name(&raw)?;
     let key = ObjectKey::new(namespace, so_name);
+    if let Some(entry) = state.registry.get(&key)
+        && fallback::is_composite(&entry, metric)
+    {
+        let value = Box::pin(fallback::composite(
+            &state.cache,
+            &state.health,
+            state.targets.as_ref(),
+            &entry,
+        ))
+        .await?;
+        return render(&Sample::now(vec![value], true), metric, pretty).map_err(ApiError::internal);
+    }
     let resolved = state
         .registry
         .resolve(&key, metric)
@@ -369,6 +386,20 @@ async fn read_metric(
             resolved.metric_name, trigger.index, trigger.trigger_type
         )
     };
+    if resolved.object.read_policy().is_some() {
+        let fell_back = Box::pin(fallback::apply(
+            &state.health,
+            state.targets.as_ref(),
+            &resolved,
+            &key,
+            outcome.is_ok(),
+        ))
+        .await
+        .map_err(|e| ApiError::internal(format!("{}: error performing fallback: {e}", context())))?;
+        if let Some(value) = fell_back {
+            return render(&Sample::now(vec![value], true), metric, pretty).map_err(ApiError::internal);
+        }
+    }
     let sample = match outcome.as_ref() {
         Ok(s) => s,
         Err(ScalerError::Timeout(d)) => {
@@ -459,6 +490,8 @@ mod future_size {
             last_errors: Default::default(),
             any_errors: Default::default(),
             keda: None,
+            health: Default::default(),
+            targets: None,
         };
         let conn = crate::tls::ConnInfo::new(([127, 0, 0, 1], 1).into(), vec![], None);
         let f = super::handle(&state, http::Request::new(()), &conn);

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod discovery;
 pub mod error;
+pub mod fallback;
 pub mod handlers;
 pub mod metrics;
 pub mod server;

@@ -13,20 +13,21 @@ use tracing::{info, warn};
 
 use super::{
     auth::{Authenticator, Authorizer, AuthzMode, RequestHeaderConfig},
+    fallback::TargetReader,
     handlers::{ApiState, handle},
     metrics::ApiMetrics,
 };
 use crate::{
     admin::{self, AdminState},
-    cache::MetricCache,
     cli::MetricsServerArgs,
+    engine::Engine,
     local,
     resolver::{kube::KubeResolver, local::LocalResolver},
     scalers::{
         ScalerContext,
         aws::AwsShared,
         kubernetes_workload::PodIndex,
-        registry::{Registry, RegistryConfig},
+        registry::Registry,
     },
     shutdown::Signal,
     source,
@@ -66,30 +67,39 @@ pub enum ServerError {
     /// Serving failed.
     #[error("the TLS server failed")]
     Serve(#[source] tls::TlsError),
+    /// `ebb run` was given `--local`.
+    #[error("ebb run drives a cluster and cannot use --local; `ebb metrics-server --local` is the offline demo")]
+    RunNeedsCluster,
 }
 
 /// Runs the metrics server until `shutdown`.
 pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), ServerError> {
+    run_with(args, None, shutdown).await
+}
+
+/// The operator half of `ebb run`, started beside the metrics server on the same engine.
+#[derive(Clone, Debug)]
+pub struct EmbeddedOperator {
+    /// Only the Lease holder writes.
+    pub leader_elect: bool,
+    /// The leader keeps the serving certificates valid.
+    pub enable_cert_rotation: bool,
+}
+
+/// Runs the metrics server and, when `operator` is given, the operator on the same engine.
+pub async fn run_with(
+    args: MetricsServerArgs,
+    operator: Option<EmbeddedOperator>,
+    shutdown: Signal,
+) -> Result<(), ServerError> {
+    if operator.is_some() && args.local.is_some() {
+        return Err(ServerError::RunNeedsCluster);
+    }
     let mut prom = prometheus_client::registry::Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut prom));
     let keda_metrics = Arc::new(crate::keda_metrics::KedaMetrics::register(&mut prom));
-    let timeout_ms = std::env::var("KEDA_HTTP_DEFAULT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<i64>().ok())
-        .filter(|_| std::env::var_os("EBB_HTTP_DEFAULT_TIMEOUT").is_none())
-        .unwrap_or(i64::try_from(args.http_default_timeout).unwrap_or(3000));
-    // KEDA turns a non-positive timeout into 300 ms.
-    let http_timeout =
-        Duration::from_millis(u64::try_from(timeout_ms).ok().filter(|t| *t > 0).unwrap_or(300));
-    let registry = Arc::new(Registry::new(RegistryConfig {
-        http_timeout,
-        ..RegistryConfig::default()
-    }));
-    let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
-    {
-        let cache = cache.clone();
-        registry.on_invalidate(Arc::new(move |epoch| cache.invalidate_epoch(epoch)));
-    }
+    let engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
+    let registry = engine.registry.clone();
     let ready = Arc::new(AtomicBool::new(false));
 
     // A laptop demo should not be reachable from the network unless asked to be.
@@ -117,6 +127,7 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
 
     let mut reloader = CertReloader::new(Duration::from_millis(args.cert_reload_interval.max(50)));
     let local_mode = args.local.is_some();
+    let mut targets = None;
     let (cert_file, key_file, client_ca_file, kube_client) = if let Some(dir) = &args.local {
         let setup = local::prepare(&args.state_dir, secure_addr).map_err(ServerError::Local)?;
         let dir = match dir {
@@ -162,8 +173,22 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
         };
+        targets = Some(TargetReader {
+            client: client.clone(),
+            pods: context.pods.clone(),
+        });
         let resolver = KubeResolver::start(client.clone(), registry.clone(), shutdown.clone()).await;
         registry.configure(Arc::new(resolver), context);
+        if let Some(op) = &operator {
+            tokio::spawn(crate::operator::runtime::drive(
+                client.clone(),
+                engine.clone(),
+                keda_metrics.clone(),
+                op.clone(),
+                args.watch_namespace.clone(),
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(source::kube::run(
             client.clone(),
             args.watch_namespace.clone(),
@@ -219,7 +244,9 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
 
     let state = Arc::new(ApiState {
         registry,
-        cache,
+        cache: engine.cache.clone(),
+        health: engine.health.clone(),
+        targets,
         authn,
         authz,
         metrics: api_metrics,

@@ -12,6 +12,7 @@ use kube::{Client, runtime::events::Recorder};
 use crate::{
     cache::MetricCache,
     keda_metrics::KedaMetrics,
+    operator::fallback::HealthStore,
     scalers::registry::{ObjectKey, Registry},
 };
 
@@ -44,6 +45,8 @@ pub struct Context {
     pub clock: Clock,
     /// KEDA's Prometheus metrics, when exported.
     pub metrics: Option<Arc<KedaMetrics>>,
+    /// Fallback counters (shared with the metrics server under `ebb run`).
+    pub health: Arc<HealthStore>,
     /// Value of `app.kubernetes.io/version` on the HPAs.
     pub version: String,
     /// Scale loops by ScaledObject.
@@ -75,6 +78,7 @@ impl Context {
             cache,
             clock: Arc::new(Utc::now),
             metrics: None,
+            health: Arc::new(HealthStore::default()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             loops: Mutex::new(HashMap::new()),
             spawn_loops: true,

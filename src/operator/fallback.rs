@@ -1,11 +1,17 @@
 //! Fallback (KEDA's `pkg/fallback/fallback.go`): failure bookkeeping per external metric and the
 //! synthetic value that makes the HPA converge on the fallback replica count.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
 
-use crate::crd::{
-    ScaledObject,
-    scaled_object::{HealthStatus, MetricTargetType},
+use crate::{
+    crd::{
+        ScaledObject,
+        scaled_object::{HealthStatus, MetricTargetType},
+    },
+    scalers::registry::ObjectKey,
 };
 
 /// `status.health[..].status` after a success.
@@ -109,6 +115,61 @@ pub fn on_result(so: &ScaledObject, health: &mut HealthStatus, ok: bool) -> Step
         Step::ModifiersNil
     } else {
         Step::Synthetic
+    }
+}
+
+/// Consecutive-failure counters per ScaledObject metric, shared by every reader in one process.
+///
+/// KEDA counts HPA reads and poll-loop reads into one counter; under `ebb run` the metrics server
+/// and the scale loop share this store, so ebb does the same. The loop seeds a counter from
+/// `status.health` after a restart and persists it there; a standalone metrics server counts its
+/// own reads from its start.
+#[derive(Debug, Default)]
+pub struct HealthStore {
+    objects: Mutex<HashMap<ObjectKey, BTreeMap<String, HealthStatus>>>,
+}
+
+impl HealthStore {
+    /// Records one evaluation of `metric` of `so` (see [`on_result`]) and returns what to do
+    /// with it and the counter after it; `seed` is used when this process has no counter yet.
+    pub fn step(
+        &self,
+        so: &ScaledObject,
+        key: &ObjectKey,
+        metric: &str,
+        seed: Option<&HealthStatus>,
+        ok: bool,
+    ) -> (Step, HealthStatus) {
+        if !has_valid_fallback(so) {
+            return (if ok { Step::Pass } else { Step::Error }, HealthStatus::default());
+        }
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let per_object = objects.entry(key.clone()).or_default();
+        let health = match per_object.get_mut(metric) {
+            Some(h) => h,
+            None => per_object
+                .entry(metric.to_string())
+                .or_insert_with(|| seed.cloned().unwrap_or_default()),
+        };
+        let step = on_result(so, health, ok);
+        (step, health.clone())
+    }
+
+    /// Drops the counters of a deleted ScaledObject.
+    pub fn forget(&self, key: &ObjectKey) {
+        self.objects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// The counter of one metric, if this process has one.
+    pub fn get(&self, key: &ObjectKey, metric: &str) -> Option<HealthStatus> {
+        self.objects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .and_then(|m| m.get(metric).cloned())
     }
 }
 
@@ -255,6 +316,38 @@ mod tests {
         let mut h = HealthStatus::default();
         assert_eq!(on_result(&none, &mut h, false), Step::Error);
         assert_eq!(h, HealthStatus::default());
+    }
+
+    #[test]
+    fn store_counts_across_readers_and_seeds_once() {
+        let so: ScaledObject = serde_yaml::from_str(
+            "metadata: {name: a}\nspec: {scaleTargetRef: {name: t}, fallback: {failureThreshold: 2, replicas: 6}}",
+        )
+        .expect("parses");
+        let store = HealthStore::default();
+        let key = ObjectKey::new("ns", "a");
+        let seed = HealthStatus {
+            number_of_failures: Some(2),
+            status: Some(FAILING.to_string()),
+        };
+        // A restarted loop resumes from status: the third failure is past the threshold.
+        assert_eq!(store.step(&so, &key, "s0-x", Some(&seed), false).0, Step::Synthetic);
+        // The seed is not applied again once this process counts.
+        assert_eq!(store.step(&so, &key, "s0-x", None, true).0, Step::Pass);
+        assert_eq!(store.step(&so, &key, "s0-x", Some(&seed), false).0, Step::Error);
+        // Another reader of the same metric (the HPA path) adds to the same counter.
+        assert_eq!(store.step(&so, &key, "s0-x", None, false).0, Step::Error);
+        assert_eq!(store.step(&so, &key, "s0-x", None, false).0, Step::Synthetic);
+        assert_eq!(
+            store.get(&key, "s0-x").and_then(|h| h.number_of_failures),
+            Some(3)
+        );
+        store.forget(&key);
+        assert_eq!(store.get(&key, "s0-x"), None);
+        let plain: ScaledObject =
+            serde_yaml::from_str("metadata: {name: a}\nspec: {scaleTargetRef: {name: t}}").expect("parses");
+        assert_eq!(store.step(&plain, &key, "s0-x", None, false).0, Step::Error);
+        assert_eq!(store.get(&key, "s0-x"), None);
     }
 
     #[test]

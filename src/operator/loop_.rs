@@ -235,8 +235,11 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
             };
             let started = Instant::now();
             let (read, _) = ctx.cache.read(&resolved).await;
-            let mut h = health.get(metric).cloned().unwrap_or_default();
-            let step = fallback::on_result(so, &mut h, read.is_ok());
+            // The process-wide counter (which the metrics server's reads also feed under
+            // `ebb run`) is seeded from status after a restart and persisted back to it.
+            let (step, h) = ctx
+                .health
+                .step(so, &key, metric, health.get(metric), read.is_ok());
             if valid_fallback {
                 health.insert(metric.clone(), h);
             }

@@ -32,8 +32,9 @@ use super::{
 };
 use crate::{
     admin::{self, AdminState},
-    cache::MetricCache,
     cli::OperatorArgs,
+    engine::Engine,
+    external_metrics::server::EmbeddedOperator,
     crd::ScaledObject,
     keda_metrics::KedaMetrics,
     lease::{self, LeaseConfig},
@@ -42,7 +43,7 @@ use crate::{
         ScalerConfig, ScalerContext, ScalerError,
         aws::AwsShared,
         kubernetes_workload::PodIndex,
-        registry::{AuthResolver, NoAuthResolver, Registry, RegistryConfig},
+        registry::{AuthResolver, NoAuthResolver},
     },
     shutdown::Signal,
 };
@@ -91,28 +92,16 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(KedaMetrics::register(&mut prom));
-    let timeout_ms = std::env::var("KEDA_HTTP_DEFAULT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| std::env::var_os("EBB_HTTP_DEFAULT_TIMEOUT").is_none())
-        .unwrap_or(args.http_default_timeout);
-    // KEDA turns a non-positive timeout into 300 ms.
-    let http_timeout = Duration::from_millis(if timeout_ms == 0 { 300 } else { timeout_ms });
+    let engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
     let late = Arc::new(LateResolver::default());
-    let registry = Arc::new(Registry::new(RegistryConfig {
-        http_timeout,
-        context: ScalerContext {
+    engine.registry.configure(
+        late.clone(),
+        ScalerContext {
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
         },
-        resolver: late.clone(),
-    }));
-    let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
-    {
-        let cache = cache.clone();
-        registry.on_invalidate(Arc::new(move |epoch| cache.invalidate_epoch(epoch)));
-    }
+    );
     let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
     let admin_listener = admin::bind(admin_addr)
         .await
@@ -125,30 +114,47 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
     });
     tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
 
-    let resolver = KubeResolver::start(client.clone(), registry.clone(), shutdown.clone()).await;
+    let resolver = KubeResolver::start(client.clone(), engine.registry.clone(), shutdown.clone()).await;
     if late.0.set(resolver).is_err() {
         debug!("resolver already set");
     }
-    registry.rebuild_all();
+    engine.registry.rebuild_all();
+    ready.store(true, Ordering::Relaxed);
+    let options = EmbeddedOperator {
+        leader_elect: args.leader_elect,
+        enable_cert_rotation: args.enable_cert_rotation,
+    };
+    drive(client, engine, metrics, options, args.watch_namespace.clone(), shutdown).await;
+    Ok(())
+}
 
-    let mut ctx = Context::new(client.clone(), registry, cache);
+/// Runs the controller, scale loops, leader election and certificate rotation on an engine
+/// whose registry is already configured (by [`run`], or by the metrics server under `ebb run`).
+pub async fn drive(
+    client: Client,
+    engine: Engine,
+    metrics: Arc<KedaMetrics>,
+    options: EmbeddedOperator,
+    namespace: Option<String>,
+    shutdown: Signal,
+) {
+    let mut ctx = Context::new(client.clone(), engine.registry, engine.cache);
+    ctx.health = engine.health;
     ctx.metrics = Some(metrics);
     let ctx = Arc::new(ctx);
     // Keeps the always-leader channel open when election is off.
     let (_always, always_rx) = watch::channel(true);
-    let leader = if args.leader_elect {
+    let leader = if options.leader_elect {
         lease::spawn(client, LeaseConfig::from_env(), shutdown.clone())
     } else {
         always_rx
     };
-    ready.store(true, Ordering::Relaxed);
-    let certs = args.enable_cert_rotation.then(|| {
+    let certs = options.enable_cert_rotation.then(|| {
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "ebb".to_string());
         Arc::new(move |client: kube::Client| crate::certs::CertManager::new(client, &namespace))
             as Arc<dyn Fn(kube::Client) -> crate::certs::CertManager + Send + Sync>
     });
-    run_gated(ctx, leader, args.watch_namespace.clone(), certs, shutdown).await;
-    Ok(())
+    run_gated(ctx, leader, namespace, certs, shutdown).await;
 }
 
 /// How often the leader re-checks the serving certificate (KEDA: 12 h).

@@ -177,6 +177,25 @@ impl PodIndex {
     }
 }
 
+impl PodIndex {
+    /// Pods in `namespace` matching `selector` that are Running with condition Ready=True
+    /// (KEDA's ready-pod count for fallback with `Value` targets).
+    pub fn count_ready(&self, namespace: &str, selector: &Selector) -> usize {
+        let empty = BTreeMap::new();
+        self.store
+            .state_filter(|pod| {
+                let status = pod.status.as_ref();
+                pod.metadata.namespace.as_deref() == Some(namespace)
+                    && selector.matches(pod.metadata.labels.as_ref().unwrap_or(&empty))
+                    && status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && status
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .len()
+    }
+}
+
 /// Keeps only what counting needs.
 fn slim(mut pod: Pod) -> Pod {
     slim_in_place(&mut pod);
@@ -193,8 +212,12 @@ fn slim_in_place(pod: &mut Pod) {
         node_name: s.node_name,
         ..Default::default()
     });
+    // The Ready condition stays: fallback divides by the number of ready pods.
     pod.status = pod.status.take().map(|s| PodStatus {
         phase: s.phase,
+        conditions: s
+            .conditions
+            .map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect()),
         ..Default::default()
     });
 }
@@ -373,6 +396,29 @@ mod tests {
         assert_eq!(idx.count("team-c", &sel("app=web"), false), 0);
         // Nodes n1 (twice) and n5; the unscheduled pod has no node.
         assert_eq!(idx.count("team-a", &sel("app=web"), true), 2);
+    }
+
+    #[test]
+    fn ready_pods_are_running_with_ready_true() {
+        let ready = |mut p: Pod, status: &str| {
+            p.status.get_or_insert_with(Default::default).conditions =
+                Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: "Ready".into(),
+                    status: status.into(),
+                    ..Default::default()
+                }]);
+            p
+        };
+        let idx = PodIndex::from_pods(vec![
+            ready(pod("team-a", "r1", &[("app", "web")], "Running", "n1"), "True"),
+            ready(pod("team-a", "r2", &[("app", "web")], "Running", "False"), "False"),
+            ready(pod("team-a", "r3", &[("app", "web")], "Pending", ""), "True"),
+            pod("team-a", "r4", &[("app", "web")], "Running", "n1"),
+            ready(pod("team-b", "r5", &[("app", "web")], "Running", "n1"), "True"),
+        ]);
+        assert_eq!(idx.count_ready("team-a", &sel("app=web")), 1);
+        assert_eq!(idx.count_ready("team-b", &sel("app=web")), 1);
+        assert_eq!(idx.count_ready("team-a", &sel("app=api")), 0);
     }
 
     #[test]

@@ -76,9 +76,21 @@ pub struct ObjectEntry {
     /// Hash of the spec and annotations the scalers were built from, to skip no-op rebuilds.
     pub spec_hash: u64,
     /// The object as built (managed fields and status dropped), kept only when a trigger
-    /// depends on authentication or environment sources that can change under it; other
-    /// objects never need a rebuild, and 10,000 of them should not cost a second copy.
+    /// depends on authentication or environment sources that can change under it, or when a
+    /// read needs the spec (fallback, scalingModifiers); 10,000 plain objects should not cost
+    /// a second copy.
     pub object: Option<Arc<ScaledObject>>,
+    /// Rebuild when authentication sources change (see [`Registry::rebuild_all`]).
+    pub depends_on_auth: bool,
+}
+
+impl ObjectEntry {
+    /// The spec, when a read needs it: fallback or scalingModifiers are configured.
+    pub fn read_policy(&self) -> Option<&ScaledObject> {
+        self.object
+            .as_deref()
+            .filter(|so| so.spec.fallback.is_some() || so.spec.uses_scaling_modifiers())
+    }
 }
 
 /// What a metric read resolved to.
@@ -189,12 +201,16 @@ impl Default for RegistryConfig {
 /// Called with the build epoch of every ScaledObject build that was replaced or removed.
 pub type InvalidateFn = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Called with the key of every ScaledObject removed.
+pub type RemoveFn = Arc<dyn Fn(&ObjectKey) + Send + Sync>;
+
 /// All live scalers, shared by the metrics server (and later the operator).
 pub struct Registry {
     objects: RwLock<HashMap<ObjectKey, Arc<ObjectEntry>>>,
     next_epoch: AtomicU64,
     config: RwLock<RegistryConfig>,
     on_invalidate: RwLock<Vec<InvalidateFn>>,
+    on_remove: RwLock<Vec<RemoveFn>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -211,6 +227,7 @@ impl Registry {
             next_epoch: AtomicU64::new(1),
             config: RwLock::new(config),
             on_invalidate: RwLock::new(Vec::new()),
+            on_remove: RwLock::new(Vec::new()),
         }
     }
 
@@ -227,6 +244,13 @@ impl Registry {
     /// Registers a hook called when an object changes or is removed (the metric cache uses it).
     pub fn on_invalidate(&self, f: InvalidateFn) {
         if let Ok(mut hooks) = self.on_invalidate.write() {
+            hooks.push(f);
+        }
+    }
+
+    /// Registers a hook called when an object is removed (fallback counters use it).
+    pub fn on_remove(&self, f: RemoveFn) {
+        if let Ok(mut hooks) = self.on_remove.write() {
             hooks.push(f);
         }
     }
@@ -274,7 +298,7 @@ impl Registry {
             .read()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        for entry in objects {
+        for entry in objects.into_iter().filter(|e| e.depends_on_auth) {
             if let Some(so) = &entry.object {
                 self.install(entry.key.clone(), so.clone(), entry.spec_hash);
             }
@@ -304,6 +328,11 @@ impl Registry {
         let removed = self.objects.write().ok().and_then(|mut m| m.remove(key));
         if let Some(old) = removed {
             self.invalidate(old.epoch);
+            if let Ok(hooks) = self.on_remove.read() {
+                for h in hooks.iter() {
+                    h(key);
+                }
+            }
             info!(scaledobject = %key, "scaledobject removed");
         }
     }
@@ -371,6 +400,7 @@ impl Registry {
         let settings = self.config.read().map(|c| c.clone()).unwrap_or_default();
         let spec = &so.spec;
         let as_metric_source = spec.uses_scaling_modifiers();
+        let depends_on_auth = needs_rebuilds(&so);
         let triggers = spec
             .triggers
             .iter()
@@ -434,7 +464,9 @@ impl Registry {
             polling_interval: Duration::from_secs(spec.polling_interval_secs()),
             triggers,
             spec_hash,
-            object: needs_rebuilds(&so).then(|| so.clone()),
+            depends_on_auth,
+            object: (depends_on_auth || spec.fallback.is_some() || spec.uses_scaling_modifiers())
+                .then(|| so.clone()),
         }
     }
 }

@@ -1,0 +1,80 @@
+//! The scaler engine one process shares between its components: live scalers, metric cache and
+//! fallback counters. Under `ebb run` the metrics server and the operator hold the same engine,
+//! so a metric read and the scale loop meet in one cache with no network hop between them.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    cache::MetricCache,
+    operator::fallback::HealthStore,
+    scalers::registry::{Registry, RegistryConfig},
+};
+
+/// Registry, cache and fallback counters, wired so removals and rebuilds reach all three.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    /// Live scalers by ScaledObject.
+    pub registry: Arc<Registry>,
+    /// Metric values between scalers and readers.
+    pub cache: Arc<MetricCache>,
+    /// Consecutive-failure counters for fallback.
+    pub health: Arc<HealthStore>,
+}
+
+impl Engine {
+    /// An empty engine whose scalers time out after `http_timeout`.
+    pub fn new(http_timeout: Duration) -> Self {
+        let registry = Arc::new(Registry::new(RegistryConfig {
+            http_timeout,
+            ..RegistryConfig::default()
+        }));
+        // An upstream call that outlives twice its own timeout is abandoned by the cache.
+        let cache = Arc::new(MetricCache::new(Duration::from_secs(30).max(http_timeout * 2)));
+        let health = Arc::new(HealthStore::default());
+        {
+            let cache = cache.clone();
+            registry.on_invalidate(Arc::new(move |epoch| cache.invalidate_epoch(epoch)));
+        }
+        {
+            let health = health.clone();
+            registry.on_remove(Arc::new(move |key| health.forget(key)));
+        }
+        Self {
+            registry,
+            cache,
+            health,
+        }
+    }
+}
+
+/// The scaler HTTP timeout: `KEDA_HTTP_DEFAULT_TIMEOUT` (milliseconds) unless
+/// `EBB_HTTP_DEFAULT_TIMEOUT` is set, else the flag; KEDA turns a non-positive value into 300 ms.
+pub fn http_timeout(flag_ms: u64) -> Duration {
+    let ms = std::env::var("KEDA_HTTP_DEFAULT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|_| std::env::var_os("EBB_HTTP_DEFAULT_TIMEOUT").is_none())
+        .unwrap_or(i64::try_from(flag_ms).unwrap_or(i64::MAX));
+    Duration::from_millis(u64::try_from(ms).ok().filter(|t| *t > 0).unwrap_or(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scalers::registry::ObjectKey;
+
+    #[test]
+    fn removing_an_object_forgets_its_fallback_counters() {
+        let engine = Engine::new(Duration::from_secs(1));
+        let so: crate::crd::ScaledObject = serde_yaml::from_str(
+            "metadata: {name: a, namespace: ns}\nspec: {scaleTargetRef: {name: t}, fallback: {failureThreshold: 1, replicas: 2}, triggers: [{type: cron, metadata: {timezone: Etc/UTC, start: '0 0 * * *', end: '1 0 * * *', desiredReplicas: '1'}}]}",
+        )
+        .expect("parses");
+        engine.registry.apply(&so);
+        let key = ObjectKey::new("ns", "a");
+        engine.health.step(&so, &key, "s0-cron", None, false);
+        assert!(engine.health.get(&key, "s0-cron").is_some());
+        engine.registry.remove(&key);
+        assert!(engine.health.get(&key, "s0-cron").is_none());
+    }
+}
