@@ -867,3 +867,55 @@ async fn fallback_ends_on_the_first_success() {
     task.await.expect("joined").expect("iterated");
     expect_quiet(&mut handle).await;
 }
+
+#[tokio::test]
+async fn update_rewrites_the_hpa_only_when_the_spec_changed() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    v["status"]["hpaName"] = json!("keda-hpa-web-so");
+    v["status"]["originalReplicaCount"] = json!(2);
+    v["status"]["externalMetricNames"] = json!(["s0-cron-Etc-UTC-0011x-1011x"]);
+    v["status"]["triggersTypes"] = json!("cron");
+    // The HPA as the previous generation rendered it, as the API server returns it.
+    let specs = |v: &Value| -> Vec<(usize, ebb::scalers::MetricSpec)> {
+        ctx.registry.apply(&so(v));
+        let entry = ctx.registry.get(&object_key(&so(v))).expect("registered");
+        entry
+            .triggers
+            .iter()
+            .flat_map(|t| {
+                let s = t.scaler.as_ref().expect("cron scaler builds");
+                s.metric_specs().into_iter().map(move |m| (t.index, m))
+            })
+            .collect()
+    };
+    let mut live = serde_json::to_value(render_hpa(&so(&v), &specs(&v), "test").expect("renders")).expect("JSON");
+    live["metadata"]["resourceVersion"] = json!("55");
+    live["metadata"]["uid"] = json!("0a1b2c3d-0000-4000-8000-0000000000aa");
+
+    // Same spec: the HPA is read and left alone.
+    let task = spawn_reconcile(&ctx, &v);
+    let unchanged = live.clone();
+    // The scale target is checked on every reconcile (it may have been deleted meanwhile).
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(2))).await;
+    expect(&mut handle, Method::GET, HPA_PATH, move |_| ok(unchanged)).await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+
+    // maxReplicaCount raised in generation 2: one apply carrying the new bound.
+    v["metadata"]["generation"] = json!(2);
+    v["spec"]["maxReplicaCount"] = json!(40);
+    let task = spawn_reconcile(&ctx, &v);
+    let old = live.clone();
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(2))).await;
+    expect(&mut handle, Method::GET, HPA_PATH, move |_| ok(old)).await;
+    let (query, hpa) = expect(&mut handle, Method::PATCH, HPA_PATH, |b| ok(b.clone())).await;
+    assert!(query.contains("fieldManager=ebb-operator"), "{query}");
+    assert_eq!(hpa["spec"]["maxReplicas"], 40);
+    assert_eq!(hpa["spec"]["minReplicas"], live["spec"]["minReplicas"]);
+    assert_eq!(hpa["spec"]["metrics"], live["spec"]["metrics"]);
+    assert_eq!(hpa["metadata"]["ownerReferences"][0]["kind"], "ScaledObject");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
