@@ -351,7 +351,10 @@ fn fallback_and_composite_metric_as_the_hpa_reads_them() {
     );
     let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky"));
     assert_eq!(value_of(&out), "60", "10 (target) × 6 (fallback.replicas)");
-    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky"))), "60");
+    assert_eq!(
+        value_of(&kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky"))),
+        "60"
+    );
 
     // currentReplicas needs the scale target, which --local cannot read: said so, not guessed.
     let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky-current"));
@@ -362,16 +365,33 @@ fn fallback_and_composite_metric_as_the_hpa_reads_them() {
     );
 
     // scalingModifiers: the HPA reads one composite metric computed from every trigger.
-    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "composite-metric", "sum"))), "84");
+    assert_eq!(
+        value_of(&kubectl(&kc, &metric_path("team-a", "composite-metric", "sum"))),
+        "84"
+    );
     // A failing trigger past the threshold is nil in the formula; `??` coalesces it.
-    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "composite-metric", "coalesce"))), "21");
+    assert_eq!(
+        value_of(&kubectl(
+            &kc,
+            &metric_path("team-a", "composite-metric", "coalesce")
+        )),
+        "21"
+    );
     // A nil formula result falls back to fallback.replicas × target.
-    assert_eq!(value_of(&kubectl(&kc, &metric_path("team-a", "composite-metric", "all-nil"))), "6");
+    assert_eq!(
+        value_of(&kubectl(
+            &kc,
+            &metric_path("team-a", "composite-metric", "all-nil")
+        )),
+        "6"
+    );
     // Without a fallback a failing trigger fails the composite metric, naming it.
     let out = kubectl(&kc, &metric_path("team-a", "composite-metric", "no-fallback"));
     let (_, stderr) = text(&out);
     assert!(
-        !out.status.success() && stderr.contains("composite-metric encountered error") && stderr.contains("trigger 0"),
+        !out.status.success()
+            && stderr.contains("composite-metric encountered error")
+            && stderr.contains("trigger 0"),
         "{stderr}"
     );
 }
@@ -384,13 +404,23 @@ fn run_refuses_local_mode_with_a_clear_error() {
         .arg(dir.path())
         .arg("--state-dir")
         .arg(dir.path().join("state"))
-        .args(["--secure-port", "0", "--metrics-port", "0", "--bind-address", "127.0.0.1"])
+        .args([
+            "--secure-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+        ])
         .args(["--metrics-bind-address", "127.0.0.1"])
         .output()
         .expect("run ebb");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("ebb run drives a cluster and cannot use --local"), "{stderr}");
+    assert!(
+        stderr.contains("ebb run drives a cluster and cannot use --local"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -890,7 +890,8 @@ async fn update_rewrites_the_hpa_only_when_the_spec_changed() {
             })
             .collect()
     };
-    let mut live = serde_json::to_value(render_hpa(&so(&v), &specs(&v), "test").expect("renders")).expect("JSON");
+    let mut live =
+        serde_json::to_value(render_hpa(&so(&v), &specs(&v), "test").expect("renders")).expect("JSON");
     live["metadata"]["resourceVersion"] = json!("55");
     live["metadata"]["uid"] = json!("0a1b2c3d-0000-4000-8000-0000000000aa");
 

@@ -84,7 +84,11 @@ struct Target {
 }
 
 /// The value that makes the HPA converge on the fallback replica count (§8.3).
-async fn synthetic(targets: Option<&TargetReader>, so: &ScaledObject, target: &Target) -> Result<f64, String> {
+async fn synthetic(
+    targets: Option<&TargetReader>,
+    so: &ScaledObject,
+    target: &Target,
+) -> Result<f64, String> {
     let Some(f) = so.spec.fallback.as_ref() else {
         return Err("no fallback is configured".to_string());
     };

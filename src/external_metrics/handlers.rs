@@ -16,9 +16,9 @@ use tracing::{info, warn};
 
 use super::{
     auth::{AuthError, Authenticator, Authorizer, check},
-    fallback,
     discovery::{self, ApisForm, Document},
     error::ApiError,
+    fallback,
     metrics::{ApiMetrics, Route},
     types::{ExternalMetricValue, ExternalMetricValueList},
 };

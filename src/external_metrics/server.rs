@@ -23,12 +23,7 @@ use crate::{
     engine::Engine,
     local,
     resolver::{kube::KubeResolver, local::LocalResolver},
-    scalers::{
-        ScalerContext,
-        aws::AwsShared,
-        kubernetes_workload::PodIndex,
-        registry::Registry,
-    },
+    scalers::{ScalerContext, aws::AwsShared, kubernetes_workload::PodIndex, registry::Registry},
     shutdown::Signal,
     source,
     tls::{self, CertReloader, ReloadableRoots, RequestClientCert, certgen},
@@ -68,7 +63,9 @@ pub enum ServerError {
     #[error("the TLS server failed")]
     Serve(#[source] tls::TlsError),
     /// `ebb run` was given `--local`.
-    #[error("ebb run drives a cluster and cannot use --local; `ebb metrics-server --local` is the offline demo")]
+    #[error(
+        "ebb run drives a cluster and cannot use --local; `ebb metrics-server --local` is the offline demo"
+    )]
     RunNeedsCluster,
 }
 
@@ -90,6 +87,17 @@ pub struct EmbeddedOperator {
 pub async fn run_with(
     args: MetricsServerArgs,
     operator: Option<EmbeddedOperator>,
+    shutdown: Signal,
+) -> Result<(), ServerError> {
+    run_on(args, operator, None, shutdown).await
+}
+
+/// [`run_with`] on a given client instead of one built from the kubeconfig (tests drive it
+/// with a scripted API server).
+pub async fn run_on(
+    args: MetricsServerArgs,
+    operator: Option<EmbeddedOperator>,
+    client: Option<kube::Client>,
     shutdown: Signal,
 ) -> Result<(), ServerError> {
     if operator.is_some() && args.local.is_some() {
@@ -167,7 +175,10 @@ pub async fn run_with(
         print_local_banner(&setup.kubeconfig, secure_addr, admin_addr);
         (cert, key, Some(client_ca), None)
     } else {
-        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let client = match client {
+            Some(c) => c,
+            None => kube_client(args.kubeconfig.as_deref()).await?,
+        };
         let context = ScalerContext {
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),

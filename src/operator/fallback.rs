@@ -157,10 +157,7 @@ impl HealthStore {
 
     /// Drops the counters of a deleted ScaledObject.
     pub fn forget(&self, key: &ObjectKey) {
-        self.objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        self.objects.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     /// The counter of one metric, if this process has one.
@@ -331,7 +328,10 @@ mod tests {
             status: Some(FAILING.to_string()),
         };
         // A restarted loop resumes from status: the third failure is past the threshold.
-        assert_eq!(store.step(&so, &key, "s0-x", Some(&seed), false).0, Step::Synthetic);
+        assert_eq!(
+            store.step(&so, &key, "s0-x", Some(&seed), false).0,
+            Step::Synthetic
+        );
         // The seed is not applied again once this process counts.
         assert_eq!(store.step(&so, &key, "s0-x", None, true).0, Step::Pass);
         assert_eq!(store.step(&so, &key, "s0-x", Some(&seed), false).0, Step::Error);

@@ -33,9 +33,9 @@ use super::{
 use crate::{
     admin::{self, AdminState},
     cli::OperatorArgs,
+    crd::ScaledObject,
     engine::Engine,
     external_metrics::server::EmbeddedOperator,
-    crd::ScaledObject,
     keda_metrics::KedaMetrics,
     lease::{self, LeaseConfig},
     resolver::kube::KubeResolver,
@@ -124,7 +124,15 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
         leader_elect: args.leader_elect,
         enable_cert_rotation: args.enable_cert_rotation,
     };
-    drive(client, engine, metrics, options, args.watch_namespace.clone(), shutdown).await;
+    drive(
+        client,
+        engine,
+        metrics,
+        options,
+        args.watch_namespace.clone(),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

@@ -411,7 +411,10 @@ mod tests {
         };
         let idx = PodIndex::from_pods(vec![
             ready(pod("team-a", "r1", &[("app", "web")], "Running", "n1"), "True"),
-            ready(pod("team-a", "r2", &[("app", "web")], "Running", "False"), "False"),
+            ready(
+                pod("team-a", "r2", &[("app", "web")], "Running", "False"),
+                "False",
+            ),
             ready(pod("team-a", "r3", &[("app", "web")], "Pending", ""), "True"),
             pod("team-a", "r4", &[("app", "web")], "Running", "n1"),
             ready(pod("team-b", "r5", &[("app", "web")], "Running", "n1"), "True"),
