@@ -3,7 +3,6 @@
 //! HPA's reads and the scale loop share one engine, so both feed one fallback counter.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
