@@ -7,6 +7,7 @@
 //! ```
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
@@ -19,9 +20,9 @@ use std::{
 use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{
-    Api, Client,
+    Api, Client, Resource,
     core::DeserializeGuard,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
 };
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -216,14 +217,88 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
             None => (Api::all(client.clone()), Api::all(client)),
         };
-    Controller::new(objects, watcher::Config::default())
-        .owns(hpas, watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    let scaled_objects = watcher(objects, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    let hpas = watcher(hpas, watcher::Config::default()).default_backoff();
+    Controller::for_stream(changes_only(scaled_objects, scaled_object_key), reader)
+        .owns_stream(changes_only(hpas, hpa_key))
         .run(reconcile_guarded, error_policy_guarded, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 debug!(error = %e, "reconcile error");
             }
         })
+}
+
+/// What a reconcile of a ScaledObject depends on: spec (generation), annotations (pause),
+/// labels, finalizers and deletion. Status writes, ebb's own included, change none of them,
+/// so they do not queue another reconcile (KEDA filters with GenerationChangedPredicate and
+/// its annotation predicates).
+fn scaled_object_key(so: &DeserializeGuard<ScaledObject>) -> u64 {
+    let m = so.meta();
+    let mut bytes = serde_json::to_vec(&(
+        m.generation,
+        &m.annotations,
+        &m.labels,
+        &m.finalizers,
+        &m.deletion_timestamp,
+    ))
+    .unwrap_or_default();
+    // An object that failed to deserialise is keyed by its resourceVersion: any edit may fix it.
+    if so.0.is_err() {
+        bytes.extend(m.resource_version.as_deref().unwrap_or_default().as_bytes());
+    }
+    crate::hash::fnv1a(&bytes)
+}
+
+/// An owned HPA matters when its spec (generation) or labels changed; the HPA controller's
+/// status updates every sync period do not.
+fn hpa_key(hpa: &HorizontalPodAutoscaler) -> u64 {
+    let m = hpa.meta();
+    crate::hash::fnv1a(&serde_json::to_vec(&(m.generation, &m.labels)).unwrap_or_default())
+}
+
+/// Passes an applied object on only when `key` changed since it was last passed, and every
+/// deletion (a deleted HPA must be recreated even though its generation did not change).
+fn changes_only<K, S>(
+    events: S,
+    key: fn(&K) -> u64,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource + Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    events.flat_map(move |event| {
+        let id = |o: &K| {
+            let m = o.meta();
+            format!(
+                "{}/{}/{}",
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default(),
+                m.uid.as_deref().unwrap_or_default()
+            )
+        };
+        let out = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let k = key(&o);
+                if seen.insert(id(&o), k) == Some(k) {
+                    None
+                } else {
+                    Some(Ok(o))
+                }
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&id(&o));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::stream::iter(out)
+    })
 }
 
 /// A ScaledObject that does not deserialise is logged and skipped, never retried in a loop.
@@ -269,4 +344,81 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RuntimeError> 
             .map_err(|e| RuntimeError::Kube(kube::Error::InferConfig(e)))?,
     };
     Client::try_from(config).map_err(RuntimeError::Kube)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn so(generation: i64, status_rv: &str, paused: bool) -> DeserializeGuard<ScaledObject> {
+        let mut v = serde_json::json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "a", "namespace": "ns", "uid": "u1", "generation": generation, "resourceVersion": status_rv},
+            "spec": {"scaleTargetRef": {"name": "t"}, "triggers": []},
+            "status": {"lastActiveTime": status_rv}
+        });
+        if paused {
+            v["metadata"]["annotations"] = serde_json::json!({"autoscaling.keda.sh/paused": "true"});
+        }
+        serde_json::from_value(v).expect("ScaledObject")
+    }
+
+    #[tokio::test]
+    async fn status_only_changes_do_not_trigger_a_reconcile() {
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(so(1, "1", false))),
+            Ok(watcher::Event::InitDone),
+            // ebb's own status patch: same generation, annotations, labels.
+            Ok(watcher::Event::Apply(so(1, "2", false))),
+            Ok(watcher::Event::Apply(so(1, "3", true))),
+            Ok(watcher::Event::Apply(so(2, "4", true))),
+            Ok(watcher::Event::Apply(so(2, "5", true))),
+            Ok(watcher::Event::Delete(so(2, "5", true))),
+        ];
+        let passed: Vec<String> = changes_only(futures::stream::iter(events), scaled_object_key)
+            .map(|r| {
+                r.expect("no error")
+                    .meta()
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default()
+            })
+            .collect()
+            .await;
+        assert_eq!(passed, ["1", "3", "4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn hpa_status_updates_are_ignored_but_deletion_is_not() {
+        let hpa = |generation: i64, rv: &str| -> HorizontalPodAutoscaler {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "keda-hpa-a", "namespace": "ns", "uid": "h1", "generation": generation, "resourceVersion": rv},
+                "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "t"}, "maxReplicas": 3},
+                "status": {"currentReplicas": 1, "desiredReplicas": 1}
+            }))
+            .expect("HPA")
+        };
+        let events = vec![
+            Ok(watcher::Event::Apply(hpa(1, "1"))),
+            Ok(watcher::Event::Apply(hpa(1, "2"))),
+            Ok(watcher::Event::Apply(hpa(1, "3"))),
+            Ok(watcher::Event::Delete(hpa(1, "3"))),
+            Ok(watcher::Event::Apply(hpa(1, "9"))),
+        ];
+        let passed: Vec<String> = changes_only(futures::stream::iter(events), hpa_key)
+            .map(|r| {
+                r.expect("no error")
+                    .meta()
+                    .resource_version
+                    .clone()
+                    .unwrap_or_default()
+            })
+            .collect()
+            .await;
+        // The recreated HPA (after the deletion) counts as new.
+        assert_eq!(passed, ["1", "3", "9"]);
+    }
 }
