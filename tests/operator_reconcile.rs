@@ -920,3 +920,101 @@ async fn update_rewrites_the_hpa_only_when_the_spec_changed() {
     task.await.expect("joined").expect("reconciled");
     expect_quiet(&mut handle).await;
 }
+
+/// `/apis/argoproj.io/v1alpha1` as the API server lists it with Argo Rollouts installed.
+fn argo_resources() -> Value {
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "argoproj.io/v1alpha1",
+        "resources": [
+            {"name": "rollouts", "singularName": "rollout", "namespaced": true, "kind": "Rollout",
+             "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
+             "shortNames": ["ro"], "categories": ["all"]},
+            {"name": "rollouts/scale", "singularName": "", "namespaced": true, "group": "autoscaling",
+             "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]},
+            {"name": "rollouts/status", "singularName": "", "namespaced": true, "kind": "Rollout",
+             "verbs": ["get", "patch", "update"]}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn custom_scale_targets_are_found_through_discovery() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["scaleTargetRef"] =
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"});
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, "/apis/argoproj.io/v1alpha1", |_| {
+        ok(argo_resources())
+    })
+    .await;
+    let rollout_scale = "/apis/argoproj.io/v1alpha1/namespaces/ns/rollouts/web/scale";
+    expect(&mut handle, Method::GET, rollout_scale, |_| ok(scale(2))).await;
+    expect(&mut handle, Method::GET, HPA_PATH, |_| {
+        not_found("horizontalpodautoscalers", "keda-hpa-web-so")
+    })
+    .await;
+    let (_, hpa) = expect(&mut handle, Method::PATCH, HPA_PATH, |b| ok(b.clone())).await;
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"})
+    );
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    assert_eq!(
+        status["status"]["scaleTargetGVKR"],
+        json!({"group": "argoproj.io", "version": "v1alpha1", "kind": "Rollout", "resource": "rollouts"})
+    );
+    assert_eq!(
+        status["status"]["scaleTargetKind"],
+        "argoproj.io/v1alpha1.Rollout"
+    );
+    expect_event(&mut handle, "ScaledObjectReady").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+
+    // The plural is remembered: the next reconcile goes straight to /scale.
+    v["status"] = status["status"].clone();
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, rollout_scale, |_| ok(scale(2))).await;
+    let hpa_live = hpa.clone();
+    expect(&mut handle, Method::GET, HPA_PATH, move |_| ok(hpa_live)).await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn an_unknown_scale_target_kind_fails_the_check() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["scaleTargetRef"] =
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rolout", "name": "web"});
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, "/apis/argoproj.io/v1alpha1", |_| {
+        ok(argo_resources())
+    })
+    .await;
+    let (_, status) = expect(
+        &mut handle,
+        Method::PATCH,
+        &format!("{SO_PATH}/status"),
+        status_reply,
+    )
+    .await;
+    let ready = condition(&status["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ScaledObjectCheckFailed");
+    assert_eq!(
+        ready["message"],
+        "Failed to parse Group, Version, Kind, Resource: no matches for kind \"Rolout\" in version \"argoproj.io/v1alpha1\""
+    );
+    let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
+    assert_eq!(ev["type"], "Warning");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}

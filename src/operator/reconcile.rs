@@ -36,7 +36,7 @@ use super::{
 use crate::{
     crd::{
         ScaledObject, ScaledObjectStatus,
-        scaled_object::{Condition, SCALED_OBJECT_NAME_LABEL},
+        scaled_object::{Condition, GroupVersionKindResource, SCALED_OBJECT_NAME_LABEL},
     },
     scalers::registry::object_key,
 };
@@ -244,7 +244,13 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
         None => so,
     };
 
-    let gvkr = scale_target_gvkr(so);
+    let gvkr = match resolve_gvkr(ctx, so, w.status.scale_target_gvkr.as_ref()).await {
+        Ok(g) => g,
+        Err(e) => {
+            w.check_failed(format!("Failed to parse Group, Version, Kind, Resource: {e}"));
+            return Ok(Action::requeue(RETRY));
+        }
+    };
     match scale::get(&ctx.client, ns, &gvkr, &target).await {
         Ok(s) => {
             if w.status.original_replica_count.is_none() {
@@ -403,6 +409,52 @@ async fn finish(so: &ScaledObject, ctx: &Context, before: &ScaledObjectStatus, w
     }
     publish(ctx, so, w.events).await;
     Ok(())
+}
+
+/// The target's group, version, kind and resource. Deployments and StatefulSets are known;
+/// any other kind's resource name comes from discovery (as KEDA's REST mapper does), once per
+/// kind per process, or from `status.scaleTargetGVKR` when it was resolved before.
+async fn resolve_gvkr(
+    ctx: &Context,
+    so: &ScaledObject,
+    known: Option<&GroupVersionKindResource>,
+) -> Result<GroupVersionKindResource, String> {
+    let mut gvkr = scale_target_gvkr(so);
+    if matches!(
+        (gvkr.group.as_str(), gvkr.kind.as_str()),
+        ("apps", "Deployment" | "StatefulSet")
+    ) {
+        return Ok(gvkr);
+    }
+    if let Some(k) = known
+        && (k.group.as_str(), k.version.as_str(), k.kind.as_str())
+            == (gvkr.group.as_str(), gvkr.version.as_str(), gvkr.kind.as_str())
+        && !k.resource.is_empty()
+    {
+        return Ok(k.clone());
+    }
+    let id = (gvkr.group.clone(), gvkr.version.clone(), gvkr.kind.clone());
+    if let Some(resource) = ctx.plurals.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        gvkr.resource = resource.clone();
+        return Ok(gvkr);
+    }
+    let gvk = kube::api::GroupVersionKind::gvk(&gvkr.group, &gvkr.version, &gvkr.kind);
+    let (resource, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Discovery(_) => format!(
+                "no matches for kind \"{}\" in version \"{}\"",
+                gvkr.kind,
+                gvk.api_version()
+            ),
+            other => error_chain(&other),
+        })?;
+    gvkr.resource = resource.plural;
+    ctx.plurals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, gvkr.resource.clone());
+    Ok(gvkr)
 }
 
 /// Server-side applies the whole status under ebb's field manager.

@@ -253,11 +253,11 @@ fn scaled_object_key(so: &DeserializeGuard<ScaledObject>) -> u64 {
     crate::hash::fnv1a(&bytes)
 }
 
-/// An owned HPA matters when its spec (generation) or labels changed; the HPA controller's
-/// status updates every sync period do not.
+/// An owned HPA matters when its spec (generation), labels or annotations changed; the HPA
+/// controller's status updates every sync period do not (KEDA's predicate on owned HPAs).
 fn hpa_key(hpa: &HorizontalPodAutoscaler) -> u64 {
     let m = hpa.meta();
-    crate::hash::fnv1a(&serde_json::to_vec(&(m.generation, &m.labels)).unwrap_or_default())
+    crate::hash::fnv1a(&serde_json::to_vec(&(m.generation, &m.labels, &m.annotations)).unwrap_or_default())
 }
 
 /// Passes an applied object on only when `key` changed since it was last passed, and every
