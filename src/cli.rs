@@ -48,27 +48,9 @@ pub struct OperatorArgs {
     /// kubeconfig (default: in-cluster config, then ~/.kube/config).
     #[arg(long, env = "EBB_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Only the holder of the `ebb-operator` Lease writes; `--leader-elect=false` disables it.
-    #[arg(
-        long,
-        env = "EBB_LEADER_ELECT",
-        num_args = 0..=1,
-        default_value_t = false,
-        default_missing_value = "true",
-        action = clap::ArgAction::Set
-    )]
-    pub leader_elect: bool,
-    /// The leader keeps Secret `ebb-certs` valid and injects its CA into the APIService and the
-    /// webhook configuration, as KEDA's `--enable-cert-rotation`.
-    #[arg(
-        long,
-        env = "EBB_ENABLE_CERT_ROTATION",
-        num_args = 0..=1,
-        default_value_t = false,
-        default_missing_value = "true",
-        action = clap::ArgAction::Set
-    )]
-    pub enable_cert_rotation: bool,
+    /// Leader election and certificate rotation.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
     /// Plain-HTTP admin port: /metrics, /livez, /readyz.
     #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 8080)]
     pub metrics_port: u16,
@@ -89,7 +71,15 @@ pub struct RunArgs {
     /// The metrics server's flags (kubeconfig, ports, namespace and timeout serve both halves).
     #[command(flatten)]
     pub server: MetricsServerArgs,
-    /// Only the holder of the `ebb-operator` Lease writes; every replica serves metrics.
+    /// Leader election and certificate rotation.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+}
+
+/// What only the operator's leader does, shared by `ebb operator` and `ebb run`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LeaderArgs {
+    /// Only the holder of the `ebb-operator` Lease writes; `--leader-elect=false` disables it.
     #[arg(
         long,
         env = "EBB_LEADER_ELECT",
@@ -99,7 +89,8 @@ pub struct RunArgs {
         action = clap::ArgAction::Set
     )]
     pub leader_elect: bool,
-    /// The leader keeps Secret `ebb-certs` valid and injects its CA, as KEDA's `--enable-cert-rotation`.
+    /// The leader keeps Secret `ebb-certs` valid and injects its CA into the APIService and the
+    /// webhook configuration, as KEDA's `--enable-cert-rotation`.
     #[arg(
         long,
         env = "EBB_ENABLE_CERT_ROTATION",
@@ -315,12 +306,12 @@ mod tests {
         let Command::Operator(a) = cli.command else {
             panic!("expected operator");
         };
-        assert!(a.leader_elect);
+        assert!(a.leader.leader_elect);
         let cli = Cli::try_parse_from(["ebb", "operator", "--leader-elect=false"]).expect("parses");
         let Command::Operator(a) = cli.command else {
             panic!("expected operator");
         };
-        assert!(!a.leader_elect);
+        assert!(!a.leader.leader_elect);
     }
 
     #[test]

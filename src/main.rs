@@ -47,15 +47,9 @@ async fn main() -> std::process::ExitCode {
         Command::Operator(args) => ebb::operator::runtime::run(*args, signal)
             .await
             .map_err(Into::into),
-        Command::Run(args) => {
-            let operator = ebb::external_metrics::server::EmbeddedOperator {
-                leader_elect: args.leader_elect,
-                enable_cert_rotation: args.enable_cert_rotation,
-            };
-            ebb::external_metrics::server::run_with(args.server, Some(operator), signal)
-                .await
-                .map_err(Into::into)
-        }
+        Command::Run(args) => ebb::external_metrics::server::run_with(args.server, Some(args.leader), signal)
+            .await
+            .map_err(Into::into),
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await.map_err(Into::into),
         Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
     };

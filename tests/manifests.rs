@@ -212,7 +212,7 @@ fn deployments_are_hardened_and_probed() {
     let ebb::cli::Command::Operator(op) = cli.command else {
         panic!("the operator Deployment must run `ebb operator`");
     };
-    assert!(op.leader_elect && op.enable_cert_rotation);
+    assert!(op.leader.leader_elect && op.leader.enable_cert_rotation);
 
     let server: Deployment = typed("Deployment", "ebb-metrics-apiserver");
     let spec = server.spec.expect("spec");

@@ -157,6 +157,18 @@ fn spawn_reconcile(
     tokio::spawn(async move { reconcile(so, ctx).await })
 }
 
+/// Runs one scale-loop iteration of `v` in the background.
+fn spawn_iterate(ctx: &Arc<Context>, v: &Value) -> JoinHandle<Result<(), ebb::operator::context::Error>> {
+    let so = so(v);
+    let ctx = ctx.clone();
+    tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+}
+
+/// Expects the ScaledObject status patch and answers it; returns the query and the patch.
+async fn expect_status_patch(handle: &mut Handle) -> (String, Value) {
+    expect(handle, Method::PATCH, &format!("{SO_PATH}/status"), status_reply).await
+}
+
 async fn expect_event(handle: &mut Handle, reason: &str) -> Value {
     let (_, body) = expect(handle, Method::POST, EVENTS_PATH, |b| ok(b.clone())).await;
     assert_eq!(body["reason"], reason, "event {body}");
@@ -198,13 +210,7 @@ async fn create_adds_finalizer_then_applies_hpa_and_status() {
     let desired = render_hpa(&so(&v), &specs, "test").expect("renders");
     assert_eq!(hpa, serde_json::to_value(&desired).expect("JSON"));
 
-    let (query, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (query, status) = expect_status_patch(&mut handle).await;
     assert!(query.contains("fieldManager=ebb-operator"), "{query}");
     let status = &status["status"];
     assert_eq!(condition(status, "Ready")["status"], "True");
@@ -228,13 +234,7 @@ async fn missing_target_name_fails_without_hpa() {
     let mut v = with_finalizer(fixture());
     v["spec"]["scaleTargetRef"]["name"] = json!("");
     let task = spawn_reconcile(&ctx, &v);
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let ready = condition(&status["status"], "Ready");
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "ScaledObjectCheckFailed");
@@ -256,13 +256,7 @@ async fn unknown_trigger_type_fails_without_hpa() {
     v["spec"]["triggers"] = json!([{"type": "no-such-scaler", "metadata": {}}]);
     let task = spawn_reconcile(&ctx, &v);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let ready = condition(&status["status"], "Ready");
     assert_eq!(ready["status"], "False");
     assert!(
@@ -282,13 +276,7 @@ async fn one_bad_object_does_not_stop_another() {
     let mut bad = with_finalizer(fixture());
     bad["spec"]["scaleTargetRef"]["name"] = json!("");
     let task = spawn_reconcile(&ctx, &bad);
-    expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     task.await.expect("joined").expect("reconciled");
 
@@ -335,13 +323,7 @@ async fn pause_deletes_hpa_and_scales_then_unpause_recreates() {
     let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
     assert_eq!(put["spec"]["replicas"], 1);
     assert_eq!(put["metadata"]["resourceVersion"], "7");
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let status = &status["status"];
     assert_eq!(condition(status, "Paused")["status"], "True");
     assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectPaused");
@@ -361,13 +343,7 @@ async fn pause_deletes_hpa_and_scales_then_unpause_recreates() {
     })
     .await;
     expect(&mut handle, Method::PATCH, HPA_PATH, |b| ok(b.clone())).await;
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let status = &status["status"];
     assert_eq!(condition(status, "Paused")["status"], "False");
     assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectUnpaused");
@@ -417,21 +393,11 @@ async fn inactive_trigger_after_cooldown_scales_to_zero() {
     looping(&mut v);
     // Active ten minutes ago; cooldown is five.
     v["status"]["lastActiveTime"] = json!("2026-11-23T11:50:00Z");
-    let so = so(&v);
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
-    };
+    let task = spawn_iterate(&ctx, &v);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
     let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
     assert_eq!(put["spec"]["replicas"], 0);
-    let (query, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (query, status) = expect_status_patch(&mut handle).await;
     // The loop applies only its own fields under its own manager.
     assert!(query.contains("fieldManager=ebb-scale-loop"), "{query}");
     assert!(status["status"].get("scaleTargetKind").is_none(), "{status}");
@@ -452,19 +418,9 @@ async fn inactive_trigger_within_cooldown_keeps_replicas() {
     let mut v = with_finalizer(fixture());
     looping(&mut v);
     v["status"]["lastActiveTime"] = json!("2026-11-23T11:58:00Z");
-    let so = so(&v);
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
-    };
+    let task = spawn_iterate(&ctx, &v);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     assert_eq!(condition(&status["status"], "Active")["reason"], "ScalerCooldown");
     task.await.expect("joined").expect("iterated");
     expect_quiet(&mut handle).await;
@@ -478,21 +434,11 @@ async fn active_trigger_at_zero_scales_to_min() {
     v["spec"]["minReplicaCount"] = json!(2);
     v["spec"]["triggers"] =
         json!([{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "50"}}]);
-    let so = so(&v);
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
-    };
+    let task = spawn_iterate(&ctx, &v);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(0))).await;
     let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
     assert_eq!(put["spec"]["replicas"], 2);
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     assert_eq!(condition(&status["status"], "Active")["status"], "True");
     assert_eq!(status["status"]["lastActiveTime"], "2026-11-23T12:00:00Z");
     let ev = expect_event(&mut handle, "KEDAScaleTargetActivated").await;
@@ -658,21 +604,11 @@ async fn composite_formula_decides_activity() {
     v["spec"]["triggers"][0]["name"] = json!("a");
     v["spec"]["advanced"] =
         json!({"scalingModifiers": {"formula": "a + 1", "target": "2", "activationTarget": "0.5"}});
-    let so = so(&v);
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
-    };
+    let task = spawn_iterate(&ctx, &v);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(0))).await;
     let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
     assert_eq!(put["spec"]["replicas"], 1);
-    expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "KEDAScaleTargetActivated").await;
     task.await.expect("joined").expect("iterated");
     expect_quiet(&mut handle).await;
@@ -700,13 +636,7 @@ async fn missing_name_label_is_added_before_the_hpa() {
     let (_, hpa) = expect(&mut handle, Method::PATCH, HPA_PATH, |b| ok(b.clone())).await;
     assert_eq!(hpa["metadata"]["labels"]["scaledobject.keda.sh/name"], "web-so");
     assert_eq!(hpa["metadata"]["labels"]["team"], "a");
-    expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "ScaledObjectReady").await;
     task.await.expect("joined").expect("reconciled");
     expect_quiet(&mut handle).await;
@@ -719,11 +649,7 @@ async fn hpa_scaling_active_is_mirrored() {
     looping(&mut v);
     v["status"]["hpaName"] = json!("keda-hpa-web-so");
     v["status"]["lastActiveTime"] = json!("2026-11-23T11:58:00Z");
-    let so = so(&v);
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
-    };
+    let task = spawn_iterate(&ctx, &v);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
     expect(&mut handle, Method::GET, HPA_PATH, |_| {
         ok(json!({
@@ -736,13 +662,7 @@ async fn hpa_scaling_active_is_mirrored() {
         }))
     })
     .await;
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let hpa_active = condition(&status["status"], "HPAActive");
     assert_eq!(hpa_active["status"], "False");
     assert_eq!(hpa_active["reason"], "FailedGetExternalMetric");
@@ -793,22 +713,12 @@ async fn fallback_activates_after_the_threshold_and_reports_it() {
     // One failure already recorded (by an earlier iteration, persisted in status).
     v["status"]["health"] = json!({"s0-metric-api-v": {"numberOfFailures": 1, "status": "Failing"}});
     let key = object_key(&so(&v));
-    let so = so(&v);
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
-    };
+    let task = spawn_iterate(&ctx, &v);
     // Fallback makes the trigger active: a target at zero is woken up.
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(0))).await;
     let (_, put) = expect(&mut handle, Method::PUT, SCALE_PATH, |b| ok(b.clone())).await;
     assert_eq!(put["spec"]["replicas"], 1);
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let s = &status["status"];
     assert_eq!(
         s["health"]["s0-metric-api-v"],
@@ -841,19 +751,9 @@ async fn fallback_ends_on_the_first_success() {
     v["status"]["health"] = json!({"s0-metric-api-v": {"numberOfFailures": 4, "status": "Failing"}});
     v["status"]["conditions"][2] = json!({"type": "Fallback", "status": "True", "reason": "FallbackExists",
         "message": "At least one trigger is falling back on this scaled object"});
-    let so = so(&v);
-    let task = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
-    };
+    let task = spawn_iterate(&ctx, &v);
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(5))).await;
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let s = &status["status"];
     assert_eq!(
         s["health"]["s0-metric-api-v"],
@@ -959,13 +859,7 @@ async fn custom_scale_targets_are_found_through_discovery() {
         hpa["spec"]["scaleTargetRef"],
         json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"})
     );
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     assert_eq!(
         status["status"]["scaleTargetGVKR"],
         json!({"group": "argoproj.io", "version": "v1alpha1", "kind": "Rollout", "resource": "rollouts"})
@@ -999,13 +893,7 @@ async fn an_unknown_scale_target_kind_fails_the_check() {
         ok(argo_resources())
     })
     .await;
-    let (_, status) = expect(
-        &mut handle,
-        Method::PATCH,
-        &format!("{SO_PATH}/status"),
-        status_reply,
-    )
-    .await;
+    let (_, status) = expect_status_patch(&mut handle).await;
     let ready = condition(&status["status"], "Ready");
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "ScaledObjectCheckFailed");

@@ -247,15 +247,11 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
     let ebb::cli::Command::Run(args) = cli.command else {
         panic!("parsed as run");
     };
-    assert!(!args.leader_elect);
+    assert!(!args.leader.leader_elect);
     let (trigger, signal) = ebb::shutdown::channel();
-    let operator = ebb::external_metrics::server::EmbeddedOperator {
-        leader_elect: args.leader_elect,
-        enable_cert_rotation: args.enable_cert_rotation,
-    };
     let running = tokio::spawn(ebb::external_metrics::server::run_on(
         args.server,
-        Some(operator),
+        Some(args.leader),
         Some(client),
         signal,
     ));

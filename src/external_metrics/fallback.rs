@@ -212,23 +212,8 @@ pub async fn composite(
             };
         }
     }
-    let source = so
-        .spec
-        .advanced
-        .as_ref()
-        .and_then(|a| a.scaling_modifiers.as_ref())
-        .and_then(|m| m.formula.as_deref())
-        .unwrap_or_default();
-    let vars: Vec<&str> = so
-        .spec
-        .triggers
-        .iter()
-        .filter_map(|t| t.name.as_deref())
-        .filter(|n| !n.is_empty())
-        .collect();
-    let value = formula::compile(source, &vars)
-        .and_then(|f| f.eval(&values))
-        .map_err(|e| fail(format!("formula {source:?}: {e}")))?;
+    let value =
+        formula::evaluate_for(so, &values).map_err(|e| fail(format!("scalingModifiers formula: {e}")))?;
     match value {
         Some(v) => Ok(v),
         None => fallback::composite_nil_value(so, target)

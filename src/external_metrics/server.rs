@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     admin::{self, AdminState},
-    cli::MetricsServerArgs,
+    cli::{LeaderArgs, MetricsServerArgs},
     engine::Engine,
     local,
     resolver::{kube::KubeResolver, local::LocalResolver},
@@ -74,19 +74,10 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Server
     run_with(args, None, shutdown).await
 }
 
-/// The operator half of `ebb run`, started beside the metrics server on the same engine.
-#[derive(Clone, Debug)]
-pub struct EmbeddedOperator {
-    /// Only the Lease holder writes.
-    pub leader_elect: bool,
-    /// The leader keeps the serving certificates valid.
-    pub enable_cert_rotation: bool,
-}
-
 /// Runs the metrics server and, when `operator` is given, the operator on the same engine.
 pub async fn run_with(
     args: MetricsServerArgs,
-    operator: Option<EmbeddedOperator>,
+    operator: Option<LeaderArgs>,
     shutdown: Signal,
 ) -> Result<(), ServerError> {
     run_on(args, operator, None, shutdown).await
@@ -96,7 +87,7 @@ pub async fn run_with(
 /// with a scripted API server).
 pub async fn run_on(
     args: MetricsServerArgs,
-    operator: Option<EmbeddedOperator>,
+    operator: Option<LeaderArgs>,
     client: Option<kube::Client>,
     shutdown: Signal,
 ) -> Result<(), ServerError> {

@@ -489,6 +489,29 @@ pub fn keda_rewrite(formula: &str) -> String {
     }
 }
 
+/// Evaluates `so`'s scalingModifiers formula over its named triggers' `values` (a name without
+/// a value is `nil`); `Ok(None)` is a nil result.
+pub fn evaluate_for(
+    so: &crate::crd::ScaledObject,
+    values: &HashMap<String, Option<f64>>,
+) -> Result<Option<f64>, FormulaError> {
+    let source = so
+        .spec
+        .advanced
+        .as_ref()
+        .and_then(|a| a.scaling_modifiers.as_ref())
+        .and_then(|m| m.formula.as_deref())
+        .unwrap_or_default();
+    let vars: Vec<&str> = so
+        .spec
+        .triggers
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .filter(|n| !n.is_empty())
+        .collect();
+    compile(source, &vars)?.eval(values)
+}
+
 /// Compiles a scalingModifiers formula (after [`keda_rewrite`]) against the trigger names `vars`.
 pub fn compile(src: &str, vars: &[&str]) -> Result<Formula, FormulaError> {
     let source = keda_rewrite(src);

@@ -166,19 +166,9 @@ fn composite(so: &ScaledObject, values: &HashMap<String, Option<f64>>) -> Option
         .as_deref()
         .and_then(|s| s.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
-    let vars: Vec<&str> = so
-        .spec
-        .triggers
-        .iter()
-        .filter_map(|t| t.name.as_deref())
-        .filter(|n| !n.is_empty())
-        .collect();
     // A formula that fails to compile or evaluate gives no value: the object is inactive,
     // as in KEDA, and the reconcile has already reported the formula as invalid.
-    let value = formula::compile(m.formula.as_deref().unwrap_or_default(), &vars)
-        .and_then(|f| f.eval(values))
-        .ok()
-        .flatten();
+    let value = formula::evaluate_for(so, values).ok().flatten();
     Some((value, activation))
 }
 

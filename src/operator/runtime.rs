@@ -33,10 +33,9 @@ use super::{
 };
 use crate::{
     admin::{self, AdminState},
-    cli::OperatorArgs,
+    cli::{LeaderArgs, OperatorArgs},
     crd::ScaledObject,
     engine::Engine,
-    external_metrics::server::EmbeddedOperator,
     keda_metrics::KedaMetrics,
     lease::{self, LeaseConfig},
     resolver::kube::KubeResolver,
@@ -121,15 +120,11 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
     }
     engine.registry.rebuild_all();
     ready.store(true, Ordering::Relaxed);
-    let options = EmbeddedOperator {
-        leader_elect: args.leader_elect,
-        enable_cert_rotation: args.enable_cert_rotation,
-    };
     drive(
         client,
         engine,
         metrics,
-        options,
+        args.leader.clone(),
         args.watch_namespace.clone(),
         shutdown,
     )
@@ -143,7 +138,7 @@ pub async fn drive(
     client: Client,
     engine: Engine,
     metrics: Arc<KedaMetrics>,
-    options: EmbeddedOperator,
+    options: LeaderArgs,
     namespace: Option<String>,
     shutdown: Signal,
 ) {
@@ -364,6 +359,18 @@ mod tests {
         serde_json::from_value(v).expect("ScaledObject")
     }
 
+    /// The resourceVersions `changes_only` lets through.
+    async fn passed<K: Resource + Send + 'static>(
+        events: Vec<Result<watcher::Event<K>, watcher::Error>>,
+        key: fn(&K) -> u64,
+    ) -> Vec<String> {
+        changes_only(futures::stream::iter(events), key)
+            .map(|r| r.map(|o| o.meta().resource_version.clone().unwrap_or_default()))
+            .map(|r| r.expect("no error"))
+            .collect()
+            .await
+    }
+
     #[tokio::test]
     async fn status_only_changes_do_not_trigger_a_reconcile() {
         let events = vec![
@@ -377,16 +384,7 @@ mod tests {
             Ok(watcher::Event::Apply(so(2, "5", true))),
             Ok(watcher::Event::Delete(so(2, "5", true))),
         ];
-        let passed: Vec<String> = changes_only(futures::stream::iter(events), scaled_object_key)
-            .map(|r| {
-                r.expect("no error")
-                    .meta()
-                    .resource_version
-                    .clone()
-                    .unwrap_or_default()
-            })
-            .collect()
-            .await;
+        let passed = passed(events, scaled_object_key).await;
         assert_eq!(passed, ["1", "3", "4", "5"]);
     }
 
@@ -408,16 +406,7 @@ mod tests {
             Ok(watcher::Event::Delete(hpa(1, "3"))),
             Ok(watcher::Event::Apply(hpa(1, "9"))),
         ];
-        let passed: Vec<String> = changes_only(futures::stream::iter(events), hpa_key)
-            .map(|r| {
-                r.expect("no error")
-                    .meta()
-                    .resource_version
-                    .clone()
-                    .unwrap_or_default()
-            })
-            .collect()
-            .await;
+        let passed = passed(events, hpa_key).await;
         // The recreated HPA (after the deletion) counts as new.
         assert_eq!(passed, ["1", "3", "9"]);
     }
