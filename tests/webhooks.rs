@@ -461,3 +461,116 @@ fn manifests_match_the_webhook_server() {
         ]
     );
 }
+
+mod discovery {
+    //! The REST-mapper check against a scripted API server (kube's mocked client).
+    use super::*;
+    use ebb::{crd::ScaledObject, webhooks::KubeCluster};
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    /// Answers each expected GET path in order with `reply`; panics on anything else.
+    async fn serve(mut handle: Handle, script: Vec<(&'static str, Value)>) {
+        for (path, reply) in script {
+            let (req, send) = tokio::time::timeout(Duration::from_secs(2), handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for GET {path}"))
+                .expect("service alive");
+            assert_eq!((req.method().as_str(), req.uri().path()), ("GET", path));
+            let code = reply["code"].as_u64().unwrap_or(200) as u16;
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&reply).expect("json")))
+                    .expect("response"),
+            );
+        }
+        if let Ok(Some((req, _))) =
+            tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+        {
+            panic!("unexpected request {} {}", req.method(), req.uri());
+        }
+    }
+
+    fn rollout_so(kind: &str) -> ScaledObject {
+        serde_json::from_value(json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"scaleTargetRef": {"apiVersion": "argoproj.io/v1alpha1", "kind": kind, "name": "web"},
+                     "triggers": [{"type": "cron", "metadata": {"timezone": "Etc/UTC", "start": "0 8 * * *", "end": "0 9 * * *", "desiredReplicas": "2"}}]}
+        }))
+        .expect("ScaledObject")
+    }
+
+    fn argo() -> Value {
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "argoproj.io/v1alpha1",
+               "resources": [{"name": "rollouts", "singularName": "rollout", "namespaced": true, "kind": "Rollout",
+                              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                             {"name": "rollouts/scale", "singularName": "", "namespaced": true, "group": "autoscaling",
+                              "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}]})
+    }
+
+    fn empty(kind: &str, api_version: &str) -> Value {
+        json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"}, "items": []})
+    }
+
+    #[tokio::test]
+    async fn a_kind_the_cluster_does_not_serve_is_refused() {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let cluster = KubeCluster::new(kube::Client::new(svc, "default"));
+        let server = tokio::spawn(serve(handle, vec![("/apis/argoproj.io/v1alpha1", argo())]));
+        let problems = ebb::webhooks::review::cluster_problems(&rollout_so("Rolout"), false, &cluster)
+            .await
+            .expect("checked");
+        server.await.expect("script followed");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].message,
+            "no matches for kind \"Rolout\" in version \"argoproj.io/v1alpha1\""
+        );
+        assert_eq!(problems[0].field, "spec.scaleTargetRef");
+    }
+
+    #[tokio::test]
+    async fn a_served_custom_kind_goes_on_to_the_other_checks() {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let cluster = KubeCluster::new(kube::Client::new(svc, "default"));
+        let server = tokio::spawn(serve(
+            handle,
+            vec![
+                ("/apis/argoproj.io/v1alpha1", argo()),
+                (
+                    "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects",
+                    empty("ScaledObjectList", "keda.sh/v1alpha1"),
+                ),
+                (
+                    "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers",
+                    empty("HorizontalPodAutoscalerList", "autoscaling/v2"),
+                ),
+            ],
+        ));
+        let problems = ebb::webhooks::review::cluster_problems(&rollout_so("Rollout"), false, &cluster)
+            .await
+            .expect("checked");
+        server.await.expect("script followed");
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn a_group_the_cluster_does_not_serve_is_refused() {
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let cluster = KubeCluster::new(kube::Client::new(svc, "default"));
+        let not_found = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                               "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404});
+        let server = tokio::spawn(serve(handle, vec![("/apis/argoproj.io/v1alpha1", not_found)]));
+        let problems = ebb::webhooks::review::cluster_problems(&rollout_so("Rollout"), false, &cluster)
+            .await
+            .expect("checked");
+        server.await.expect("script followed");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+}

@@ -85,6 +85,15 @@ pub trait ClusterView: Send + Sync {
     /// Every LimitRange in `namespace`.
     fn limit_ranges<'a>(&'a self, namespace: &'a str)
     -> BoxFuture<'a, Result<Vec<LimitRange>, ClusterError>>;
+    /// Whether the API server serves `kind` in `api_version` (KEDA's REST-mapper check on the
+    /// scale target). `--local` files describe no discovery, so by default every kind is served.
+    fn serves_kind<'a>(
+        &'a self,
+        _api_version: &'a str,
+        _kind: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        Box::pin(async { Ok(true) })
+    }
 }
 
 /// Shared state of the webhook handlers.
@@ -117,6 +126,27 @@ impl KubeCluster {
 }
 
 impl ClusterView for KubeCluster {
+    fn serves_kind<'a>(
+        &'a self,
+        api_version: &'a str,
+        kind: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        Box::pin(async move {
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            if group == "apps" && matches!(kind, "Deployment" | "StatefulSet") {
+                return Ok(true);
+            }
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+            match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Discovery(_)) => Ok(false),
+                // A group/version the server does not serve at all.
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+                Err(e) => Err(ClusterError::Kube(e)),
+            }
+        })
+    }
+
     fn scaled_objects<'a>(
         &'a self,
         namespace: &'a str,

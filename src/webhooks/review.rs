@@ -264,6 +264,26 @@ pub async fn cluster_problems(
     let gvk = so_gvk(so);
     let our_hpa = hpa_name(so);
 
+    let r = &so.spec.scale_target_ref;
+    let api_version = r
+        .api_version
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("apps/v1");
+    let kind = r
+        .kind
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("Deployment");
+    if !cluster.serves_kind(api_version, kind).await? {
+        // KEDA resolves the target through its REST mapper first; nothing else is checked.
+        return Ok(vec![Problem {
+            field: "spec.scaleTargetRef".into(),
+            message: format!("no matches for kind \"{kind}\" in version \"{api_version}\""),
+            reason: "scale-target-kind",
+        }]);
+    }
+
     for other in cluster.scaled_objects(ns).await? {
         let other_name = other.metadata.name.as_deref().unwrap_or_default();
         if other_name == name {
