@@ -355,6 +355,12 @@ fn fallback_and_composite_metric_as_the_hpa_reads_them() {
         value_of(&kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky"))),
         "60"
     );
+    // The value answered is the value recorded under KEDA's name.
+    let metrics = http_get(ebb.admin, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("keda_scaler_metrics_value{namespace=\"team-a\",metric=\"s0-metric-api-v\",scaledObject=\"flaky\",scaler=\"a\",triggerIndex=\"0\",type=\"scaledobject\"} 60"),
+        "{metrics}"
+    );
 
     // currentReplicas needs the scale target, which --local cannot read: said so, not guessed.
     let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "flaky-current"));

@@ -7,7 +7,7 @@
 //! composite-metric --> every trigger's outcome --> formula --> value | fallback.replicas × target
 //! ```
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::{Api, api::DynamicObject};
@@ -20,7 +20,7 @@ use crate::{
         fallback::{self, BEHAVIOR_STATIC, HealthStore, Step},
         formula,
         hpa::modifiers_target,
-        scale::target_api,
+        scale::{Plurals, resolve_gvkr, target_api},
         status::scale_target_gvkr,
     },
     scalers::{
@@ -38,6 +38,8 @@ pub struct TargetReader {
     pub client: kube::Client,
     /// Pods, for the ready count of `Value` targets.
     pub pods: Option<PodIndex>,
+    /// Resource names of custom scale-target kinds, found through discovery.
+    pub plurals: Arc<Plurals>,
 }
 
 impl std::fmt::Debug for TargetReader {
@@ -50,7 +52,7 @@ impl TargetReader {
     /// Current replicas of the scale target and, when `want_ready`, its ready pods.
     async fn read(&self, so: &ScaledObject, want_ready: bool) -> Result<(i32, i32), String> {
         let ns = so.metadata.namespace.as_deref().unwrap_or("default");
-        let gvkr = scale_target_gvkr(so);
+        let gvkr = resolve_gvkr(&self.client, &self.plurals, scale_target_gvkr(so)).await?;
         let name = &so.spec.scale_target_ref.name;
         let api: Api<DynamicObject> = target_api(&self.client, ns, &gvkr);
         let scale: Scale = api

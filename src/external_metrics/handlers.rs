@@ -356,18 +356,19 @@ async fn read_metric(
     let (outcome, kind) = state.cache.read(&resolved).await;
     let trigger = resolved.trigger();
     state.metrics.observe_read(kind == ReadKind::Hit);
+    let labels = || crate::keda_metrics::ScalerLabels {
+        namespace: key.namespace.clone(),
+        metric: resolved.metric_name.clone(),
+        scaled_object: key.name.clone(),
+        scaler: crate::keda_metrics::scaler_label(&trigger.trigger_name, &trigger.trigger_type),
+        trigger_index: trigger.index,
+        type_: crate::keda_metrics::ScaledResourceType::ScaledObject,
+    };
     // Labels cost six strings: record only when the upstream was asked, not on every cache hit.
     if kind == ReadKind::Miss
         && let Some(keda) = &state.keda
     {
-        let labels = crate::keda_metrics::ScalerLabels {
-            namespace: key.namespace.clone(),
-            metric: resolved.metric_name.clone(),
-            scaled_object: key.name.clone(),
-            scaler: crate::keda_metrics::scaler_label(&trigger.trigger_name, &trigger.trigger_type),
-            trigger_index: trigger.index,
-            type_: crate::keda_metrics::ScaledResourceType::ScaledObject,
-        };
+        let labels = labels();
         keda.record_scaler_latency(&labels, started.elapsed());
         match outcome.as_ref() {
             Ok(sample) => {
@@ -397,6 +398,10 @@ async fn read_metric(
         .await
         .map_err(|e| ApiError::internal(format!("{}: error performing fallback: {e}", context())))?;
         if let Some(value) = fell_back {
+            // KEDA records the value it answers, fallback included.
+            if let Some(keda) = &state.keda {
+                keda.record_scaler_value(&labels(), value);
+            }
             return render(&Sample::now(vec![value], true), metric, pretty).map_err(ApiError::internal);
         }
     }

@@ -178,6 +178,7 @@ pub async fn run_on(
         targets = Some(TargetReader {
             client: client.clone(),
             pods: context.pods.clone(),
+            plurals: Default::default(),
         });
         let resolver = KubeResolver::start(client.clone(), registry.clone(), shutdown.clone()).await;
         registry.configure(Arc::new(resolver), context);

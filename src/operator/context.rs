@@ -49,8 +49,8 @@ pub struct Context {
     pub health: Arc<HealthStore>,
     /// Value of `app.kubernetes.io/version` on the HPAs.
     pub version: String,
-    /// Resource names of scale-target kinds found by discovery: (group, version, kind) → plural.
-    pub plurals: Mutex<HashMap<(String, String, String), String>>,
+    /// Resource names of scale-target kinds found by discovery.
+    pub plurals: super::scale::Plurals,
     /// Scale loops by ScaledObject.
     pub loops: Mutex<HashMap<ObjectKey, LoopHandle>>,
     /// Start scale loops from reconcile (false in tests that drive iterations by hand).
@@ -82,7 +82,7 @@ impl Context {
             metrics: None,
             health: Arc::new(HealthStore::default()),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            plurals: Mutex::new(HashMap::new()),
+            plurals: Default::default(),
             loops: Mutex::new(HashMap::new()),
             spawn_loops: true,
         }

@@ -411,50 +411,26 @@ async fn finish(so: &ScaledObject, ctx: &Context, before: &ScaledObjectStatus, w
     Ok(())
 }
 
-/// The target's group, version, kind and resource. Deployments and StatefulSets are known;
-/// any other kind's resource name comes from discovery (as KEDA's REST mapper does), once per
-/// kind per process, or from `status.scaleTargetGVKR` when it was resolved before.
+/// The target's group, version, kind and resource, from `status.scaleTargetGVKR` when it was
+/// resolved before, else through [`scale::resolve_gvkr`].
 async fn resolve_gvkr(
     ctx: &Context,
     so: &ScaledObject,
     known: Option<&GroupVersionKindResource>,
 ) -> Result<GroupVersionKindResource, String> {
-    let mut gvkr = scale_target_gvkr(so);
-    if matches!(
-        (gvkr.group.as_str(), gvkr.kind.as_str()),
-        ("apps", "Deployment" | "StatefulSet")
-    ) {
-        return Ok(gvkr);
-    }
+    let wanted = scale_target_gvkr(so);
     if let Some(k) = known
         && (k.group.as_str(), k.version.as_str(), k.kind.as_str())
-            == (gvkr.group.as_str(), gvkr.version.as_str(), gvkr.kind.as_str())
+            == (
+                wanted.group.as_str(),
+                wanted.version.as_str(),
+                wanted.kind.as_str(),
+            )
         && !k.resource.is_empty()
     {
         return Ok(k.clone());
     }
-    let id = (gvkr.group.clone(), gvkr.version.clone(), gvkr.kind.clone());
-    if let Some(resource) = ctx.plurals.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-        gvkr.resource = resource.clone();
-        return Ok(gvkr);
-    }
-    let gvk = kube::api::GroupVersionKind::gvk(&gvkr.group, &gvkr.version, &gvkr.kind);
-    let (resource, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)
-        .await
-        .map_err(|e| match e {
-            kube::Error::Discovery(_) => format!(
-                "no matches for kind \"{}\" in version \"{}\"",
-                gvkr.kind,
-                gvk.api_version()
-            ),
-            other => error_chain(&other),
-        })?;
-    gvkr.resource = resource.plural;
-    ctx.plurals
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, gvkr.resource.clone());
-    Ok(gvkr)
+    scale::resolve_gvkr(&ctx.client, &ctx.plurals, wanted).await
 }
 
 /// Server-side applies the whole status under ebb's field manager.

@@ -11,6 +11,44 @@ use crate::crd::scaled_object::GroupVersionKindResource;
 
 use super::context::{Error, Result};
 
+/// Resource names of scale-target kinds found by discovery: (group, version, kind) → plural.
+pub type Plurals = std::sync::Mutex<std::collections::HashMap<(String, String, String), String>>;
+
+/// Fills in the resource of `gvkr` (as [`crate::operator::status::scale_target_gvkr`] built it):
+/// Deployments and StatefulSets are known; any other kind is looked up through discovery, as
+/// KEDA's REST mapper does, once per kind per process.
+pub async fn resolve_gvkr(
+    client: &Client,
+    plurals: &Plurals,
+    mut gvkr: GroupVersionKindResource,
+) -> std::result::Result<GroupVersionKindResource, String> {
+    if gvkr.group == "apps" && matches!(gvkr.kind.as_str(), "Deployment" | "StatefulSet") {
+        return Ok(gvkr);
+    }
+    let id = (gvkr.group.clone(), gvkr.version.clone(), gvkr.kind.clone());
+    if let Some(resource) = plurals.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        gvkr.resource = resource.clone();
+        return Ok(gvkr);
+    }
+    let gvk = GroupVersionKind::gvk(&gvkr.group, &gvkr.version, &gvkr.kind);
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Discovery(_) => format!(
+                "no matches for kind \"{}\" in version \"{}\"",
+                gvkr.kind,
+                gvk.api_version()
+            ),
+            other => crate::report::error_chain(&other),
+        })?;
+    gvkr.resource = resource.plural;
+    plurals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, gvkr.resource.clone());
+    Ok(gvkr)
+}
+
 /// The namespaced API of the target's kind.
 pub fn target_api(client: &Client, namespace: &str, gvkr: &GroupVersionKindResource) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk(&gvkr.group, &gvkr.version, &gvkr.kind);
