@@ -43,7 +43,6 @@ use ebb::{
         activation::{self, LoopInput, PauseState, TriggerOutcome, pause_state},
         context::Context,
         fallback::{self, Step, has_valid_fallback},
-        formula,
         hpa::{
             COMPOSITE_METRIC_NAME, external_metric_names, needs_update, render_hpa, resource_metric_names,
         },
@@ -1075,32 +1074,6 @@ fn fallback_step(
     (results, falling_back, health)
 }
 
-/// The composite value and activation target of a scalingModifiers object, as the loop builds
-/// them (the formula is compiled on every iteration there too).
-fn composite(so: &ScaledObject, named: &HashMap<String, Option<f64>>) -> Option<(Option<f64>, f64)> {
-    if !so.spec.uses_scaling_modifiers() {
-        return None;
-    }
-    let m = so.spec.advanced.as_ref()?.scaling_modifiers.as_ref()?;
-    let activation = m
-        .activation_target
-        .as_deref()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let vars: Vec<&str> = so
-        .spec
-        .triggers
-        .iter()
-        .filter_map(|t| t.name.as_deref())
-        .filter(|n| !n.is_empty())
-        .collect();
-    let value = formula::compile(m.formula.as_deref().unwrap_or_default(), &vars)
-        .and_then(|f| f.eval(named))
-        .ok()
-        .flatten();
-    Some((value, activation))
-}
-
 fn outcomes(p: &LoopPrep, per_metric: &[(bool, bool)]) -> (Vec<TriggerOutcome>, Vec<String>) {
     let mut active_names = Vec::new();
     let out = p
@@ -1155,7 +1128,7 @@ fn decide(
 fn loop_decision(so: &ScaledObject, p: &LoopPrep) -> Vec<Condition> {
     let pause = pause_state(so.metadata.annotations.as_ref());
     let (per_metric, falling_back, health) = fallback_step(so, p);
-    let composite = composite(so, &p.named);
+    let composite = ebb::operator::loop_::composite(so, &p.named);
     let (outs, names) = outcomes(p, &per_metric);
     let kind = scale_target_kind(&scale_target_gvkr(so));
     let d = decide(so, &pause, p, &outs, &names, composite, &kind);
@@ -1633,7 +1606,7 @@ fn pure_phases(
         row.samples.push(sample(|| {
             let mut out = Vec::with_capacity(n);
             let r = timed(objects, deadline, |i, so| {
-                out.push(composite(so, &preps[i].named))
+                out.push(ebb::operator::loop_::composite(so, &preps[i].named))
             });
             composites = out;
             r

@@ -91,6 +91,24 @@ pub struct ScaleTarget {
     pub env_source_container_name: Option<String>,
 }
 
+impl ScaleTarget {
+    /// `apiVersion`, `apps/v1` when unset or empty.
+    pub fn api_version_or_default(&self) -> &str {
+        self.api_version
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("apps/v1")
+    }
+
+    /// `kind`, `Deployment` when unset or empty.
+    pub fn kind_or_default(&self) -> &str {
+        self.kind
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("Deployment")
+    }
+}
+
 /// `spec.advanced`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

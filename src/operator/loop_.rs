@@ -156,7 +156,7 @@ async fn mirror_hpa_condition(ctx: &Context, ns: &str, hpa: &str, conditions: &m
 
 /// With scalingModifiers: the composite value from the formula over named trigger values
 /// (failed or fallen-back triggers are nil) and the activation target (default 0).
-fn composite(so: &ScaledObject, values: &HashMap<String, Option<f64>>) -> Option<(Option<f64>, f64)> {
+pub fn composite(so: &ScaledObject, values: &HashMap<String, Option<f64>>) -> Option<(Option<f64>, f64)> {
     if !so.spec.uses_scaling_modifiers() {
         return None;
     }

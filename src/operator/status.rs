@@ -162,16 +162,8 @@ pub fn authentications_types(so: &ScaledObject) -> String {
 /// kinds get a naive lower-case plural (the runtime should prefer the API server's discovery).
 pub fn scale_target_gvkr(so: &ScaledObject) -> GroupVersionKindResource {
     let r = &so.spec.scale_target_ref;
-    let api_version = r
-        .api_version
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("apps/v1");
-    let kind = r
-        .kind
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("Deployment");
+    let api_version = r.api_version_or_default();
+    let kind = r.kind_or_default();
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", api_version),

@@ -191,16 +191,8 @@ fn check_triggers(spec: &ScaledObjectSpec) -> Vec<Problem> {
 /// Only cpu/memory triggers cannot scale to zero; KEDA checks this for Deployments and StatefulSets only.
 fn check_scale_to_zero(spec: &ScaledObjectSpec) -> Option<Problem> {
     let r = &spec.scale_target_ref;
-    let api = r
-        .api_version
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("apps/v1");
-    let kind = r
-        .kind
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("Deployment");
+    let api = r.api_version_or_default();
+    let kind = r.kind_or_default();
     let workload = api == "apps/v1" && matches!(kind, "Deployment" | "StatefulSet");
     let only_resources = !spec.triggers.is_empty() && spec.triggers.iter().all(is_resource);
     (workload && only_resources && spec.min_replica_count.unwrap_or(0) == 0).then(|| {

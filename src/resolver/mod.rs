@@ -110,16 +110,9 @@ struct Target<'a> {
 impl<'a> Target<'a> {
     fn new(so: &'a ScaledObject, namespace: &'a str) -> Self {
         let r = &so.spec.scale_target_ref;
-        let kind = r
-            .kind
-            .as_deref()
-            .filter(|k| !k.is_empty())
-            .unwrap_or("Deployment");
+        let kind = r.kind_or_default();
         let group = r
-            .api_version
-            .as_deref()
-            .filter(|v| !v.is_empty())
-            .unwrap_or("apps/v1")
+            .api_version_or_default()
             .rsplit_once('/')
             .map(|(g, _)| g)
             .unwrap_or("");

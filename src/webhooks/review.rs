@@ -265,16 +265,8 @@ pub async fn cluster_problems(
     let our_hpa = hpa_name(so);
 
     let r = &so.spec.scale_target_ref;
-    let api_version = r
-        .api_version
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("apps/v1");
-    let kind = r
-        .kind
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("Deployment");
+    let api_version = r.api_version_or_default();
+    let kind = r.kind_or_default();
     if !cluster.serves_kind(api_version, kind).await? {
         // KEDA resolves the target through its REST mapper first; nothing else is checked.
         return Ok(vec![Problem {
