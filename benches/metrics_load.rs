@@ -68,6 +68,10 @@ struct Opts {
     /// Skip the memory figure with many ScaledObjects.
     #[arg(long)]
     skip_rss: bool,
+    /// Memory figure with a third each of cron, prometheus and metrics-api ScaledObjects
+    /// (scalers with HTTP clients) instead of cron only; reads go to the cron ones.
+    #[arg(long)]
+    mixed: bool,
     /// Skip the throughput runs (the one-object RSS baseline is still measured).
     #[arg(long)]
     skip_load: bool,
@@ -342,11 +346,12 @@ fn part_two(opts: &Opts, client_rt: &tokio::runtime::Runtime, tmp: &Path) -> Res
     let per_file = 100;
     let t0 = Instant::now();
     for (file, chunk) in (0..n).collect::<Vec<_>>().chunks(per_file).enumerate() {
-        let text = cron_scaled_objects(chunk.iter().copied());
+        let text = scaled_objects(chunk.iter().copied(), opts.mixed);
         std::fs::write(dir.join(format!("cron-{file:03}.yaml")), text)?;
     }
     println!(
-        "\n== memory: {n} cron ScaledObjects in {} files ({:.1} s to write) ==",
+        "\n== memory: {n} {} ScaledObjects in {} files ({:.1} s to write) ==",
+        if opts.mixed { "cron/prometheus/metrics-api" } else { "cron" },
         n.div_ceil(per_file),
         t0.elapsed().as_secs_f64()
     );
@@ -362,7 +367,11 @@ fn part_two(opts: &Opts, client_rt: &tokio::runtime::Runtime, tmp: &Path) -> Res
     let metric = metric_name_cron();
     let reads = 1000usize;
     let paths: Vec<String> = (0..reads)
-        .map(|k| metric_path(&cron_name(k * n / reads), &metric))
+        // With --mixed every third object is a cron one: read only those.
+        .map(|k| {
+            let i = k * n / reads;
+            metric_path(&cron_name(if opts.mixed { i / 3 * 3 } else { i }), &metric)
+        })
         .collect();
     let t1 = Instant::now();
     let outcome = client_rt.block_on(fetch_all(ebb.secure, paths, cfg, 4));
@@ -399,14 +408,42 @@ fn cron_name(i: usize) -> String {
     format!("cron-{i:05}")
 }
 
-/// One YAML stream of cron ScaledObjects, `---`-separated.
-fn cron_scaled_objects(indices: impl Iterator<Item = usize>) -> String {
+/// One YAML stream of ScaledObjects, `---`-separated: cron ones, or with `mixed` a third each
+/// of cron, prometheus and metrics-api (their upstream is a closed loopback port; the memory
+/// figure never reads them).
+fn scaled_objects(indices: impl Iterator<Item = usize>, mixed: bool) -> String {
     let mut out = String::new();
     for (k, i) in indices.enumerate() {
         if k > 0 {
             out.push_str("---\n");
         }
         let name = cron_name(i);
+        let trigger = match (mixed, i % 3) {
+            (true, 1) => format!(
+                "  - type: prometheus
+    metadata:
+      serverAddress: http://127.0.0.1:9
+      query: sum(rate(http_requests_total{{app=\"{name}\"}}[2m]))
+      threshold: \"100\"
+"
+            ),
+            (true, 2) => format!(
+                "  - type: metrics-api
+    metadata:
+      url: http://127.0.0.1:9/queues/{name}
+      valueLocation: depth
+      targetValue: \"10\"
+"
+            ),
+            _ => "  - type: cron
+    metadata:
+      timezone: Etc/UTC
+      start: \"0 8 * * *\"
+      end: \"0 18 * * *\"
+      desiredReplicas: \"3\"
+"
+            .to_string(),
+        };
         out.push_str(&format!(
             "apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -417,13 +454,7 @@ spec:
   scaleTargetRef:
     name: {name}
   triggers:
-  - type: cron
-    metadata:
-      timezone: Etc/UTC
-      start: \"0 8 * * *\"
-      end: \"0 18 * * *\"
-      desiredReplicas: \"3\"
-"
+{trigger}"
         ));
     }
     out
@@ -1190,7 +1221,7 @@ fn self_check() {
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/m?labelSelector=scaledobject.keda.sh%2Fname%3Da"
     );
 
-    let text = cron_scaled_objects(0..100);
+    let text = scaled_objects(0..100, false);
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).expect("generated YAML parses"))
         .collect();
@@ -1200,6 +1231,18 @@ fn self_check() {
         docs[0]["spec"]["triggers"][0]["metadata"]["start"].as_str(),
         Some("0 8 * * *")
     );
+
+    // The mixed objects are valid for ebb (a broken trigger would not build its HTTP client).
+    let mixed = scaled_objects(0..3, true);
+    let types: Vec<String> = serde_yaml::Deserializer::from_str(&mixed)
+        .map(|d| {
+            let so: ebb::crd::ScaledObject = serde::Deserialize::deserialize(d).expect("ScaledObject");
+            let problems = ebb::operator::validate::validate_scaled_object(&so);
+            assert!(problems.is_empty(), "{problems:?}");
+            so.spec.triggers[0].type_.clone()
+        })
+        .collect();
+    assert_eq!(types, ["cron", "prometheus", "metrics-api"]);
 
     let one: serde_yaml::Value =
         serde_yaml::from_str(&load_scaled_object(SocketAddr::from(([127, 0, 0, 1], 9))))
