@@ -351,7 +351,11 @@ fn part_two(opts: &Opts, client_rt: &tokio::runtime::Runtime, tmp: &Path) -> Res
     }
     println!(
         "\n== memory: {n} {} ScaledObjects in {} files ({:.1} s to write) ==",
-        if opts.mixed { "cron/prometheus/metrics-api" } else { "cron" },
+        if opts.mixed {
+            "cron/prometheus/metrics-api"
+        } else {
+            "cron"
+        },
         n.div_ceil(per_file),
         t0.elapsed().as_secs_f64()
     );

@@ -11,7 +11,9 @@ use crate::{
     crd::{ScaledObject, scaled_object::MetricTargetType},
     operator::{
         hpa::render_hpa,
-        validate::{offline_scaler_config, validate_scaled_object, validate_trigger_authentication},
+        validate::{
+            offline_scaler_config_assuming_sources, validate_scaled_object, validate_trigger_authentication,
+        },
     },
     scalers::{MetricSpec, ResourceTarget, ScalerError, build_scaler},
     source::local::{Parsed, manifest_files, parse_file},
@@ -79,7 +81,10 @@ pub fn offline_metric_specs(so: &ScaledObject) -> (IndexedSpecs, Vec<(usize, Sca
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for (i, t) in so.spec.triggers.iter().enumerate() {
-        match build_scaler(&offline_scaler_config(so, i, t), &Default::default()) {
+        match build_scaler(
+            &offline_scaler_config_assuming_sources(so, i, t),
+            &Default::default(),
+        ) {
             Ok(s) => specs.extend(s.metric_specs().into_iter().map(|m| (i, m))),
             Err(ScalerError::UnknownType(ty)) if matches!(ty.as_str(), "cpu" | "memory") => {
                 match resource_spec(so, i) {

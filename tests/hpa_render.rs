@@ -119,3 +119,18 @@ fn paused_scale_in_and_out_behavior() {
 fn min_replica_count_zero() {
     check("min-zero", None);
 }
+
+#[test]
+fn aws_sqs_queue_with_trigger_authentication() {
+    check("aws-sqs-queue", None);
+}
+
+#[test]
+fn aws_cloudwatch_with_trigger_authentication() {
+    check("aws-cloudwatch", None);
+}
+
+#[test]
+fn kubernetes_workload() {
+    check("kubernetes-workload", None);
+}

@@ -362,7 +362,7 @@ fn check_trigger_metadata(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> Vec<
             reason,
         )];
     }
-    let config = offline_scaler_config(so, i, t);
+    let config = offline_scaler_config_assuming_sources(so, i, t);
     match build_scaler(&config, &Default::default()) {
         Ok(_) => Vec::new(),
         Err(ScalerError::UnknownType(ty)) if TYPES_HANDLED_ELSEWHERE.contains(&ty.as_str()) => Vec::new(),
@@ -373,7 +373,7 @@ fn check_trigger_metadata(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> Vec<
             // come from there cannot be called missing.
             let external_sources =
                 t.authentication_ref.is_some() || t.metadata.keys().any(|k| k.ends_with("FromEnv"));
-            if external_sources && message.contains("missing") {
+            if external_sources && is_missing_parameter(&message) {
                 return Vec::new();
             }
             let key = named_key(&message, &t.metadata);
@@ -381,6 +381,43 @@ fn check_trigger_metadata(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> Vec<
             vec![Problem::new(f, message, reason)]
         }
     }
+}
+
+/// Credentials a TriggerAuthentication commonly supplies, filled with placeholders offline.
+const PLACEHOLDER_AUTH_KEYS: &[&str] = &[
+    "awsAccessKeyID",
+    "awsSecretAccessKey",
+    "bearerToken",
+    "username",
+    "password",
+    "apiKey",
+    "customAuthHeader",
+    "customAuthValue",
+];
+
+/// True for a scaler error that says a parameter is absent (which a TriggerAuthentication or
+/// the target's env may supply), in the words the scalers use.
+fn is_missing_parameter(message: &str) -> bool {
+    ["missing", "not found", "is required", "are required"]
+        .iter()
+        .any(|w| message.contains(w))
+}
+
+/// [`offline_scaler_config`] plus placeholder credentials when the trigger has an
+/// `authenticationRef`, so the rest of its metadata is still checked and its metric specs can be
+/// rendered without the cluster (KEDA's webhook does not resolve TriggerAuthentications either).
+pub fn offline_scaler_config_assuming_sources(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> ScalerConfig {
+    let mut config = offline_scaler_config(so, i, t);
+    if t.authentication_ref.is_some() {
+        for key in PLACEHOLDER_AUTH_KEYS {
+            if !t.metadata.contains_key(*key) {
+                config
+                    .auth_params
+                    .insert((*key).to_string(), "offline-placeholder".to_string());
+            }
+        }
+    }
+    config
 }
 
 /// The `ScalerConfig` for trigger `i` as reconcile would build it, minus what needs the cluster
@@ -407,8 +444,11 @@ pub fn offline_scaler_config(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> S
 /// or any word that is a key of the trigger's metadata.
 fn named_key(message: &str, metadata: &BTreeMap<String, String>) -> Option<String> {
     let is_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    // A quoted word names the key when it is one, or when the message is about a parameter
+    // (`missing required parameter "url"`); a quoted value (`invalid integer "five"`) does not.
     if let Some(rest) = message.split('"').nth(1)
         && is_name(rest)
+        && (metadata.contains_key(rest) || message.contains("parameter"))
     {
         return Some(rest.to_string());
     }
@@ -612,6 +652,31 @@ mod tests {
     fn clean_object_has_no_problems() {
         assert_eq!(
             messages(&format!("  scaleTargetRef: {{name: t}}\n  triggers: [{CRON}]")),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn credentials_from_a_trigger_authentication_are_not_called_missing() {
+        let sqs = |extra: &str, queue_length: &str| {
+            messages(&format!(
+                "  scaleTargetRef: {{name: t}}\n  triggers: [{{type: aws-sqs-queue, {extra}metadata: {{queueURL: 'https://sqs.eu-west-1.amazonaws.com/1/q', queueLength: '{queue_length}', awsRegion: eu-west-1}}}}]"
+            ))
+        };
+        assert_eq!(sqs("authenticationRef: {name: aws}, ", "5"), vec![]);
+        // Without a TriggerAuthentication the keys are really missing, as KEDA says.
+        let m = sqs("", "5");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].1.contains("awsAccessKeyID not found"), "{m:?}");
+        // The rest of the metadata is still checked.
+        let m = sqs("authenticationRef: {name: aws}, ", "five");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].0, "spec.triggers[0].metadata.queueLength", "{m:?}");
+        // A TLS client identity can only come from the TriggerAuthentication.
+        assert_eq!(
+            messages(
+                "  scaleTargetRef: {name: t}\n  triggers: [{type: prometheus, authenticationRef: {name: tls}, metadata: {serverAddress: 'http://p:9090', query: up, threshold: '1', authModes: tls}}]"
+            ),
             vec![]
         );
     }
