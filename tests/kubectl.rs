@@ -383,6 +383,11 @@ fn fallback_and_composite_metric_as_the_hpa_reads_them() {
         )),
         "21"
     );
+    let metrics = http_get(ebb.admin, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("keda_scaler_metrics_value{namespace=\"team-a\",metric=\"composite-metric\",scaledObject=\"coalesce\",scaler=\"composite-metric\",triggerIndex=\"0\",type=\"scaledobject\"} 21"),
+        "{metrics}"
+    );
     // A nil formula result falls back to fallback.replicas × target.
     assert_eq!(
         value_of(&kubectl(

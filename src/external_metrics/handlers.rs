@@ -346,6 +346,19 @@ async fn read_metric(
             &entry,
         ))
         .await?;
+        // KEDA records the composite under the scaler name `composite-metric`, trigger index 0.
+        if let Some(keda) = &state.keda {
+            let composite = crate::operator::hpa::COMPOSITE_METRIC_NAME;
+            let labels = crate::keda_metrics::ScalerLabels {
+                namespace: key.namespace.clone(),
+                metric: composite.to_string(),
+                scaled_object: key.name.clone(),
+                scaler: composite.to_string(),
+                trigger_index: 0,
+                type_: crate::keda_metrics::ScaledResourceType::ScaledObject,
+            };
+            keda.record_scaler_value(&labels, value);
+        }
         return render(&Sample::now(vec![value], true), metric, pretty).map_err(ApiError::internal);
     }
     let resolved = state
