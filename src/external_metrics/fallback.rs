@@ -144,12 +144,11 @@ fn metric_target(resolved: &Resolved) -> Option<Target> {
     })
 }
 
-/// The object's `composite-metric`, when `metric` names it and the object uses scalingModifiers.
-pub fn is_composite(entry: &ObjectEntry, metric: &str) -> bool {
-    metric.eq_ignore_ascii_case(crate::operator::hpa::COMPOSITE_METRIC_NAME)
-        && entry
-            .read_policy()
-            .is_some_and(|so| so.spec.uses_scaling_modifiers())
+/// True when the object serves a `composite-metric` (it uses scalingModifiers).
+pub fn uses_scaling_modifiers(entry: &ObjectEntry) -> bool {
+    entry
+        .read_policy()
+        .is_some_and(|so| so.spec.uses_scaling_modifiers())
 }
 
 /// Evaluates the scalingModifiers formula over every trigger's current value (§10.3).
@@ -157,7 +156,7 @@ pub async fn composite(
     cache: &MetricCache,
     health: &HealthStore,
     targets: Option<&TargetReader>,
-    entry: &std::sync::Arc<ObjectEntry>,
+    entry: &Arc<ObjectEntry>,
 ) -> Result<f64, ApiError> {
     let Some(so) = entry.read_policy() else {
         return Err(ApiError::internal("the ScaledObject has no scalingModifiers"));

@@ -336,8 +336,10 @@ async fn read_metric(
     let raw = label_selector_param(query);
     let so_name = scaled_object_name(&raw)?;
     let key = ObjectKey::new(namespace, so_name);
-    if let Some(entry) = state.registry.get(&key)
-        && fallback::is_composite(&entry, metric)
+    // The name is compared first so ordinary reads pay no second registry lookup.
+    if metric.eq_ignore_ascii_case(crate::operator::hpa::COMPOSITE_METRIC_NAME)
+        && let Some(entry) = state.registry.get(&key)
+        && fallback::uses_scaling_modifiers(&entry)
     {
         let value = Box::pin(fallback::composite(
             &state.cache,
