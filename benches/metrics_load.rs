@@ -11,6 +11,10 @@
 //! on 127.0.0.1; every loop is bounded in count and in time; child processes are killed on every
 //! exit path. Without `--bench` (as `cargo test --benches` runs it) only the self-checks run.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{BoxError, Res, free_port, get_plain, is_gone, print_loadavg, print_machine, runtime};
+
 use std::{
     io::Read as _,
     net::SocketAddr,
@@ -32,9 +36,6 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig, server::WebPkiClientVeri
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Res<T> = Result<T, BoxError>;
 
 /// Timeout of one request of the load client.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,8 +113,8 @@ fn run(opts: &Opts) -> Res<()> {
     }
     // The client (and the JSON endpoint) and the bare responder each get their own runtime with
     // two workers, like ebb's own runtime on a 2-core machine.
-    let client_rt = runtime("bench-client")?;
-    let bare_rt = runtime("bench-bare")?;
+    let client_rt = runtime("bench-client", 2)?;
+    let bare_rt = runtime("bench-bare", 2)?;
     let tmp = tempfile::Builder::new().prefix("ebb-bench-").tempdir()?;
     print_machine();
 
@@ -139,37 +140,6 @@ fn run(opts: &Opts) -> Res<()> {
     }
     print_loadavg();
     Ok(())
-}
-
-/// Other work on the machine skews the figures; the load average says how much there was.
-fn print_loadavg() {
-    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "loadavg: {}",
-        avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
-}
-
-fn runtime(name: &str) -> Res<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
-}
-
-fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|r| r.trim_start_matches([' ', '\t', ':']))
-        })
-        .unwrap_or("unknown");
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("machine: {cpus} CPUs, {model}");
-    print_loadavg();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,7 +540,7 @@ impl Ebb {
         loop {
             if let Some(child) = &self.child {
                 // try_wait needs &mut; a zero-signal check through /proc is enough here.
-                if !Path::new(&format!("/proc/{}", child.id())).exists() || is_zombie(child.id()) {
+                if !Path::new(&format!("/proc/{}", child.id())).exists() || is_gone(child.id()) {
                     return Err(format!("ebb exited before it was ready\n{}", self.log_tail()).into());
                 }
             }
@@ -598,18 +568,6 @@ impl Drop for Ebb {
             let _ = child.wait();
         }
     }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-        .unwrap_or(true)
-}
-
-fn free_port() -> Res<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1143,25 +1101,6 @@ async fn fetch_all(
         }
     }
     total
-}
-
-/// Plain-HTTP GET (the admin port), with a 2 s timeout.
-async fn get_plain(addr: SocketAddr, path: &str) -> Res<(StatusCode, Bytes)> {
-    let fut = async {
-        let tcp = TcpStream::connect(addr).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::get(path)
-            .header(header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok::<_, BoxError>((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(2), fut).await?
 }
 
 // ---------------------------------------------------------------------------------------------

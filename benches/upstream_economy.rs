@@ -25,6 +25,10 @@ mod moto;
 #[path = "../tests/common/prometheus.rs"]
 mod prometheus;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{BoxError, Res, free_port, get_plain, is_gone, print_loadavg, print_machine, runtime};
+
 use std::{
     collections::{BTreeMap, HashMap},
     convert::Infallible,
@@ -48,9 +52,6 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Res<T> = Result<T, BoxError>;
 
 /// Timeout of one request of the client.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,14 +126,6 @@ fn main() {
         eprintln!("upstream_economy: error: {e}");
         std::process::exit(1);
     }
-}
-
-fn runtime(name: &str, workers: usize) -> Res<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
 }
 
 fn run(opts: &Opts) -> Res<()> {
@@ -897,37 +890,6 @@ impl Drop for Ebb {
     }
 }
 
-fn is_gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-        .unwrap_or(true)
-}
-
-fn free_port() -> Res<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-/// Plain-HTTP GET (the admin port), with a 2 s timeout.
-async fn get_plain(addr: SocketAddr, path: &str) -> Res<(StatusCode, Bytes)> {
-    let fut = async {
-        let tcp = TcpStream::connect(addr).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::get(path)
-            .header(header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok::<_, BoxError>((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(2), fut).await?
-}
-
 // ---------------------------------------------------------------------------------------------
 // The mutual-TLS client.
 
@@ -1187,28 +1149,6 @@ async fn burst(addr: SocketAddr, path: &str, cfg: Arc<ClientConfig>, n: usize) -
 
 // ---------------------------------------------------------------------------------------------
 // Output.
-
-fn print_loadavg() {
-    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "loadavg: {}",
-        avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
-}
-
-fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|r| r.trim_start_matches([' ', '\t', ':']))
-        })
-        .unwrap_or("unknown");
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("machine: {cpus} CPUs, {model}");
-    print_loadavg();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Self-checks of the pure pieces (run when the binary is started without `--bench`).
