@@ -7,10 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use kube::{
-    Client,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::{Client, runtime::events::Recorder};
 
 use crate::{
     cache::MetricCache,
@@ -42,12 +39,8 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// Metric values between scalers and readers.
     pub cache: Arc<MetricCache>,
-    /// Who publishes Kubernetes events.
-    pub reporter: Reporter,
-    /// One event recorder per ScaledObject: kube's recorder sweeps its whole cache on every
-    /// event, so one shared recorder made a pass publishing an event per object quadratic
-    /// (measured by benches/reconcile.rs); per object, repeated events still aggregate.
-    pub recorders: Mutex<HashMap<ObjectKey, Recorder>>,
+    /// Publishes Kubernetes events.
+    pub recorder: Recorder,
     /// The clock the scale loop decides with.
     pub clock: Clock,
     /// KEDA's Prometheus metrics, when exported.
@@ -76,13 +69,12 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// A context on `client` with the system clock and no exported metrics.
     pub fn new(client: Client, registry: Arc<Registry>, cache: Arc<MetricCache>) -> Self {
-        let reporter = Reporter {
+        let reporter = kube::runtime::events::Reporter {
             controller: FIELD_MANAGER.to_string(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            reporter,
-            recorders: Mutex::new(HashMap::new()),
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             registry,
             cache,
@@ -94,23 +86,6 @@ impl Context {
             loops: Mutex::new(HashMap::new()),
             spawn_loops: true,
         }
-    }
-
-    /// The event recorder of `key`, created on first use.
-    pub fn recorder(&self, key: &ObjectKey) -> Recorder {
-        let mut recorders = self.recorders.lock().unwrap_or_else(|p| p.into_inner());
-        recorders
-            .entry(key.clone())
-            .or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone()))
-            .clone()
-    }
-
-    /// Drops what is kept for a deleted ScaledObject (its event recorder).
-    pub fn forget(&self, key: &ObjectKey) {
-        self.recorders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
     }
 
     /// Stops the scale loop of `key`, if one runs.

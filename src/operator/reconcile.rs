@@ -123,7 +123,6 @@ async fn cleanup(so: &ScaledObject, ctx: &Context) -> Result<Action> {
         }
     }
     ctx.registry.remove(&key);
-    ctx.forget(&key);
     if let Some(m) = &ctx.metrics {
         m.remove_scaled_object(&key.namespace, &key.name);
     }
@@ -494,11 +493,7 @@ pub const LOOP_FIELD_MANAGER: &str = "ebb-scale-loop";
 
 /// Publishes events on the ScaledObject; a failed event is logged, never fatal.
 pub async fn publish(ctx: &Context, so: &ScaledObject, events: Events) {
-    if events.is_empty() {
-        return;
-    }
     let reference = so.object_ref(&());
-    let recorder = ctx.recorder(&object_key(so));
     for (type_, reason, message) in events {
         let ev = KubeEvent {
             type_,
@@ -507,7 +502,7 @@ pub async fn publish(ctx: &Context, so: &ScaledObject, events: Events) {
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&ev, &reference).await {
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
             warn!(error = %e, reason, "event not recorded");
         }
     }
