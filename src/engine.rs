@@ -39,6 +39,10 @@ impl Engine {
             let health = health.clone();
             registry.on_remove(Arc::new(move |key| health.forget(key)));
         }
+        {
+            let health = health.clone();
+            registry.on_apply(Arc::new(move |key, so| health.seed(key, so)));
+        }
         Self {
             registry,
             cache,
@@ -76,5 +80,36 @@ mod tests {
         assert!(engine.health.get(&key, "s0-cron").is_some());
         engine.registry.remove(&key);
         assert!(engine.health.get(&key, "s0-cron").is_none());
+    }
+
+    #[test]
+    fn counters_resume_from_the_published_status() {
+        let engine = Engine::new(Duration::from_secs(1));
+        let mut so: crate::crd::ScaledObject = serde_yaml::from_str(
+            "metadata: {name: a, namespace: ns}\nspec: {scaleTargetRef: {name: t}, fallback: {failureThreshold: 3, replicas: 2}, triggers: [{type: cron, metadata: {timezone: Etc/UTC, start: '0 0 * * *', end: '1 0 * * *', desiredReplicas: '1'}}]}\nstatus: {health: {s0-cron: {numberOfFailures: 3, status: Failing}}}",
+        )
+        .expect("parses");
+        engine.registry.apply(&so);
+        let key = ObjectKey::new("ns", "a");
+        // The fourth failure in a row, counted from the loop's published three, falls back.
+        let (step, h) = engine.health.step(&so, &key, "s0-cron", None, false);
+        assert_eq!(step, crate::operator::fallback::Step::Synthetic);
+        assert_eq!(h.number_of_failures, Some(4));
+        // Once this process counts, a stale published count does not overwrite it.
+        engine.health.step(&so, &key, "s0-cron", None, true);
+        engine.registry.apply(&so);
+        assert_eq!(
+            engine
+                .health
+                .get(&key, "s0-cron")
+                .and_then(|h| h.number_of_failures),
+            Some(0)
+        );
+        // Objects without a fallback keep no counters.
+        so.spec.fallback = None;
+        let other = ObjectKey::new("ns", "b");
+        so.metadata.name = Some("b".into());
+        engine.registry.apply(&so);
+        assert_eq!(engine.health.get(&other, "s0-cron"), None);
     }
 }

@@ -121,9 +121,9 @@ pub fn on_result(so: &ScaledObject, health: &mut HealthStatus, ok: bool) -> Step
 /// Consecutive-failure counters per ScaledObject metric, shared by every reader in one process.
 ///
 /// KEDA counts HPA reads and poll-loop reads into one counter; under `ebb run` the metrics server
-/// and the scale loop share this store, so ebb does the same. The loop seeds a counter from
-/// `status.health` after a restart and persists it there; a standalone metrics server counts its
-/// own reads from its start.
+/// and the scale loop share this store, so ebb does the same. The loop persists counters to
+/// `status.health`; a process without a counter for a metric takes the one published there
+/// (after a restart, or a standalone metrics server seeing the loop's count) and counts on.
 #[derive(Debug, Default)]
 pub struct HealthStore {
     objects: Mutex<HashMap<ObjectKey, BTreeMap<String, HealthStatus>>>,
@@ -153,6 +153,24 @@ impl HealthStore {
         };
         let step = on_result(so, health, ok);
         (step, health.clone())
+    }
+
+    /// Takes the counters in `status.health` for metrics this process has not counted yet, so a
+    /// restarted metrics server resumes where the scale loop's published count stands.
+    pub fn seed(&self, key: &ObjectKey, so: &ScaledObject) {
+        let Some(health) = so.status.as_ref().and_then(|s| s.health.as_ref()) else {
+            return;
+        };
+        if health.is_empty() || !has_valid_fallback(so) {
+            return;
+        }
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let per_object = objects.entry(key.clone()).or_default();
+        for (metric, h) in health {
+            if !per_object.contains_key(metric) {
+                per_object.insert(metric.clone(), h.clone());
+            }
+        }
     }
 
     /// Drops the counters of a deleted ScaledObject.

@@ -204,6 +204,9 @@ pub type InvalidateFn = Arc<dyn Fn(u64) + Send + Sync>;
 /// Called with the key of every ScaledObject removed.
 pub type RemoveFn = Arc<dyn Fn(&ObjectKey) + Send + Sync>;
 
+/// Called with every ScaledObject applied, status included, before it is trimmed.
+pub type ApplyFn = Arc<dyn Fn(&ObjectKey, &ScaledObject) + Send + Sync>;
+
 /// All live scalers, shared by the metrics server (and later the operator).
 pub struct Registry {
     objects: RwLock<HashMap<ObjectKey, Arc<ObjectEntry>>>,
@@ -211,6 +214,7 @@ pub struct Registry {
     config: RwLock<RegistryConfig>,
     on_invalidate: RwLock<Vec<InvalidateFn>>,
     on_remove: RwLock<Vec<RemoveFn>>,
+    on_apply: RwLock<Vec<ApplyFn>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -228,6 +232,7 @@ impl Registry {
             config: RwLock::new(config),
             on_invalidate: RwLock::new(Vec::new()),
             on_remove: RwLock::new(Vec::new()),
+            on_apply: RwLock::new(Vec::new()),
         }
     }
 
@@ -251,6 +256,14 @@ impl Registry {
     /// Registers a hook called when an object is removed (fallback counters use it).
     pub fn on_remove(&self, f: RemoveFn) {
         if let Ok(mut hooks) = self.on_remove.write() {
+            hooks.push(f);
+        }
+    }
+
+    /// Registers a hook called with every object applied, status included (fallback counters
+    /// resume from `status.health` with it).
+    pub fn on_apply(&self, f: ApplyFn) {
+        if let Ok(mut hooks) = self.on_apply.write() {
             hooks.push(f);
         }
     }
@@ -281,6 +294,11 @@ impl Registry {
     /// Adds or updates a ScaledObject; scalers are rebuilt only when the spec changed.
     pub fn apply(&self, so: &ScaledObject) {
         let key = object_key(so);
+        if let Ok(hooks) = self.on_apply.read() {
+            for h in hooks.iter() {
+                h(&key, so);
+            }
+        }
         let hash = spec_hash(so);
         if let Some(existing) = self.get(&key)
             && existing.spec_hash == hash
