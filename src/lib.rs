@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cache;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod crd;
 pub mod engine;
 pub mod external_metrics;

@@ -168,7 +168,7 @@ pub async fn run_on(
     } else {
         let client = match client {
             Some(c) => c,
-            None => kube_client(args.kubeconfig.as_deref()).await?,
+            None => crate::cluster::client(args.kubeconfig.as_deref()).await?,
         };
         let context = ScalerContext {
             kube: Some(client.clone()),
@@ -334,20 +334,13 @@ async fn requestheader_from_cluster(
     Ok(Some(cfg))
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, ServerError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| ServerError::Kubeconfig(path.to_path_buf(), e))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| ServerError::Kubeconfig(path.to_path_buf(), e))?
+impl From<crate::cluster::ClientError> for ServerError {
+    fn from(e: crate::cluster::ClientError) -> Self {
+        match e {
+            crate::cluster::ClientError::Kubeconfig(path, source) => ServerError::Kubeconfig(path, source),
+            crate::cluster::ClientError::Kube(source) => ServerError::Kube(source),
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ServerError::Kube(kube::Error::InferConfig(e)))?,
-    };
-    kube::Client::try_from(config).map_err(ServerError::Kube)
+    }
 }
 
 fn print_local_banner(kubeconfig: &Path, secure: SocketAddr, admin: SocketAddr) {

@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -89,7 +89,7 @@ impl AuthResolver for LateResolver {
 
 /// Runs the operator until `shutdown`.
 pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeError> {
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(KedaMetrics::register(&mut prom));
     let engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
@@ -325,20 +325,13 @@ fn error_policy_guarded(
     }
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client, RuntimeError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| RuntimeError::Kubeconfig(path.to_path_buf(), e))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| RuntimeError::Kubeconfig(path.to_path_buf(), e))?
+impl From<crate::cluster::ClientError> for RuntimeError {
+    fn from(e: crate::cluster::ClientError) -> Self {
+        match e {
+            crate::cluster::ClientError::Kubeconfig(path, source) => RuntimeError::Kubeconfig(path, source),
+            crate::cluster::ClientError::Kube(source) => RuntimeError::Kube(source),
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| RuntimeError::Kube(kube::Error::InferConfig(e)))?,
-    };
-    Client::try_from(config).map_err(RuntimeError::Kube)
+    }
 }
 
 #[cfg(test)]

@@ -409,7 +409,9 @@ pub async fn run(args: WebhooksArgs, shutdown: Signal) -> Result<(), WebhooksErr
             info!(dir = %dir.display(), "local mode: cluster objects from files; no cluster is contacted");
             Arc::new(LocalCluster::from_dir(dir.clone()))
         }
-        None => Arc::new(KubeCluster::new(kube_client(args.kubeconfig.as_deref()).await?)),
+        None => Arc::new(KubeCluster::new(
+            crate::cluster::client(args.kubeconfig.as_deref()).await?,
+        )),
     };
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(KedaMetrics::register(&mut prom));
@@ -474,20 +476,13 @@ async fn wait_for_files(cert: &Path, key: &Path, shutdown: &Signal) -> bool {
     true
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, WebhooksError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| WebhooksError::Kubeconfig(path.to_path_buf(), e))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| WebhooksError::Kubeconfig(path.to_path_buf(), e))?
+impl From<crate::cluster::ClientError> for WebhooksError {
+    fn from(e: crate::cluster::ClientError) -> Self {
+        match e {
+            crate::cluster::ClientError::Kubeconfig(path, source) => WebhooksError::Kubeconfig(path, source),
+            crate::cluster::ClientError::Kube(source) => WebhooksError::Kube(source),
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| WebhooksError::Kube(kube::Error::InferConfig(e)))?,
-    };
-    kube::Client::try_from(config).map_err(WebhooksError::Kube)
+    }
 }
 
 fn json(code: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
