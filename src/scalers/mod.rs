@@ -62,6 +62,8 @@ pub struct ScalerContext {
     pub pods: Option<kubernetes_workload::PodIndex>,
     /// Shared AWS configuration and credential caches.
     pub aws: aws::AwsShared,
+    /// KEDA's metrics, fed by the scalers' outbound HTTP requests.
+    pub metrics: Option<Arc<crate::keda_metrics::KedaMetrics>>,
 }
 
 impl fmt::Debug for ScalerContext {
@@ -69,6 +71,7 @@ impl fmt::Debug for ScalerContext {
         f.debug_struct("ScalerContext")
             .field("kube", &self.kube.is_some())
             .field("pods", &self.pods.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -135,9 +138,24 @@ pub enum ScalerError {
     /// The upstream call did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// A call to a known upstream did not finish in time; `upstream` names it (`GET http://host/path`).
+    #[error("{upstream}: timed out{}", if after.is_zero() { String::new() } else { format!(" after {after:?}") })]
+    UpstreamTimeout {
+        /// What was called, without credentials.
+        upstream: String,
+        /// The timeout that expired (zero when the call had none of its own).
+        after: Duration,
+    },
     /// The trigger type is unknown.
     #[error("no scaler found for type: {0}")]
     UnknownType(String),
+}
+
+impl ScalerError {
+    /// True when the upstream did not answer in time (the metrics API answers 504 for these).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::UpstreamTimeout { .. })
+    }
 }
 
 /// A live scaler for one trigger.
@@ -159,7 +177,9 @@ pub type SharedScaler = Arc<dyn Scaler>;
 pub fn build_scaler(config: &ScalerConfig, ctx: &ScalerContext) -> Result<SharedScaler, ScalerError> {
     match config.trigger_type.as_str() {
         "cron" => Ok(Arc::new(cron::CronScaler::new(config)?)),
-        "metrics-api" => Ok(Arc::new(metrics_api::MetricsApiScaler::new(config)?)),
+        "metrics-api" => Ok(Arc::new(
+            metrics_api::MetricsApiScaler::new(config)?.observed(ctx),
+        )),
         "prometheus" => Ok(Arc::new(prometheus::PrometheusScaler::new(config, ctx)?)),
         "aws-sqs-queue" => Ok(Arc::new(aws::sqs::SqsScaler::new(config, ctx)?)),
         "aws-cloudwatch" => Ok(Arc::new(aws::cloudwatch::CloudWatchScaler::new(config, ctx)?)),
