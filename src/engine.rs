@@ -148,7 +148,64 @@ pub fn http_timeout(flag_ms: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scalers::registry::ObjectKey;
+    use crate::scalers::registry::{NoAuthResolver, ObjectKey};
+
+    /// A loopback upstream answering `{"v": 7}` to every request.
+    fn upstream() -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten().take(8) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{\"v\": 7}");
+            }
+        });
+        format!("http://127.0.0.1:{port}/v")
+    }
+
+    #[tokio::test]
+    async fn a_real_read_feeds_keda_and_upstream_metrics() {
+        let mut prom = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(KedaMetrics::register(&mut prom));
+        let mut engine = Engine::new(Duration::from_secs(2));
+        engine.observe(metrics);
+        engine.configure(Arc::new(NoAuthResolver), ScalerContext::default());
+        let so: crate::crd::ScaledObject = serde_yaml::from_str(&format!(
+            "metadata: {{name: web, namespace: ns, annotations: {{autoscaling.keda.sh/paused: 'true'}}}}\nspec: {{scaleTargetRef: {{name: t}}, triggers: [{{type: metrics-api, metadata: {{url: '{}', valueLocation: v, targetValue: '1'}}}}]}}",
+            upstream()
+        ))
+        .expect("parses");
+        engine.registry.apply(&so);
+        engine.registry.apply(&so);
+        let key = ObjectKey::new("ns", "web");
+        let resolved = engine.registry.resolve(&key, "s0-metric-api-v").expect("resolves");
+        let (outcome, _) = engine.cache.read(&resolved).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        let text = crate::keda_metrics::encode_text(&prom).expect("encodes");
+        for wanted in [
+            "keda_scaler_http_requests_total{namespace=\"ns\",scaled_resource=\"web\",scaler=\"metrics-api\",trigger_name=\"\",metric_name=\"s0-metric-api-v\",status_code=\"200\"} 1",
+            "keda_scaler_http_request_duration_seconds_count{scaler=\"metrics-api\",status_code=\"200\"} 1",
+            "ebb_scaler_upstream_latency_seconds_count{type=\"metrics-api\"} 1",
+            "ebb_scaler_upstream_errors_total{type=\"metrics-api\"} 0",
+            // Applied twice, counted once.
+            "keda_trigger_registered_total{type=\"metrics-api\"} 1",
+            "keda_resource_registered_total{type=\"scaled_object\",namespace=\"ns\"} 1",
+            "keda_scaled_object_paused{namespace=\"ns\",scaledObject=\"web\"} 1",
+        ] {
+            assert!(text.contains(wanted), "no {wanted} in\n{text}");
+        }
+        engine.registry.remove(&key);
+        let text = crate::keda_metrics::encode_text(&prom).expect("encodes");
+        assert!(text.contains("keda_trigger_registered_total{type=\"metrics-api\"} 0"), "{text}");
+        assert!(
+            text.contains("keda_resource_registered_total{type=\"scaled_object\",namespace=\"ns\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("keda_scaled_object_paused{"), "{text}");
+    }
 
     #[test]
     fn removing_an_object_forgets_its_fallback_counters() {

@@ -337,3 +337,78 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'{')
     .add(b'|')
     .add(b'}');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: &str = "127.0.0.1:8080";
+
+    #[test]
+    fn untouched_examples_follow_the_admin_port_and_edited_ones_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old: SocketAddr = ADMIN.parse().expect("addr");
+        write_examples(dir.path(), old).expect("write");
+        let queue = dir.path().join("queue-worker.yaml");
+        assert!(std::fs::read_to_string(&queue).expect("read").contains("http://127.0.0.1:8080/demo/"));
+        let new: SocketAddr = "127.0.0.1:18080".parse().expect("addr");
+        write_examples(dir.path(), new).expect("rewrite");
+        let text = std::fs::read_to_string(&queue).expect("read");
+        assert!(text.contains("http://127.0.0.1:18080/demo/") && !text.contains(":8080/"), "{text}");
+        // A person's edit is never overwritten, even when the port changes again.
+        let edited = text.replace("targetValue: \"10\"", "targetValue: \"12\"");
+        std::fs::write(&queue, &edited).expect("edit");
+        write_examples(dir.path(), old).expect("keep");
+        assert_eq!(std::fs::read_to_string(&queue).expect("read"), edited);
+        assert!(!std::fs::read_dir(dir.path()).expect("ls").any(|e| {
+            e.map(|e| e.file_name().to_string_lossy().ends_with(".tmp")).unwrap_or(false)
+        }));
+    }
+
+    #[test]
+    fn template_addresses_are_recognised_only_when_consistent() {
+        let t = "a http://{{ADMIN}}/x b http://{{ADMIN}}/y";
+        assert_eq!(
+            template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:1/y").as_deref(),
+            Some("127.0.0.1:1")
+        );
+        assert_eq!(template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:2/y"), None);
+        assert_eq!(template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:1/z"), None);
+    }
+
+    #[test]
+    fn a_second_instance_cannot_take_the_state_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut first = lock_state(dir.path()).expect("first lock");
+        first.describe("pid 42, https://127.0.0.1:6443");
+        let err = lock_state(dir.path()).expect_err("second lock refused");
+        let msg = err.to_string();
+        assert!(msg.contains("pid 42, https://127.0.0.1:6443"), "{msg}");
+        assert!(msg.contains("--state-dir"), "{msg}");
+        drop(first);
+        assert!(lock_state(dir.path()).is_ok(), "released with its holder");
+    }
+
+    #[test]
+    fn the_banner_reads_an_object_that_is_loaded() {
+        let registry = Registry::new(Default::default());
+        let kc = Path::new(".ebb/kubeconfig");
+        let secure: SocketAddr = "127.0.0.1:6443".parse().expect("addr");
+        let admin: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        let text = banner(kc, secure, admin, Path::new("objs"), &registry);
+        assert!(text.contains("No ScaledObject in objs"), "{text}");
+        assert!(text.contains("http://127.0.0.1:8080/metrics"), "{text}");
+        for doc in [
+            "metadata: {name: nightly, namespace: team-a}\nspec: {scaleTargetRef: {name: n}, triggers: [{type: cron, metadata: {timezone: Etc/UTC, start: '0 0 1 1 *', end: '1 0 1 1 *', desiredReplicas: '3'}}]}",
+            "metadata: {name: worker, namespace: team-a}\nspec: {scaleTargetRef: {name: w}, triggers: [{type: metrics-api, metadata: {url: 'http://x/q', valueLocation: 'a{b=\"c\"}', targetValue: '1'}}]}",
+        ] {
+            registry.apply(&serde_yaml::from_str(doc).expect("parses"));
+        }
+        let text = banner(kc, secure, admin, Path::new("objs"), &registry);
+        assert!(
+            text.contains("/namespaces/team-a/s0-metric-api-a%7Bb=%22c%22%7D?labelSelector=scaledobject.keda.sh%2Fname%3Dworker'"),
+            "{text}"
+        );
+        assert!(!text.contains("queue-worker"), "{text}");
+    }
+}

@@ -26,12 +26,11 @@ fn chain<'a>(e: &'a (dyn Error + 'static)) -> Vec<&'a (dyn Error + 'static)> {
             break;
         }
         out.push(c);
-        if let Some(inner) = c.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            out.push(inner);
-            current = inner.source();
-        } else {
-            current = c.source();
-        }
+        current = match c.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            // The payload next (it may be another io::Error with its own payload).
+            Some(inner) => Some(inner),
+            None => c.source(),
+        };
     }
     out
 }
