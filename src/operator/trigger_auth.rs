@@ -68,13 +68,13 @@ impl AuthKind for TriggerAuthentication {
     fn updated_message(name: &str) -> String {
         format!("ClusterTriggerAuthentication {name} is updated")
     }
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+    fn api(client: Client, namespace: Option<&str>) -> Api<TriggerAuthentication> {
         match namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
         }
     }
-    fn watched(client: Client, namespace: Option<&str>) -> Api<DeserializeGuard<Self>> {
+    fn watched(client: Client, namespace: Option<&str>) -> Api<DeserializeGuard<TriggerAuthentication>> {
         match namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
@@ -92,10 +92,10 @@ impl AuthKind for ClusterTriggerAuthentication {
     fn updated_message(name: &str) -> String {
         format!("ClusterTriggerAuthentication {name} is updated")
     }
-    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+    fn api(client: Client, _namespace: Option<&str>) -> Api<ClusterTriggerAuthentication> {
         Api::all(client)
     }
-    fn watched(client: Client, _namespace: Option<&str>) -> Api<DeserializeGuard<Self>> {
+    fn watched(client: Client, _namespace: Option<&str>) -> Api<DeserializeGuard<ClusterTriggerAuthentication>> {
         Api::all(client)
     }
 }
