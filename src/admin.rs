@@ -87,12 +87,8 @@ pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>>
                 .is_some_and(|v| v.contains("application/openmetrics-text"));
             let encoded = if open_metrics {
                 let mut out = String::new();
-                prometheus_client::encoding::text::encode(&mut out, &state.registry).map(|()| {
-                    (
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        out,
-                    )
-                })
+                prometheus_client::encoding::text::encode(&mut out, &state.registry)
+                    .map(|()| ("application/openmetrics-text; version=1.0.0; charset=utf-8", out))
             } else {
                 crate::keda_metrics::encode_text(&state.registry)
                     .map(|out| ("text/plain; version=0.0.4; charset=utf-8", out))

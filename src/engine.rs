@@ -160,7 +160,9 @@ mod tests {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 2048];
                 let _ = s.read(&mut buf);
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{\"v\": 7}");
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{\"v\": 7}",
+                );
             }
         });
         format!("http://127.0.0.1:{port}/v")
@@ -181,7 +183,10 @@ mod tests {
         engine.registry.apply(&so);
         engine.registry.apply(&so);
         let key = ObjectKey::new("ns", "web");
-        let resolved = engine.registry.resolve(&key, "s0-metric-api-v").expect("resolves");
+        let resolved = engine
+            .registry
+            .resolve(&key, "s0-metric-api-v")
+            .expect("resolves");
         let (outcome, _) = engine.cache.read(&resolved).await;
         assert!(outcome.is_ok(), "{outcome:?}");
         let text = crate::keda_metrics::encode_text(&prom).expect("encodes");
@@ -199,7 +204,10 @@ mod tests {
         }
         engine.registry.remove(&key);
         let text = crate::keda_metrics::encode_text(&prom).expect("encodes");
-        assert!(text.contains("keda_trigger_registered_total{type=\"metrics-api\"} 0"), "{text}");
+        assert!(
+            text.contains("keda_trigger_registered_total{type=\"metrics-api\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains("keda_resource_registered_total{type=\"scaled_object\",namespace=\"ns\"} 0"),
             "{text}"

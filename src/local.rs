@@ -264,7 +264,13 @@ fn template_address(template: &str, text: &str) -> Option<String> {
 /// What the `--local` banner prints once the objects are loaded: where ebb serves and a
 /// `kubectl get --raw` command for a metric of an object actually loaded (a metrics-api trigger
 /// first, whose value moves, else any external metric).
-pub fn banner(kubeconfig: &Path, secure: SocketAddr, admin: SocketAddr, dir: &Path, registry: &Registry) -> String {
+pub fn banner(
+    kubeconfig: &Path,
+    secure: SocketAddr,
+    admin: SocketAddr,
+    dir: &Path,
+    registry: &Registry,
+) -> String {
     let shown = |a: SocketAddr| {
         if a.ip().is_unspecified() {
             SocketAddr::new(IpAddr::from([127, 0, 0, 1]), a.port())
@@ -294,10 +300,7 @@ pub fn banner(kubeconfig: &Path, secure: SocketAddr, admin: SocketAddr, dir: &Pa
                 .collect::<Vec<_>>()
         })
         .collect();
-    let pick = metrics
-        .iter()
-        .find(|(.., api)| *api)
-        .or_else(|| metrics.first());
+    let pick = metrics.iter().find(|(.., api)| *api).or_else(|| metrics.first());
     let read = match pick {
         Some((ns, name, metric, _)) => format!(
             "Read a live value of ScaledObject {ns}/{name} as the HPA would:\n\n  \
@@ -350,18 +353,26 @@ mod tests {
         let old: SocketAddr = ADMIN.parse().expect("addr");
         write_examples(dir.path(), old).expect("write");
         let queue = dir.path().join("queue-worker.yaml");
-        assert!(std::fs::read_to_string(&queue).expect("read").contains("http://127.0.0.1:8080/demo/"));
+        assert!(
+            std::fs::read_to_string(&queue)
+                .expect("read")
+                .contains("http://127.0.0.1:8080/demo/")
+        );
         let new: SocketAddr = "127.0.0.1:18080".parse().expect("addr");
         write_examples(dir.path(), new).expect("rewrite");
         let text = std::fs::read_to_string(&queue).expect("read");
-        assert!(text.contains("http://127.0.0.1:18080/demo/") && !text.contains(":8080/"), "{text}");
+        assert!(
+            text.contains("http://127.0.0.1:18080/demo/") && !text.contains(":8080/"),
+            "{text}"
+        );
         // A person's edit is never overwritten, even when the port changes again.
         let edited = text.replace("targetValue: \"10\"", "targetValue: \"12\"");
         std::fs::write(&queue, &edited).expect("edit");
         write_examples(dir.path(), old).expect("keep");
         assert_eq!(std::fs::read_to_string(&queue).expect("read"), edited);
         assert!(!std::fs::read_dir(dir.path()).expect("ls").any(|e| {
-            e.map(|e| e.file_name().to_string_lossy().ends_with(".tmp")).unwrap_or(false)
+            e.map(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                .unwrap_or(false)
         }));
     }
 
@@ -372,8 +383,14 @@ mod tests {
             template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:1/y").as_deref(),
             Some("127.0.0.1:1")
         );
-        assert_eq!(template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:2/y"), None);
-        assert_eq!(template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:1/z"), None);
+        assert_eq!(
+            template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:2/y"),
+            None
+        );
+        assert_eq!(
+            template_address(t, "a http://127.0.0.1:1/x b http://127.0.0.1:1/z"),
+            None
+        );
     }
 
     #[test]

@@ -111,9 +111,9 @@ fn explain_bind(cause: &io::Error, port_flag: &str, address_flag: &str) -> Strin
             "the port is already in use (another process, or an ebb started earlier, listens there); \
              choose another with {port_flag}"
         ),
-        io::ErrorKind::PermissionDenied => format!(
-            "permission denied (ports below 1024 need privileges); choose another with {port_flag}"
-        ),
+        io::ErrorKind::PermissionDenied => {
+            format!("permission denied (ports below 1024 need privileges); choose another with {port_flag}")
+        }
         io::ErrorKind::AddrNotAvailable => {
             format!("the address is not on this machine; choose another with {address_flag}")
         }

@@ -105,7 +105,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
         let mut out = Map::new();
         let level = match *meta.level() {
@@ -178,8 +183,7 @@ struct Fields(Map<String, Value>);
 
 impl tracing::field::Visit for Fields {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.0.insert(field.name().into(), format!("{value:?}").into());
     }
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         self.0.insert(field.name().into(), value.into());
@@ -197,10 +201,8 @@ impl tracing::field::Visit for Fields {
         self.0.insert(field.name().into(), value.into());
     }
     fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(
-            field.name().into(),
-            crate::report::error_chain(value).into(),
-        );
+        self.0
+            .insert(field.name().into(), crate::report::error_chain(value).into());
     }
 }
 
@@ -224,7 +226,14 @@ mod tests {
             assert!(err.contains("trace, debug, info, warn, error, off"), "{err}");
             assert!(err.contains("ebb=debug,info"), "{err}");
         }
-        for good in ["info", "WARN", "ebb=debug,info", "ebb::operator=trace", "off", "info,"] {
+        for good in [
+            "info",
+            "WARN",
+            "ebb=debug,info",
+            "ebb::operator=trace",
+            "off",
+            "info,",
+        ] {
             assert!(
                 Cli::try_parse_from(["ebb", "--log-level", good, "crd"]).is_ok(),
                 "{good} refused"
@@ -272,14 +281,27 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2, "{text}");
         let line = &lines[0];
-        let keys: Vec<&str> = line.as_object().expect("object").keys().map(String::as_str).collect();
+        let keys: Vec<&str> = line
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(&keys[..5], ["level", "ts", "logger", "caller", "msg"], "{text}");
         assert_eq!(line["level"], "warn");
         assert_eq!(line["msg"], "HPA applied");
         assert_eq!(line["logger"], "ebb::telemetry::tests");
-        assert!(line["caller"].as_str().is_some_and(|c| c.starts_with("src/telemetry.rs:")), "{line}");
+        assert!(
+            line["caller"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("src/telemetry.rs:")),
+            "{line}"
+        );
         let ts = line["ts"].as_str().expect("ts");
-        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'), "{ts}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z'),
+            "{ts}"
+        );
         assert_eq!(line["ScaledObject.Namespace"], "team-a");
         assert_eq!(line["ScaledObject.Name"], "web");
         assert_eq!(line["HPA.Name"], "keda-hpa-web");

@@ -27,14 +27,24 @@ fn the_dockerfile_pulls_nothing_runs_nothing_and_is_not_root() {
     let ins = dockerfile_instructions();
     assert_eq!(ins.first(), Some(&("FROM".to_string(), "scratch".to_string())));
     assert_eq!(ins.iter().filter(|(op, _)| op == "FROM").count(), 1, "{ins:?}");
-    assert!(!ins.iter().any(|(op, _)| op == "RUN"), "nothing runs at build time: {ins:?}");
-    let user = ins.iter().rev().find(|(op, _)| op == "USER").map(|(_, u)| u.clone());
+    assert!(
+        !ins.iter().any(|(op, _)| op == "RUN"),
+        "nothing runs at build time: {ins:?}"
+    );
+    let user = ins
+        .iter()
+        .rev()
+        .find(|(op, _)| op == "USER")
+        .map(|(_, u)| u.clone());
     let uid = user
         .as_deref()
         .and_then(|u| u.split(':').next())
         .and_then(|u| u.parse::<u32>().ok());
     assert!(uid.is_some_and(|u| u != 0), "a numeric non-root USER: {user:?}");
-    assert!(ins.contains(&("ENTRYPOINT".to_string(), "[\"/ebb\"]".to_string())), "{ins:?}");
+    assert!(
+        ins.contains(&("ENTRYPOINT".to_string(), "[\"/ebb\"]".to_string())),
+        "{ins:?}"
+    );
 }
 
 #[test]
@@ -49,9 +59,9 @@ fn install_docs_create_the_namespace_before_the_secret() {
         .iter()
         .position(|c| c.contains("create secret"))
         .expect("the docs create the ebb-certs Secret");
-    let namespace = commands.iter().position(|c| {
-        c.contains("create namespace ebb") || c.contains("manifests/namespace.yaml")
-    });
+    let namespace = commands
+        .iter()
+        .position(|c| c.contains("create namespace ebb") || c.contains("manifests/namespace.yaml"));
     assert!(
         namespace.is_some_and(|n| n < secret),
         "the namespace must exist before `{}`: {commands:?}",
@@ -104,7 +114,12 @@ fn the_image_runs_as_non_root_on_a_read_only_root() {
     let layout = dir.path().join("oci");
     // The test binary stands in for the release build (same libraries, minutes less).
     let out = Command::new("scripts/image")
-        .args(["--binary", env!("CARGO_BIN_EXE_ebb"), "--tag", "localhost/ebb-test:0"])
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_ebb"),
+            "--tag",
+            "localhost/ebb-test:0",
+        ])
         .arg("--out")
         .arg(&layout)
         .output()
@@ -139,7 +154,12 @@ fn the_image_runs_as_non_root_on_a_read_only_root() {
         .status()
         .expect("tar");
     assert!(untar.success());
-    for file in ["ebb", "etc/ssl/certs/ca-certificates.crt", "etc/passwd", "lib64/ld-linux-x86-64.so.2"] {
+    for file in [
+        "ebb",
+        "etc/ssl/certs/ca-certificates.crt",
+        "etc/passwd",
+        "lib64/ld-linux-x86-64.so.2",
+    ] {
         assert!(rootfs.join(file).is_file(), "{file} in the image");
     }
 

@@ -629,8 +629,18 @@ fn launch_local(dir: Option<&Path>, state: &Path, secure: u16, admin: u16) -> Ch
     }
     cmd.arg("--state-dir")
         .arg(state)
-        .args(["--bind-address", "127.0.0.1", "--metrics-bind-address", "127.0.0.1"])
-        .args(["--secure-port", &secure.to_string(), "--metrics-port", &admin.to_string()])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-bind-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--secure-port",
+            &secure.to_string(),
+            "--metrics-port",
+            &admin.to_string(),
+        ])
         .args(["--local-poll-interval", "100", "--log-level", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -795,7 +805,10 @@ fn shipped_examples_follow_the_metrics_port() {
     let out = kubectl(&state.join("kubeconfig"), &path);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("\"metricName\":\"s0-metric-api-queue-depth\""), "{stdout}");
+    assert!(
+        stdout.contains("\"metricName\":\"s0-metric-api-queue-depth\""),
+        "{stdout}"
+    );
 }
 
 /// A plain-HTTP stand-in for kube-apiserver: every list is empty, every watch stays open, and
@@ -826,7 +839,8 @@ fn recording_api_server() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
                     let _ = stream.read(&mut buf);
                     return;
                 }
-                let body = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
+                let body =
+                    r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -856,7 +870,12 @@ fn the_operator_honours_kedas_watch_namespace() {
         Command::new(env!("CARGO_BIN_EXE_ebb"))
             .args(["operator", "--kubeconfig"])
             .arg(&kc)
-            .args(["--metrics-port", &admin.to_string(), "--metrics-bind-address", "127.0.0.1"])
+            .args([
+                "--metrics-port",
+                &admin.to_string(),
+                "--metrics-bind-address",
+                "127.0.0.1",
+            ])
             .args(["--log-level", "warn"])
             .env("WATCH_NAMESPACE", "team-a")
             .env_remove("EBB_WATCH_NAMESPACE")
@@ -871,12 +890,17 @@ fn the_operator_honours_kedas_watch_namespace() {
         let paths = seen.lock().map(|p| p.clone()).unwrap_or_default();
         if paths.iter().any(|p| p.starts_with(wanted)) {
             assert!(
-                !paths.iter().any(|p| p.starts_with("/apis/keda.sh/v1alpha1/scaledobjects")),
+                !paths
+                    .iter()
+                    .any(|p| p.starts_with("/apis/keda.sh/v1alpha1/scaledobjects")),
                 "watched all namespaces too: {paths:?}"
             );
             break;
         }
-        assert!(Instant::now() < deadline, "no ScaledObject list in team-a: {paths:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no ScaledObject list in team-a: {paths:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -109,7 +109,12 @@ async fn scraped_names(http: &reqwest::Client, prom: &str) -> BTreeSet<String> {
 }
 
 async fn up(http: &reqwest::Client, prom: &str) -> Option<String> {
-    let v = prom_get(http, &format!("{prom}/api/v1/query"), &[("query", "up{job=\"ebb\"}")]).await;
+    let v = prom_get(
+        http,
+        &format!("{prom}/api/v1/query"),
+        &[("query", "up{job=\"ebb\"}")],
+    )
+    .await;
     v["data"]["result"][0]["value"][1].as_str().map(str::to_string)
 }
 
@@ -135,20 +140,28 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
     )
     .expect("write");
     let state = dir.path().join("state");
-    let _ebb = Ebb(
-        Command::new(env!("CARGO_BIN_EXE_ebb"))
-            .args(["metrics-server", "--local"])
-            .arg(&objects)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--bind-address", "127.0.0.1", "--metrics-bind-address", "127.0.0.1"])
-            .args(["--secure-port", &secure.to_string(), "--metrics-port", &admin.to_string()])
-            .args(["--local-poll-interval", "100", "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ebb"),
-    );
+    let _ebb = Ebb(Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["metrics-server", "--local"])
+        .arg(&objects)
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-bind-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--secure-port",
+            &secure.to_string(),
+            "--metrics-port",
+            &admin.to_string(),
+        ])
+        .args(["--local-poll-interval", "100", "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ebb"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
         assert!(Instant::now() < deadline, "ebb did not become ready");
@@ -236,7 +249,10 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
         .filter(|n| n.starts_with("keda_") || n.starts_with("ebb_"))
         .filter(|n| !all_documented.contains(*n))
         .collect();
-    assert!(undocumented.is_empty(), "exported but not documented: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "exported but not documented: {undocumented:?}"
+    );
 
     // promtool reads the classic text format a plain scraper gets; its only complaints may be
     // KEDA's own names (camelCase label names, `_total` on two gauges), never a parse error.
@@ -266,8 +282,12 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
     for line in complaints.lines() {
         let keda_name = line.starts_with("keda_")
             && (line.ends_with("label names should be written in 'snake_case' not 'camelCase'")
-                || line.starts_with("keda_trigger_registered_total non-counter metrics should not have \"_total\" suffix")
-                || line.starts_with("keda_resource_registered_total non-counter metrics should not have \"_total\" suffix"));
+                || line.starts_with(
+                    "keda_trigger_registered_total non-counter metrics should not have \"_total\" suffix",
+                )
+                || line.starts_with(
+                    "keda_resource_registered_total non-counter metrics should not have \"_total\" suffix",
+                ));
         assert!(keda_name, "promtool: {line}\n{body}");
     }
     drop(prom);
@@ -299,7 +319,10 @@ fn grafana_dashboard_queries_only_documented_metrics() {
     let mut used = BTreeSet::new();
     for expr in &exprs {
         for name in metric_names_in(expr) {
-            assert!(known.contains(&name), "dashboard uses unknown metric {name} in {expr}");
+            assert!(
+                known.contains(&name),
+                "dashboard uses unknown metric {name} in {expr}"
+            );
             used.insert(name);
         }
     }

@@ -985,7 +985,10 @@ async fn pausing_a_running_loop_says_the_scalers_stopped() {
     expect_event(&mut handle, "ScaledObjectPaused").await;
     task.await.expect("joined").expect("reconciled");
     expect_quiet(&mut handle).await;
-    assert!(idle.await.is_err_and(|e| e.is_cancelled()), "the loop was aborted");
+    assert!(
+        idle.await.is_err_and(|e| e.is_cancelled()),
+        "the loop was aborted"
+    );
 }
 
 /// A context whose KEDA metrics land in a registry the test reads.
@@ -1028,7 +1031,10 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
     // New: KEDA's finalizer first, nothing else.
     let v = auth_fixture("triggerauthentication.json");
     let task = spawn(&v);
-    let (_, patch) = expect(&mut handle, Method::PATCH, TA_PATH, |_| ok(with_finalizer(v.clone()))).await;
+    let (_, patch) = expect(&mut handle, Method::PATCH, TA_PATH, |_| {
+        ok(with_finalizer(v.clone()))
+    })
+    .await;
     assert!(patch.to_string().contains(FINALIZER), "{patch}");
     task.await.expect("joined").expect("reconciled");
     expect_quiet(&mut handle).await;
@@ -1057,7 +1063,11 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
     );
     task.await.expect("joined").expect("reconciled");
     let gauge = "keda_resource_registered_total{type=\"trigger_authentication\",namespace=\"ns\"}";
-    assert!(metrics_text(&prom).contains(&format!("{gauge} 1")), "{}", metrics_text(&prom));
+    assert!(
+        metrics_text(&prom).contains(&format!("{gauge} 1")),
+        "{}",
+        metrics_text(&prom)
+    );
 
     // A later generation: KEDA's update event, reason and message as KEDA spells them.
     let mut updated = v.clone();
@@ -1077,7 +1087,11 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
     assert!(patch.to_string().contains("remove"), "{patch}");
     task.await.expect("joined").expect("reconciled");
     expect_quiet(&mut handle).await;
-    assert!(metrics_text(&prom).contains(&format!("{gauge} 0")), "{}", metrics_text(&prom));
+    assert!(
+        metrics_text(&prom).contains(&format!("{gauge} 0")),
+        "{}",
+        metrics_text(&prom)
+    );
 }
 
 #[tokio::test]

@@ -95,7 +95,10 @@ impl AuthKind for ClusterTriggerAuthentication {
     fn api(client: Client, _namespace: Option<&str>) -> Api<ClusterTriggerAuthentication> {
         Api::all(client)
     }
-    fn watched(client: Client, _namespace: Option<&str>) -> Api<DeserializeGuard<ClusterTriggerAuthentication>> {
+    fn watched(
+        client: Client,
+        _namespace: Option<&str>,
+    ) -> Api<DeserializeGuard<ClusterTriggerAuthentication>> {
         Api::all(client)
     }
 }
@@ -181,8 +184,7 @@ pub async fn reconcile<K: AuthKind>(obj: Arc<K>, ctx: Arc<AuthContext>) -> Resul
             FinalizerEvent::Apply(o) => {
                 ctx.applied(&*o);
                 if o.meta().generation == Some(1) {
-                    ctx.publish(&*o, K::ADDED, K::ADDED_MESSAGE.to_string())
-                        .await;
+                    ctx.publish(&*o, K::ADDED, K::ADDED_MESSAGE.to_string()).await;
                 } else {
                     ctx.publish(&*o, K::UPDATED, K::updated_message(&o.name_any()))
                         .await;
