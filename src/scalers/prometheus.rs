@@ -323,9 +323,9 @@ impl PrometheusScaler {
     pub async fn query_value(&self) -> Result<f64, ScalerError> {
         let (status, body) = self.send().await?;
         let answer = parse_response(status, &body, &self.query).map_err(|e| match e {
-            // A refused query names the server it came from; KEDA's text follows.
+            // KEDA's text first (what people search for), then the server that refused.
             ScalerError::Upstream(m) if !(200..=299).contains(&status) => {
-                ScalerError::Upstream(format!("{}: {m}", self.target()))
+                ScalerError::Upstream(format!("{m} (from {})", self.target()))
             }
             other => other,
         })?;
