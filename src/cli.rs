@@ -315,9 +315,9 @@ pub struct ConnectionArgs {
     /// Concurrent streams per HTTP/2 connection (kube-apiserver's flag and default).
     #[arg(long, env = "EBB_HTTP2_MAX_STREAMS_PER_CONNECTION", default_value_t = 250)]
     pub http2_max_streams_per_connection: u32,
-    /// Open connections per port at most; from 90 % on, connections without an authenticated request are closed first.
-    #[arg(long, env = "EBB_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
+    /// Open connections per port at most (default 1024, less if the open-file limit leaves less room); from 90 % on, connections without an authenticated request are closed first.
+    #[arg(long, env = "EBB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "EBB_SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_drain_timeout: Duration,
@@ -337,7 +337,9 @@ impl ConnectionArgs {
             http2_keepalive_interval: some(self.http2_keepalive_interval),
             http2_keepalive_timeout: self.http2_keepalive_timeout,
             http2_max_streams: self.http2_max_streams_per_connection,
-            max_connections: self.max_connections,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::net::default_max_connections),
             drain_timeout: self.shutdown_drain_timeout,
             log_interval: self.log_aggregation_interval,
         }
@@ -398,7 +400,14 @@ mod tests {
         let Command::MetricsServer(a) = cli.command else {
             panic!("expected metrics-server");
         };
-        assert_eq!(a.connections.limits(), Limits::default());
+        let limits = a.connections.limits();
+        assert_eq!(
+            Limits {
+                max_connections: crate::net::default_max_connections(),
+                ..Limits::default()
+            },
+            limits
+        );
         let cli = Cli::try_parse_from([
             "ebb",
             "metrics-server",

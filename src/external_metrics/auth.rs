@@ -828,6 +828,14 @@ pub struct Authorizer {
     review_failures: Arc<LogThrottle>,
 }
 
+fn access_cache(bytes: u64) -> moka::future::Cache<AccessKey, Decision> {
+    moka::future::Cache::builder()
+        .max_capacity(bytes)
+        .weigher(weigh_access)
+        .time_to_live(CACHE_TTL)
+        .build()
+}
+
 fn refusal_log(interval: Duration) -> Arc<LogThrottle> {
     LogThrottle::new(interval, |s| {
         tracing::info!(count = s.count, last = %s.last, "{} more requests refused in the last {}", s.count, s.window_text());
@@ -863,14 +871,17 @@ impl Authorizer {
         Self {
             mode,
             always_allow_paths,
-            cache: moka::future::Cache::builder()
-                .max_capacity(CACHE_BYTES)
-                .weigher(weigh_access)
-                .time_to_live(CACHE_TTL)
-                .build(),
+            cache: access_cache(CACHE_BYTES),
             refusals: refusal_log(crate::net::logthrottle::DEFAULT_WINDOW),
             review_failures: review_failure_log(crate::net::logthrottle::DEFAULT_WINDOW),
         }
+    }
+
+    /// Bounds the SubjectAccessReview cache to `bytes` (as weighed by [`weigh_access`]) instead
+    /// of [`CACHE_BYTES`].
+    pub fn with_cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache = access_cache(bytes);
+        self
     }
 
     /// Sums up refused requests and failed reviews once per `interval` instead of the default.

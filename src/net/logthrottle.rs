@@ -76,8 +76,8 @@ struct State {
     count: u64,
     /// Description of the last suppressed event.
     last: String,
-    /// A task will write the summary when the window closes.
-    flush_scheduled: bool,
+    /// The window (by its start) a task will write the summary of when it closes.
+    flush_for: Option<Instant>,
 }
 
 impl std::fmt::Debug for LogThrottle {
@@ -150,8 +150,9 @@ impl LogThrottle {
             Some(start) => {
                 state.count += 1;
                 state.last = clip(&describe(), MAX_LOGGED_INPUT * 2).into_owned();
-                let flush_at = (!state.flush_scheduled).then(|| {
-                    state.flush_scheduled = true;
+                // One flush per window: a late flush of an earlier window does not cover this one.
+                let flush_at = (state.flush_for != Some(start)).then(|| {
+                    state.flush_for = Some(start);
                     start + self.window
                 });
                 Decision {
@@ -166,7 +167,6 @@ impl LogThrottle {
     /// Closes the window if it is over at `now`, returning its summary if anything was counted.
     fn flush_at(&self, now: Instant) -> Option<Summary> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.flush_scheduled = false;
         match state.window_start {
             Some(start) if now >= start + self.window => Self::take(&mut state, self.window),
             _ => None,
@@ -201,7 +201,7 @@ impl LogThrottle {
             // Without a runtime the summary is written by the first event after the window.
             Err(_) => {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.flush_scheduled = false;
+                state.flush_for = None;
             }
         }
     }
@@ -239,30 +239,47 @@ impl PeerNoiseLayer {
 impl<S: Subscriber> Layer<S> for PeerNoiseLayer {
     fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
         let meta = event.metadata();
-        if *meta.level() > Level::WARN || !meta.target().starts_with("rustls") {
+        if *meta.level() > Level::WARN {
             return true;
         }
-        self.throttle.admit(|| {
-            let mut message = MessageText(String::new());
-            event.record(&mut message);
-            message.0
-        })
+        // Records from the `log` crate arrive under target `log`, the real one in a field.
+        let from_log = meta.target() == "log";
+        if !from_log && !meta.target().starts_with(THROTTLED_TARGET) {
+            return true;
+        }
+        let mut fields = EventText::default();
+        event.record(&mut fields);
+        if from_log && !fields.log_target.starts_with(THROTTLED_TARGET) {
+            return true;
+        }
+        self.throttle.admit(|| fields.message)
     }
 }
 
-/// Collects an event's `message` field.
-struct MessageText(String);
+/// Targets whose warnings are about what a peer sent.
+const THROTTLED_TARGET: &str = "rustls";
 
-impl Visit for MessageText {
+/// An event's `message`, and `log.target` for records bridged from the `log` crate.
+#[derive(Default)]
+struct EventText {
+    message: String,
+    log_target: String,
+}
+
+impl Visit for EventText {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.0 = clip(value, MAX_LOGGED_INPUT).into_owned();
+        match field.name() {
+            "message" => self.message = clip(value, MAX_LOGGED_INPUT).into_owned(),
+            "log.target" => self.log_target = clip(value, MAX_LOGGED_INPUT).into_owned(),
+            _ => {}
         }
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = clip(&format!("{value:?}"), MAX_LOGGED_INPUT).into_owned();
+        match field.name() {
+            "message" => self.message = clip(&format!("{value:?}"), MAX_LOGGED_INPUT).into_owned(),
+            "log.target" => self.log_target = clip(&format!("{value:?}"), MAX_LOGGED_INPUT).into_owned(),
+            _ => {}
         }
     }
 }
@@ -313,6 +330,22 @@ mod tests {
                 last: "b".into()
             })
         );
+    }
+
+    #[test]
+    fn a_late_flush_of_one_window_does_not_swallow_the_next() {
+        let t = throttle(100);
+        let t0 = Instant::now();
+        assert!(t.admit_at(t0, || "a".into()).log);
+        assert!(t.admit_at(t0 + Duration::from_millis(10), || "b".into()).flush_at.is_some());
+        // The window closes; an event rolls it before its flush task runs.
+        let d = t.admit_at(t0 + Duration::from_millis(120), || "c".into());
+        assert!(d.log && d.due.is_some());
+        let d = t.admit_at(t0 + Duration::from_millis(130), || "d".into());
+        assert_eq!(d.flush_at, Some(t0 + Duration::from_millis(220)), "the new window gets its own flush");
+        assert_eq!(t.flush_at(t0 + Duration::from_millis(121)), None, "the stale flush finds nothing");
+        let s = t.flush_at(t0 + Duration::from_millis(220)).expect("summary");
+        assert_eq!((s.count, s.last.as_str()), (1, "d"));
     }
 
     #[test]

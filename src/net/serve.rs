@@ -77,11 +77,39 @@ impl Default for Limits {
             http2_keepalive_interval: Some(Duration::from_secs(30)),
             http2_keepalive_timeout: Duration::from_secs(20),
             http2_max_streams: 250,
-            max_connections: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: Duration::from_secs(10),
             log_interval: DEFAULT_WINDOW,
         }
     }
+}
+
+/// Connections per port when nothing else is said.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// [`DEFAULT_MAX_CONNECTIONS`], lowered when the process's open-file limit leaves less room: a
+/// quarter of the limit (at least 32) stays free for everything else, and the two ports of a
+/// component share the rest, so clients of one port cannot exhaust the descriptors the other
+/// port, the upstream calls and the certificate reloads need.
+pub fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| open_files_soft_limit(&text));
+    max_connections_for(soft)
+}
+
+fn max_connections_for(open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files.and_then(|l| usize::try_from(l).ok()) else {
+        return DEFAULT_MAX_CONNECTIONS;
+    };
+    let reserve = (limit / 4).max(32);
+    (limit.saturating_sub(reserve) / 2).clamp(1, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// The soft "Max open files" of `/proc/self/limits`; `None` when unlimited or unreadable.
+fn open_files_soft_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Longest wait for an HTTP/2 client to take its GOAWAY before the connection is dropped.
@@ -465,6 +493,18 @@ pub fn is_out_of_descriptors(error: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_room_under_the_open_file_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max open files            256                  4096                 files     \n";
+        assert_eq!(open_files_soft_limit(limits), Some(256));
+        assert_eq!(max_connections_for(Some(256)), 96);
+        assert_eq!(max_connections_for(Some(64)), 16);
+        assert_eq!(max_connections_for(Some(1 << 20)), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(max_connections_for(None), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(max_connections_for(Some(10)), 1);
+    }
 
     #[test]
     fn descriptor_exhaustion_is_transient() {
