@@ -98,11 +98,13 @@ impl ServerMetrics {
         Self::default()
     }
 
-    pub(crate) fn opened(&self, server: &'static str) {
+    /// Counts a connection of `server` open.
+    pub fn opened(&self, server: &'static str) {
         self.open.get_or_create(&ServerLabels { server }).inc();
     }
 
-    pub(crate) fn released(&self, server: &'static str) {
+    /// Counts a connection of `server` no longer open.
+    pub fn released(&self, server: &'static str) {
         self.open.get_or_create(&ServerLabels { server }).dec();
     }
 
@@ -116,7 +118,8 @@ impl ServerMetrics {
             .inc();
     }
 
-    pub(crate) fn accept_error(&self, server: &'static str) {
+    /// Counts a failed accept of `server`.
+    pub fn accept_error(&self, server: &'static str) {
         self.accept_errors.get_or_create(&ServerLabels { server }).inc();
     }
 
