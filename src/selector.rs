@@ -928,7 +928,15 @@ mod tests {
                 assert!(!sel.matches(&labels), "{s} matched {labels:?}");
             }
         }
-        for s in ["k=a,k=a", "k in (a,b),k!=a", "k,k=a", "k>5,k<7", "!k,x=1", "", "k notin (a)"] {
+        for s in [
+            "k=a,k=a",
+            "k in (a,b),k!=a",
+            "k,k=a",
+            "k>5,k<7",
+            "!k,x=1",
+            "",
+            "k notin (a)",
+        ] {
             assert_eq!(nothing(s), Ok(false), "{s}");
         }
         let sel = parse("k in (a,b,c),k!=b").expect("parses");

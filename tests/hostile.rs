@@ -101,7 +101,10 @@ fn client_tls(ca_pem: &str, client: Option<&CertPair>, alpn: &[&[u8]]) -> Arc<ru
     Arc::new(config)
 }
 
-async fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
+async fn tls_connect(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     TlsConnector::from(Arc::clone(config))
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
@@ -281,7 +284,14 @@ impl TestServer {
             test_handler(request, conn, release_rx.clone(), Arc::clone(&slow_tx))
         };
         let task = tokio::spawn(async move {
-            tls::serve_with(&server, listener, config, handler, async move { signal.wait().await }).await
+            tls::serve_with(
+                &server,
+                listener,
+                config,
+                handler,
+                async move { signal.wait().await },
+            )
+            .await
         });
         Self {
             addr,
@@ -292,8 +302,6 @@ impl TestServer {
             task: Some(task),
         }
     }
-
-
 
     fn open(&self) -> i64 {
         self.metrics.open_connections("api")
@@ -335,8 +343,15 @@ struct GoodClient {
 
 impl GoodClient {
     fn assert_served(&self, what: &str) {
-        assert!(self.failures.is_empty(), "{what}: well-behaved requests failed: {:?}", self.failures);
-        assert!(self.requests > 0, "{what}: the well-behaved client made no request");
+        assert!(
+            self.failures.is_empty(),
+            "{what}: well-behaved requests failed: {:?}",
+            self.failures
+        );
+        assert!(
+            self.requests > 0,
+            "{what}: the well-behaved client made no request"
+        );
         assert!(
             self.slowest < GOOD_LATENCY,
             "{what}: a well-behaved request took {:?}",
@@ -412,7 +427,11 @@ async fn connections_that_send_no_complete_request_are_closed_at_their_deadline(
     )
     .await;
     let (stop_good, stop_rx) = watch::channel(false);
-    let good = keep_asking(server.addr, client_tls(pki.ca.cert_pem(), None, &[b"http/1.1"]), stop_rx);
+    let good = keep_asking(
+        server.addr,
+        client_tls(pki.ca.cert_pem(), None, &[b"http/1.1"]),
+        stop_rx,
+    );
 
     let h2 = client_tls(pki.ca.cert_pem(), None, &[b"h2"]);
     let h1 = client_tls(pki.ca.cert_pem(), None, &[b"http/1.1"]);
@@ -423,8 +442,16 @@ async fn connections_that_send_no_complete_request_are_closed_at_their_deadline(
         ("TLS, nothing sent", &h2, Vec::new()),
         ("16 bytes of the HTTP/2 preface", &h2, H2_PREFACE[..16].to_vec()),
         ("HTTP/2 preface and SETTINGS", &h2, preface_and_settings),
-        ("half an HTTP/1 request", &h1, b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec()),
-        ("HTTP/1 idle after a request", &h1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "half an HTTP/1 request",
+            &h1,
+            b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        ),
+        (
+            "HTTP/1 idle after a request",
+            &h1,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
         ("HTTP/2 idle after a request", &h2, h2_get("/")),
     ];
     let mut attacks = tokio::task::JoinSet::new();
@@ -445,12 +472,19 @@ async fn connections_that_send_no_complete_request_are_closed_at_their_deadline(
     }
     // Each deadline is under a second; the slowest close is an idle HTTP/2 connection given its
     // GOAWAY grace. Nothing waited for anything like the default 10 s or 90 s.
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     let _ = stop_good.send(true);
     good.await.expect("good client").assert_served("phase deadlines");
 
     // Counted as the server lets go of each connection, which the client may see first.
-    wait_until("8 handshake timeouts counted", || server.closed(CloseReason::HandshakeTimeout) >= 8).await;
+    wait_until("8 handshake timeouts counted", || {
+        server.closed(CloseReason::HandshakeTimeout) >= 8
+    })
+    .await;
     wait_until("56 deadline closes counted", || {
         server.closed(CloseReason::HandshakeTimeout)
             + server.closed(CloseReason::RequestTimeout)
@@ -479,8 +513,14 @@ async fn unanswered_http2_pings_close_a_dead_peer_even_with_a_request_in_flight(
     // the keep-alive ping notices it is gone.
     let mut tls = tls_connect(server.addr, &h2).await.expect("handshake");
     tls.write_all(&h2_get("/slow")).await.expect("write");
-    assert!(closed_within(&mut tls, Duration::from_secs(3)).await, "dead HTTP/2 peer kept open");
-    wait_until("the ping timeout counted", || server.closed(CloseReason::Timeout) == 1).await;
+    assert!(
+        closed_within(&mut tls, Duration::from_secs(3)).await,
+        "dead HTTP/2 peer kept open"
+    );
+    wait_until("the ping timeout counted", || {
+        server.closed(CloseReason::Timeout) == 1
+    })
+    .await;
 }
 
 // === the connection cap ===
@@ -500,7 +540,10 @@ async fn near_the_connection_cap_unauthenticated_connections_are_shed_first() {
     let config = client_tls(pki.ca.cert_pem(), None, &[b"http/1.1"]);
     // The well-behaved client authenticates first and keeps its connection.
     let mut good = H1::new(tls_connect(server.addr, &config).await.expect("good client"));
-    assert_eq!(good.get("/", "X-Authenticated: yes\r\n").await, Ok((200, "ok".into())));
+    assert_eq!(
+        good.get("/", "X-Authenticated: yes\r\n").await,
+        Ok((200, "ok".into()))
+    );
 
     let mut held = Vec::new();
     let mut slowest = Duration::ZERO;
@@ -510,21 +553,42 @@ async fn near_the_connection_cap_unauthenticated_connections_are_shed_first() {
             held.push(s);
         }
         // A shed connection closes a moment after the one that displaced it is counted in.
-        wait_until(&format!("at most 20 open after attacker {i}"), || server.open() <= 20).await;
+        wait_until(&format!("at most 20 open after attacker {i}"), || {
+            server.open() <= 20
+        })
+        .await;
         if i % 10 == 9 {
             let started = Instant::now();
-            assert_eq!(good.get("/", "").await, Ok((200, "ok".into())), "after attacker {i}");
+            assert_eq!(
+                good.get("/", "").await,
+                Ok((200, "ok".into())),
+                "after attacker {i}"
+            );
             slowest = slowest.max(started.elapsed());
         }
     }
-    assert!(slowest < GOOD_LATENCY, "the authenticated client waited {slowest:?}");
-    wait_until("40 shed connections counted", || server.closed(CloseReason::Shed) >= 40).await;
+    assert!(
+        slowest < GOOD_LATENCY,
+        "the authenticated client waited {slowest:?}"
+    );
+    wait_until("40 shed connections counted", || {
+        server.closed(CloseReason::Shed) >= 40
+    })
+    .await;
     // A new client still gets in while the attackers hold what they have left.
     let started = Instant::now();
     let mut fresh = H1::new(tls_connect(server.addr, &config).await.expect("fresh client"));
     assert_eq!(fresh.get("/", "").await, Ok((200, "ok".into())));
-    assert!(started.elapsed() < GOOD_FRESH_LATENCY, "fresh client took {:?}", started.elapsed());
-    assert_eq!(good.get("/", "").await, Ok((200, "ok".into())), "the authenticated connection survived");
+    assert!(
+        started.elapsed() < GOOD_FRESH_LATENCY,
+        "fresh client took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        good.get("/", "").await,
+        Ok((200, "ok".into())),
+        "the authenticated connection survived"
+    );
     drop(held);
 }
 
@@ -536,7 +600,11 @@ async fn plain_http_to_the_tls_port_gets_gos_one_line_hint() {
     let pki = pki();
     let server = TestServer::start(&pki, Limits::default()).await;
     let (stop_good, stop_rx) = watch::channel(false);
-    let good = keep_asking(server.addr, client_tls(pki.ca.cert_pem(), None, &[b"http/1.1"]), stop_rx);
+    let good = keep_asking(
+        server.addr,
+        client_tls(pki.ca.cert_pem(), None, &[b"http/1.1"]),
+        stop_rx,
+    );
     for i in 0..100 {
         let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
         tcp.write_all(b"GET /apis HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl\r\n\r\n")
@@ -550,7 +618,10 @@ async fn plain_http_to_the_tls_port_gets_gos_one_line_hint() {
         assert_eq!(answer, PLAIN_HTTP_ANSWER, "connection {i}");
     }
     // Counted once the server has read what the client still sent.
-    wait_until("100 plain-HTTP closes counted", || server.closed(CloseReason::PlainHttp) == 100).await;
+    wait_until("100 plain-HTTP closes counted", || {
+        server.closed(CloseReason::PlainHttp) == 100
+    })
+    .await;
     let _ = stop_good.send(true);
     good.await.expect("good client").assert_served("plain HTTP");
 }
@@ -587,7 +658,9 @@ async fn shutdown_closes_unfinished_requests_at_once_and_drains_in_flight_ones()
     let mut bare_tcp = Vec::new();
     for _ in 0..10 {
         let mut s = tls_connect(server.addr, &h1).await.expect("handshake");
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("write");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
         half_sent.push(s);
         let mut s = tls_connect(server.addr, &h2).await.expect("handshake");
         s.write_all(H2_PREFACE).await.expect("write");
@@ -606,24 +679,50 @@ async fn shutdown_closes_unfinished_requests_at_once_and_drains_in_flight_ones()
     let fired = Instant::now();
     server.stop.take().expect("trigger").fire();
     for s in &mut half_sent {
-        assert!(closed_within(s, Duration::from_secs(2)).await, "half-sent request held shutdown");
+        assert!(
+            closed_within(s, Duration::from_secs(2)).await,
+            "half-sent request held shutdown"
+        );
     }
     for s in &mut bare_tls {
-        assert!(closed_within(s, Duration::from_secs(2)).await, "bare HTTP/2 session held shutdown");
+        assert!(
+            closed_within(s, Duration::from_secs(2)).await,
+            "bare HTTP/2 session held shutdown"
+        );
     }
     for s in &mut bare_tcp {
-        assert!(closed_within(s, Duration::from_secs(2)).await, "bare TCP connection held shutdown");
+        assert!(
+            closed_within(s, Duration::from_secs(2)).await,
+            "bare TCP connection held shutdown"
+        );
     }
-    assert!(fired.elapsed() < Duration::from_secs(2), "closing took {:?}", fired.elapsed());
+    assert!(
+        fired.elapsed() < Duration::from_secs(2),
+        "closing took {:?}",
+        fired.elapsed()
+    );
     let task = server.task.take().expect("task");
-    assert!(!task.is_finished(), "the server stopped before its in-flight request finished");
+    assert!(
+        !task.is_finished(),
+        "the server stopped before its in-flight request finished"
+    );
 
     let _ = server.release.send(true);
     assert_eq!(slow.read_response().await, Ok((200, "slow done".into())));
-    let stopped = tokio::time::timeout(DEADLINE, task).await.expect("server stopped").expect("join");
+    let stopped = tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("server stopped")
+        .expect("join");
     assert!(stopped.is_ok(), "{stopped:?}");
-    assert!(fired.elapsed() < Duration::from_secs(5), "shutdown took {:?}", fired.elapsed());
-    wait_until("30 shutdown closes counted", || server.closed(CloseReason::Shutdown) >= 30).await;
+    assert!(
+        fired.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        fired.elapsed()
+    );
+    wait_until("30 shutdown closes counted", || {
+        server.closed(CloseReason::Shutdown) >= 30
+    })
+    .await;
 }
 
 // === the admin port ===
@@ -665,7 +764,10 @@ async fn the_admin_port_closes_slow_headers_and_keeps_serving() {
     }
     assert!(slowest < GOOD_LATENCY, "admin answered in {slowest:?}");
     for s in &mut slow {
-        assert!(closed_within(s, Duration::from_secs(3)).await, "slow headers held the admin port");
+        assert!(
+            closed_within(s, Duration::from_secs(3)).await,
+            "slow headers held the admin port"
+        );
     }
     wait_until("40 header timeouts counted", || {
         metrics.closed_count("admin", CloseReason::Timeout)
@@ -674,7 +776,10 @@ async fn the_admin_port_closes_slow_headers_and_keeps_serving() {
     })
     .await;
     stop.fire();
-    tokio::time::timeout(DEADLINE, task).await.expect("admin stopped").expect("join");
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("admin stopped")
+        .expect("join");
 }
 
 // === a whole metrics server (--local), in this process ===
@@ -768,7 +873,10 @@ async fn start_local(extra: &[&str]) -> Local {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the metrics server did not become ready");
+        assert!(
+            Instant::now() < deadline,
+            "the metrics server did not become ready"
+        );
         tokio::time::sleep(ms(20)).await;
     }
     local
@@ -824,13 +932,19 @@ impl Captured {
 
     fn lines(&self) -> Vec<String> {
         let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -844,7 +958,13 @@ fn summarised(lines: &[String], what: &str) -> u64 {
     lines
         .iter()
         .filter(|l| l.contains(what))
-        .filter_map(|l| l[..l.find(" more ")?].split_whitespace().last()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l[..l.find(" more ")?]
+                .split_whitespace()
+                .last()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -861,7 +981,8 @@ async fn refused_requests_are_counted_and_logged_at_a_bounded_rate() {
     let good = tokio::spawn(async move {
         let mut seen = GoodClient::default();
         let mut client = H1::new(tls_connect(addr, &config).await.expect("good client"));
-        let path = format!("{GV}/namespaces/team-a/{CRON_METRIC}?labelSelector=scaledobject.keda.sh%2Fname%3Da");
+        let path =
+            format!("{GV}/namespaces/team-a/{CRON_METRIC}?labelSelector=scaledobject.keda.sh%2Fname%3Da");
         let mut stop = stop_rx;
         while !*stop.borrow_and_update() && seen.requests < 1000 {
             let started = Instant::now();
@@ -906,12 +1027,19 @@ async fn refused_requests_are_counted_and_logged_at_a_bounded_rate() {
     // Logged: the first of each window as it comes, the rest summed up when the window closes.
     let deadline = Instant::now() + DEADLINE;
     let refusal_lines = loop {
-        let lines: Vec<String> = logs.lines().into_iter().filter(|l| l.contains("refused")).collect();
+        let lines: Vec<String> = logs
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("refused"))
+            .collect();
         let full = lines.iter().filter(|l| l.contains("request refused")).count() as u64;
         if full + summarised(&lines, "more requests refused") == 1000 {
             break lines;
         }
-        assert!(Instant::now() < deadline, "refusals unaccounted for in the log: {lines:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "refusals unaccounted for in the log: {lines:#?}"
+        );
         tokio::time::sleep(ms(50)).await;
     };
     let windows = (attack.as_millis() / 300 + 2) as usize;
@@ -921,7 +1049,12 @@ async fn refused_requests_are_counted_and_logged_at_a_bounded_rate() {
         refusal_lines.len()
     );
     for line in &refusal_lines {
-        assert!(line.len() < 2048, "a log line of {} bytes: {}", line.len(), &line[..200]);
+        assert!(
+            line.len() < 2048,
+            "a log line of {} bytes: {}",
+            line.len(),
+            &line[..200]
+        );
     }
 }
 
@@ -934,13 +1067,19 @@ async fn error_bodies_do_not_reflect_large_input() {
     let huge = "x".repeat(60 * 1024);
     let (code, body) = client
         .get(
-            &format!("{GV}/namespaces/team-a/{CRON_METRIC}?labelSelector=scaledobject.keda.sh%2Fname%3D{huge}"),
+            &format!(
+                "{GV}/namespaces/team-a/{CRON_METRIC}?labelSelector=scaledobject.keda.sh%2Fname%3D{huge}"
+            ),
             "",
         )
         .await
         .expect("answer");
     assert_eq!(code, 400, "{}", &body[..body.len().min(300)]);
-    assert!(body.len() < 2048, "a 60 KB selector came back as {} bytes", body.len());
+    assert!(
+        body.len() < 2048,
+        "a 60 KB selector came back as {} bytes",
+        body.len()
+    );
     assert!(body.contains("bytes)"), "the echo says it was cut: {body}");
     let (code, body) = client
         .get(
@@ -950,7 +1089,11 @@ async fn error_bodies_do_not_reflect_large_input() {
         .await
         .expect("answer");
     assert_eq!(code, 404);
-    assert!(body.len() < 2048, "a 60 KB metric name came back as {} bytes", body.len());
+    assert!(
+        body.len() < 2048,
+        "a 60 KB metric name came back as {} bytes",
+        body.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1002,7 +1145,9 @@ fn allow_everything(mut handle: Handle, reviews: Arc<std::sync::atomic::AtomicUs
             send.send_response(
                 Response::builder()
                     .header("content-type", "application/json")
-                    .body(kube::client::Body::from(serde_json::to_vec(&review).expect("encode")))
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&review).expect("encode"),
+                    ))
                     .expect("response"),
             );
             reviews.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -1012,7 +1157,8 @@ fn allow_everything(mut handle: Handle, reviews: Arc<std::sync::atomic::AtomicUs
 
 #[tokio::test]
 async fn the_authorization_cache_is_keyed_on_review_attributes_and_bounded_by_bytes() {
-    let (service, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
+    let (service, handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<kube::client::Body>>();
     let reviews = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     allow_everything(handle, Arc::clone(&reviews));
     let capacity = 256 * 1024;
@@ -1076,12 +1222,24 @@ fn der(tag: u8, content: &[u8]) -> Vec<u8> {
 fn v1_certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     use rcgen::{PublicKeyData, SigningKey};
     let key = rcgen::KeyPair::generate().expect("key");
-    let ecdsa_sha256 = der(0x30, &der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]));
+    let ecdsa_sha256 = der(
+        0x30,
+        &der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
+    );
     let name = der(
         0x30,
-        &der(0x31, &der(0x30, &[der(0x06, &[0x55, 0x04, 0x03]), der(0x0c, b"v1-client")].concat())),
+        &der(
+            0x31,
+            &der(
+                0x30,
+                &[der(0x06, &[0x55, 0x04, 0x03]), der(0x0c, b"v1-client")].concat(),
+            ),
+        ),
     );
-    let validity = der(0x30, &[der(0x17, b"200101000000Z"), der(0x17, b"491231235959Z")].concat());
+    let validity = der(
+        0x30,
+        &[der(0x17, b"200101000000Z"), der(0x17, b"491231235959Z")].concat(),
+    );
     let tbs = der(
         0x30,
         &[
@@ -1107,7 +1265,11 @@ fn v1_certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
 struct AnyClientCert(Arc<rustls::sign::CertifiedKey>);
 
 impl rustls::client::ResolvesClientCert for AnyClientCert {
-    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(Arc::clone(&self.0))
     }
 
@@ -1134,10 +1296,9 @@ async fn an_unusable_client_certificate_is_refused_with_its_reason_logged() {
     let signing = provider.key_provider.load_private_key(key).expect("signing key");
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots(pki.ca.cert_pem()))
-        .with_client_cert_resolver(Arc::new(AnyClientCert(Arc::new(rustls::sign::CertifiedKey::new(
-            vec![cert],
-            signing,
-        )))));
+        .with_client_cert_resolver(Arc::new(AnyClientCert(Arc::new(
+            rustls::sign::CertifiedKey::new(vec![cert], signing),
+        ))));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let config = Arc::new(config);
     for _ in 0..50 {
@@ -1156,11 +1317,17 @@ async fn an_unusable_client_certificate_is_refused_with_its_reason_logged() {
         .collect();
     assert_eq!(lines.len(), 1, "one line per window, then a summary: {lines:#?}");
     let line = &lines[0];
-    assert!(line.contains("client certificate refused during the TLS handshake"), "{line}");
+    assert!(
+        line.contains("client certificate refused during the TLS handshake"),
+        "{line}"
+    );
     assert!(line.contains("remote_addr=127.0.0.1:"), "{line}");
     assert!(line.contains("subject=CN=v1-client"), "{line}");
     assert!(line.contains("X.509 v3"), "{line}");
-    wait_until("50 failed handshakes counted", || server.closed(CloseReason::HandshakeError) >= 50).await;
+    wait_until("50 failed handshakes counted", || {
+        server.closed(CloseReason::HandshakeError) >= 50
+    })
+    .await;
 }
 
 // === the real binary: descriptor exhaustion and TLS warnings, as an operator would see them ===
@@ -1198,8 +1365,18 @@ impl Binary {
             .arg(&objects)
             .arg("--state-dir")
             .arg(&state)
-            .args(["--bind-address", "127.0.0.1", "--metrics-bind-address", "127.0.0.1"])
-            .args(["--secure-port", &secure.to_string(), "--metrics-port", &admin.to_string()])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--metrics-bind-address",
+                "127.0.0.1",
+            ])
+            .args([
+                "--secure-port",
+                &secure.to_string(),
+                "--metrics-port",
+                &admin.to_string(),
+            ])
             .args(["--log-level", "warn"])
             .args(extra)
             .stdout(Stdio::null())
@@ -1223,7 +1400,11 @@ impl Binary {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !blocking_get(running.admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-            assert!(Instant::now() < deadline, "ebb did not become ready: {:?}", running.lines());
+            assert!(
+                Instant::now() < deadline,
+                "ebb did not become ready: {:?}",
+                running.lines()
+            );
             std::thread::sleep(ms(50));
         }
         running
@@ -1318,13 +1499,21 @@ fn out_of_descriptors_the_server_sheds_backs_off_and_logs_a_summary() {
         .iter()
         .any(|l| l.contains("accept failed") && l.contains("admin"))
     {
-        assert!(Instant::now() < deadline, "admin accept never failed: {:#?}", ebb.lines());
+        assert!(
+            Instant::now() < deadline,
+            "admin accept never failed: {:#?}",
+            ebb.lines()
+        );
         std::thread::sleep(ms(20));
     }
     let good = Instant::now();
     let readyz = blocking_get(ebb.admin, "/readyz").unwrap_or_default();
     assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
-    assert!(good.elapsed() < Duration::from_secs(5), "admin answered in {:?}", good.elapsed());
+    assert!(
+        good.elapsed() < Duration::from_secs(5),
+        "admin answered in {:?}",
+        good.elapsed()
+    );
     drop(attackers);
 
     let elapsed = started.elapsed();
@@ -1351,9 +1540,15 @@ fn out_of_descriptors_the_server_sheds_backs_off_and_logs_a_summary() {
         assert!(shed >= 1.0, "{server}: nothing shed although descriptors ran out");
     }
     let lines = ebb.lines();
-    let full = lines.iter().filter(|l| l.contains("accept failed; retrying")).count();
+    let full = lines
+        .iter()
+        .filter(|l| l.contains("accept failed; retrying"))
+        .count();
     let windows = elapsed.as_secs() as usize + 2;
-    assert!(full <= 2 * windows, "{full} 'accept failed' lines in {elapsed:?}: {lines:#?}");
+    assert!(
+        full <= 2 * windows,
+        "{full} 'accept failed' lines in {elapsed:?}: {lines:#?}"
+    );
 }
 
 #[test]
@@ -1382,5 +1577,9 @@ fn tls_warnings_caused_by_clients_are_rate_limited() {
     let healthz = blocking_healthz(ebb.secure, &ebb._dir.path().join("state").join("ca.crt"));
     assert!(healthz.is_ok(), "{healthz:?}");
     let sni_lines = ebb.lines().iter().filter(|l| l.contains("SNI")).count();
-    assert!(sni_lines <= 2, "{sni_lines} SNI warnings for 200 handshakes: {:#?}", ebb.lines());
+    assert!(
+        sni_lines <= 2,
+        "{sni_lines} SNI warnings for 200 handshakes: {:#?}",
+        ebb.lines()
+    );
 }

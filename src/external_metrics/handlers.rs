@@ -374,16 +374,13 @@ async fn read_metric(
         }
         return render(&Sample::now(vec![value], true), metric, pretty).map_err(ApiError::internal);
     }
-    let resolved = state
-        .registry
-        .resolve(&key, metric)
-        .map_err(|e| {
-            ApiError::not_found(format!(
-                "the server could not find the metric {}: {}",
-                echo(metric),
-                echo(&e.to_string())
-            ))
-        })?;
+    let resolved = state.registry.resolve(&key, metric).map_err(|e| {
+        ApiError::not_found(format!(
+            "the server could not find the metric {}: {}",
+            echo(metric),
+            echo(&e.to_string())
+        ))
+    })?;
     let started = Instant::now();
     let (outcome, kind) = state.cache.read(&resolved).await;
     let trigger = resolved.trigger();

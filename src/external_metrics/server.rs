@@ -277,7 +277,9 @@ pub async fn run_on(
     });
     {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { admin::run_with(&admin_server, admin_listener, admin_state, shutdown).await });
+        tokio::spawn(
+            async move { admin::run_with(&admin_server, admin_listener, admin_state, shutdown).await },
+        );
     }
     {
         let shutdown = shutdown.clone();

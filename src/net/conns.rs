@@ -286,9 +286,7 @@ mod tests {
     #[test]
     fn at_the_cap_with_only_authenticated_connections_new_ones_are_refused() {
         let table = ConnTable::new(3);
-        let guards: Vec<_> = (0..3)
-            .map(|_| table.admit(peer()).expect("room").guard)
-            .collect();
+        let guards: Vec<_> = (0..3).map(|_| table.admit(peer()).expect("room").guard).collect();
         for g in &guards {
             g.state().mark_authenticated();
         }

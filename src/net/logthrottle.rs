@@ -132,10 +132,7 @@ impl LogThrottle {
     fn admit_at(&self, now: Instant, describe: impl FnOnce() -> String) -> Decision {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut due = None;
-        if state
-            .window_start
-            .is_some_and(|start| now >= start + self.window)
-        {
+        if state.window_start.is_some_and(|start| now >= start + self.window) {
             due = Self::take(&mut state, self.window);
         }
         match state.window_start {
@@ -177,11 +174,7 @@ impl LogThrottle {
         state.window_start = None;
         let count = std::mem::take(&mut state.count);
         let last = std::mem::take(&mut state.last);
-        (count > 0).then_some(Summary {
-            count,
-            window,
-            last,
-        })
+        (count > 0).then_some(Summary { count, window, last })
     }
 
     fn schedule_flush(&self, at: Instant) {
@@ -305,7 +298,11 @@ mod tests {
             let d = t.admit_at(t0 + Duration::from_secs(2), || format!("c{i}"));
             assert!(!d.log && d.flush_at.is_none(), "one flush per window");
         }
-        assert_eq!(t.flush_at(t0 + Duration::from_secs(9)), None, "not before the window ends");
+        assert_eq!(
+            t.flush_at(t0 + Duration::from_secs(9)),
+            None,
+            "not before the window ends"
+        );
         let s = t.flush_at(t0 + Duration::from_secs(10)).expect("summary");
         assert_eq!(s.count, 1001);
         assert_eq!(s.last, "c999");
@@ -337,13 +334,25 @@ mod tests {
         let t = throttle(100);
         let t0 = Instant::now();
         assert!(t.admit_at(t0, || "a".into()).log);
-        assert!(t.admit_at(t0 + Duration::from_millis(10), || "b".into()).flush_at.is_some());
+        assert!(
+            t.admit_at(t0 + Duration::from_millis(10), || "b".into())
+                .flush_at
+                .is_some()
+        );
         // The window closes; an event rolls it before its flush task runs.
         let d = t.admit_at(t0 + Duration::from_millis(120), || "c".into());
         assert!(d.log && d.due.is_some());
         let d = t.admit_at(t0 + Duration::from_millis(130), || "d".into());
-        assert_eq!(d.flush_at, Some(t0 + Duration::from_millis(220)), "the new window gets its own flush");
-        assert_eq!(t.flush_at(t0 + Duration::from_millis(121)), None, "the stale flush finds nothing");
+        assert_eq!(
+            d.flush_at,
+            Some(t0 + Duration::from_millis(220)),
+            "the new window gets its own flush"
+        );
+        assert_eq!(
+            t.flush_at(t0 + Duration::from_millis(121)),
+            None,
+            "the stale flush finds nothing"
+        );
         let s = t.flush_at(t0 + Duration::from_millis(220)).expect("summary");
         assert_eq!((s.count, s.last.as_str()), (1, "d"));
     }

@@ -141,7 +141,11 @@ impl Handshake for PlainTcp {
     type Io = TcpStream;
     type Info = SocketAddr;
 
-    async fn handshake(&self, tcp: TcpStream, conn: Arc<ConnState>) -> Result<(TcpStream, SocketAddr), CloseReason> {
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> Result<(TcpStream, SocketAddr), CloseReason> {
         Ok((tcp, conn.peer))
     }
 }

@@ -112,10 +112,7 @@ impl TlsHandshake {
     fn log_handshake_error(&self, peer: SocketAddr, error: &std::io::Error) {
         match UnusableCertificate::from_handshake_error(error) {
             Some(refused) => {
-                if self
-                    .refused_certs
-                    .admit(|| format!("from {peer}: {refused}"))
-                {
+                if self.refused_certs.admit(|| format!("from {peer}: {refused}")) {
                     tracing::warn!(
                         remote_addr = %peer,
                         subject = %refused.subject,

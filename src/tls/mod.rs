@@ -205,7 +205,14 @@ where
     H: Fn(http::Request<hyper::body::Incoming>, Arc<ConnInfo>) -> F + Send + Sync + 'static,
     F: Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
 {
-    serve_with(&crate::net::Server::detached("tls"), listener, config, handler, shutdown).await
+    serve_with(
+        &crate::net::Server::detached("tls"),
+        listener,
+        config,
+        handler,
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`] under `server`'s limits and metrics: plain HTTP gets Go's one-line hint, the
