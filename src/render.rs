@@ -109,7 +109,12 @@ pub struct OfflineTrigger {
 
 /// Builds trigger `i` of `so` with the registry's code over `objects`; when the objects it
 /// references are not in the files, with placeholder credentials so the rest still builds.
-pub fn build_offline(so: &ScaledObject, i: usize, objects: &LocalObjects, cluster_ns: &str) -> OfflineTrigger {
+pub fn build_offline(
+    so: &ScaledObject,
+    i: usize,
+    objects: &LocalObjects,
+    cluster_ns: &str,
+) -> OfflineTrigger {
     let ctx = ScalerContext::default();
     let resolver = FileResolver::new(objects, cluster_ns);
     let built = build_trigger(so, i, &resolver, &ctx, HTTP_TIMEOUT);
@@ -266,10 +271,17 @@ fn keda_kind_problem(api_version: &str, kind: &str) -> Option<(&'static str, Str
         other => {
             let nearest = KEDA_KINDS
                 .iter()
-                .map(|k| (strsim::damerau_levenshtein(&other.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k))
+                .map(|k| {
+                    (
+                        strsim::damerau_levenshtein(&other.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                        *k,
+                    )
+                })
                 .filter(|(d, _)| *d <= 3)
                 .min();
-            let hint = nearest.map(|(_, k)| format!("; did you mean `{k}`?")).unwrap_or_default();
+            let hint = nearest
+                .map(|(_, k)| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
             Some((
                 "kind",
                 format!(
@@ -314,11 +326,12 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             }
             for (field, what) in &analysis.not_checked {
                 let verb = if what.len() == 1 { "is" } else { "are" };
-                report(&mut out, 
+                report(
+                    &mut out,
                     format!(
                         "{who}: {field}: not checked: {} {verb} not in the given files",
                         what.join(", ")
-                    )
+                    ),
                 );
             }
         }
@@ -329,7 +342,10 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             if let Some((field, message)) = keda_kind_problem(api_version, kind) {
                 checked_here += 1;
                 problems += 1;
-                report(&mut out, format!("{file}: {}: {field}: {message}", doc_ref(doc, kind)));
+                report(
+                    &mut out,
+                    format!("{file}: {}: {field}: {message}", doc_ref(doc, kind)),
+                );
                 continue;
             }
             if !api_version.starts_with("keda.sh/") {
@@ -340,8 +356,9 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             let json = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
             for p in validate_trigger_authentication(&json) {
                 problems += 1;
-                report(&mut out, 
-                    format!("{file}: {}: {}: {}", doc_ref(doc, kind), p.field, p.message)
+                report(
+                    &mut out,
+                    format!("{file}: {}: {}: {}", doc_ref(doc, kind), p.field, p.message),
                 );
             }
         }
@@ -353,7 +370,8 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             } else {
                 others.join(", ")
             };
-            report(&mut out, 
+            report(
+                &mut out,
                 format!(
                     "{file}: no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication to check (found: {found}); \
                      --allow-other-kinds accepts files without one"
@@ -362,8 +380,10 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         }
     }
     if objects == 0 && problems == 0 {
-        report(&mut out, 
-            "no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication found in the given files".to_string(),
+        report(
+            &mut out,
+            "no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication found in the given files"
+                .to_string(),
         );
         return 1;
     }
@@ -380,11 +400,17 @@ mod tests {
 
     #[test]
     fn keda_kinds() {
-        assert_eq!(keda_kind_problem("keda.sh/v1alpha1", "TriggerAuthentication"), None);
+        assert_eq!(
+            keda_kind_problem("keda.sh/v1alpha1", "TriggerAuthentication"),
+            None
+        );
         assert_eq!(keda_kind_problem("apps/v1", "Deployment"), None);
         let (field, m) = keda_kind_problem("keda.sh/v1alpha1", "ScaledObjet").expect("refused");
         assert_eq!(field, "kind");
-        assert!(m.starts_with("unknown kind `ScaledObjet` in keda.sh/v1alpha1; did you mean `ScaledObject`?"), "{m}");
+        assert!(
+            m.starts_with("unknown kind `ScaledObjet` in keda.sh/v1alpha1; did you mean `ScaledObject`?"),
+            "{m}"
+        );
         let (field, m) = keda_kind_problem("keda.k8s.io/v1alpha1", "ScaledObject").expect("refused");
         assert_eq!(field, "apiVersion");
         assert!(m.contains("KEDA 1.x"), "{m}");

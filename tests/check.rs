@@ -206,11 +206,16 @@ fn deprecated_cpu_memory_type_is_accepted_with_a_warning() {
     assert!(out.contains("averageUtilization: 60"), "{out}");
     assert!(err.contains("warning: The 'type' setting is DEPRECATED"), "{err}");
     // Both keys, disagreeing: refused.
-    let both = MEMORY_DEPRECATED_TYPE.replace("- type: memory\n", "- type: memory\n    metricType: AverageValue\n");
+    let both = MEMORY_DEPRECATED_TYPE.replace(
+        "- type: memory\n",
+        "- type: memory\n    metricType: AverageValue\n",
+    );
     let (code, out) = check_text(&both, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("spec.triggers[0].metadata.type: metadata.type Utilization and metricType AverageValue disagree"),
+        out.contains(
+            "spec.triggers[0].metadata.type: metadata.type Utilization and metricType AverageValue disagree"
+        ),
         "{out}"
     );
 }
@@ -232,7 +237,9 @@ fn unknown_trigger_types_are_explained() {
     let (code, out) = check_text(&so("metrics-apii"), &[]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("spec.triggers[0].type: unknown trigger type `metrics-apii`; did you mean `metrics-api`?"),
+        out.contains(
+            "spec.triggers[0].type: unknown trigger type `metrics-apii`; did you mean `metrics-api`?"
+        ),
         "{out}"
     );
 }
@@ -254,7 +261,10 @@ fn unknown_kinds_old_groups_and_empty_files_fail() {
         &[],
     );
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("apiVersion: keda.k8s.io/v1alpha1 is the API group of KEDA 1.x"), "{out}");
+    assert!(
+        out.contains("apiVersion: keda.k8s.io/v1alpha1 is the API group of KEDA 1.x"),
+        "{out}"
+    );
     let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {}\n";
     let (code, out) = check_text(deployment, &[]);
     assert_eq!(code, 1, "{out}");
@@ -323,13 +333,21 @@ spec:
 #[test]
 fn references_in_the_files_are_resolved_as_the_operator_would() {
     let secret = |data: &str| {
-        format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: prom-secret, namespace: apps}}\nstringData: {{{data}}}\n")
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: prom-secret, namespace: apps}}\nstringData: {{{data}}}\n"
+        )
     };
     // Everything there: clean.
-    let (code, out) = check_text(&format!("{PROMETHEUS_BEARER}{PROM_AUTH}{}", secret("token: t0k")), &[]);
+    let (code, out) = check_text(
+        &format!("{PROMETHEUS_BEARER}{PROM_AUTH}{}", secret("token: t0k")),
+        &[],
+    );
     assert_eq!((code, out.trim()), (0, "ok: 2 objects"), "{out}");
     // The Secret lacks the key the TriggerAuthentication maps to bearerToken.
-    let (code, out) = check_text(&format!("{PROMETHEUS_BEARER}{PROM_AUTH}{}", secret("other: x")), &[]);
+    let (code, out) = check_text(
+        &format!("{PROMETHEUS_BEARER}{PROM_AUTH}{}", secret("other: x")),
+        &[],
+    );
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("FILE: ScaledObject apps/prom: spec.triggers[0].authenticationRef: key \"token\" not found in Secret apps/prom-secret (TriggerAuthentication apps/prom-auth, parameter bearerToken)"),
@@ -337,12 +355,19 @@ fn references_in_the_files_are_resolved_as_the_operator_would() {
     );
     // The TriggerAuthentication gives no bearerToken at all: the scaler refuses, as in the cluster.
     let no_bearer = PROM_AUTH.replace("parameter: bearerToken", "parameter: username");
-    let (code, out) = check_text(&format!("{PROMETHEUS_BEARER}{no_bearer}{}", secret("token: t")), &[]);
+    let (code, out) = check_text(
+        &format!("{PROMETHEUS_BEARER}{no_bearer}{}", secret("token: t")),
+        &[],
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("bearerToken is required"), "{out}");
     // A reference to a TriggerAuthentication the files do not define, while they define others.
     let (code, out) = check_text(
-        &format!("{}{PROM_AUTH}{}", PROMETHEUS_BEARER.replace("name: prom-auth}", "name: prom-auht}"), secret("token: t")),
+        &format!(
+            "{}{PROM_AUTH}{}",
+            PROMETHEUS_BEARER.replace("name: prom-auth}", "name: prom-auht}"),
+            secret("token: t")
+        ),
         &[],
     );
     assert_eq!(code, 1, "{out}");

@@ -910,8 +910,15 @@ async fn an_unknown_scale_target_kind_fails_the_check() {
 /// Runs one reconcile of `v` (finalizer already on) against an API server that has its scale
 /// target and no HPA, answering requests in whatever order they come; returns the HPA body
 /// the operator applied (if any) and the events it published.
-async fn reconcile_and_capture(ctx: &Arc<Context>, handle: &mut Handle, v: &Value) -> (Option<Value>, Vec<Value>) {
-    let ns = v["metadata"]["namespace"].as_str().expect("namespace").to_string();
+async fn reconcile_and_capture(
+    ctx: &Arc<Context>,
+    handle: &mut Handle,
+    v: &Value,
+) -> (Option<Value>, Vec<Value>) {
+    let ns = v["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace")
+        .to_string();
     let name = v["metadata"]["name"].as_str().expect("name").to_string();
     let so_path = format!("/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects/{name}");
     let mut task = spawn_reconcile(ctx, v);

@@ -607,9 +607,9 @@ async fn deprecated_cpu_memory_type_is_admitted_with_a_warning() {
     .await;
     assert_eq!(resp["allowed"], false, "{resp}");
     assert!(
-        resp["status"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("spec.triggers[0].metadata.type: metadata.type Utilization and metricType AverageValue disagree")),
+        resp["status"]["message"].as_str().is_some_and(|m| m.starts_with(
+            "spec.triggers[0].metadata.type: metadata.type Utilization and metricType AverageValue disagree"
+        )),
         "{resp}"
     );
 }
@@ -620,9 +620,9 @@ async fn unsupported_scalers_and_unknown_zones_are_refused() {
     let resp = answer_with_triggers(serde_json::json!([{"type": "kafka", "metadata": {}}])).await;
     assert_eq!(resp["allowed"], false, "{resp}");
     assert!(
-        resp["status"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("spec.triggers[0].type: KEDA scaler `kafka` is not supported by ebb yet")),
+        resp["status"]["message"].as_str().is_some_and(
+            |m| m.starts_with("spec.triggers[0].type: KEDA scaler `kafka` is not supported by ebb yet")
+        ),
         "{resp}"
     );
     let resp = answer_with_triggers(serde_json::json!([{"type": "cron", "metadata": {

@@ -299,7 +299,12 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
         Ok(d) => d,
         Err(DesiredError::Scalers(errors)) => {
             let (index, e) = &errors[0];
-            let type_ = so.spec.triggers.get(*index).map(|t| t.type_.as_str()).unwrap_or_default();
+            let type_ = so
+                .spec
+                .triggers
+                .get(*index)
+                .map(|t| t.type_.as_str())
+                .unwrap_or_default();
             w.check_failed(format!(
                 "Failed to ensure HPA is correctly created for ScaledObject: error getting scaler for trigger #{index} ({type_}): {e}"
             ));

@@ -57,7 +57,10 @@ pub type ResolvedBuild = Option<Result<(), ScalerError>>;
 
 /// [`validate_scaled_object`], with `resolved(i)` giving trigger `i`'s build outcome when its
 /// authentication could be resolved; `None` checks it offline, as the webhook does.
-pub fn validate_scaled_object_with(so: &ScaledObject, resolved: &dyn Fn(usize) -> ResolvedBuild) -> Vec<Problem> {
+pub fn validate_scaled_object_with(
+    so: &ScaledObject,
+    resolved: &dyn Fn(usize) -> ResolvedBuild,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     let spec = &so.spec;
     let name = so.metadata.name.as_deref().unwrap_or_default();
@@ -366,7 +369,12 @@ fn check_scaling_modifiers(spec: &ScaledObjectSpec) -> Vec<Problem> {
 /// credentials a TriggerAuthentication would give are placeholders, and a required parameter
 /// is not called missing when KEDA could still read it from the TriggerAuthentication
 /// (`authParams`) or from the target's environment (a present `<name>FromEnv` key).
-fn check_trigger_metadata(so: &ScaledObject, i: usize, t: &ScaleTrigger, resolved: ResolvedBuild) -> Vec<Problem> {
+fn check_trigger_metadata(
+    so: &ScaledObject,
+    i: usize,
+    t: &ScaleTrigger,
+    resolved: ResolvedBuild,
+) -> Vec<Problem> {
     let field = |suffix: &str| format!("spec.triggers[{i}].{suffix}");
     let reason = "incorrect-triggers";
     if t.type_.is_empty() {
@@ -718,7 +726,8 @@ mod tests {
         );
         assert_eq!(m[0].0, "spec.triggers[0].type");
         assert!(
-            m[0].1.starts_with("KEDA scaler `kafka` is not supported by ebb yet (supported: cron, "),
+            m[0].1
+                .starts_with("KEDA scaler `kafka` is not supported by ebb yet (supported: cron, "),
             "{m:?}"
         );
         assert_eq!(
@@ -746,7 +755,10 @@ mod tests {
             )]
         );
         // The environment variable named by queueURLFromEnv may hold it.
-        assert_eq!(sqs("authenticationRef: {name: aws}, ", ", queueURLFromEnv: QUEUE"), vec![]);
+        assert_eq!(
+            sqs("authenticationRef: {name: aws}, ", ", queueURLFromEnv: QUEUE"),
+            vec![]
+        );
         // awsRegion may come from authParams: excused with an authenticationRef only.
         let cw = |extra: &str| {
             messages(&format!(
@@ -755,10 +767,7 @@ mod tests {
         };
         assert_eq!(cw("authenticationRef: {name: aws}, "), vec![]);
         let m = cw("");
-        assert!(
-            m.iter().any(|p| p.1.contains("\"awsRegion\"")),
-            "{m:?}"
-        );
+        assert!(m.iter().any(|p| p.1.contains("\"awsRegion\"")), "{m:?}");
     }
 
     #[test]

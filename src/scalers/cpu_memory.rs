@@ -121,13 +121,6 @@ impl CpuMemoryScaler {
         let metric_type = config.metric_type_explicit.then_some(config.metric_type);
         let (target, container) = parse_target(&config.metadata, metric_type)
             .map_err(|e| ScalerError::Config(format!("error parsing {resource} metadata: {}", e.message)))?;
-        if config.metadata.get("type").is_some_and(|t| !t.trim().is_empty()) {
-            tracing::info!(
-                scaledobject = %format!("{}/{}", config.namespace, config.scaled_object),
-                trigger = config.trigger_index,
-                "{TYPE_DEPRECATED}"
-            );
-        }
         Ok(Self {
             resource,
             container,

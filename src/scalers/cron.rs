@@ -75,8 +75,11 @@ impl CronScaler {
         let p = Params::new(config);
         let timezone: String = p.meta("timezone").required().map_err(meta_error)?;
         // Refused when the trigger is parsed (check, webhook, reconcile), not at the first read.
-        let tz = Tz::from_str(&timezone)
-            .map_err(|_| meta_error(format!("unable to load timezone. Error: unknown time zone {timezone}")))?;
+        let tz = Tz::from_str(&timezone).map_err(|_| {
+            meta_error(format!(
+                "unable to load timezone. Error: unknown time zone {timezone}"
+            ))
+        })?;
         let start_text: String = p.meta("start").required().map_err(meta_error)?;
         let end_text: String = p.meta("end").required().map_err(meta_error)?;
         let desired_replicas: i64 = p.meta("desiredReplicas").required().map_err(meta_error)?;

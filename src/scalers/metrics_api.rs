@@ -272,7 +272,10 @@ fn json_value(body: &[u8], path: &str) -> Result<f64, String> {
             if n.is_finite() {
                 Ok(n)
             } else {
-                Err(format!("valueLocation {path:?}: number {} out of range", v.json()))
+                Err(format!(
+                    "valueLocation {path:?}: number {} out of range",
+                    v.json()
+                ))
             }
         }
         gjson::Kind::String => quantity_value(v.str()),

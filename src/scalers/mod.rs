@@ -327,6 +327,43 @@ mod tests {
     }
 
     #[test]
+    fn unknown_type_messages() {
+        assert!(unknown_type_message("rabbitmq").starts_with(
+            "KEDA scaler `rabbitmq` is not supported by ebb yet (supported: cron, metrics-api,"
+        ));
+        assert_eq!(
+            unknown_type_message("metrics-apii"),
+            "unknown trigger type `metrics-apii`; did you mean `metrics-api`?"
+        );
+        assert_eq!(
+            unknown_type_message("Prometheus"),
+            "unknown trigger type `Prometheus`; did you mean `prometheus`?"
+        );
+        assert_eq!(
+            unknown_type_message("kafak"),
+            "unknown trigger type `kafak`; did you mean `kafka`?"
+        );
+        assert!(
+            unknown_type_message("zzzzzzzz")
+                .starts_with("unknown trigger type `zzzzzzzz` (supported by ebb: cron")
+        );
+        assert!(KNOWN_TYPES.iter().all(|t| KEDA_TYPES.contains(t)));
+    }
+
+    /// docs/compatibility.md names every KEDA scaler ebb does not have.
+    #[test]
+    fn compatibility_doc_lists_unsupported_scalers() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/compatibility.md"))
+            .expect("docs/compatibility.md");
+        for t in unsupported_keda_types() {
+            assert!(
+                doc.contains(&format!("`{t}`")),
+                "docs/compatibility.md does not list {t}"
+            );
+        }
+    }
+
+    #[test]
     fn prefix_removal_needs_exact_index() {
         assert_eq!(
             strip_metric_prefix(123, "s123-metricName").ok(),

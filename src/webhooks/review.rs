@@ -192,6 +192,9 @@ async fn review_scaled_object(
         return deny_problem(resp, p);
     }
     let w = warnings(&so);
+    for warning in &w {
+        info!(namespace, name = %req.name, uid = %req.uid, warning = %warning, "admission warning");
+    }
     if w.is_empty() {
         resp
     } else {
