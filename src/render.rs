@@ -394,6 +394,10 @@ pub fn run_check(args: &CheckArgs) -> i32 {
     0
 }
 
+fn report(out: &mut std::io::StdoutLock<'_>, line: String) {
+    let _ = writeln!(out, "{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,8 +420,4 @@ mod tests {
         assert!(m.contains("KEDA 1.x"), "{m}");
         assert!(keda_kind_problem("keda.sh/v1alpha1", "ScaledJob").is_some());
     }
-}
-
-fn report(out: &mut std::io::StdoutLock<'_>, line: String) {
-    let _ = writeln!(out, "{line}");
 }

@@ -210,10 +210,13 @@ pub enum DesiredError {
     Hpa(HpaError),
 }
 
+/// Metric specs paired with the index of the trigger that contributed them.
+pub type IndexedSpecs = Vec<(usize, MetricSpec)>;
+
 /// Metric specs of every trigger, paired with the trigger index, from scalers in trigger order.
 pub fn metric_specs<'a>(
     scalers: impl IntoIterator<Item = (usize, &'a Result<SharedScaler, ScalerError>)>,
-) -> Result<Vec<(usize, MetricSpec)>, Vec<(usize, ScalerError)>> {
+) -> Result<IndexedSpecs, Vec<(usize, ScalerError)>> {
     let mut specs = Vec::new();
     let mut errors = Vec::new();
     for (i, scaler) in scalers {
@@ -232,7 +235,7 @@ pub fn desired_hpa<'a>(
     so: &ScaledObject,
     scalers: impl IntoIterator<Item = (usize, &'a Result<SharedScaler, ScalerError>)>,
     version: &str,
-) -> Result<(HorizontalPodAutoscaler, Vec<(usize, MetricSpec)>), DesiredError> {
+) -> Result<(HorizontalPodAutoscaler, IndexedSpecs), DesiredError> {
     let specs = metric_specs(scalers).map_err(DesiredError::Scalers)?;
     let hpa = render_hpa(so, &specs, version).map_err(DesiredError::Hpa)?;
     Ok((hpa, specs))
