@@ -873,6 +873,15 @@ mod tests {
         assert!(value(Format::Json, body, "components.0.wrong").is_err());
     }
 
+    proptest::proptest! {
+        /// `valueLocation` is user input and the body comes from upstream: no path panics.
+        #[test]
+        fn no_gjson_path_panics(path in r#"[a-z0-9#@()|.*?\\=!<>%"\[\]{},: -]{0,40}"#) {
+            let body = r#"{"a": [{"b": 1, "c": "x"}, {"b": [2, 3]}], "d": {"e.f": true}, "g": null}"#;
+            let _ = value(Format::Json, body, &path);
+        }
+    }
+
     /// GJSON beyond plain paths, as users write it for KEDA: queries, wildcards, modifiers, escapes.
     #[test]
     fn full_gjson_syntax() {
