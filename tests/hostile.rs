@@ -1339,7 +1339,7 @@ struct Binary {
     secure: SocketAddr,
     admin: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Binary {
@@ -1396,7 +1396,7 @@ impl Binary {
             secure: SocketAddr::from(([127, 0, 0, 1], secure)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             stderr,
-            _dir: dir,
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !blocking_get(running.admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
@@ -1408,6 +1408,11 @@ impl Binary {
             std::thread::sleep(ms(50));
         }
         running
+    }
+
+    /// The CA `--local` created (it signs the serving certificate).
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("state").join("ca.crt")
     }
 
     fn lines(&self) -> Vec<String> {
@@ -1479,7 +1484,7 @@ fn out_of_descriptors_the_server_sheds_backs_off_and_logs_a_summary() {
             "1s",
         ],
     );
-    let ca = ebb._dir.path().join("state").join("ca.crt");
+    let ca = ebb.ca();
     let started = Instant::now();
 
     // The TLS port: 120 silent connections, then well-behaved requests on fresh connections.
@@ -1555,7 +1560,7 @@ fn out_of_descriptors_the_server_sheds_backs_off_and_logs_a_summary() {
 fn tls_warnings_caused_by_clients_are_rate_limited() {
     install_provider();
     let ebb = Binary::start(1024, &[]);
-    let ca_pem = std::fs::read_to_string(ebb._dir.path().join("state").join("ca.crt")).expect("ca");
+    let ca_pem = std::fs::read_to_string(ebb.ca()).expect("ca");
     let config = client_tls(&ca_pem, None, &[b"http/1.1"]);
     // A ClientHello naming host `aaaaaaaaa`, patched to name `127.0.0.1` (same length), which
     // rustls warns about on every handshake.
@@ -1574,7 +1579,7 @@ fn tls_warnings_caused_by_clients_are_rate_limited() {
         s.read_exact(&mut answer).expect("server hello");
     }
     ebb.wait_for_line("Illegal SNI");
-    let healthz = blocking_healthz(ebb.secure, &ebb._dir.path().join("state").join("ca.crt"));
+    let healthz = blocking_healthz(ebb.secure, &ebb.ca());
     assert!(healthz.is_ok(), "{healthz:?}");
     let sni_lines = ebb.lines().iter().filter(|l| l.contains("SNI")).count();
     assert!(
