@@ -12,7 +12,9 @@ use tracing_subscriber::{
         FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter,
         format::{JsonFields, Writer},
     },
+    layer::SubscriberExt,
     registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 use crate::cli::{LogArgs, LogFormat};
@@ -52,17 +54,23 @@ pub fn init(args: &LogArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    // TLS warnings about what a client sent are the client's choice: rate-limit them.
+    let peer_noise = crate::net::PeerNoiseLayer::new(crate::net::logthrottle::DEFAULT_WINDOW);
     let _ = match args.log_format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .finish()
+            .with(peer_noise)
             .try_init(),
         LogFormat::KedaJson => builder
             .fmt_fields(JsonFields::new())
             .event_format(KedaJson)
+            .finish()
+            .with(peer_noise)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.finish().with(peer_noise).try_init(),
     };
     if let Some(e) = bad {
         tracing::warn!(filter = %args.log_level, error = %e, "invalid --log-level; using info");

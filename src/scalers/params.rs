@@ -39,6 +39,11 @@ impl Source {
     }
 }
 
+/// KEDA's `[triggerMetadata authParams]` rendering of a source list.
+pub fn sources_label(sources: &[Source]) -> String {
+    sources.iter().map(|s| s.label()).collect::<Vec<_>>().join(" ")
+}
+
 /// Trigger metadata only.
 pub const METADATA: &[Source] = &[Source::Metadata];
 /// Auth params only.
@@ -91,7 +96,7 @@ impl<'a> Params<'a> {
         }
         Param {
             name: names.first().copied().unwrap_or_default().to_string(),
-            sources: sources.iter().map(|s| s.label()).collect::<Vec<_>>().join(" "),
+            sources: sources.to_vec(),
             raw,
         }
     }
@@ -106,7 +111,7 @@ impl<'a> Params<'a> {
 #[derive(Clone, Debug)]
 pub struct Param<'a> {
     name: String,
-    sources: String,
+    sources: Vec<Source>,
     raw: Option<&'a str>,
 }
 
@@ -126,12 +131,13 @@ impl<'a> Param<'a> {
         self.raw.is_some()
     }
 
-    /// KEDA's message for an absent required parameter.
+    /// KEDA's error for an absent required parameter (`missing required parameter "x" in [...]`),
+    /// keeping the sources so offline validation knows whether a TriggerAuthentication could supply it.
     pub fn missing_error(&self) -> ScalerError {
-        ScalerError::Config(format!(
-            "missing required parameter {:?} in [{}]",
-            self.name, self.sources
-        ))
+        ScalerError::MissingParameter {
+            name: self.name.clone(),
+            sources: self.sources.clone(),
+        }
     }
 
     fn parse_error(&self, msg: impl fmt::Display) -> ScalerError {
@@ -516,6 +522,12 @@ impl fmt::Debug for HttpAuth {
     }
 }
 
+/// True for an auth-block error about credentials KEDA reads from `authParams` (a
+/// TriggerAuthentication): `error parsing auth: X is required for Y auth mode`.
+pub fn is_missing_credential(e: &ScalerError) -> bool {
+    matches!(e, ScalerError::Config(m) if m.starts_with("error parsing auth: ") && m.contains(" required for "))
+}
+
 impl HttpAuth {
     /// Parses `authModes` and its fields from metadata/auth params (spec §11.2 "Shared HTTP auth block").
     pub fn parse(params: &Params<'_>) -> Result<Self, ScalerError> {
@@ -778,7 +790,11 @@ pub fn upstream_error(target: &str, timeout: Duration, e: &reqwest::Error) -> Sc
 }
 
 #[cfg(test)]
-static CLIENTS_BUILT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    /// Clients built on this thread: each test runs on its own thread, so parallel tests that
+    /// build clients do not disturb the count of the test that reads it.
+    static CLIENTS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 fn new_http_client(
     timeout: Duration,
@@ -786,7 +802,7 @@ fn new_http_client(
     tls: Option<&TlsAuth>,
 ) -> Result<reqwest::Client, ScalerError> {
     #[cfg(test)]
-    CLIENTS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CLIENTS_BUILT.with(|n| n.set(n.get() + 1));
     // reqwest panics without a process-wide provider; ring is the only one compiled in, and
     // installing fails harmlessly when the binary already did it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -1056,12 +1072,12 @@ mod tests {
     fn client_builds_and_rejects_bad_pem() {
         assert!(build_http_client(Duration::from_secs(1), true, None).is_ok());
         // The same settings share one client (one connection pool, one parsed trust store).
-        let before = CLIENTS_BUILT.load(std::sync::atomic::Ordering::Relaxed);
+        let before = CLIENTS_BUILT.with(std::cell::Cell::get);
         for _ in 0..3 {
             build_http_client(Duration::from_millis(1234), false, None).expect("client");
         }
         build_http_client(Duration::from_millis(1235), false, None).expect("client");
-        let built = CLIENTS_BUILT.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let built = CLIENTS_BUILT.with(std::cell::Cell::get) - before;
         assert!(built <= 2, "{built} clients built for two settings");
         let bad = TlsAuth {
             cert: "nope".into(),
