@@ -249,12 +249,7 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
     };
     assert!(!args.leader.leader_elect);
     let (trigger, signal) = ebb::shutdown::channel();
-    let running = tokio::spawn(ebb::external_metrics::server::run_on(
-        args.server,
-        Some(args.leader),
-        Some(client),
-        signal,
-    ));
+    let running = tokio::spawn(ebb::run::run_with_client(*args, client, signal));
 
     // The operator half: the HPA KEDA would write, then the scale loop's first iteration,
     // whose read of the dead upstream is failure number one.

@@ -54,7 +54,7 @@ pub struct ApiState {
     /// KEDA-named scaler metrics, recorded whenever a read reached the upstream.
     pub keda: Option<Arc<crate::keda_metrics::KedaMetrics>>,
     /// Consecutive-failure counters for fallback (shared with the scale loop under `ebb run`).
-    pub health: Arc<crate::operator::fallback::HealthStore>,
+    pub health: Arc<crate::scaling::fallback::HealthStore>,
     /// Reads the scale target for fallback values; `None` in `--local` mode.
     pub targets: Option<super::fallback::TargetReader>,
 }
@@ -345,7 +345,7 @@ async fn read_metric(
     };
     let key = ObjectKey::new(namespace, so_name);
     // The name is compared first so ordinary reads pay no second registry lookup.
-    if metric.eq_ignore_ascii_case(crate::operator::hpa::COMPOSITE_METRIC_NAME)
+    if metric.eq_ignore_ascii_case(crate::scaling::hpa::COMPOSITE_METRIC_NAME)
         && let Some(entry) = state.registry.get(&key)
         && fallback::uses_scaling_modifiers(&entry)
     {
@@ -358,7 +358,7 @@ async fn read_metric(
         .await?;
         // KEDA records the composite under the scaler name `composite-metric`, trigger index 0.
         if let Some(keda) = &state.keda {
-            let composite = crate::operator::hpa::COMPOSITE_METRIC_NAME;
+            let composite = crate::scaling::hpa::COMPOSITE_METRIC_NAME;
             let labels = crate::keda_metrics::ScalerLabels {
                 namespace: key.namespace.clone(),
                 metric: composite.to_string(),

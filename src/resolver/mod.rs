@@ -3,7 +3,7 @@
 //! (Cluster)TriggerAuthentication, Secrets, ConfigMaps and the scale target's pod template.
 //!
 //! The core, [`resolve_trigger`], is pure: it reads objects through [`AuthSources`]. Two
-//! sources implement it: [`local::LocalResolver`] (`--local` documents) and
+//! sources implement it: [`files::LocalResolver`] (`--local` documents) and
 //! [`kube::KubeResolver`] (watch caches). Both are [`AuthResolver`]s for the registry.
 //!
 //! Where ebb differs from KEDA: a missing TriggerAuthentication, Secret, ConfigMap, key,
@@ -13,7 +13,7 @@
 //! trigger that uses none of them works without its Deployment being visible.
 
 pub mod kube;
-pub mod local;
+pub mod files;
 
 use std::{collections::BTreeMap, sync::Arc};
 

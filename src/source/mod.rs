@@ -4,4 +4,4 @@
 //! reported with its name (and file and line for files) and never stops the others.
 
 pub mod kube;
-pub mod local;
+pub mod files;

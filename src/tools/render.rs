@@ -17,7 +17,7 @@ use std::{
 use crate::{
     cli::{CheckArgs, RenderArgs},
     crd::ScaledObject,
-    operator::{
+    scaling::{
         hpa::{DesiredError, desired_hpa},
         validate::{
             Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
@@ -26,13 +26,13 @@ use crate::{
     },
     resolver::{
         cluster_object_namespace,
-        local::{FileResolution, FileResolver, LocalObjects},
+        files::{FileResolution, FileResolver, LocalObjects},
     },
     scalers::{
         ScalerContext, ScalerError, SharedScaler, build_scaler,
         registry::{build_trigger, object_key},
     },
-    source::local::{Parsed, manifest_files, parse_file},
+    source::files::{Parsed, manifest_files, parse_file},
 };
 
 /// Namespace assumed for objects without one, as `kubectl apply` without `-n` would.

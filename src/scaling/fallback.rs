@@ -18,10 +18,6 @@ use crate::{
 pub const HAPPY: &str = "Happy";
 /// `status.health[..].status` after a failure.
 pub const FAILING: &str = "Failing";
-/// Event reason when a metric starts falling back.
-pub const EVENT_FALLBACK_ACTIVATED: &str = "ScaledObjectFallbackActivated";
-/// Event reason when a metric stops falling back.
-pub const EVENT_FALLBACK_DEACTIVATED: &str = "ScaledObjectFallbackDeactivated";
 
 /// `fallback.behavior` values.
 pub const BEHAVIOR_STATIC: &str = "static";

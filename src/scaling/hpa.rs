@@ -21,7 +21,7 @@ use crate::{
         ScaledObject,
         scaled_object::{DEFAULT_MAX_REPLICAS, MetricTargetType, SCALED_OBJECT_NAME_LABEL},
     },
-    operator::activation::pause_state,
+    scaling::activation::pause_state,
     quantity::{self, Quantity},
     scalers::{MetricSpec, MetricTarget, ResourceTarget, ScalerError, SharedScaler},
 };

@@ -13,7 +13,7 @@ use crate::{
         ScaledObject,
         scaled_object::{DEFAULT_MAX_REPLICAS, MetricTargetType, ScaleTrigger, ScaledObjectSpec},
     },
-    operator::{activation::pause_state, formula, hpa::hpa_name},
+    scaling::{activation::pause_state, formula, hpa::hpa_name},
     scalers::{
         ScalerConfig, ScalerError, build_scaler, cpu_memory,
         params::{self, Source},
