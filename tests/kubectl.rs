@@ -1,10 +1,12 @@
 //! The real `kubectl` (and a front proxy) against a running `ebb metrics-server --local`.
 
+mod common;
+
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, ChildStdout, Command, Output, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -12,9 +14,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{
+    fs::write_atomic,
+    net::{LogLines, http_get, refused_url},
+};
 use ebb::tls::certgen;
 
 const GV: &str = "/apis/external.metrics.k8s.io/v1beta1";
+
+/// Generous for a loaded 2-core machine; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Kills the server when the test ends, however it ends.
 struct Ebb {
@@ -22,6 +31,8 @@ struct Ebb {
     state: PathBuf,
     secure: u16,
     admin: u16,
+    /// Its log (stderr), to wait for what it reports.
+    logs: LogLines,
     _dir: tempfile::TempDir,
 }
 
@@ -30,13 +41,6 @@ impl Drop for Ebb {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A plain-HTTP upstream answering `{"v": <value>}`; the value can be changed by the test.
@@ -61,9 +65,16 @@ fn upstream_with_token(token: Option<&'static str>) -> (u16, Arc<AtomicU64>) {
 
 fn serve_one(mut stream: TcpStream, value: u64, token: Option<&str>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // The whole head, however the client's writes were split.
+    let mut head = Vec::new();
     let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    let request = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let allowed =
         token.is_none_or(|t| request.contains(&format!("authorization: bearer {}", t.to_ascii_lowercase())));
     let (status, body) = if allowed {
@@ -124,9 +135,9 @@ fn start_with(extra: &[&str], documents: &str) -> Ebb {
     std::fs::create_dir_all(&objects).expect("mkdir");
     std::fs::write(objects.join("so.yaml"), documents).expect("write");
     let state = dir.path().join("state");
-    let secure = free_port();
-    let admin = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+    // Port 0: the kernel picks free ports as ebb binds them (no race with other processes), and
+    // ebb's banner says which.
     cmd.args(["metrics-server", "--local"])
         .arg(&objects)
         .arg("--state-dir")
@@ -137,25 +148,30 @@ fn start_with(extra: &[&str], documents: &str) -> Ebb {
             "--metrics-bind-address",
             "127.0.0.1",
         ])
-        .args([
-            "--secure-port",
-            &secure.to_string(),
-            "--metrics-port",
-            &admin.to_string(),
-        ])
+        .args(["--secure-port", "0", "--metrics-port", "0"])
         .args(["--local-poll-interval", "100", "--log-level", "warn"])
         .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let child = cmd.spawn().expect("start ebb");
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start ebb");
+    let logs = LogLines::capture(child.stderr.take().expect("stderr"));
+    let (secure, admin) = match read_ports(child.stdout.take().expect("stdout")) {
+        Ok(ports) => ports,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{e}");
+        }
+    };
     let ebb = Ebb {
         child,
         state,
         secure,
         admin,
+        logs,
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + DEADLINE;
     loop {
         if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
             break;
@@ -166,13 +182,38 @@ fn start_with(extra: &[&str], documents: &str) -> Ebb {
     ebb
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
+/// The secure and admin ports from the banner `ebb metrics-server --local` prints once bound;
+/// the rest of stdout is drained on a thread so ebb never blocks on a full pipe.
+fn read_ports(stdout: ChildStdout) -> Result<(u16, u16), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let port_after = |line: &str, scheme: &str| -> Option<u16> {
+            let rest = &line[line.find(scheme)? + scheme.len()..];
+            rest.split('/').next()?.rsplit(':').next()?.parse().ok()
+        };
+        let (mut secure, mut admin) = (None, None);
+        let mut seen = Vec::new();
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if line.contains("is serving external.metrics.k8s.io") {
+                secure = port_after(&line, "https://");
+            } else if line.contains("Prometheus metrics:") {
+                admin = port_after(&line, "http://");
+            }
+            seen.push(line);
+            if let (Some(s), Some(a)) = (secure, admin) {
+                let _ = tx.send(Ok((s, a)));
+                lines.for_each(drop);
+                return;
+            }
+        }
+        let _ = tx.send(Err(format!(
+            "ebb closed stdout before printing both ports: {seen:?}"
+        )));
+    });
+    rx.recv_timeout(DEADLINE)
+        .map_err(|_| "ebb printed no ports in time".to_string())?
 }
 
 fn kubectl(kubeconfig: &Path, path: &str) -> Output {
@@ -304,8 +345,8 @@ fn value_of(out: &Output) -> String {
 fn fallback_and_composite_metric_as_the_hpa_reads_them() {
     let (port, _value) = upstream();
     let live = format!("http://127.0.0.1:{port}/value");
-    // Nothing listens on a port just released: every read of it fails.
-    let dead = format!("http://127.0.0.1:{}/value", free_port());
+    // Every read of it fails.
+    let dead = refused_url("/value");
     let docs = [
         api_object(
             "flaky",
@@ -441,12 +482,11 @@ fn scaledobject_files_are_reread() {
     let kc = ebb.state.join("kubeconfig");
     let file = ebb._dir.path().join("objects/so.yaml");
     let text_before = std::fs::read_to_string(&file).expect("read");
-    std::fs::write(
+    write_atomic(
         &file,
         text_before.replace("name: nightly\n  namespace", "name: weekly\n  namespace"),
-    )
-    .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    );
+    let deadline = Instant::now() + DEADLINE;
     loop {
         let out = kubectl(
             &kc,
@@ -466,13 +506,14 @@ fn scaledobject_files_are_reread() {
         &metric_path("team-a", "s0-cron-Etc-UTC-0011x-1011x", "nightly"),
     );
     assert!(text(&out).1.contains("NotFound"));
-    // A broken file keeps its last good content.
-    std::fs::write(
+    // A broken file keeps its last good content (checked once ebb has read it and said so).
+    let rejected = ["cannot read manifest file", "so.yaml"];
+    let before = ebb.logs.count(&rejected);
+    write_atomic(
         &file,
         "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: [",
-    )
-    .expect("write");
-    std::thread::sleep(Duration::from_millis(500));
+    );
+    ebb.logs.wait_for(&rejected, before, DEADLINE);
     let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "worker"));
     assert!(out.status.success(), "{}", text(&out).1);
 }
@@ -582,10 +623,10 @@ spec:
       authMode: bearer
 "#
     );
-    std::fs::write(objects.join("private.yaml"), so).expect("write");
+    write_atomic(&objects.join("private.yaml"), so);
     let path = metric_path("team-a", "s0-metric-api-v", "private");
     // Without the TriggerAuthentication the error names it.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + DEADLINE;
     let stderr = loop {
         let out = kubectl(&kc, &path);
         let (_, stderr) = text(&out);
@@ -598,12 +639,11 @@ spec:
         stderr.contains("TriggerAuthentication") && stderr.contains("api-auth"),
         "{stderr}"
     );
-    std::fs::write(
-        objects.join("auth.yaml"),
+    write_atomic(
+        &objects.join("auth.yaml"),
         "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata:\n  name: api-auth\n  namespace: team-a\nspec:\n  secretTargetRef:\n  - parameter: bearerToken\n    name: api-token\n    key: token\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: api-token\n  namespace: team-a\ndata:\n  token: czNjcmV0\n",
-    )
-    .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    );
+    let deadline = Instant::now() + DEADLINE;
     loop {
         let out = kubectl(&kc, &path);
         if out.status.success() {

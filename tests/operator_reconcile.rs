@@ -1,6 +1,8 @@
 //! The operator against a scripted fake API server (tower-test): each expected request is
 //! checked for method, path and body, answered with Kubernetes JSON, and bounded by a timeout.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -23,7 +25,9 @@ use tokio::task::JoinHandle;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-const STEP: Duration = Duration::from_secs(2);
+/// How long the operator may take to send its next request: generous for a loaded 2-core
+/// machine, since it is only reached when the request never comes.
+const STEP: Duration = Duration::from_secs(30);
 const SO_PATH: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/web-so";
 const SCALE_PATH: &str = "/apis/apps/v1/namespaces/ns/deployments/web/scale";
 const HPA_PATH: &str = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/keda-hpa-web-so";
@@ -561,7 +565,9 @@ async fn leader_starts_the_controller() {
         signal,
     ));
     let mut saw_scaledobject_watch = false;
-    for _ in 0..10 {
+    // Lease renewals (every 50 ms) interleave with the controller's first lists, the more of
+    // them the slower the machine: bounded by count and by STEP per request.
+    for _ in 0..1000 {
         let (req, send) = tokio::time::timeout(STEP, handle.next_request())
             .await
             .expect("a request")
@@ -689,13 +695,9 @@ fn live_upstream() -> String {
     format!("http://127.0.0.1:{port}/value")
 }
 
-/// Nothing listens on a port just released, so every read fails at once.
+/// Every read fails at once.
 fn dead_upstream() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    format!("http://127.0.0.1:{port}/value")
+    common::net::refused_url("/value")
 }
 
 fn with_api_trigger(v: &mut Value, url: &str) {

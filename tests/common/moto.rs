@@ -1,19 +1,19 @@
-//! A moto server per test binary (started through `scripts/moto`, stopped when the last user
-//! drops its handle) and a loopback proxy that records which AWS actions reach it.
+//! A moto server per test binary (started through `scripts/moto`, stopped when the test process
+//! exits, however it exits) and a loopback proxy that records which AWS actions reach it.
 
 use std::{
     convert::Infallible,
     net::TcpListener as StdListener,
-    path::PathBuf,
-    process::Command,
-    sync::{Arc, Mutex, Weak},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 
-/// A running moto server; killed when the last handle is dropped.
+/// A running moto server; killed when dropped, or by its watchdog when the test process exits.
 #[derive(Debug)]
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
@@ -23,7 +23,9 @@ pub struct Moto {
     _state_dir: tempfile::TempDir,
 }
 
-static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
+/// Started once per test binary: restarting it between tests (when none happened to hold it)
+/// cost a Python start-up each time, several seconds on a loaded machine.
+static SHARED: OnceLock<Arc<Moto>> = OnceLock::new();
 
 fn free_port() -> u16 {
     let listener = StdListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -31,15 +33,9 @@ fn free_port() -> u16 {
 }
 
 impl Moto {
-    /// The moto server shared by the tests running now, started when none is running.
+    /// The moto server shared by every test of the binary, started by the first one.
     pub fn shared() -> Arc<Moto> {
-        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(moto) = slot.upgrade() {
-            return moto;
-        }
-        let moto = Arc::new(Moto::start());
-        *slot = Arc::downgrade(&moto);
-        moto
+        SHARED.get_or_init(|| Arc::new(Moto::start())).clone()
     }
 
     /// Starts a fresh moto server on a free port.
@@ -68,6 +64,7 @@ impl Moto {
         };
         let url = field("MOTO_URL=");
         let pid = field("MOTO_PID=").parse().expect("numeric MOTO_PID");
+        watchdog(pid, state_dir.path());
         Moto {
             url,
             pid,
@@ -80,6 +77,26 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.pid.to_string()).status();
     }
+}
+
+/// Kills `pid` and removes `dir` shortly after this test process exits: statics are never
+/// dropped, and a test binary killed on a timeout runs no destructor at all.
+fn watchdog(pid: u32, dir: &Path) {
+    let _ = Command::new("setsid")
+        .args([
+            "bash",
+            "-c",
+            // The pid is checked to still be moto's before it is killed.
+            r#"while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
+               grep -q moto_server "/proc/$1/cmdline" 2>/dev/null && kill "$1"; rm -rf "$2""#,
+        ])
+        .arg(std::process::id().to_string())
+        .arg(pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// One request seen by the [`Proxy`].
