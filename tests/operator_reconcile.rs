@@ -15,7 +15,10 @@ use ebb::{
         loop_,
         reconcile::{FINALIZER, reconcile},
     },
-    scalers::registry::{Registry, RegistryConfig, object_key},
+    scalers::{
+        ScalerContext,
+        registry::{Registry, RegistryConfig, object_key},
+    },
 };
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
@@ -42,7 +45,15 @@ fn now() -> DateTime<Utc> {
 fn context() -> (Arc<Context>, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
-    let registry = Arc::new(Registry::new(RegistryConfig::default()));
+    // The scalers read the same injected clock the scale loop decides with: the fixture's cron
+    // trigger is inactive at `now()` whatever the real date.
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        context: ScalerContext {
+            clock: Some(Arc::new(now)),
+            ..Default::default()
+        },
+        ..Default::default()
+    }));
     let cache = Arc::new(MetricCache::new(Duration::from_secs(5)));
     let mut ctx = Context::new(client, registry, cache);
     ctx.spawn_loops = false;
@@ -130,6 +141,15 @@ async fn expect(
     (query, body)
 }
 
+/// The outcome of a reconcile or loop task, which ends soon after its last expected request was
+/// answered: one stuck on a request the test did not expect fails the test instead of hanging it.
+async fn joined<T>(task: JoinHandle<T>) -> T {
+    tokio::time::timeout(STEP, task)
+        .await
+        .expect("the task ended (is it waiting on an unexpected request?)")
+        .expect("joined")
+}
+
 /// Asserts nothing else is asked of the API server.
 async fn expect_quiet(handle: &mut Handle) {
     if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
@@ -189,7 +209,7 @@ async fn create_adds_finalizer_then_applies_hpa_and_status() {
     })
     .await;
     assert!(patch.to_string().contains(FINALIZER), "finalizer patch {patch}");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     let v = with_finalizer(v);
@@ -228,7 +248,7 @@ async fn create_adds_finalizer_then_applies_hpa_and_status() {
     assert_eq!(status["triggersTypes"], "cron");
     assert_eq!(status["externalMetricNames"][0], "s0-cron-Etc-UTC-0011x-1011x");
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -249,7 +269,7 @@ async fn missing_target_name_fails_without_hpa() {
     assert_eq!(condition(&status["status"], "Active")["status"], "Unknown");
     let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     assert_eq!(ev["type"], "Warning");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -270,7 +290,7 @@ async fn unknown_trigger_type_fails_without_hpa() {
         "{ready}"
     );
     expect_event(&mut handle, "ScaledObjectCheckFailed").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -282,7 +302,7 @@ async fn one_bad_object_does_not_stop_another() {
     let task = spawn_reconcile(&ctx, &bad);
     expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "ScaledObjectCheckFailed").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
 
     let mut good = with_finalizer(fixture());
     good["metadata"]["name"] = json!("other");
@@ -298,7 +318,7 @@ async fn one_bad_object_does_not_stop_another() {
     let so_other = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/other/status";
     expect(&mut handle, Method::PATCH, so_other, status_reply).await;
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
 }
 
 #[tokio::test]
@@ -333,7 +353,7 @@ async fn pause_deletes_hpa_and_scales_then_unpause_recreates() {
     assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectPaused");
     assert_eq!(status["pausedReplicaCount"], 1);
     expect_event(&mut handle, "ScaledObjectPaused").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     // Annotation removed: Paused=False/ScaledObjectUnpaused and the HPA comes back.
@@ -353,7 +373,7 @@ async fn pause_deletes_hpa_and_scales_then_unpause_recreates() {
     assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectUnpaused");
     assert!(status.get("pausedReplicaCount").is_none(), "{status}");
     expect_event(&mut handle, "ScaledObjectUnpaused").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -373,7 +393,7 @@ async fn delete_restores_original_replicas_and_removes_finalizer() {
     assert_eq!(put["spec"]["replicas"], 4);
     let (_, patch) = expect(&mut handle, Method::PATCH, SO_PATH, |_| ok(fixture())).await;
     assert!(patch.to_string().contains("remove"), "finalizer removal {patch}");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -412,7 +432,7 @@ async fn inactive_trigger_after_cooldown_scales_to_zero() {
     assert_eq!(status["status"]["lastActiveTime"], "2026-11-23T11:50:00Z");
     let ev = expect_event(&mut handle, "KEDAScaleTargetDeactivated").await;
     assert_eq!(ev["note"], "Deactivated apps/v1.Deployment ns/web from 3 to 0");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -426,7 +446,7 @@ async fn inactive_trigger_within_cooldown_keeps_replicas() {
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
     let (_, status) = expect_status_patch(&mut handle).await;
     assert_eq!(condition(&status["status"], "Active")["reason"], "ScalerCooldown");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -452,7 +472,7 @@ async fn active_trigger_at_zero_scales_to_min() {
             .is_some_and(|n| n.starts_with("Scaled apps/v1.Deployment ns/web from 0 to 2")),
         "{ev}"
     );
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -488,7 +508,7 @@ async fn lease_held_by_another_is_not_taken() {
         ok(lease("other", "2026-11-23T11:59:55.000000Z"))
     })
     .await;
-    assert!(!task.await.expect("joined").expect("step"));
+    assert!(!joined(task).await.expect("step"));
     expect_quiet(&mut handle).await;
 }
 
@@ -507,7 +527,7 @@ async fn expired_lease_is_taken_over_and_missing_one_created() {
     assert_eq!(put["spec"]["holderIdentity"], "me");
     assert_eq!(put["spec"]["leaseTransitions"], 4);
     assert_eq!(put["metadata"]["resourceVersion"], "42");
-    assert!(task.await.expect("joined").expect("step"));
+    assert!(joined(task).await.expect("step"));
 
     let task = tokio::spawn(async move { ebb::lease::try_acquire(&api, &lease_config(), now()).await });
     expect(&mut handle, Method::GET, LEASE_PATH, |_| {
@@ -522,7 +542,7 @@ async fn expired_lease_is_taken_over_and_missing_one_created() {
     )
     .await;
     assert_eq!(created["spec"]["holderIdentity"], "me");
-    assert!(task.await.expect("joined").expect("step"));
+    assert!(joined(task).await.expect("step"));
 }
 
 #[tokio::test]
@@ -616,7 +636,7 @@ async fn composite_formula_decides_activity() {
     assert_eq!(put["spec"]["replicas"], 1);
     expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "KEDAScaleTargetActivated").await;
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -644,7 +664,7 @@ async fn missing_name_label_is_added_before_the_hpa() {
     assert_eq!(hpa["metadata"]["labels"]["team"], "a");
     expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -673,7 +693,7 @@ async fn hpa_scaling_active_is_mirrored() {
     assert_eq!(hpa_active["status"], "False");
     assert_eq!(hpa_active["reason"], "FailedGetExternalMetric");
     assert_eq!(hpa_active["message"], "HPA is not actively scaling: no metric");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -733,7 +753,7 @@ async fn fallback_activates_after_the_threshold_and_reports_it() {
     expect_event(&mut handle, "KEDAScaleTargetActivated").await;
     let ev = expect_event(&mut handle, "ScaledObjectFallbackActivated").await;
     assert_eq!(ev["type"], "Warning");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
     // The counter lives on in the process: the metrics server's reads add to it under `ebb run`.
     assert_eq!(
@@ -766,7 +786,7 @@ async fn fallback_ends_on_the_first_success() {
     assert_eq!(condition(s, "Active")["status"], "True", "7 > activation 1");
     let ev = expect_event(&mut handle, "ScaledObjectFallbackDeactivated").await;
     assert_eq!(ev["type"], "Normal");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -803,7 +823,7 @@ async fn update_rewrites_the_hpa_only_when_the_spec_changed() {
     // The scale target is checked on every reconcile (it may have been deleted meanwhile).
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(2))).await;
     expect(&mut handle, Method::GET, HPA_PATH, move |_| ok(unchanged)).await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     // maxReplicaCount raised in generation 2: one apply carrying the new bound.
@@ -819,7 +839,7 @@ async fn update_rewrites_the_hpa_only_when_the_spec_changed() {
     assert_eq!(hpa["spec"]["minReplicas"], live["spec"]["minReplicas"]);
     assert_eq!(hpa["spec"]["metrics"], live["spec"]["metrics"]);
     assert_eq!(hpa["metadata"]["ownerReferences"][0]["kind"], "ScaledObject");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -871,7 +891,7 @@ async fn custom_scale_targets_are_found_through_discovery() {
         "argoproj.io/v1alpha1.Rollout"
     );
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     // The plural is remembered: the next reconcile goes straight to /scale.
@@ -880,7 +900,7 @@ async fn custom_scale_targets_are_found_through_discovery() {
     expect(&mut handle, Method::GET, rollout_scale, |_| ok(scale(2))).await;
     let hpa_live = hpa.clone();
     expect(&mut handle, Method::GET, HPA_PATH, move |_| ok(hpa_live)).await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -905,6 +925,6 @@ async fn an_unknown_scale_target_kind_fails_the_check() {
     );
     let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     assert_eq!(ev["type"], "Warning");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }

@@ -142,6 +142,7 @@ pub async fn run_on(
             kube: None,
             pods: Some(resolver.pod_index()),
             aws: AwsShared::default(),
+            clock: None,
         };
         registry.configure(resolver.clone(), context);
         let source = source::local::LocalSource::new(dir.clone()).with_documents_callback(Box::new(
@@ -174,6 +175,7 @@ pub async fn run_on(
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
+            clock: None,
         };
         targets = Some(TargetReader {
             client: client.clone(),

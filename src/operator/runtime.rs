@@ -100,6 +100,7 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
+            clock: None,
         },
     );
     let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
