@@ -119,6 +119,10 @@ pub struct CheckArgs {
     /// Manifest files or directories (YAML, multi-document, or JSON).
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// Accept files that hold no ScaledObject or (Cluster)TriggerAuthentication (only other
+    /// kinds, e.g. a Deployment or a Secret); by default such a file is an error.
+    #[arg(long)]
+    pub allow_other_kinds: bool,
 }
 
 /// Flags of `ebb certs`.

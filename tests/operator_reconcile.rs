@@ -928,3 +928,201 @@ async fn an_unknown_scale_target_kind_fails_the_check() {
     joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
+
+/// Runs one reconcile of `v` (finalizer already on) against an API server that has its scale
+/// target and no HPA, answering requests in whatever order they come; returns the HPA body
+/// the operator applied (if any) and the events it published.
+async fn reconcile_and_capture(
+    ctx: &Arc<Context>,
+    handle: &mut Handle,
+    v: &Value,
+) -> (Option<Value>, Vec<Value>) {
+    let ns = v["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace")
+        .to_string();
+    let name = v["metadata"]["name"].as_str().expect("name").to_string();
+    let so_path = format!("/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects/{name}");
+    let mut task = spawn_reconcile(ctx, v);
+    let mut hpa = None;
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            joined = &mut task => {
+                joined.expect("joined").expect("reconciled");
+                break;
+            }
+            next = tokio::time::timeout(STEP, handle.next_request()) => {
+                let (req, send) = next.expect("a request or the end of the reconcile").expect("service alive");
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                let bytes = req.into_body().collect_bytes().await.expect("body");
+                let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON") };
+                let (code, reply) = match (method.as_str(), path.as_str()) {
+                    ("PATCH", p) if p == so_path => {
+                        let mut o = v.clone();
+                        o["metadata"]["labels"]["scaledobject.keda.sh/name"] = json!(name);
+                        ok(o)
+                    }
+                    ("PATCH", p) if p == format!("{so_path}/status") => {
+                        let mut o = v.clone();
+                        o["status"] = body["status"].clone();
+                        ok(o)
+                    }
+                    ("GET", p) if p.starts_with(&format!("/apis/apps/v1/namespaces/{ns}/")) && p.ends_with("/scale") => ok(scale(1)),
+                    ("GET", p) if p.contains("/horizontalpodautoscalers/") => not_found("horizontalpodautoscalers", "x"),
+                    ("PATCH", p) if p.contains("/horizontalpodautoscalers/") => {
+                        hpa = Some(body.clone());
+                        ok(body)
+                    }
+                    ("POST", EVENTS_PATH) | ("POST", _) if path.ends_with("/events") => {
+                        events.push(body.clone());
+                        ok(body)
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                };
+                let response = Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&reply).expect("JSON")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        }
+    }
+    (hpa, events)
+}
+
+/// Every ScaledObject fixture, as JSON, with the documents its TriggerAuthentications need.
+fn scaled_object_fixtures() -> Vec<(std::path::PathBuf, Value)> {
+    let mut out = Vec::new();
+    for dir in ["tests/fixtures/keda", "tests/fixtures/operator"] {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .expect("fixture dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).expect("fixture");
+            let doc: serde_yaml::Value = match serde_yaml::from_str(&text) {
+                Ok(d) => d,
+                Err(_) => continue,
+            };
+            if doc.get("kind").and_then(|k| k.as_str()) == Some("ScaledObject") {
+                out.push((path, serde_json::to_value(doc).expect("JSON")));
+            }
+        }
+    }
+    assert!(out.len() >= 12, "fixtures found: {}", out.len());
+    out
+}
+
+fn auth_documents() -> (String, Vec<serde_yaml::Value>) {
+    let path = "tests/fixtures/keda/aws-credentials.auth.yaml";
+    let text = std::fs::read_to_string(path).expect("auth fixture");
+    let docs = text
+        .split("\n---\n")
+        .map(|d| serde_yaml::from_str(d).expect("auth document"))
+        .collect();
+    (path.to_string(), docs)
+}
+
+/// Issue 9 item 1: `ebb render` prints, field for field, the HPA the operator applies, for
+/// every fixture (KEDA labels the ScaledObject with its name first, so both HPAs carry it).
+#[tokio::test]
+async fn render_prints_the_hpa_the_operator_applies_for_every_fixture() {
+    let (auth_path, auth_docs) = auth_documents();
+    for (path, so_json) in scaled_object_fixtures() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["render", "--version-label", "test", "-f"])
+            .arg(&path)
+            .arg(&auth_path)
+            .output()
+            .expect("ebb render runs");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered: Value = serde_yaml::from_slice(&out.stdout).expect("one HPA document");
+
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let registry = Arc::new(Registry::new(RegistryConfig::default()));
+        registry.configure(
+            Arc::new(
+                ebb::resolver::local::LocalResolver::from_documents(&auth_docs)
+                    .with_cluster_object_namespace("ebb"),
+            ),
+            Default::default(),
+        );
+        let mut ctx = Context::new(
+            Client::new(svc, "default"),
+            registry,
+            Arc::new(MetricCache::new(Duration::from_secs(5))),
+        );
+        ctx.spawn_loops = false;
+        ctx.version = "test".to_string();
+        ctx.clock = Arc::new(now);
+        let ctx = Arc::new(ctx);
+        let (applied, _) = reconcile_and_capture(&ctx, &mut handle, &with_finalizer(so_json)).await;
+        let applied = applied.unwrap_or_else(|| panic!("{}: the operator applied no HPA", path.display()));
+        assert_eq!(applied, rendered, "{}", path.display());
+        assert_eq!(
+            applied["metadata"]["labels"]["scaledobject.keda.sh/name"],
+            so_json_name(&path),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+fn so_json_name(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("fixture");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("fixture");
+    json!(doc["metadata"]["name"].as_str().expect("name"))
+}
+
+/// Item 2: a deprecated `metadata.type` is accepted, with a Warning event (and a log line).
+#[tokio::test]
+async fn deprecated_cpu_memory_type_is_applied_with_a_warning_event() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["minReplicaCount"] = json!(1);
+    v["spec"]["triggers"] = json!([{"type": "memory", "metadata": {"type": "Utilization", "value": "60"}}]);
+    let (hpa, events) = reconcile_and_capture(&ctx, &mut handle, &v).await;
+    let hpa = hpa.expect("HPA applied");
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"],
+        json!({"name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}})
+    );
+    let warning = events
+        .iter()
+        .find(|e| e["reason"] == "ScaledObjectDeprecatedSetting")
+        .unwrap_or_else(|| panic!("deprecation event in {events:?}"));
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(
+        warning["note"],
+        "spec.triggers[0].metadata.type: The 'type' setting is DEPRECATED and will be removed in v2.18 - Use 'metricType' instead."
+    );
+}
+
+/// Item 7: an unknown cron timezone fails the check at reconcile, not at the first read.
+#[tokio::test]
+async fn unknown_cron_timezone_fails_the_check() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["triggers"][0]["metadata"]["timezone"] = json!("Europe/Berln");
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
+    let (_, status) = expect_status_patch(&mut handle).await;
+    let ready = condition(&status["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(
+        ready["message"],
+        "error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"
+    );
+    expect_event(&mut handle, "ScaledObjectCheckFailed").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}

@@ -33,6 +33,11 @@ impl Source {
     }
 }
 
+/// KEDA's `[triggerMetadata authParams]` rendering of a source list.
+pub fn sources_label(sources: &[Source]) -> String {
+    sources.iter().map(|s| s.label()).collect::<Vec<_>>().join(" ")
+}
+
 /// Trigger metadata only.
 pub const METADATA: &[Source] = &[Source::Metadata];
 /// Auth params only.
@@ -85,7 +90,7 @@ impl<'a> Params<'a> {
         }
         Param {
             name: names.first().copied().unwrap_or_default().to_string(),
-            sources: sources.iter().map(|s| s.label()).collect::<Vec<_>>().join(" "),
+            sources: sources.to_vec(),
             raw,
         }
     }
@@ -100,7 +105,7 @@ impl<'a> Params<'a> {
 #[derive(Clone, Debug)]
 pub struct Param<'a> {
     name: String,
-    sources: String,
+    sources: Vec<Source>,
     raw: Option<&'a str>,
 }
 
@@ -120,12 +125,13 @@ impl<'a> Param<'a> {
         self.raw.is_some()
     }
 
-    /// KEDA's message for an absent required parameter.
+    /// KEDA's error for an absent required parameter (`missing required parameter "x" in [...]`),
+    /// keeping the sources so offline validation knows whether a TriggerAuthentication could supply it.
     pub fn missing_error(&self) -> ScalerError {
-        ScalerError::Config(format!(
-            "missing required parameter {:?} in [{}]",
-            self.name, self.sources
-        ))
+        ScalerError::MissingParameter {
+            name: self.name.clone(),
+            sources: self.sources.clone(),
+        }
     }
 
     fn parse_error(&self, msg: impl fmt::Display) -> ScalerError {
@@ -508,6 +514,12 @@ impl fmt::Debug for HttpAuth {
             .field("custom", &self.custom.as_ref().map(|c| &c.header))
             .finish()
     }
+}
+
+/// True for an auth-block error about credentials KEDA reads from `authParams` (a
+/// TriggerAuthentication): `error parsing auth: X is required for Y auth mode`.
+pub fn is_missing_credential(e: &ScalerError) -> bool {
+    matches!(e, ScalerError::Config(m) if m.starts_with("error parsing auth: ") && m.contains(" required for "))
 }
 
 impl HttpAuth {
