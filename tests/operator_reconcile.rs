@@ -1123,6 +1123,6 @@ async fn unknown_cron_timezone_fails_the_check() {
         "error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"
     );
     expect_event(&mut handle, "ScaledObjectCheckFailed").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
