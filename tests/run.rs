@@ -304,13 +304,25 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
     }
 
     // The metrics-server half, read as kube-apiserver's aggregator would (bearer token → TokenReview).
-    let cert =
-        std::fs::read(dir.path().join(ebb::tls::certgen::CERT_FILE)).expect("self-signed serving cert");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .tls_certs_only([reqwest::Certificate::from_pem(&cert).expect("cert")])
-        .build()
-        .expect("client");
+    // Its self-signed certificate is made while the operator half already runs: wait until the
+    // server answers over TLS with it (any HTTP answer will do).
+    let cert_path = dir.path().join(ebb::tls::certgen::CERT_FILE);
+    let deadline = Instant::now() + DEADLINE;
+    let http = loop {
+        if let Ok(cert) = std::fs::read(&cert_path) {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .tls_certs_only([reqwest::Certificate::from_pem(&cert).expect("cert")])
+                .build()
+                .expect("client");
+            let probe = http.get(format!("https://localhost:{secure}/healthz")).send();
+            if probe.await.is_ok() {
+                break http;
+            }
+        }
+        assert!(Instant::now() < deadline, "ebb run did not serve TLS in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let url = format!(
         "https://localhost:{secure}/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-metric-api-v?labelSelector=scaledobject.keda.sh%2Fname%3Dweb-so"
     );
