@@ -1,8 +1,10 @@
 //! Command line: one binary, one subcommand per component; every flag also reads an `EBB_*` variable.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::net::{Limits, parse_duration};
 
 /// ebb: KEDA-compatible event-driven autoscaling.
 #[derive(Debug, Parser)]
@@ -291,6 +293,61 @@ pub struct MetricsServerArgs {
     /// How often `--local` files are checked for changes, in milliseconds.
     #[arg(long, env = "EBB_LOCAL_POLL_INTERVAL", default_value_t = 1000)]
     pub local_poll_interval: u64,
+    /// Connection deadlines and caps of the HTTPS and admin ports.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Deadlines and caps for client connections (Go durations such as `10s`; `0` disables a timeout).
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionArgs {
+    /// TCP accept to finished TLS handshake, including the check for plain HTTP.
+    #[arg(long, env = "EBB_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Handshake to the first complete request, and each HTTP/1 request's headers (Go's ReadHeaderTimeout).
+    #[arg(long, env = "EBB_READ_HEADER_TIMEOUT", default_value = "32s", value_parser = parse_duration)]
+    pub read_header_timeout: Duration,
+    /// A connection without a request in flight is closed after this long (Go's IdleTimeout).
+    #[arg(long, env = "EBB_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// HTTP/2 ping interval on a quiet connection.
+    #[arg(long, env = "EBB_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[arg(long, env = "EBB_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection (kube-apiserver's flag and default).
+    #[arg(long, env = "EBB_HTTP2_MAX_STREAMS_PER_CONNECTION", default_value_t = 250)]
+    pub http2_max_streams_per_connection: u32,
+    /// Open connections per port at most (default 1024, less if the open-file limit leaves less room); from 90 % on, connections without an authenticated request are closed first.
+    #[arg(long, env = "EBB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "EBB_SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_drain_timeout: Duration,
+    /// Client-caused warnings (refused requests and certificates, failed accepts) are logged once, then summed up once per interval.
+    #[arg(long, env = "EBB_LOG_AGGREGATION_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub log_aggregation_interval: Duration,
+}
+
+impl ConnectionArgs {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> Limits {
+        let some = |d: Duration| (!d.is_zero()).then_some(d);
+        Limits {
+            handshake_timeout: some(self.tls_handshake_timeout),
+            read_header_timeout: some(self.read_header_timeout),
+            idle_timeout: some(self.idle_timeout),
+            http2_keepalive_interval: some(self.http2_keepalive_interval),
+            http2_keepalive_timeout: self.http2_keepalive_timeout,
+            http2_max_streams: self.http2_max_streams_per_connection,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::net::default_max_connections),
+            drain_timeout: self.shutdown_drain_timeout,
+            log_interval: self.log_aggregation_interval,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +396,37 @@ mod tests {
         };
         assert_eq!(a.local, Some(Some(PathBuf::from("x"))));
         assert_eq!(a.requestheader_allowed_names, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn connection_flag_defaults_are_the_documented_limits() {
+        let cli = Cli::try_parse_from(["ebb", "metrics-server"]).expect("parses");
+        let Command::MetricsServer(a) = cli.command else {
+            panic!("expected metrics-server");
+        };
+        let limits = a.connections.limits();
+        assert_eq!(
+            Limits {
+                max_connections: crate::net::default_max_connections(),
+                ..Limits::default()
+            },
+            limits
+        );
+        let cli = Cli::try_parse_from([
+            "ebb",
+            "metrics-server",
+            "--read-header-timeout",
+            "250ms",
+            "--idle-timeout",
+            "0",
+        ])
+        .expect("parses");
+        let Command::MetricsServer(a) = cli.command else {
+            panic!("expected metrics-server");
+        };
+        let limits = a.connections.limits();
+        assert_eq!(limits.read_header_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(limits.idle_timeout, None);
+        assert!(Cli::try_parse_from(["ebb", "metrics-server", "--idle-timeout", "90"]).is_err());
     }
 }

@@ -462,6 +462,10 @@ fn exported_metric_names() -> BTreeSet<String> {
     let mut registry = prometheus_client::registry::Registry::default();
     let keda = ebb::keda_metrics::KedaMetrics::register(&mut registry);
     let api = ebb::external_metrics::metrics::ApiMetrics::register(&mut registry);
+    let conns = ebb::net::ServerMetrics::register(&mut registry);
+    conns.opened("api");
+    conns.closed("api", ebb::net::CloseReason::Idle);
+    conns.accept_error("api");
     // A family without series writes nothing, so give every family one.
     use ebb::keda_metrics::*;
     use std::time::Duration;

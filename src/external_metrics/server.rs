@@ -97,6 +97,18 @@ pub async fn run_on(
     let mut prom = prometheus_client::registry::Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut prom));
     let keda_metrics = Arc::new(crate::keda_metrics::KedaMetrics::register(&mut prom));
+    let server_metrics = Arc::new(crate::net::ServerMetrics::register(&mut prom));
+    let limits = args.connections.limits();
+    let api_server = crate::net::Server {
+        name: "api",
+        limits: limits.clone(),
+        metrics: server_metrics.clone(),
+    };
+    let admin_server = crate::net::Server {
+        name: "admin",
+        limits,
+        metrics: server_metrics,
+    };
     let engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
     let registry = engine.registry.clone();
     let ready = Arc::new(AtomicBool::new(false));
@@ -242,10 +254,10 @@ pub async fn run_on(
         (Some(c), false) => AuthzMode::Delegated(c.clone()),
         _ => AuthzMode::AllowAuthenticated,
     };
-    let authz = Arc::new(Authorizer::with_always_allow_paths(
-        authz_mode,
-        args.authorization_always_allow_paths.clone(),
-    ));
+    let authz = Arc::new(
+        Authorizer::with_always_allow_paths(authz_mode, args.authorization_always_allow_paths.clone())
+            .with_log_interval(api_server.limits.log_interval),
+    );
 
     let state = Arc::new(ApiState {
         registry,
@@ -265,7 +277,12 @@ pub async fn run_on(
         ready,
         demo: local_mode,
     });
-    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move { admin::run_with(&admin_server, admin_listener, admin_state, shutdown).await },
+        );
+    }
     {
         let shutdown = shutdown.clone();
         tokio::spawn(reloader.run(async move { shutdown.wait().await }));
@@ -275,9 +292,11 @@ pub async fn run_on(
         let state = state.clone();
         async move { handle(&state, req, &conn).await }
     };
-    tls::serve(listener, config, handler, async move { shutdown.wait().await })
-        .await
-        .map_err(ServerError::Serve)
+    tls::serve_with(&api_server, listener, config, handler, async move {
+        shutdown.wait().await
+    })
+    .await
+    .map_err(ServerError::Serve)
 }
 
 fn request_header_config(args: &MetricsServerArgs, ca: Arc<ReloadableRoots>) -> RequestHeaderConfig {
