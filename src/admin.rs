@@ -76,13 +76,23 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
 pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
-            let mut out = String::new();
-            match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
-                Ok(()) => text(
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    out,
-                ),
+            // OpenMetrics when the scraper asks for it (Prometheus does), else the classic text
+            // format, as client_golang negotiates.
+            let open_metrics = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let encoded = if open_metrics {
+                let mut out = String::new();
+                prometheus_client::encoding::text::encode(&mut out, &state.registry)
+                    .map(|()| ("application/openmetrics-text; version=1.0.0; charset=utf-8", out))
+            } else {
+                crate::keda_metrics::encode_text(&state.registry)
+                    .map(|out| ("text/plain; version=0.0.4; charset=utf-8", out))
+            };
+            match encoded {
+                Ok((content_type, out)) => text(StatusCode::OK, content_type, out),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
             }
         }

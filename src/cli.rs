@@ -59,7 +59,7 @@ pub struct OperatorArgs {
     /// Address the admin port binds to.
     #[arg(long, env = "EBB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub metrics_bind_address: IpAddr,
-    /// Watch only this namespace (default: all).
+    /// Watch only this namespace (default: KEDA's WATCH_NAMESPACE, else all).
     #[arg(long, env = "EBB_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
@@ -174,6 +174,9 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// One JSON object per line with KEDA's zap field names (`ts`, `level`, `logger`, `caller`,
+    /// `msg`, `ScaledObject.Namespace`, …), for log queries written for KEDA.
+    KedaJson,
 }
 
 /// Logging flags.
@@ -188,8 +191,15 @@ pub struct LogArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ebb=debug,info`.
-    #[arg(long, global = true, env = "EBB_LOG_LEVEL", default_value = "info")]
+    /// Log filter: a level (trace, debug, info, warn, error, off) or TARGET=LEVEL directives
+    /// separated by commas, e.g. `info` or `ebb=debug,info`.
+    #[arg(
+        long,
+        global = true,
+        env = "EBB_LOG_LEVEL",
+        default_value = "info",
+        value_parser = crate::telemetry::parse_filter
+    )]
     pub log_level: String,
 }
 
@@ -269,7 +279,7 @@ pub struct MetricsServerArgs {
         default_value = "/healthz,/readyz,/livez"
     )]
     pub authorization_always_allow_paths: Vec<String>,
-    /// Watch only this namespace (default: all).
+    /// Watch only this namespace (default: KEDA's WATCH_NAMESPACE, else all).
     #[arg(long, env = "EBB_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Run without a cluster: ScaledObjects from YAML files in DIR (default: the shipped examples).
@@ -350,6 +360,20 @@ impl ConnectionArgs {
     }
 }
 
+/// The namespace to watch: `--watch-namespace` (or `EBB_WATCH_NAMESPACE`), else KEDA's
+/// `WATCH_NAMESPACE`; empty means every namespace, as in KEDA.
+pub fn watch_namespace(flag: Option<&str>) -> Option<String> {
+    watch_namespace_from(flag, |name| std::env::var(name).ok())
+}
+
+/// [`watch_namespace`] with the environment given as a lookup (tests must not share process env).
+pub fn watch_namespace_from(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    flag.map(str::to_string)
+        .or_else(|| env("WATCH_NAMESPACE"))
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -359,6 +383,25 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keda_watch_namespace_is_honoured_after_ebbs_own() {
+        let keda = |name: &str| (name == "WATCH_NAMESPACE").then(|| "team-a".to_string());
+        let none = |_: &str| None;
+        assert_eq!(watch_namespace_from(None, keda), Some("team-a".into()));
+        assert_eq!(watch_namespace_from(Some("team-b"), keda), Some("team-b".into()));
+        // An explicit empty value means all namespaces, even with WATCH_NAMESPACE set.
+        assert_eq!(watch_namespace_from(Some(""), keda), None);
+        assert_eq!(watch_namespace_from(None, none), None);
+        let empty = |_: &str| Some(String::new());
+        assert_eq!(watch_namespace_from(None, empty), None);
+    }
+
+    #[test]
+    fn keda_json_log_format_is_offered() {
+        let cli = Cli::try_parse_from(["ebb", "--log-format", "keda-json", "crd"]).expect("parses");
+        assert_eq!(cli.log.log_format, LogFormat::KedaJson);
     }
 
     #[test]

@@ -750,6 +750,9 @@ async fn fallback_activates_after_the_threshold_and_reports_it() {
     assert_eq!(condition(s, "Fallback")["reason"], "FallbackExists");
     assert_eq!(condition(s, "Active")["status"], "True");
     assert_eq!(condition(s, "Ready")["status"], "True");
+    // KEDA reports the failed read even though fallback covers it.
+    let ev = expect_event(&mut handle, "KEDAScalerFailed").await;
+    assert_eq!(ev["type"], "Warning");
     expect_event(&mut handle, "KEDAScaleTargetActivated").await;
     let ev = expect_event(&mut handle, "ScaledObjectFallbackActivated").await;
     assert_eq!(ev["type"], "Warning");
@@ -925,6 +928,242 @@ async fn an_unknown_scale_target_kind_fails_the_check() {
     );
     let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     assert_eq!(ev["type"], "Warning");
+    joined(task).await.expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+/// Answers every request until `task` ends: scale reads with `replicas`, status patches with
+/// the patched object, events as posted. Returns the task's outcome and the posted events.
+/// (Waiting for the end, not for a quiet spell: a loaded machine can be quiet for a while.)
+async fn serve_until_done<T>(handle: &mut Handle, replicas: i32, mut task: JoinHandle<T>) -> (T, Vec<Value>) {
+    let mut events = Vec::new();
+    loop {
+        let (req, send) = tokio::select! {
+            joined = &mut task => return (joined.expect("joined"), events),
+            next = tokio::time::timeout(STEP, handle.next_request()) => {
+                next.expect("a request or the end of the task").expect("service alive")
+            }
+        };
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let bytes = req.into_body().collect_bytes().await.expect("body");
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (code, reply) = match (method.as_str(), path.as_str()) {
+            ("GET", SCALE_PATH) => ok(scale(replicas)),
+            ("PATCH", p) if p == format!("{SO_PATH}/status") => status_reply(&body),
+            ("POST", p) if p.ends_with("/events") => {
+                events.push(body.clone());
+                ok(body)
+            }
+            _ => panic!("unexpected request {method} {path}"),
+        };
+        let response = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&reply).expect("JSON")))
+            .expect("response");
+        send.send_response(response);
+    }
+}
+
+#[tokio::test]
+async fn a_failing_scaler_is_a_warning_event_naming_host_and_cause() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    let dead = dead_upstream();
+    v["spec"]["triggers"] = json!([{"type": "metrics-api",
+        "metadata": {"url": dead, "valueLocation": "v", "targetValue": "10"}}]);
+    let task = spawn_iterate(&ctx, &v);
+    let (iterated, events) = serve_until_done(&mut handle, 3, task).await;
+    iterated.expect("iterated");
+    let failed = events
+        .iter()
+        .find(|e| e["reason"] == "KEDAScalerFailed")
+        .unwrap_or_else(|| panic!("no KEDAScalerFailed in {events:?}"));
+    assert_eq!(failed["type"], "Warning");
+    assert_eq!(failed["note"], format!("GET {dead}: connection refused"));
+    assert_eq!(failed["regarding"]["name"], "web-so");
+}
+
+#[tokio::test]
+async fn pausing_a_running_loop_says_the_scalers_stopped() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["metadata"]["annotations"] = json!({"autoscaling.keda.sh/paused": "true"});
+    // A scale loop is running for the object (spawned by an earlier reconcile).
+    let idle = tokio::spawn(std::future::pending::<()>());
+    ctx.loops.lock().expect("loops").insert(
+        object_key(&so(&v)),
+        ebb::operator::context::LoopHandle {
+            generation: Some(1),
+            abort: idle.abort_handle(),
+        },
+    );
+    let task = spawn_reconcile(&ctx, &v);
+    let ev = expect_event(&mut handle, "KEDAScalersStopped").await;
+    assert_eq!(ev["type"], "Normal");
+    assert_eq!(ev["note"], "Stopped scalers watch");
+    expect(&mut handle, Method::DELETE, HPA_PATH, |_| {
+        ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
+    })
+    .await;
+    expect_status_patch(&mut handle).await;
+    expect_event(&mut handle, "ScaledObjectPaused").await;
+    joined(task).await.expect("reconciled");
+    expect_quiet(&mut handle).await;
+    assert!(
+        idle.await.is_err_and(|e| e.is_cancelled()),
+        "the loop was aborted"
+    );
+}
+
+/// A context whose KEDA metrics land in a registry the test reads.
+fn context_with_metrics() -> (Arc<Context>, Handle, prometheus_client::registry::Registry) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let registry = Arc::new(Registry::new(RegistryConfig::default()));
+    let cache = Arc::new(MetricCache::new(Duration::from_secs(5)));
+    let mut prom = prometheus_client::registry::Registry::default();
+    let mut ctx = Context::new(client, registry, cache);
+    ctx.spawn_loops = false;
+    ctx.metrics = Some(Arc::new(ebb::keda_metrics::KedaMetrics::register(&mut prom)));
+    (Arc::new(ctx), handle, prom)
+}
+
+fn metrics_text(prom: &prometheus_client::registry::Registry) -> String {
+    ebb::keda_metrics::encode_text(prom).expect("encodes")
+}
+
+fn auth_fixture(file: &str) -> Value {
+    let text = std::fs::read_to_string(format!("tests/fixtures/operator/{file}")).expect("fixture");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+#[tokio::test]
+async fn trigger_authentications_get_keda_finalizer_events_and_count() {
+    use ebb::{
+        crd::TriggerAuthentication,
+        operator::trigger_auth::{AuthContext, reconcile as reconcile_auth},
+    };
+    const TA_PATH: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/triggerauthentications/db-auth";
+    let (ctx, mut handle, prom) = context_with_metrics();
+    let auth = Arc::new(AuthContext::new(ctx.clone()));
+    let spawn = |v: &Value| {
+        let ta: TriggerAuthentication = serde_json::from_value(v.clone()).expect("TriggerAuthentication");
+        let auth = auth.clone();
+        tokio::spawn(async move { reconcile_auth(Arc::new(ta), auth).await })
+    };
+
+    // New: KEDA's finalizer first, nothing else.
+    let v = auth_fixture("triggerauthentication.json");
+    let task = spawn(&v);
+    let (_, patch) = expect(&mut handle, Method::PATCH, TA_PATH, |_| {
+        ok(with_finalizer(v.clone()))
+    })
+    .await;
+    assert!(patch.to_string().contains(FINALIZER), "{patch}");
+    joined(task).await.expect("reconciled");
+    expect_quiet(&mut handle).await;
+
+    // With the finalizer, generation 1: Added, counted once however often it is reconciled.
+    let v = with_finalizer(v);
+    let task = spawn(&v);
+    let ev = expect_event(&mut handle, "TriggerAuthenticationAdded").await;
+    assert_eq!(ev["type"], "Normal");
+    assert_eq!(ev["note"], "New TriggerAuthentication configured");
+    assert_eq!(ev["regarding"]["kind"], "TriggerAuthentication");
+    joined(task).await.expect("reconciled");
+    // Reconciled again (a restart re-lists it): the same event again, as a series update.
+    let task = spawn(&v);
+    let (req, send) = tokio::time::timeout(STEP, handle.next_request())
+        .await
+        .expect("the repeated event")
+        .expect("service alive");
+    assert_eq!(req.method(), Method::PATCH);
+    assert!(req.uri().path().starts_with(EVENTS_PATH), "{}", req.uri());
+    send.send_response(
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&ev).expect("JSON")))
+            .expect("response"),
+    );
+    joined(task).await.expect("reconciled");
+    let gauge = "keda_resource_registered_total{type=\"trigger_authentication\",namespace=\"ns\"}";
+    assert!(
+        metrics_text(&prom).contains(&format!("{gauge} 1")),
+        "{}",
+        metrics_text(&prom)
+    );
+
+    // A later generation: KEDA's update event, reason and message as KEDA spells them.
+    let mut updated = v.clone();
+    updated["metadata"]["generation"] = json!(2);
+    let task = spawn(&updated);
+    let ev = expect_event(&mut handle, "ClusterTriggerAuthenticationUpdated").await;
+    assert_eq!(ev["note"], "ClusterTriggerAuthentication db-auth is updated");
+    joined(task).await.expect("reconciled");
+
+    // Deleted: the event, then the finalizer goes, and the gauge comes down.
+    let mut deleted = updated.clone();
+    deleted["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:59:00Z");
+    let task = spawn(&deleted);
+    let ev = expect_event(&mut handle, "TriggerAuthenticationDeleted").await;
+    assert_eq!(ev["note"], "TriggerAuthentication was deleted");
+    let (_, patch) = expect(&mut handle, Method::PATCH, TA_PATH, |_| ok(updated.clone())).await;
+    assert!(patch.to_string().contains("remove"), "{patch}");
+    joined(task).await.expect("reconciled");
+    expect_quiet(&mut handle).await;
+    assert!(
+        metrics_text(&prom).contains(&format!("{gauge} 0")),
+        "{}",
+        metrics_text(&prom)
+    );
+}
+
+#[tokio::test]
+async fn cluster_trigger_authentications_are_counted_under_default() {
+    use ebb::{
+        crd::ClusterTriggerAuthentication,
+        operator::trigger_auth::{AuthContext, reconcile as reconcile_auth},
+    };
+    const CTA_PATH: &str = "/apis/keda.sh/v1alpha1/clustertriggerauthentications/shared-auth";
+    let (ctx, mut handle, prom) = context_with_metrics();
+    let auth = Arc::new(AuthContext::new(ctx.clone()));
+    let v = with_finalizer(auth_fixture("clustertriggerauthentication.json"));
+    let cta: ClusterTriggerAuthentication = serde_json::from_value(v.clone()).expect("CTA");
+    let task = tokio::spawn(reconcile_auth(Arc::new(cta), auth.clone()));
+    // A cluster-scoped object's events go to namespace default.
+    let (_, ev) = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        |b| ok(b.clone()),
+    )
+    .await;
+    assert_eq!(ev["reason"], "ClusterTriggerAuthenticationAdded");
+    assert_eq!(ev["note"], "New ClusterTriggerAuthentication configured");
+    joined(task).await.expect("reconciled");
+    assert!(
+        metrics_text(&prom).contains(
+            "keda_resource_registered_total{type=\"cluster_trigger_authentication\",namespace=\"default\"} 1"
+        ),
+        "{}",
+        metrics_text(&prom)
+    );
+    let mut deleted = v.clone();
+    deleted["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:59:00Z");
+    let cta: ClusterTriggerAuthentication = serde_json::from_value(deleted).expect("CTA");
+    let task = tokio::spawn(reconcile_auth(Arc::new(cta), auth));
+    let (_, ev) = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        |b| ok(b.clone()),
+    )
+    .await;
+    assert_eq!(ev["reason"], "ClusterTriggerAuthenticationDeleted");
+    assert_eq!(ev["note"], "ClusterTriggerAuthentication was deleted");
+    expect(&mut handle, Method::PATCH, CTA_PATH, |_| ok(v.clone())).await;
     joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }

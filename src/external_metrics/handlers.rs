@@ -26,10 +26,7 @@ use crate::{
     cache::{MetricCache, ReadKind, Rendered, Sample},
     crd::scaled_object::SCALED_OBJECT_NAME_LABEL,
     quantity,
-    scalers::{
-        ScalerError,
-        registry::{ObjectKey, Registry},
-    },
+    scalers::registry::{ObjectKey, Registry},
     selector,
     tls::ConnInfo,
 };
@@ -436,8 +433,8 @@ async fn read_metric(
     }
     let sample = match outcome.as_ref() {
         Ok(s) => s,
-        Err(ScalerError::Timeout(d)) => {
-            let msg = format!("{}: upstream timed out after {d:?}", context());
+        Err(e) if e.is_timeout() => {
+            let msg = format!("{}: {e}", context());
             state.note_outcome(&key, trigger.index, Some(&msg));
             return Err(ApiError::timeout(msg));
         }

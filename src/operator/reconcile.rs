@@ -93,7 +93,7 @@ pub fn error_policy(so: Arc<ScaledObject>, error: &Error, ctx: Arc<Context>) -> 
 /// Deletion: stop the loop, optionally restore the original replica count; the HPA goes by GC.
 async fn cleanup(so: &ScaledObject, ctx: &Context) -> Result<Action> {
     let key = object_key(so);
-    ctx.stop_loop(&key);
+    ctx.stop_scalers(so).await;
     let status = so.status.clone().unwrap_or_default();
     let restore = so
         .spec
@@ -194,7 +194,7 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
     let target = so.spec.scale_target_ref.name.clone();
 
     if pause.is_fully_paused() {
-        ctx.stop_loop(&key);
+        ctx.stop_scalers(so).await;
         let hpa = w.status.hpa_name.clone().unwrap_or_else(|| hpa_name(so));
         delete_hpa(&hpa_api, &hpa).await?;
         let count = match pause.paused_replica_count() {

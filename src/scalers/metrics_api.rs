@@ -22,8 +22,9 @@ use std::{fmt, time::Duration};
 use futures::future::BoxFuture;
 
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerError, metric_name,
-    params::{HttpAuth, METADATA, Params, build_http_client},
+    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+    metric_name,
+    params::{HttpAuth, HttpProbe, METADATA, Params, build_http_client, request_target, upstream_error},
 };
 use crate::crd::scaled_object::MetricTargetType;
 
@@ -78,6 +79,7 @@ pub struct MetricsApiScaler {
     client: reqwest::Client,
     metric_type: MetricTargetType,
     trigger_index: usize,
+    probe: HttpProbe,
 }
 
 impl fmt::Debug for MetricsApiScaler {
@@ -136,6 +138,11 @@ impl MetricsApiScaler {
             .unwrap_or(config.global_http_timeout);
         let auth = HttpAuth::parse(&p)?;
         let client = build_http_client(timeout, unsafe_ssl, auth.tls.as_ref())?;
+        let probe = HttpProbe::new(
+            config,
+            None,
+            &metric_name(config.trigger_index, &format!("metric-api-{value_location}")),
+        );
         Ok(Self {
             url,
             value_location,
@@ -148,31 +155,37 @@ impl MetricsApiScaler {
             client,
             metric_type: config.metric_type,
             trigger_index: config.trigger_index,
+            probe,
         })
     }
 
-    fn request_error(&self, e: reqwest::Error) -> ScalerError {
-        if e.is_timeout() {
-            ScalerError::Timeout(self.timeout)
-        } else {
-            ScalerError::Upstream(format!("{}: {e}", self.url))
-        }
+    /// Counts this scaler's requests in `ctx`'s KEDA metrics.
+    pub fn observed(mut self, ctx: &ScalerContext) -> Self {
+        self.probe.set_metrics(ctx.metrics.clone());
+        self
     }
 
     async fn fetch(&self) -> Result<f64, ScalerError> {
-        let req = self
+        let request = self
             .auth
-            .request(&self.client, reqwest::Method::GET, self.url.as_str())?;
-        let resp = req.send().await.map_err(|e| self.request_error(e))?;
+            .request(&self.client, reqwest::Method::GET, self.url.as_str())?
+            .build()
+            .map_err(|e| ScalerError::Config(format!("invalid request to {}: {e}", self.url)))?;
+        let target = request_target(&request);
+        let resp = self.probe.send(&self.client, request, self.timeout).await?;
         let status = resp.status();
         if status != reqwest::StatusCode::OK {
+            // KEDA's message names the path only; the host is what tells two upstreams apart.
             return Err(ScalerError::Upstream(format!(
                 "{}: api returned {}",
-                self.url.path(),
+                crate::report::display_url(&self.url),
                 status.as_u16()
             )));
         }
-        let body = resp.bytes().await.map_err(|e| self.request_error(e))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| upstream_error(&target, self.timeout, &e))?;
         extract_value(self.format, &body, &self.value_location)
     }
 }
@@ -1172,7 +1185,11 @@ last_no_newline{x="1"} 8"#;
         };
         let (r, _) = query(reply, &[], &[]).await;
         let e = r.err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(e, "/api/stats: api returned 500");
+        // The host and path, never the query string (API keys travel there).
+        assert!(
+            e.starts_with("http://127.0.0.1:") && e.ends_with("/api/stats: api returned 500"),
+            "{e}"
+        );
         let reply = Reply {
             status: 204,
             body: "",
@@ -1260,8 +1277,13 @@ last_no_newline{x="1"} 8"#;
         let started = std::time::Instant::now();
         let (r, _) = query(reply, &[("timeout", "200")], &[]).await;
         assert!(
-            matches!(r, Err(ScalerError::Timeout(d)) if d == Duration::from_millis(200)),
+            matches!(&r, Err(ScalerError::UpstreamTimeout { after, .. }) if *after == Duration::from_millis(200)),
             "{r:?}"
+        );
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.starts_with("GET http://127.0.0.1:") && e.ends_with("/api/stats: timed out after 200ms"),
+            "{e}"
         );
         assert!(started.elapsed() < Duration::from_secs(2));
     }
@@ -1275,6 +1297,26 @@ last_no_newline{x="1"} 8"#;
             Err(e) => panic!("{e}"),
         };
         assert!(matches!(r, Err(ScalerError::Upstream(_))), "{r:?}");
+        // Host and root cause, not reqwest's "error sending request for url".
+        assert_eq!(
+            r.err().map(|e| e.to_string()).unwrap_or_default(),
+            "GET http://127.0.0.1:1/api/v1/stats: connection refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_dns_failure_names_the_host() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let scaler = match build(&[("url", "http://ebb-no-such-host.invalid/q"), LOC, TARGET], &[]) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let r = scaler.get_metrics_and_activity("x").await;
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.starts_with("GET http://ebb-no-such-host.invalid/q: DNS lookup failed: "),
+            "{e}"
+        );
     }
 
     async fn start_tls_server(cert_der: Vec<u8>, key_der: Vec<u8>) -> String {
@@ -1350,7 +1392,7 @@ last_no_newline{x="1"} 8"#;
         };
         let untrusted = run(vec![], vec![]).await;
         assert!(
-            matches!(untrusted, Err(ScalerError::Upstream(_))),
+            matches!(&untrusted, Err(ScalerError::Upstream(m)) if m.ends_with(": TLS: invalid peer certificate: UnknownIssuer") && m.contains("https://127.0.0.1:")),
             "{untrusted:?}"
         );
         assert_eq!(

@@ -65,6 +65,8 @@ pub struct ScalerContext {
     /// The clock time-based scalers (cron) read; the system clock when `None`. Tests that
     /// decide with an injected clock hand the same one to the scalers.
     pub clock: Option<cron::Clock>,
+    /// KEDA's metrics, fed by the scalers' outbound HTTP requests.
+    pub metrics: Option<Arc<crate::keda_metrics::KedaMetrics>>,
 }
 
 impl fmt::Debug for ScalerContext {
@@ -72,6 +74,7 @@ impl fmt::Debug for ScalerContext {
         f.debug_struct("ScalerContext")
             .field("kube", &self.kube.is_some())
             .field("pods", &self.pods.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +141,14 @@ pub enum ScalerError {
     /// The upstream call did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// A call to a known upstream did not finish in time; `upstream` names it (`GET http://host/path`).
+    #[error("{upstream}: timed out{}", if after.is_zero() { String::new() } else { format!(" after {after:?}") })]
+    UpstreamTimeout {
+        /// What was called, without credentials.
+        upstream: String,
+        /// The timeout that expired (zero when the call had none of its own).
+        after: Duration,
+    },
     /// A required parameter is absent from every source it may come from.
     #[error("missing required parameter {name:?} in [{}]", params::sources_label(sources))]
     MissingParameter {
@@ -249,6 +260,13 @@ pub fn unknown_type_message(ty: &str) -> String {
     }
 }
 
+impl ScalerError {
+    /// True when the upstream did not answer in time (the metrics API answers 504 for these).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::UpstreamTimeout { .. })
+    }
+}
+
 /// A live scaler for one trigger.
 pub trait Scaler: Send + Sync + fmt::Debug {
     /// Metric specs this trigger contributes to the HPA, in order.
@@ -271,7 +289,9 @@ pub fn build_scaler(config: &ScalerConfig, ctx: &ScalerContext) -> Result<Shared
             Some(clock) => cron::CronScaler::with_clock(config, clock.clone())?,
             None => cron::CronScaler::new(config)?,
         })),
-        "metrics-api" => Ok(Arc::new(metrics_api::MetricsApiScaler::new(config)?)),
+        "metrics-api" => Ok(Arc::new(
+            metrics_api::MetricsApiScaler::new(config)?.observed(ctx),
+        )),
         "prometheus" => Ok(Arc::new(prometheus::PrometheusScaler::new(config, ctx)?)),
         "aws-sqs-queue" => Ok(Arc::new(aws::sqs::SqsScaler::new(config, ctx)?)),
         "aws-cloudwatch" => Ok(Arc::new(aws::cloudwatch::CloudWatchScaler::new(config, ctx)?)),

@@ -7,9 +7,15 @@
 //! `ParseBool`, Go durations or plain milliseconds) so manifests written for KEDA behave the same.
 //! Errors are returned on the first bad parameter rather than joined, which keeps messages short.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::{ScalerConfig, ScalerError};
+use crate::keda_metrics::{HttpRequestLabels, KedaMetrics};
 
 /// Where a parameter value may come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -716,6 +722,95 @@ impl HttpClients {
         self.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.clients.insert(key, client.clone());
         Ok(client)
+    }
+}
+
+/// One scaler's outbound HTTP calls: each is counted in KEDA's `keda_scaler_http_requests_total`
+/// and `keda_scaler_http_request_duration_seconds`, and a failure becomes an error naming the
+/// upstream and the root cause (see [`crate::report::root_cause`]).
+#[derive(Clone)]
+pub struct HttpProbe {
+    metrics: Option<Arc<KedaMetrics>>,
+    labels: HttpRequestLabels,
+}
+
+impl fmt::Debug for HttpProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProbe")
+            .field("metric_name", &self.labels.metric_name)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl HttpProbe {
+    /// A probe for the trigger `config` describes, serving `metric_name`; records nothing without `metrics`.
+    pub fn new(config: &ScalerConfig, metrics: Option<Arc<KedaMetrics>>, metric_name: &str) -> Self {
+        Self {
+            metrics,
+            labels: HttpRequestLabels {
+                namespace: config.namespace.clone(),
+                scaled_resource: config.scaled_object.clone(),
+                // KEDA labels these requests with the trigger *type*.
+                scaler: config.trigger_type.clone(),
+                trigger_name: config.trigger_name.clone(),
+                metric_name: metric_name.to_string(),
+                status_code: String::new(),
+            },
+        }
+    }
+
+    /// Records into `metrics` from now on (scalers are built before they know where to record).
+    pub fn set_metrics(&mut self, metrics: Option<Arc<KedaMetrics>>) {
+        self.metrics = metrics;
+    }
+
+    /// Counts one request that ended with `status` (`None`: no HTTP answer) after `elapsed`.
+    pub fn record(&self, status: Option<u16>, elapsed: Duration) {
+        if let Some(m) = &self.metrics {
+            let mut labels = self.labels.clone();
+            labels.status_code = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+            m.record_http_request(&labels, elapsed);
+        }
+    }
+
+    /// Sends `request` on `client`, recording it; `timeout` is the client's, for the message.
+    pub async fn send(
+        &self,
+        client: &reqwest::Client,
+        request: reqwest::Request,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ScalerError> {
+        let target = request_target(&request);
+        let started = Instant::now();
+        let result = client.execute(request).await;
+        self.record(
+            result.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
+        result.map_err(|e| upstream_error(&target, timeout, &e))
+    }
+}
+
+/// `GET http://host:port/path` of a request, without credentials or query string.
+pub fn request_target(request: &reqwest::Request) -> String {
+    format!(
+        "{} {}",
+        request.method(),
+        crate::report::display_url(request.url())
+    )
+}
+
+/// A failed call to `target` as a [`ScalerError`]: a timeout stays a timeout (504 on the API),
+/// anything else names the root cause found in the error's source chain.
+pub fn upstream_error(target: &str, timeout: Duration, e: &reqwest::Error) -> ScalerError {
+    if e.is_timeout() {
+        ScalerError::UpstreamTimeout {
+            upstream: target.to_string(),
+            after: timeout,
+        }
+    } else {
+        ScalerError::Upstream(format!("{target}: {}", crate::report::root_cause(e)))
     }
 }
 

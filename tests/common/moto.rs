@@ -27,10 +27,14 @@ pub struct Moto {
 /// cost a Python start-up each time, several seconds on a loaded machine.
 static SHARED: OnceLock<Arc<Moto>> = OnceLock::new();
 
+// Self-contained (benches/upstream_economy.rs includes this file alone), hence its own copy.
 fn free_port() -> u16 {
     let listener = StdListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
+
+/// Ports tried before giving up, as `net::PORT_ATTEMPTS`.
+const PORT_ATTEMPTS: usize = 5;
 
 impl Moto {
     /// The moto server shared by every test of the binary, started by the first one.
@@ -38,38 +42,45 @@ impl Moto {
         SHARED.get_or_init(|| Arc::new(Moto::start())).clone()
     }
 
-    /// Starts a fresh moto server on a free port.
+    /// Starts a fresh moto server on a free port (on another one when the port picked was taken
+    /// before moto bound it: moto then exits and the script reports it).
     pub fn start() -> Moto {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto");
         let state_dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(port.to_string())
-            .env("MOTO_STATE_DIR", state_dir.path())
-            .output()
-            .expect("run scripts/moto");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/moto failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let field = |name: &str| {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-                .to_string()
-        };
-        let url = field("MOTO_URL=");
-        let pid = field("MOTO_PID=").parse().expect("numeric MOTO_PID");
-        watchdog(pid, state_dir.path());
-        Moto {
-            url,
-            pid,
-            _state_dir: state_dir,
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let out = Command::new(&script)
+                .arg("start")
+                .arg(port.to_string())
+                .env("MOTO_STATE_DIR", state_dir.path())
+                .output()
+                .expect("run scripts/moto");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                failures.push(format!(
+                    "port {port}: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+                continue;
+            }
+            let field = |name: &str| {
+                stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+                    .to_string()
+            };
+            let url = field("MOTO_URL=");
+            let pid = field("MOTO_PID=").parse().expect("numeric MOTO_PID");
+            watchdog(pid, state_dir.path());
+            return Moto {
+                url,
+                pid,
+                _state_dir: state_dir,
+            };
         }
+        panic!("scripts/moto failed: {failures:#?}");
     }
 }
 

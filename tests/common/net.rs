@@ -113,3 +113,49 @@ impl LogLines {
         }
     }
 }
+
+/// What `ebb metrics-server --local` prints on stdout once it serves (started on port 0, the
+/// only way to learn its ports).
+#[derive(Debug)]
+pub struct Banner {
+    /// The external metrics API port.
+    pub secure: u16,
+    /// The admin (Prometheus metrics, health) port.
+    pub admin: u16,
+    /// The path of the `kubectl … get --raw '<path>'` it suggests (empty when it names none).
+    pub path: String,
+}
+
+/// Reads the banner from `child`'s stdout within `budget`; the rest of stdout is drained on a
+/// thread, so the process never blocks on a full pipe.
+pub fn read_banner(child: &mut Child, budget: Duration) -> Result<Banner, String> {
+    let stdout = child.stdout.take().ok_or("stdout is not piped")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let port_after = |line: &str, scheme: &str| -> Option<u16> {
+            let rest = &line[line.find(scheme)? + scheme.len()..];
+            rest.split('/').next()?.rsplit(':').next()?.parse().ok()
+        };
+        let (mut secure, mut path) = (None, String::new());
+        let mut seen = Vec::new();
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if line.contains("is serving external.metrics.k8s.io") {
+                secure = port_after(&line, "https://");
+            } else if line.contains("get --raw") {
+                path = line.split('\'').nth(1).unwrap_or_default().to_string();
+            } else if line.contains("Prometheus metrics:")
+                && let (Some(secure), Some(admin)) = (secure, port_after(&line, "http://"))
+            {
+                let _ = tx.send(Ok(Banner { secure, admin, path }));
+                lines.for_each(drop);
+                return;
+            }
+            seen.push(line);
+        }
+        let _ = tx.send(Err(format!("stdout closed without a whole banner: {seen:?}")));
+    });
+    rx.recv_timeout(budget)
+        .map_err(|_| format!("no banner within {budget:?}"))?
+}

@@ -26,8 +26,14 @@ fn script() -> PathBuf {
 
 /// Runs the script with a deadline, returning its stdout.
 fn run_script(args: &[&str], budget: Duration) -> Result<String, String> {
+    run_script_with(args, &[], budget)
+}
+
+/// [`run_script`] with extra environment variables.
+fn run_script_with(args: &[&str], env: &[(&str, &str)], budget: Duration) -> Result<String, String> {
     let mut child = Command::new(script())
         .args(args)
+        .envs(env.iter().copied())
         // Statics are never dropped: the script's watchdog stops the instance when we exit.
         .env("PROM_OWNER_PID", std::process::id().to_string())
         .stdin(Stdio::null())
@@ -66,12 +72,21 @@ fn run_script(args: &[&str], budget: Duration) -> Result<String, String> {
 impl PromServer {
     /// Starts a fresh instance in its own temporary directory; panics (failing the test) when it can't.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts an instance that also scrapes `http://<target>/metrics` as job `ebb` every second.
+    pub fn start_scraping(target: &str) -> Self {
+        Self::start_with(&[("PROM_SCRAPE_TARGET", target)])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ebb-prom-test")
             .tempdir()
             .expect("tempdir");
         let dir_arg = dir.path().to_string_lossy().into_owned();
-        let out = run_script(&["start", &dir_arg], START_BUDGET).expect("scripts/prometheus start");
+        let out = run_script_with(&["start", &dir_arg], env, START_BUDGET).expect("scripts/prometheus start");
         let url = out
             .lines()
             .find_map(|l| l.strip_prefix("PROM_URL="))
