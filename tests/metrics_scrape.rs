@@ -228,17 +228,26 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    // The escaped label value arrives intact.
-    let v = prom_get(
-        &http,
-        &format!("{}/api/v1/query", prom.url),
-        &[(
-            "query",
-            r#"keda_scaler_metrics_value{job="ebb",metric="s3-metric-api-demo_queue_depth{queue=\"mail\"}"}"#,
-        )],
-    )
-    .await;
-    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(1), "{v}");
+    // The escaped label value arrives intact. Waited for: the families above may have come from
+    // a scrape taken while kubectl was still reading, before this series existed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = prom_get(
+            &http,
+            &format!("{}/api/v1/query", prom.url),
+            &[(
+                "query",
+                r#"keda_scaler_metrics_value{job="ebb",metric="s3-metric-api-demo_queue_depth{queue=\"mail\"}"}"#,
+            )],
+        )
+        .await;
+        let found = v["data"]["result"].as_array().map(Vec::len);
+        if found == Some(1) || Instant::now() > deadline {
+            assert_eq!(found, Some(1), "{v}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Everything ebb exports is documented.
     let all_documented: BTreeSet<String> = docs.iter().flat_map(sample_names).collect();
