@@ -83,7 +83,7 @@ struct Opts {
     #[arg(long, default_value_t = 100_000)]
     cron_objects: usize,
     /// Seconds of HPA-like reads in the cron phase.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 600)]
     cron_duration: u64,
     /// Seconds at the start of each phase left out of the CPU, RSS-slope, latency and upstream
     /// figures (first reads fill the cache).
