@@ -1062,12 +1062,21 @@ fn self_check() {
     };
     let o = soak(&opts, &rt, tmp.path(), "check", &dir, targets, 3, 5, &counters).expect("soak runs");
     assert!(o.reads.errors.is_empty(), "errors: {:?}", o.reads.first_error);
-    // Three periods of 200 reads, each read once per period.
-    assert!(o.reads.ok.len() >= 400, "{} reads", o.reads.ok.len());
-    assert!(o.samples.len() >= 3, "{} samples", o.samples.len());
-    assert!(o.scrapes.iter().all(|s| s.ok) && !o.scrapes.is_empty());
+    // Three periods of 200 reads: each was served, or not started because the time ran out (a
+    // busy machine); the counts, not the timing, are checked.
+    assert_eq!(o.reads.ok.len() as u64 + o.reads.missed, 600);
+    assert!(!o.reads.ok.is_empty());
+    assert_eq!(o.samples.len(), 4, "a sample at 0, 1, 2 and 3 s");
+    assert_eq!(o.scrapes.len(), 3, "scrapes at 0.5, 1.5 and 2.5 s");
+    assert!(o.scrapes.iter().all(|s| s.ok));
     assert!(o.steady_rss_max_mib() > 1.0);
-    assert!(o.ebb_delta("ebb_metric_cache_reads_total", &["result=\"miss\""]) > 0.0);
+    assert!(
+        sum_samples(
+            &o.end.ebb_metrics,
+            "ebb_metric_cache_reads_total",
+            &["result=\"miss\""]
+        ) > 0.0
+    );
 }
 
 fn pure_checks() {
