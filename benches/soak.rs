@@ -234,7 +234,7 @@ fn prometheus_phase(opts: &Opts, rt: &tokio::runtime::Runtime, tmp: &Path) -> Re
     let t0 = Instant::now();
     let series_arg = series.to_string_lossy().into_owned();
     // Values never change: one scrape every 5 s keeps every series fresh.
-    let prom = prometheus::PromServer::start_with_env(&[
+    let prom = prometheus::PromServer::start_with(&[
         ("PROM_EXTRA_METRICS", &series_arg),
         ("PROM_SCRAPE_INTERVAL", "5s"),
     ]);

@@ -2,7 +2,6 @@
 //! the shipped example ScaledObjects read.
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc,
@@ -14,13 +13,15 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
-use crate::shutdown::Signal;
+use crate::{
+    net::{PlainTcp, Server},
+    shutdown::Signal,
+};
 
 /// What the admin port serves.
 pub struct AdminState {
@@ -40,29 +41,26 @@ impl std::fmt::Debug for AdminState {
     }
 }
 
-/// Serves the admin port until `shutdown`.
+/// Serves the admin port until `shutdown`, with default limits.
 pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Signal) {
+    run_with(&Server::detached("admin"), listener, state, shutdown).await;
+}
+
+/// Serves the admin port until `shutdown` under `server`'s limits: header and idle timeouts,
+/// the connection cap, and a back-off after failed accepts.
+pub async fn run_with(server: &Server, listener: TcpListener, state: Arc<AdminState>, shutdown: Signal) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin server listening");
     }
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.wait() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => { debug!(error = %e, "admin accept failed"); continue; }
-            },
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, &req)) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+    let handler = move |req: Request<Incoming>, _peer: Arc<SocketAddr>| {
+        let response = respond(&state, &req);
+        async move { response }
+    };
+    if let Err(e) = server
+        .serve(listener, PlainTcp, handler, async move { shutdown.wait().await })
+        .await
+    {
+        warn!(error = %e, "the admin server stopped");
     }
 }
 
@@ -78,13 +76,23 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
 pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
-            let mut out = String::new();
-            match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
-                Ok(()) => text(
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    out,
-                ),
+            // OpenMetrics when the scraper asks for it (Prometheus does), else the classic text
+            // format, as client_golang negotiates.
+            let open_metrics = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let encoded = if open_metrics {
+                let mut out = String::new();
+                prometheus_client::encoding::text::encode(&mut out, &state.registry)
+                    .map(|()| ("application/openmetrics-text; version=1.0.0; charset=utf-8", out))
+            } else {
+                crate::keda_metrics::encode_text(&state.registry)
+                    .map(|out| ("text/plain; version=0.0.4; charset=utf-8", out))
+            };
+            match encoded {
+                Ok((content_type, out)) => text(StatusCode::OK, content_type, out),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e.to_string()),
             }
         }

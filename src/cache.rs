@@ -98,11 +98,15 @@ impl Expiry<CacheKey, Entry> for PerEntryTtl {
     }
 }
 
+/// Called after every upstream query with the trigger type, its duration and whether it succeeded.
+pub type QueryFn = Arc<dyn Fn(&str, Duration, bool) + Send + Sync>;
+
 /// The metric cache shared by every metric read.
 pub struct MetricCache {
     cached: Cache<CacheKey, Entry>,
     inflight: Mutex<HashMap<CacheKey, Arc<OnceCell<Outcome>>>>,
     upstream_guard: Duration,
+    on_query: OnceLock<QueryFn>,
 }
 
 impl std::fmt::Debug for MetricCache {
@@ -125,7 +129,13 @@ impl MetricCache {
             cached,
             inflight: Mutex::new(HashMap::new()),
             upstream_guard,
+            on_query: OnceLock::new(),
         }
+    }
+
+    /// Sets the hook told about every upstream query (once; later calls are ignored).
+    pub fn on_query(&self, f: QueryFn) {
+        let _ = self.on_query.set(f);
     }
 
     /// Drops everything cached for one build of a ScaledObject.
@@ -194,6 +204,7 @@ impl MetricCache {
             Ok(s) => s.clone(),
             Err(e) => return Arc::new(Err(e.clone())),
         };
+        let started = Instant::now();
         let result = match tokio::time::timeout(
             self.upstream_guard,
             scaler.get_metrics_and_activity(&resolved.metric_name),
@@ -203,6 +214,9 @@ impl MetricCache {
             Ok(r) => r,
             Err(_) => Err(ScalerError::Timeout(self.upstream_guard)),
         };
+        if let Some(f) = self.on_query.get() {
+            f(&trigger.trigger_type, started.elapsed(), result.is_ok());
+        }
         Arc::new(result.map(|m| Sample::now(m.values, m.active)))
     }
 }

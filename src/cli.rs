@@ -1,8 +1,10 @@
 //! Command line: one binary, one subcommand per component; every flag also reads an `EBB_*` variable.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::net::{Limits, parse_duration};
 
 /// ebb: KEDA-compatible event-driven autoscaling.
 #[derive(Debug, Parser)]
@@ -57,7 +59,7 @@ pub struct OperatorArgs {
     /// Address the admin port binds to.
     #[arg(long, env = "EBB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub metrics_bind_address: IpAddr,
-    /// Watch only this namespace (default: all).
+    /// Watch only this namespace (default: KEDA's WATCH_NAMESPACE, else all).
     #[arg(long, env = "EBB_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
@@ -119,6 +121,10 @@ pub struct CheckArgs {
     /// Manifest files or directories (YAML, multi-document, or JSON).
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+    /// Accept files that hold no ScaledObject or (Cluster)TriggerAuthentication (only other
+    /// kinds, e.g. a Deployment or a Secret); by default such a file is an error.
+    #[arg(long)]
+    pub allow_other_kinds: bool,
 }
 
 /// Flags of `ebb certs`.
@@ -168,6 +174,9 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// One JSON object per line with KEDA's zap field names (`ts`, `level`, `logger`, `caller`,
+    /// `msg`, `ScaledObject.Namespace`, …), for log queries written for KEDA.
+    KedaJson,
 }
 
 /// Logging flags.
@@ -182,8 +191,15 @@ pub struct LogArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ebb=debug,info`.
-    #[arg(long, global = true, env = "EBB_LOG_LEVEL", default_value = "info")]
+    /// Log filter: a level (trace, debug, info, warn, error, off) or TARGET=LEVEL directives
+    /// separated by commas, e.g. `info` or `ebb=debug,info`.
+    #[arg(
+        long,
+        global = true,
+        env = "EBB_LOG_LEVEL",
+        default_value = "info",
+        value_parser = crate::telemetry::parse_filter
+    )]
     pub log_level: String,
 }
 
@@ -263,7 +279,7 @@ pub struct MetricsServerArgs {
         default_value = "/healthz,/readyz,/livez"
     )]
     pub authorization_always_allow_paths: Vec<String>,
-    /// Watch only this namespace (default: all).
+    /// Watch only this namespace (default: KEDA's WATCH_NAMESPACE, else all).
     #[arg(long, env = "EBB_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
     /// Run without a cluster: ScaledObjects from YAML files in DIR (default: the shipped examples).
@@ -287,6 +303,75 @@ pub struct MetricsServerArgs {
     /// How often `--local` files are checked for changes, in milliseconds.
     #[arg(long, env = "EBB_LOCAL_POLL_INTERVAL", default_value_t = 1000)]
     pub local_poll_interval: u64,
+    /// Connection deadlines and caps of the HTTPS and admin ports.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Deadlines and caps for client connections (Go durations such as `10s`; `0` disables a timeout).
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionArgs {
+    /// TCP accept to finished TLS handshake, including the check for plain HTTP.
+    #[arg(long, env = "EBB_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Handshake to the first complete request, and each HTTP/1 request's headers (Go's ReadHeaderTimeout).
+    #[arg(long, env = "EBB_READ_HEADER_TIMEOUT", default_value = "32s", value_parser = parse_duration)]
+    pub read_header_timeout: Duration,
+    /// A connection without a request in flight is closed after this long (Go's IdleTimeout).
+    #[arg(long, env = "EBB_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// HTTP/2 ping interval on a quiet connection.
+    #[arg(long, env = "EBB_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[arg(long, env = "EBB_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection (kube-apiserver's flag and default).
+    #[arg(long, env = "EBB_HTTP2_MAX_STREAMS_PER_CONNECTION", default_value_t = 250)]
+    pub http2_max_streams_per_connection: u32,
+    /// Open connections per port at most (default 1024, less if the open-file limit leaves less room); from 90 % on, connections without an authenticated request are closed first.
+    #[arg(long, env = "EBB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "EBB_SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_drain_timeout: Duration,
+    /// Client-caused warnings (refused requests and certificates, failed accepts) are logged once, then summed up once per interval.
+    #[arg(long, env = "EBB_LOG_AGGREGATION_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub log_aggregation_interval: Duration,
+}
+
+impl ConnectionArgs {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> Limits {
+        let some = |d: Duration| (!d.is_zero()).then_some(d);
+        Limits {
+            handshake_timeout: some(self.tls_handshake_timeout),
+            read_header_timeout: some(self.read_header_timeout),
+            idle_timeout: some(self.idle_timeout),
+            http2_keepalive_interval: some(self.http2_keepalive_interval),
+            http2_keepalive_timeout: self.http2_keepalive_timeout,
+            http2_max_streams: self.http2_max_streams_per_connection,
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::net::default_max_connections),
+            drain_timeout: self.shutdown_drain_timeout,
+            log_interval: self.log_aggregation_interval,
+        }
+    }
+}
+
+/// The namespace to watch: `--watch-namespace` (or `EBB_WATCH_NAMESPACE`), else KEDA's
+/// `WATCH_NAMESPACE`; empty means every namespace, as in KEDA.
+pub fn watch_namespace(flag: Option<&str>) -> Option<String> {
+    watch_namespace_from(flag, |name| std::env::var(name).ok())
+}
+
+/// [`watch_namespace`] with the environment given as a lookup (tests must not share process env).
+pub fn watch_namespace_from(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    flag.map(str::to_string)
+        .or_else(|| env("WATCH_NAMESPACE"))
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
 }
 
 #[cfg(test)]
@@ -298,6 +383,25 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keda_watch_namespace_is_honoured_after_ebbs_own() {
+        let keda = |name: &str| (name == "WATCH_NAMESPACE").then(|| "team-a".to_string());
+        let none = |_: &str| None;
+        assert_eq!(watch_namespace_from(None, keda), Some("team-a".into()));
+        assert_eq!(watch_namespace_from(Some("team-b"), keda), Some("team-b".into()));
+        // An explicit empty value means all namespaces, even with WATCH_NAMESPACE set.
+        assert_eq!(watch_namespace_from(Some(""), keda), None);
+        assert_eq!(watch_namespace_from(None, none), None);
+        let empty = |_: &str| Some(String::new());
+        assert_eq!(watch_namespace_from(None, empty), None);
+    }
+
+    #[test]
+    fn keda_json_log_format_is_offered() {
+        let cli = Cli::try_parse_from(["ebb", "--log-format", "keda-json", "crd"]).expect("parses");
+        assert_eq!(cli.log.log_format, LogFormat::KedaJson);
     }
 
     #[test]
@@ -335,5 +439,37 @@ mod tests {
         };
         assert_eq!(a.local, Some(Some(PathBuf::from("x"))));
         assert_eq!(a.requestheader_allowed_names, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn connection_flag_defaults_are_the_documented_limits() {
+        let cli = Cli::try_parse_from(["ebb", "metrics-server"]).expect("parses");
+        let Command::MetricsServer(a) = cli.command else {
+            panic!("expected metrics-server");
+        };
+        let limits = a.connections.limits();
+        assert_eq!(
+            Limits {
+                max_connections: crate::net::default_max_connections(),
+                ..Limits::default()
+            },
+            limits
+        );
+        let cli = Cli::try_parse_from([
+            "ebb",
+            "metrics-server",
+            "--read-header-timeout",
+            "250ms",
+            "--idle-timeout",
+            "0",
+        ])
+        .expect("parses");
+        let Command::MetricsServer(a) = cli.command else {
+            panic!("expected metrics-server");
+        };
+        let limits = a.connections.limits();
+        assert_eq!(limits.read_header_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(limits.idle_timeout, None);
+        assert!(Cli::try_parse_from(["ebb", "metrics-server", "--idle-timeout", "90"]).is_err());
     }
 }

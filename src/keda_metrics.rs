@@ -10,10 +10,73 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, LabelSetEncoder},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+/// A label value with the exposition format's escapes (`\\`, `\"`, newline). prometheus-client
+/// writes values verbatim, and one metric name with a quote in it (a metrics-api trigger on
+/// `demo_queue_depth{queue="mail"}`) would make the whole scrape unparseable.
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        let mut rest = self.0;
+        while let Some(i) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..i])?;
+            encoder.write_str(match rest.as_bytes()[i] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[i + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
+/// Encodes `(name, value)` labels with escaped values; every label set of this module goes through it.
+fn encode_labels(encoder: &mut LabelSetEncoder, labels: &[(&str, &str)]) -> Result<(), std::fmt::Error> {
+    labels
+        .iter()
+        .map(|(k, v)| (*k, Escaped(v)))
+        .collect::<Vec<_>>()
+        .encode(encoder)
+}
+
+/// The registry as the classic Prometheus text format (0.0.4), for scrapers that do not ask for
+/// OpenMetrics (client_golang, and so KEDA, answers them in it): counter families are named with
+/// their `_total`, and OpenMetrics' `# EOF` and `# UNIT` lines are left out.
+pub fn encode_text(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut open = String::new();
+    prometheus_client::encoding::text::encode(&mut open, registry)?;
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len() + counters.len() * 16);
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
 
 /// Buckets of `keda_scaler_http_request_duration_seconds`, as KEDA declares them.
 pub const HTTP_DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -89,15 +152,17 @@ pub struct ScalerLabels {
 impl EncodeLabelSet for ScalerLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         let index = self.trigger_index.to_string();
-        [
-            ("namespace", self.namespace.as_str()),
-            ("metric", self.metric.as_str()),
-            ("scaledObject", self.scaled_object.as_str()),
-            ("scaler", self.scaler.as_str()),
-            ("triggerIndex", index.as_str()),
-            ("type", self.type_.label()),
-        ]
-        .encode(encoder)
+        encode_labels(
+            encoder,
+            &[
+                ("namespace", self.namespace.as_str()),
+                ("metric", self.metric.as_str()),
+                ("scaledObject", self.scaled_object.as_str()),
+                ("scaler", self.scaler.as_str()),
+                ("triggerIndex", index.as_str()),
+                ("type", self.type_.label()),
+            ],
+        )
     }
 }
 
@@ -110,11 +175,13 @@ struct ObjectLabels {
 
 impl EncodeLabelSet for ObjectLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        [
-            ("namespace", self.namespace.as_str()),
-            ("scaledObject", self.scaled_object.as_str()),
-        ]
-        .encode(encoder)
+        encode_labels(
+            encoder,
+            &[
+                ("namespace", self.namespace.as_str()),
+                ("scaledObject", self.scaled_object.as_str()),
+            ],
+        )
     }
 }
 
@@ -137,18 +204,20 @@ pub struct EmptyUpstreamLabels {
 
 impl EncodeLabelSet for EmptyUpstreamLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        [
-            ("namespace", self.namespace.as_str()),
-            ("scaledResource", self.scaled_resource.as_str()),
-            ("triggerName", self.trigger_name.as_str()),
-            ("metricName", self.metric_name.as_str()),
-            ("resourceType", self.resource_type.label()),
-            (
-                "ignoreNullValues",
-                if self.ignore_null_values { "true" } else { "false" },
-            ),
-        ]
-        .encode(encoder)
+        encode_labels(
+            encoder,
+            &[
+                ("namespace", self.namespace.as_str()),
+                ("scaledResource", self.scaled_resource.as_str()),
+                ("triggerName", self.trigger_name.as_str()),
+                ("metricName", self.metric_name.as_str()),
+                ("resourceType", self.resource_type.label()),
+                (
+                    "ignoreNullValues",
+                    if self.ignore_null_values { "true" } else { "false" },
+                ),
+            ],
+        )
     }
 }
 
@@ -189,11 +258,13 @@ struct ResourceLabels {
 
 impl EncodeLabelSet for ResourceLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        [
-            ("type", self.type_.label()),
-            ("namespace", self.namespace.as_str()),
-        ]
-        .encode(encoder)
+        encode_labels(
+            encoder,
+            &[
+                ("type", self.type_.label()),
+                ("namespace", self.namespace.as_str()),
+            ],
+        )
     }
 }
 
@@ -205,7 +276,7 @@ struct TypeLabel {
 
 impl EncodeLabelSet for TypeLabel {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        [("type", self.type_.as_str())].encode(encoder)
+        encode_labels(encoder, &[("type", self.type_.as_str())])
     }
 }
 
@@ -219,12 +290,14 @@ struct LoopLabels {
 
 impl EncodeLabelSet for LoopLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        [
-            ("namespace", self.namespace.as_str()),
-            ("type", self.type_.label()),
-            ("resource", self.resource.as_str()),
-        ]
-        .encode(encoder)
+        encode_labels(
+            encoder,
+            &[
+                ("namespace", self.namespace.as_str()),
+                ("type", self.type_.label()),
+                ("resource", self.resource.as_str()),
+            ],
+        )
     }
 }
 
@@ -247,15 +320,17 @@ pub struct HttpRequestLabels {
 
 impl EncodeLabelSet for HttpRequestLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        [
-            ("namespace", self.namespace.as_str()),
-            ("scaled_resource", self.scaled_resource.as_str()),
-            ("scaler", self.scaler.as_str()),
-            ("trigger_name", self.trigger_name.as_str()),
-            ("metric_name", self.metric_name.as_str()),
-            ("status_code", self.status_code.as_str()),
-        ]
-        .encode(encoder)
+        encode_labels(
+            encoder,
+            &[
+                ("namespace", self.namespace.as_str()),
+                ("scaled_resource", self.scaled_resource.as_str()),
+                ("scaler", self.scaler.as_str()),
+                ("trigger_name", self.trigger_name.as_str()),
+                ("metric_name", self.metric_name.as_str()),
+                ("status_code", self.status_code.as_str()),
+            ],
+        )
     }
 }
 
@@ -269,9 +344,10 @@ enum HttpDurationLabels {
 impl EncodeLabelSet for HttpDurationLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         match self {
-            Self::Low { scaler, status_code } => {
-                [("scaler", scaler.as_str()), ("status_code", status_code.as_str())].encode(encoder)
-            }
+            Self::Low { scaler, status_code } => encode_labels(
+                encoder,
+                &[("scaler", scaler.as_str()), ("status_code", status_code.as_str())],
+            ),
             Self::High(all) => all.encode(encoder),
         }
     }
@@ -294,7 +370,7 @@ impl EncodeLabelSet for WebhookLabels {
         if let Some(reason) = &self.reason {
             labels.push(("reason", reason.as_str()));
         }
-        labels.encode(encoder)
+        encode_labels(encoder, &labels)
     }
 }
 
@@ -304,15 +380,17 @@ struct BuildLabels;
 
 impl EncodeLabelSet for BuildLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        [
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("git_commit", option_env!("EBB_GIT_COMMIT").unwrap_or("unknown")),
-            // KEDA reports the Go toolchain; ebb reports the Rust one it requires.
-            ("goversion", concat!("rust", env!("CARGO_PKG_RUST_VERSION"))),
-            ("goos", std::env::consts::OS),
-            ("goarch", go_arch()),
-        ]
-        .encode(encoder)
+        encode_labels(
+            encoder,
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("git_commit", option_env!("EBB_GIT_COMMIT").unwrap_or("unknown")),
+                // KEDA reports the Go toolchain; ebb reports the Rust one it requires.
+                ("goversion", concat!("rust", env!("CARGO_PKG_RUST_VERSION"))),
+                ("goos", std::env::consts::OS),
+                ("goarch", go_arch()),
+            ],
+        )
     }
 }
 

@@ -16,6 +16,7 @@ pub mod hash;
 pub mod keda_metrics;
 pub mod lease;
 pub mod local;
+pub mod net;
 pub mod operator;
 pub mod quantity;
 pub mod render;

@@ -56,9 +56,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let msg = error_chain(e.as_ref());
-            tracing::error!(error = %msg, "ebb stopped");
-            eprintln!("error: {msg}");
+            telemetry::fatal(&error_chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

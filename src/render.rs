@@ -1,26 +1,53 @@
-//! `ebb render` and `ebb check`: the operator's pure functions applied to manifest files, without a
-//! cluster. `render` prints the HPAs KEDA would create; `check` prints what KEDA would reject.
+//! `ebb render` and `ebb check`: the operator's own code applied to manifest files, without a
+//! cluster. `render` prints the HPAs the operator would apply; `check` prints what KEDA would
+//! reject.
+//!
+//! Both build every trigger's scaler through [`build_trigger`], the registry's function, with
+//! a [`FileResolver`] over the TriggerAuthentications, Secrets, ConfigMaps and workloads found
+//! in the same files; the HPA comes from [`desired_hpa`], reconcile's function. A trigger whose
+//! referenced objects are not in the files is built with placeholder credentials instead, and
+//! `check` says it was not checked.
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use crate::{
     cli::{CheckArgs, RenderArgs},
-    crd::{ScaledObject, scaled_object::MetricTargetType},
+    crd::ScaledObject,
     operator::{
-        hpa::render_hpa,
+        hpa::{DesiredError, desired_hpa},
         validate::{
-            offline_scaler_config_assuming_sources, validate_scaled_object, validate_trigger_authentication,
+            Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
+            validate_trigger_authentication,
         },
     },
-    scalers::{MetricSpec, ResourceTarget, ScalerError, build_scaler},
+    resolver::{
+        cluster_object_namespace,
+        local::{FileResolution, FileResolver, LocalObjects},
+    },
+    scalers::{
+        ScalerContext, ScalerError, SharedScaler, build_scaler,
+        registry::{build_trigger, object_key},
+    },
     source::local::{Parsed, manifest_files, parse_file},
 };
 
 /// Namespace assumed for objects without one, as `kubectl apply` without `-n` would.
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Default timeout of scaler HTTP calls, as the operator's default (no call is made offline).
+const HTTP_TIMEOUT: Duration = Duration::from_millis(3000);
+
+/// Kinds of the `keda.sh/v1alpha1` API.
+const KEDA_KINDS: &[&str] = &[
+    "ScaledObject",
+    "ScaledJob",
+    "TriggerAuthentication",
+    "ClusterTriggerAuthentication",
+];
 
 /// Expands directories into the manifests below them; plain paths are kept as given.
 fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
@@ -36,7 +63,7 @@ fn expand(paths: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Reads and parses one file; the error is already formatted for stderr.
+/// Reads and parses one file; the error is already formatted for output.
 fn load(path: &Path) -> Result<Parsed, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut parsed = parse_file(path, &text).map_err(|e| e.to_string())?;
@@ -48,65 +75,113 @@ fn load(path: &Path) -> Result<Parsed, String> {
     Ok(parsed)
 }
 
+/// Every file read, with its parse result, and the lookups built from all their documents.
+struct Inputs {
+    files: Vec<(PathBuf, Result<Parsed, String>)>,
+    objects: LocalObjects,
+}
+
+fn read_inputs(paths: &[PathBuf]) -> Inputs {
+    let files: Vec<(PathBuf, Result<Parsed, String>)> =
+        expand(paths).into_iter().map(|p| (p.clone(), load(&p))).collect();
+    let docs: Vec<serde_yaml::Value> = files
+        .iter()
+        .filter_map(|(_, p)| p.as_ref().ok())
+        .flat_map(|p| p.others.iter().cloned())
+        .collect();
+    Inputs {
+        files,
+        objects: LocalObjects::from_documents(&docs),
+    }
+}
+
 fn so_ref(so: &ScaledObject) -> String {
-    format!(
-        "{}/{}",
-        so.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
-        so.metadata.name.as_deref().unwrap_or_default()
-    )
+    object_key(so).to_string()
 }
 
-/// cpu/memory metric spec from trigger metadata, used while `build_scaler` does not know these
-/// types yet (their scaler is written elsewhere).
-fn resource_spec(so: &ScaledObject, i: usize) -> Option<MetricSpec> {
-    let t = so.spec.triggers.get(i)?;
-    let value = t.metadata.get("value")?.trim().to_string();
-    let target = match t.metric_type? {
-        MetricTargetType::Utilization => ResourceTarget::Utilization(value.parse().ok()?),
-        MetricTargetType::AverageValue => ResourceTarget::AverageValue(value),
-        MetricTargetType::Value => return None,
+/// One trigger built from files: its scaler and how its references resolved.
+pub struct OfflineTrigger {
+    /// The scaler, as the registry would build it (with placeholders when not checked).
+    pub scaler: Result<SharedScaler, ScalerError>,
+    /// What resolving its TriggerAuthentication and environment against the files found.
+    pub resolution: FileResolution,
+}
+
+/// Builds trigger `i` of `so` with the registry's code over `objects`; when the objects it
+/// references are not in the files, with placeholder credentials so the rest still builds.
+pub fn build_offline(
+    so: &ScaledObject,
+    i: usize,
+    objects: &LocalObjects,
+    cluster_ns: &str,
+) -> OfflineTrigger {
+    let ctx = ScalerContext::default();
+    let resolver = FileResolver::new(objects, cluster_ns);
+    let built = build_trigger(so, i, &resolver, &ctx, HTTP_TIMEOUT);
+    let resolution = resolver.resolution();
+    let scaler = match (&resolution, so.spec.triggers.get(i)) {
+        (FileResolution::NotChecked(_), Some(t)) => {
+            build_scaler(&offline_scaler_config_assuming_sources(so, i, t), &ctx)
+        }
+        _ => built,
     };
-    Some(MetricSpec::Resource {
-        resource: t.type_.clone(),
-        container: t.metadata.get("containerName").filter(|c| !c.is_empty()).cloned(),
-        target,
-    })
+    OfflineTrigger { scaler, resolution }
 }
 
-/// Metric specs paired with their trigger index, as `render_hpa` takes them.
-pub type IndexedSpecs = Vec<(usize, MetricSpec)>;
+/// Everything `check` and `render` learn about one ScaledObject.
+struct Analysis {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    /// `(field, what was not in the files)` per trigger that could not be resolved.
+    not_checked: Vec<(String, Vec<String>)>,
+    triggers: Vec<OfflineTrigger>,
+}
 
-/// Metric specs of every trigger, paired with the trigger index, or the build error per trigger.
-pub fn offline_metric_specs(so: &ScaledObject) -> (IndexedSpecs, Vec<(usize, ScalerError)>) {
-    let mut specs = Vec::new();
-    let mut errors = Vec::new();
-    for (i, t) in so.spec.triggers.iter().enumerate() {
-        match build_scaler(
-            &offline_scaler_config_assuming_sources(so, i, t),
-            &Default::default(),
-        ) {
-            Ok(s) => specs.extend(s.metric_specs().into_iter().map(|m| (i, m))),
-            Err(ScalerError::UnknownType(ty)) if matches!(ty.as_str(), "cpu" | "memory") => {
-                match resource_spec(so, i) {
-                    Some(m) => specs.push((i, m)),
-                    None => errors.push((
-                        i,
-                        ScalerError::Config(format!("invalid {ty} trigger: needs metricType and value")),
-                    )),
-                }
-            }
-            Err(e) => errors.push((i, e)),
+fn analyse(so: &ScaledObject, objects: &LocalObjects, cluster_ns: &str) -> Analysis {
+    let triggers: Vec<OfflineTrigger> = (0..so.spec.triggers.len())
+        .map(|i| build_offline(so, i, objects, cluster_ns))
+        .collect();
+    let ref_field = |i: usize| {
+        let has_ref = so.spec.triggers[i].authentication_ref.is_some();
+        format!(
+            "spec.triggers[{i}].{}",
+            if has_ref { "authenticationRef" } else { "metadata" }
+        )
+    };
+    let mut problems = validate_scaled_object_with(so, &|i| match &triggers[i].resolution {
+        FileResolution::Resolved => Some(triggers[i].scaler.as_ref().map(|_| ()).map_err(Clone::clone)),
+        // Reported below, at the reference.
+        FileResolution::Failed(_) => Some(Ok(())),
+        FileResolution::NotChecked(_) => None,
+    });
+    let mut not_checked = Vec::new();
+    for (i, t) in triggers.iter().enumerate() {
+        match &t.resolution {
+            FileResolution::Failed(e) => problems.push(Problem {
+                field: ref_field(i),
+                message: e.to_string(),
+                reason: "incorrect-triggers",
+            }),
+            FileResolution::NotChecked(what) => not_checked.push((ref_field(i), what.clone())),
+            FileResolution::Resolved => {}
         }
     }
-    (specs, errors)
+    Analysis {
+        problems,
+        warnings: deprecations(so),
+        not_checked,
+        triggers,
+    }
 }
 
 /// `ebb render`: prints one YAML document per HPA; returns 1 when any file or object failed.
 pub fn run_render(args: &RenderArgs) -> i32 {
+    let inputs = read_inputs(&args.files);
+    let cluster_ns = cluster_object_namespace();
     let mut failed = false;
     let mut docs = Vec::new();
-    for path in expand(&args.files) {
-        let parsed = match load(&path) {
+    for (path, parsed) in &inputs.files {
+        let parsed = match parsed {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("{e}");
@@ -116,19 +191,29 @@ pub fn run_render(args: &RenderArgs) -> i32 {
         };
         for so in &parsed.scaled_objects {
             let who = format!("{}: ScaledObject {}", path.display(), so_ref(so));
-            let (specs, errors) = offline_metric_specs(so);
-            if !errors.is_empty() {
-                // KEDA fails the whole reconcile when one scaler cannot be built, so no HPA either.
-                for (i, e) in errors {
-                    eprintln!("{who}: spec.triggers[{i}]: {e}");
+            let analysis = analyse(so, &inputs.objects, &cluster_ns);
+            for w in &analysis.warnings {
+                eprintln!("{who}: {}: warning: {}", w.field, w.message);
+            }
+            if !analysis.problems.is_empty() {
+                // The operator stops at a failed check: no HPA either.
+                for p in &analysis.problems {
+                    eprintln!("{who}: {}: {}", p.field, p.message);
                 }
                 failed = true;
                 continue;
             }
-            match render_hpa(so, &specs, &args.version_label)
-                .map_err(|e| e.to_string())
-                .and_then(|hpa| serde_yaml::to_string(&hpa).map_err(|e| e.to_string()))
-            {
+            let scalers = analysis.triggers.iter().enumerate().map(|(i, t)| (i, &t.scaler));
+            let rendered = match desired_hpa(so, scalers, &args.version_label) {
+                Ok((hpa, _)) => serde_yaml::to_string(&hpa).map_err(|e| e.to_string()),
+                Err(DesiredError::Scalers(errors)) => Err(errors
+                    .iter()
+                    .map(|(i, e)| format!("spec.triggers[{i}]: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+                Err(DesiredError::Hpa(e)) => Err(e.to_string()),
+            };
+            match rendered {
                 Ok(yaml) => docs.push(yaml),
                 Err(e) => {
                     eprintln!("{who}: {e}");
@@ -142,75 +227,197 @@ pub fn run_render(args: &RenderArgs) -> i32 {
     i32::from(failed)
 }
 
-/// `ebb check`: one line per problem, `FILE: Kind ns/name: FIELD: MESSAGE`; `ok: N objects` when clean.
+fn str_at<'a>(doc: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(doc, |v, k| v.get(*k))?.as_str()
+}
+
+/// A document's `Kind ns/name` (cluster-scoped kinds without namespace).
+fn doc_ref(doc: &serde_yaml::Value, kind: &str) -> String {
+    let name = str_at(doc, &["metadata", "name"]).unwrap_or_default();
+    if kind == "ClusterTriggerAuthentication" {
+        return format!("{kind} {name}");
+    }
+    let ns = str_at(doc, &["metadata", "namespace"])
+        .filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE);
+    format!("{kind} {ns}/{name}")
+}
+
+/// The problem with a document of the KEDA API groups that is not a checkable object, if any.
+fn keda_kind_problem(api_version: &str, kind: &str) -> Option<(&'static str, String)> {
+    if let Some(version) = api_version.strip_prefix("keda.k8s.io/") {
+        return Some((
+            "apiVersion",
+            format!(
+                "keda.k8s.io/{version} is the API group of KEDA 1.x, which KEDA 2 and ebb no longer serve; \
+                 migrate the object to apiVersion keda.sh/v1alpha1 (KEDA's 1.x to 2.0 migration guide lists the \
+                 field changes, e.g. scaleTargetRef.deploymentName became scaleTargetRef.name)"
+            ),
+        ));
+    }
+    let version = api_version.strip_prefix("keda.sh/")?;
+    if version != "v1alpha1" {
+        return Some((
+            "apiVersion",
+            format!("keda.sh/{version} is not served; KEDA's API is keda.sh/v1alpha1"),
+        ));
+    }
+    match kind {
+        "TriggerAuthentication" | "ClusterTriggerAuthentication" => None,
+        "ScaledJob" => Some((
+            "kind",
+            "ScaledJob is not supported by ebb yet (see docs/compatibility.md)".to_string(),
+        )),
+        other => {
+            let nearest = KEDA_KINDS
+                .iter()
+                .map(|k| {
+                    (
+                        strsim::damerau_levenshtein(&other.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                        *k,
+                    )
+                })
+                .filter(|(d, _)| *d <= 3)
+                .min();
+            let hint = nearest
+                .map(|(_, k)| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            Some((
+                "kind",
+                format!(
+                    "unknown kind `{other}` in keda.sh/v1alpha1{hint} (its kinds: {})",
+                    KEDA_KINDS.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// `ebb check`: one line per problem, `FILE: Kind ns/name: FIELD: MESSAGE`; warnings and
+/// references that could not be checked as `FIELD: warning: ...` and `FIELD: not checked: ...`;
+/// `ok: N objects` when clean. A file with nothing to check is a problem unless
+/// `--allow-other-kinds`, and checking nothing at all always is.
 pub fn run_check(args: &CheckArgs) -> i32 {
+    let inputs = read_inputs(&args.files);
+    let cluster_ns = cluster_object_namespace();
     let mut problems = 0usize;
     let mut objects = 0usize;
     let mut out = std::io::stdout().lock();
-    for path in expand(&args.files) {
-        let parsed = match load(&path) {
+    for (path, parsed) in &inputs.files {
+        let file = path.display();
+        let parsed = match parsed {
             Ok(p) => p,
             Err(e) => {
-                let _ = writeln!(out, "{e}");
+                report(&mut out, e.clone());
                 problems += 1;
                 continue;
             }
         };
+        let mut checked_here = parsed.scaled_objects.len();
         for so in &parsed.scaled_objects {
-            objects += 1;
-            for p in validate_scaled_object(so) {
+            let who = format!("{file}: ScaledObject {}", so_ref(so));
+            let analysis = analyse(so, &inputs.objects, &cluster_ns);
+            for p in &analysis.problems {
                 problems += 1;
-                let _ = writeln!(
-                    out,
-                    "{}: ScaledObject {}: {}: {}",
-                    path.display(),
-                    so_ref(so),
-                    p.field,
-                    p.message
+                report(&mut out, format!("{who}: {}: {}", p.field, p.message));
+            }
+            for w in &analysis.warnings {
+                report(&mut out, format!("{who}: {}: warning: {}", w.field, w.message));
+            }
+            for (field, what) in &analysis.not_checked {
+                let verb = if what.len() == 1 { "is" } else { "are" };
+                report(
+                    &mut out,
+                    format!(
+                        "{who}: {field}: not checked: {} {verb} not in the given files",
+                        what.join(", ")
+                    ),
                 );
             }
         }
+        let mut others = Vec::new();
         for doc in &parsed.others {
-            let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-            let keda = doc
-                .get("apiVersion")
-                .and_then(|k| k.as_str())
-                .is_some_and(|v| v.starts_with("keda.sh/"));
-            if !keda || !matches!(kind, "TriggerAuthentication" | "ClusterTriggerAuthentication") {
+            let kind = str_at(doc, &["kind"]).unwrap_or_default();
+            let api_version = str_at(doc, &["apiVersion"]).unwrap_or_default();
+            if let Some((field, message)) = keda_kind_problem(api_version, kind) {
+                checked_here += 1;
+                problems += 1;
+                report(
+                    &mut out,
+                    format!("{file}: {}: {field}: {message}", doc_ref(doc, kind)),
+                );
                 continue;
             }
-            objects += 1;
-            let meta = |k: &str| {
-                doc.get("metadata")
-                    .and_then(|m| m.get(k))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            };
-            let name = meta("name").unwrap_or_default();
-            let who = if kind == "ClusterTriggerAuthentication" {
-                name
-            } else {
-                format!(
-                    "{}/{name}",
-                    meta("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
-                )
-            };
+            if !api_version.starts_with("keda.sh/") {
+                others.push(doc_ref(doc, kind));
+                continue;
+            }
+            checked_here += 1;
             let json = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
             for p in validate_trigger_authentication(&json) {
                 problems += 1;
-                let _ = writeln!(
-                    out,
-                    "{}: {kind} {who}: {}: {}",
-                    path.display(),
-                    p.field,
-                    p.message
+                report(
+                    &mut out,
+                    format!("{file}: {}: {}: {}", doc_ref(doc, kind), p.field, p.message),
                 );
             }
         }
+        objects += checked_here;
+        if checked_here == 0 && !args.allow_other_kinds {
+            problems += 1;
+            let found = if others.is_empty() {
+                "no document".to_string()
+            } else {
+                others.join(", ")
+            };
+            report(
+                &mut out,
+                format!(
+                    "{file}: no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication to check (found: {found}); \
+                     --allow-other-kinds accepts files without one"
+                ),
+            );
+        }
+    }
+    if objects == 0 && problems == 0 {
+        report(
+            &mut out,
+            "no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication found in the given files"
+                .to_string(),
+        );
+        return 1;
     }
     if problems > 0 {
         return 1;
     }
-    let _ = writeln!(out, "ok: {objects} objects");
+    report(&mut out, format!("ok: {objects} objects"));
     0
+}
+
+fn report(out: &mut std::io::StdoutLock<'_>, line: String) {
+    let _ = writeln!(out, "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keda_kinds() {
+        assert_eq!(
+            keda_kind_problem("keda.sh/v1alpha1", "TriggerAuthentication"),
+            None
+        );
+        assert_eq!(keda_kind_problem("apps/v1", "Deployment"), None);
+        let (field, m) = keda_kind_problem("keda.sh/v1alpha1", "ScaledObjet").expect("refused");
+        assert_eq!(field, "kind");
+        assert!(
+            m.starts_with("unknown kind `ScaledObjet` in keda.sh/v1alpha1; did you mean `ScaledObject`?"),
+            "{m}"
+        );
+        let (field, m) = keda_kind_problem("keda.k8s.io/v1alpha1", "ScaledObject").expect("refused");
+        assert_eq!(field, "apiVersion");
+        assert!(m.contains("KEDA 1.x"), "{m}");
+        assert!(keda_kind_problem("keda.sh/v1alpha1", "ScaledJob").is_some());
+    }
 }

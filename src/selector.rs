@@ -219,16 +219,93 @@ impl Selector {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 
-    /// The single value `key` must equal (`key=v`, `key==v` or `key in (v)`), if any.
+    /// The single value every requirement on `key` allows together (`key=v`, `key in (v)`,
+    /// `key in (a,v),key!=a`), if exactly one does; see [`Selector::values_for`].
     pub fn exact_value(&self, key: &str) -> Option<&str> {
-        self.requirements
-            .iter()
-            .filter(|r| r.key == key && matches!(r.operator, Operator::Equals | Operator::In))
-            .find_map(|r| match r.values.as_slice() {
-                [only] => Some(only.as_str()),
-                _ => None,
-            })
+        match self.values_for(key) {
+            KeyValues::Exactly(v) => Some(v),
+            _ => None,
+        }
     }
+
+    /// What the requirements on `key` allow together. Requirements are a conjunction, so
+    /// `k=a,k=b` allows nothing, as Kubernetes reads it (it matches no object).
+    pub fn values_for(&self, key: &str) -> KeyValues<'_> {
+        let mut allowed: Option<Vec<&str>> = None;
+        let mut excluded: Vec<&str> = Vec::new();
+        let (mut present, mut absent) = (false, false);
+        // Integers strictly above `low` and below `high`.
+        let (mut low, mut high) = (None::<i64>, None::<i64>);
+        for r in self.requirements.iter().filter(|r| r.key == key) {
+            let int = || r.values.first().and_then(|v| v.parse::<i64>().ok());
+            match r.operator {
+                Operator::Equals | Operator::In => {
+                    present = true;
+                    let values = r.values.iter().map(String::as_str);
+                    allowed = Some(match allowed {
+                        None => values.collect(),
+                        Some(before) => values.filter(|v| before.contains(v)).collect(),
+                    });
+                }
+                Operator::NotEquals | Operator::NotIn => excluded.extend(r.values.iter().map(String::as_str)),
+                Operator::Exists => present = true,
+                Operator::DoesNotExist => absent = true,
+                Operator::GreaterThan => {
+                    present = true;
+                    low = low.max(int());
+                }
+                Operator::LessThan => {
+                    present = true;
+                    high = match (high, int()) {
+                        (Some(h), Some(v)) => Some(h.min(v)),
+                        (h, v) => h.or(v),
+                    };
+                }
+            }
+        }
+        if present && absent {
+            return KeyValues::Nothing;
+        }
+        if let (Some(l), Some(h)) = (low, high)
+            && h.saturating_sub(l) < 2
+        {
+            return KeyValues::Nothing;
+        }
+        let Some(mut values) = allowed else {
+            return KeyValues::Open;
+        };
+        values.retain(|v| {
+            !excluded.contains(v)
+                && (low.is_none() && high.is_none()
+                    || v.parse::<i64>()
+                        .is_ok_and(|n| low.is_none_or(|l| n > l) && high.is_none_or(|h| n < h)))
+        });
+        match values.as_slice() {
+            [] => KeyValues::Nothing,
+            [only] => KeyValues::Exactly(only),
+            _ => KeyValues::OneOf(values),
+        }
+    }
+
+    /// True when no label set can satisfy the selector (contradictory requirements on a key).
+    pub fn matches_nothing(&self) -> bool {
+        let mut keys: Vec<&str> = self.requirements.iter().map(|r| r.key.as_str()).collect();
+        keys.dedup();
+        keys.iter().any(|k| self.values_for(k) == KeyValues::Nothing)
+    }
+}
+
+/// What a selector's requirements on one key allow together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyValues<'a> {
+    /// No requirement narrows the key to a finite set of values.
+    Open,
+    /// Exactly this value.
+    Exactly(&'a str),
+    /// Any of these values (sorted).
+    OneOf(Vec<&'a str>),
+    /// No value: the selector matches nothing.
+    Nothing,
 }
 
 impl fmt::Display for Selector {
@@ -817,6 +894,55 @@ mod tests {
         assert_eq!(exact("scaledobject.keda.sh/name"), Ok(None));
         assert_eq!(exact("name=a"), Ok(None));
         assert_eq!(exact(""), Ok(None));
+        // Requirements are a conjunction: together they may pin one value or none.
+        assert_eq!(
+            exact("scaledobject.keda.sh/name in (a,b),scaledobject.keda.sh/name!=b"),
+            Ok(Some("a".into()))
+        );
+        assert_eq!(
+            exact("scaledobject.keda.sh/name=a,scaledobject.keda.sh/name=a"),
+            Ok(Some("a".into()))
+        );
+        assert_eq!(
+            exact("scaledobject.keda.sh/name=a,scaledobject.keda.sh/name=b"),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn contradictory_requirements_match_nothing() {
+        let nothing = |s: &str| parse(s).map(|sel| sel.matches_nothing());
+        for s in [
+            "scaledobject.keda.sh/name=a,scaledobject.keda.sh/name=b",
+            "k=a,k!=a",
+            "k in (a,b),k notin (a,b)",
+            "k,!k",
+            "k=a,!k",
+            "k>5,k<6",
+            "k=7,k<5",
+            "x=1,k=a,k in (b,c)",
+        ] {
+            assert_eq!(nothing(s), Ok(true), "{s}");
+            let sel = parse(s).expect("parses");
+            for labels in [labels(&[("k", "a")]), labels(&[("k", "7")]), labels(&[])] {
+                assert!(!sel.matches(&labels), "{s} matched {labels:?}");
+            }
+        }
+        for s in [
+            "k=a,k=a",
+            "k in (a,b),k!=a",
+            "k,k=a",
+            "k>5,k<7",
+            "!k,x=1",
+            "",
+            "k notin (a)",
+        ] {
+            assert_eq!(nothing(s), Ok(false), "{s}");
+        }
+        let sel = parse("k in (a,b,c),k!=b").expect("parses");
+        assert_eq!(sel.values_for("k"), KeyValues::OneOf(vec!["a", "c"]));
+        assert_eq!(sel.values_for("other"), KeyValues::Open);
+        assert_eq!(parse("k>5,k<7").expect("parses").values_for("k"), KeyValues::Open);
     }
 
     #[test]

@@ -525,8 +525,13 @@ async fn silent_endpoint_is_a_timeout() {
     let started = std::time::Instant::now();
     let err = read(&config, &aws).await.expect_err("times out");
     assert!(
-        matches!(err, ScalerError::Timeout(d) if d == Duration::from_millis(300)),
+        matches!(&err, ScalerError::UpstreamTimeout { after, .. } if *after == Duration::from_millis(300)),
         "{err:?}"
+    );
+    // The message names the trigger, the call and the endpoint that never answered.
+    assert_eq!(
+        err.to_string(),
+        format!("aws-sqs-queue trigger 0: GetQueueAttributes on {endpoint}: timed out after 300ms")
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     hold.abort();

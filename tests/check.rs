@@ -80,7 +80,7 @@ fn clean_files_pass() {
 #[test]
 fn shipped_fixtures_pass() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keda");
-    let (code, out, err) = ebb(&["check", "-f", dir]);
+    let (code, out, err) = ebb(&["check", "--allow-other-kinds", "-f", dir]);
     assert_eq!(code, 0, "stdout: {out} stderr: {err}");
     assert!(out.starts_with("ok: "), "{out}");
 }
@@ -104,7 +104,10 @@ fn problems_are_listed_one_per_line() {
             format!(
                 "{so}spec.triggers[0].metadata.start: error parsing cron metadata: missing required parameter \"start\" in [triggerMetadata]"
             ),
-            format!("{so}spec.triggers[1].type: no scaler found for type: nosuch"),
+            format!(
+                "{so}spec.triggers[1].type: {}",
+                ebb::scalers::unknown_type_message("nosuch")
+            ),
             format!(
                 "{bad}: ClusterTriggerAuthentication cta: spec.podIdentity.roleArn: roleArn of PodIdentity can't be set if KEDA isn't identityOwner"
             ),
@@ -145,7 +148,7 @@ fn render_prints_hpas_and_reports_failures() {
     assert_eq!(out.matches("kind: HorizontalPodAutoscaler").count(), 1, "{out}");
     assert!(
         err.contains(&format!(
-            "{bad}: ScaledObject default/bad: spec.triggers[1]: no scaler found for type: nosuch"
+            "{bad}: ScaledObject default/bad: spec.triggers[1].type: unknown trigger type `nosuch`"
         )),
         "{err}"
     );
@@ -160,4 +163,232 @@ fn render_prints_hpas_and_reports_failures() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.matches("\n---\n").count(), 1, "{out}");
+}
+
+fn check_text(text: &str, extra: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "so.yaml", text);
+    let mut args = vec!["check", "-f", &file];
+    args.extend_from_slice(extra);
+    let (code, out, err) = ebb(&args);
+    (code, format!("{out}{err}").replace(&file, "FILE"))
+}
+
+const MEMORY_DEPRECATED_TYPE: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: mem, namespace: apps}
+spec:
+  scaleTargetRef: {name: web}
+  minReplicaCount: 1
+  triggers:
+  - type: memory
+    metadata: {type: Utilization, value: "60"}
+"#;
+
+/// Item 2: a KEDA 2.14–2.17 manifest passes, with the deprecation said out loud.
+#[test]
+fn deprecated_cpu_memory_type_is_accepted_with_a_warning() {
+    let (code, out) = check_text(MEMORY_DEPRECATED_TYPE, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            "FILE: ScaledObject apps/mem: spec.triggers[0].metadata.type: warning: The 'type' setting is DEPRECATED and will be removed in v2.18 - Use 'metricType' instead.",
+            "ok: 1 objects",
+        ]
+    );
+    // `ebb render` gives the Utilization target and says the same on stderr.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "so.yaml", MEMORY_DEPRECATED_TYPE);
+    let (code, out, err) = ebb(&["render", "-f", &file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("averageUtilization: 60"), "{out}");
+    assert!(err.contains("warning: The 'type' setting is DEPRECATED"), "{err}");
+    // Both keys, disagreeing: refused.
+    let both = MEMORY_DEPRECATED_TYPE.replace(
+        "- type: memory\n",
+        "- type: memory\n    metricType: AverageValue\n",
+    );
+    let (code, out) = check_text(&both, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "spec.triggers[0].metadata.type: metadata.type Utilization and metricType AverageValue disagree"
+        ),
+        "{out}"
+    );
+}
+
+/// Item 5: a KEDA scaler ebb lacks and a typo read differently.
+#[test]
+fn unknown_trigger_types_are_explained() {
+    let so = |ty: &str| {
+        format!(
+            "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: x, namespace: apps}}\nspec:\n  scaleTargetRef: {{name: web}}\n  triggers:\n  - type: {ty}\n    metadata: {{}}\n"
+        )
+    };
+    let (code, out) = check_text(&so("kafka"), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("spec.triggers[0].type: KEDA scaler `kafka` is not supported by ebb yet (supported: cron, metrics-api, prometheus, "),
+        "{out}"
+    );
+    let (code, out) = check_text(&so("metrics-apii"), &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(
+            "spec.triggers[0].type: unknown trigger type `metrics-apii`; did you mean `metrics-api`?"
+        ),
+        "{out}"
+    );
+}
+
+/// Item 6: a CI gate must fail on what it cannot check.
+#[test]
+fn unknown_kinds_old_groups_and_empty_files_fail() {
+    let (code, out) = check_text(
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObjet\nmetadata: {name: x}\nspec: {}\n",
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("FILE: ScaledObjet default/x: kind: unknown kind `ScaledObjet` in keda.sh/v1alpha1; did you mean `ScaledObject`?"),
+        "{out}"
+    );
+    let (code, out) = check_text(
+        "apiVersion: keda.k8s.io/v1alpha1\nkind: ScaledObject\nmetadata: {name: x}\nspec: {scaleTargetRef: {deploymentName: web}}\n",
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("apiVersion: keda.k8s.io/v1alpha1 is the API group of KEDA 1.x"),
+        "{out}"
+    );
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {}\n";
+    let (code, out) = check_text(deployment, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("FILE: no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication to check (found: Deployment default/web)"),
+        "{out}"
+    );
+    // The flag accepts such files, but checking nothing at all still fails.
+    let (code, out) = check_text(deployment, &["--allow-other-kinds"]);
+    assert_eq!(code, 1, "{out}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write(dir.path(), "good.yaml", GOOD);
+    let other = write(dir.path(), "deploy.yaml", deployment);
+    let (code, out, _) = ebb(&["check", "-f", &good, &other, "--allow-other-kinds"]);
+    assert_eq!((code, out.trim()), (0, "ok: 2 objects"));
+    let (code, _, _) = ebb(&["check", "-f", &good, &other]);
+    assert_eq!(code, 1);
+}
+
+/// Item 7: an unknown IANA zone is refused when the trigger is parsed.
+#[test]
+fn unknown_cron_timezone_fails() {
+    let (code, out) = check_text(&GOOD.replace("Etc/UTC", "Europe/Berln"), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FILE: ScaledObject apps/good: spec.triggers[0].metadata.timezone: error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"),
+        "{out}"
+    );
+}
+
+/// Item 3: KEDA never reads queueURL from a TriggerAuthentication.
+#[test]
+fn sqs_without_queue_url_is_refused_despite_an_authentication_ref() {
+    let so = "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: q, namespace: apps}\nspec:\n  scaleTargetRef: {name: web}\n  triggers:\n  - type: aws-sqs-queue\n    authenticationRef: {name: aws}\n    metadata: {queueLength: '5', awsRegion: eu-west-1}\n";
+    let (code, out) = check_text(so, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("spec.triggers[0].metadata.queueURL: missing required parameter \"queueURL\" in [triggerMetadata resolvedEnv]"),
+        "{out}"
+    );
+}
+
+const PROMETHEUS_BEARER: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: prom, namespace: apps}
+spec:
+  scaleTargetRef: {name: web}
+  triggers:
+  - type: prometheus
+    authenticationRef: {name: prom-auth}
+    metadata: {serverAddress: "http://prometheus:9090", query: up, threshold: "1", authModes: bearer}
+"#;
+
+const PROM_AUTH: &str = r#"
+---
+apiVersion: keda.sh/v1alpha1
+kind: TriggerAuthentication
+metadata: {name: prom-auth, namespace: apps}
+spec:
+  secretTargetRef:
+  - {parameter: bearerToken, name: prom-secret, key: token}
+"#;
+
+/// Item 18: TriggerAuthentications and Secrets in the files are resolved as the operator would.
+#[test]
+fn references_in_the_files_are_resolved_as_the_operator_would() {
+    let secret = |data: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: prom-secret, namespace: apps}}\nstringData: {{{data}}}\n"
+        )
+    };
+    // Everything there: clean.
+    let (code, out) = check_text(
+        &format!("{PROMETHEUS_BEARER}{PROM_AUTH}{}", secret("token: t0k")),
+        &[],
+    );
+    assert_eq!((code, out.trim()), (0, "ok: 2 objects"), "{out}");
+    // The Secret lacks the key the TriggerAuthentication maps to bearerToken.
+    let (code, out) = check_text(
+        &format!("{PROMETHEUS_BEARER}{PROM_AUTH}{}", secret("other: x")),
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FILE: ScaledObject apps/prom: spec.triggers[0].authenticationRef: key \"token\" not found in Secret apps/prom-secret (TriggerAuthentication apps/prom-auth, parameter bearerToken)"),
+        "{out}"
+    );
+    // The TriggerAuthentication gives no bearerToken at all: the scaler refuses, as in the cluster.
+    let no_bearer = PROM_AUTH.replace("parameter: bearerToken", "parameter: username");
+    let (code, out) = check_text(
+        &format!("{PROMETHEUS_BEARER}{no_bearer}{}", secret("token: t")),
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bearerToken is required"), "{out}");
+    // A reference to a TriggerAuthentication the files do not define, while they define others.
+    let (code, out) = check_text(
+        &format!(
+            "{}{PROM_AUTH}{}",
+            PROMETHEUS_BEARER.replace("name: prom-auth}", "name: prom-auht}"),
+            secret("token: t")
+        ),
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("spec.triggers[0].authenticationRef: TriggerAuthentication apps/prom-auht not found"),
+        "{out}"
+    );
+    // Nothing of the kind in the files: said to be unchecked, not wrong.
+    let (code, out) = check_text(PROMETHEUS_BEARER, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec![
+            "FILE: ScaledObject apps/prom: spec.triggers[0].authenticationRef: not checked: TriggerAuthentication apps/prom-auth is not in the given files",
+            "ok: 1 objects",
+        ]
+    );
+    let (code, out) = check_text(&format!("{PROMETHEUS_BEARER}{PROM_AUTH}"), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("not checked: Secret apps/prom-secret is not in the given files"),
+        "{out}"
+    );
 }

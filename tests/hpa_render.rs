@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use ebb::{
     crd::{ScaledObject, scaled_object::MetricTargetType},
     operator::{
-        hpa::{needs_update, render_hpa},
+        hpa::{metric_specs, needs_update, render_hpa},
         validate::validate_scaled_object,
     },
-    render::offline_metric_specs,
+    render::build_offline,
+    resolver::local::LocalObjects,
     scalers::{MetricSpec, MetricTarget},
 };
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -26,9 +27,12 @@ fn check(name: &str, specs: Option<Vec<(usize, MetricSpec)>>) {
     let want: HorizontalPodAutoscaler =
         serde_yaml::from_str(&fixture(&format!("{name}.hpa.yaml"))).expect("HPA parses");
     let specs = specs.unwrap_or_else(|| {
-        let (specs, errors) = offline_metric_specs(&so);
-        assert!(errors.is_empty(), "{name}: scaler errors {errors:?}");
-        specs
+        let objects = LocalObjects::default();
+        let scalers: Vec<_> = (0..so.spec.triggers.len())
+            .map(|i| build_offline(&so, i, &objects, "ebb").scaler)
+            .collect();
+        metric_specs(scalers.iter().enumerate())
+            .unwrap_or_else(|errors| panic!("{name}: scaler errors {errors:?}"))
     });
     let got = render_hpa(&so, &specs, "main").unwrap_or_else(|e| panic!("{name}: {e}"));
 

@@ -619,3 +619,288 @@ spec:
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `ebb metrics-server --local [DIR]` with explicit ports and state directory, stdout piped.
+fn launch_local(dir: Option<&Path>, state: &Path, secure: u16, admin: u16) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+    cmd.args(["metrics-server", "--local"]);
+    if let Some(d) = dir {
+        cmd.arg(d);
+    }
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-bind-address",
+            "127.0.0.1",
+        ])
+        .args([
+            "--secure-port",
+            &secure.to_string(),
+            "--metrics-port",
+            &admin.to_string(),
+        ])
+        .args(["--local-poll-interval", "100", "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("start ebb")
+}
+
+/// Waits for `/readyz` on `admin`, failing with the server's stderr if it exits first.
+fn wait_ready(child: &mut Child, admin: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("ebb exited ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "ebb did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs ebb to completion (bounded) and returns its status and stderr.
+fn finish(mut child: Child) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ebb did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_port_in_use_is_one_error_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    for (secure, admin, flag) in [
+        (port, free_port(), "--secure-port"),
+        (free_port(), port, "--metrics-port"),
+    ] {
+        let child = launch_local(
+            Some(dir.path()),
+            &dir.path().join(format!("state-{flag}")),
+            secure,
+            admin,
+        );
+        let (status, stderr) = finish(child);
+        assert!(!status.success());
+        let address = format!("127.0.0.1:{port}");
+        assert_eq!(stderr.matches(&address).count(), 1, "said once: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {address}: the port is already in use"))
+                && stderr.contains(&format!("choose another with {flag}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_second_local_instance_keeps_the_first_ones_kubeconfig() {
+    let (port, _value) = upstream();
+    let ebb = start(&[], port);
+    let kc = ebb.state.join("kubeconfig");
+    let before = std::fs::read_to_string(&kc).expect("kubeconfig");
+    let objects = ebb._dir.path().join("objects");
+    let (secure, admin) = (free_port(), free_port());
+    let (status, stderr) = finish(launch_local(Some(&objects), &ebb.state, secure, admin));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("is in use by another `ebb metrics-server --local`")
+            && stderr.contains(&format!("https://127.0.0.1:{}", ebb.secure))
+            && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&kc).expect("kubeconfig"), before);
+    // The first instance's README command still works.
+    let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "worker"));
+    assert!(out.status.success(), "{}", text(&out).1);
+    // With its own state directory the second one runs.
+    let other = ebb._dir.path().join("other-state");
+    let mut second = Killed(launch_local(Some(&objects), &other, secure, admin));
+    wait_ready(&mut second.0, admin);
+}
+
+/// The `kubectl … get --raw '<path>'` the banner prints, read from ebb's stdout.
+fn banner_path(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("get --raw") {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a kubectl command in the banner");
+    line.split('\'').nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_banner_reads_an_object_that_is_loaded() {
+    let (port, _value) = upstream();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).expect("mkdir");
+    std::fs::write(objects.join("so.yaml"), scaled_objects(port)).expect("write");
+    let state = dir.path().join("state");
+    let admin = free_port();
+    let mut ebb = Killed(launch_local(Some(&objects), &state, free_port(), admin));
+    let path = banner_path(&mut ebb.0);
+    assert_eq!(
+        path,
+        format!("{GV}/namespaces/team-a/s0-metric-api-v?labelSelector=scaledobject.keda.sh%2Fname%3Dworker")
+    );
+    let out = kubectl(&state.join("kubeconfig"), &path);
+    assert_eq!(value_of(&out), "42");
+}
+
+#[test]
+fn shipped_examples_follow_the_metrics_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let first_admin = free_port();
+    {
+        let mut first = Killed(launch_local(None, &state, free_port(), first_admin));
+        wait_ready(&mut first.0, first_admin);
+    }
+    // Same state directory, another admin port: the untouched copies now read this demo.
+    let admin = free_port();
+    let mut second = Killed(launch_local(None, &state, free_port(), admin));
+    let path = banner_path(&mut second.0);
+    let copy = std::fs::read_to_string(state.join("scaledobjects/queue-worker.yaml")).expect("copy");
+    assert!(
+        copy.contains(&format!("http://127.0.0.1:{admin}/demo/"))
+            && !copy.contains(&format!(":{first_admin}/")),
+        "{copy}"
+    );
+    let out = kubectl(&state.join("kubeconfig"), &path);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("\"metricName\":\"s0-metric-api-queue-depth\""),
+        "{stdout}"
+    );
+}
+
+/// A plain-HTTP stand-in for kube-apiserver: every list is empty, every watch stays open, and
+/// the paths asked for are recorded.
+fn recording_api_server() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                let mut buf = [0u8; 8192];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let target = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+                if let Ok(mut r) = record.lock() {
+                    r.push(target.clone());
+                }
+                if target.contains("watch=true") || target.contains("watch=1") {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    );
+                    // Held open until ebb goes away.
+                    let _ = stream.read(&mut buf);
+                    return;
+                }
+                let body =
+                    r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn the_operator_honours_kedas_watch_namespace() {
+    let (api, seen) = recording_api_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{api}\n\
+             contexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let admin = free_port();
+    let _operator = Killed(
+        Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["operator", "--kubeconfig"])
+            .arg(&kc)
+            .args([
+                "--metrics-port",
+                &admin.to_string(),
+                "--metrics-bind-address",
+                "127.0.0.1",
+            ])
+            .args(["--log-level", "warn"])
+            .env("WATCH_NAMESPACE", "team-a")
+            .env_remove("EBB_WATCH_NAMESPACE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ebb operator"),
+    );
+    let wanted = "/apis/keda.sh/v1alpha1/namespaces/team-a/scaledobjects?";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let paths = seen.lock().map(|p| p.clone()).unwrap_or_default();
+        if paths.iter().any(|p| p.starts_with(wanted)) {
+            assert!(
+                !paths
+                    .iter()
+                    .any(|p| p.starts_with("/apis/keda.sh/v1alpha1/scaledobjects")),
+                "watched all namespaces too: {paths:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ScaledObject list in team-a: {paths:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

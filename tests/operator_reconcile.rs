@@ -728,6 +728,9 @@ async fn fallback_activates_after_the_threshold_and_reports_it() {
     assert_eq!(condition(s, "Fallback")["reason"], "FallbackExists");
     assert_eq!(condition(s, "Active")["status"], "True");
     assert_eq!(condition(s, "Ready")["status"], "True");
+    // KEDA reports the failed read even though fallback covers it.
+    let ev = expect_event(&mut handle, "KEDAScalerFailed").await;
+    assert_eq!(ev["type"], "Warning");
     expect_event(&mut handle, "KEDAScaleTargetActivated").await;
     let ev = expect_event(&mut handle, "ScaledObjectFallbackActivated").await;
     assert_eq!(ev["type"], "Warning");
@@ -903,6 +906,436 @@ async fn an_unknown_scale_target_kind_fails_the_check() {
     );
     let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     assert_eq!(ev["type"], "Warning");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+/// Answers every request until none comes for a while: scale reads with `replicas`, status
+/// patches with the patched object, events as posted. Returns the posted events.
+async fn serve_until_quiet(handle: &mut Handle, replicas: i32) -> Vec<Value> {
+    let mut events = Vec::new();
+    while let Ok(Some((req, send))) =
+        tokio::time::timeout(Duration::from_millis(500), handle.next_request()).await
+    {
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let bytes = req.into_body().collect_bytes().await.expect("body");
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (code, reply) = match (method.as_str(), path.as_str()) {
+            ("GET", SCALE_PATH) => ok(scale(replicas)),
+            ("PATCH", p) if p == format!("{SO_PATH}/status") => status_reply(&body),
+            ("POST", p) if p.ends_with("/events") => {
+                events.push(body.clone());
+                ok(body)
+            }
+            _ => panic!("unexpected request {method} {path}"),
+        };
+        let response = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&reply).expect("JSON")))
+            .expect("response");
+        send.send_response(response);
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_failing_scaler_is_a_warning_event_naming_host_and_cause() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    looping(&mut v);
+    let dead = dead_upstream();
+    v["spec"]["triggers"] = json!([{"type": "metrics-api",
+        "metadata": {"url": dead, "valueLocation": "v", "targetValue": "10"}}]);
+    let task = spawn_iterate(&ctx, &v);
+    let events = serve_until_quiet(&mut handle, 3).await;
+    task.await.expect("joined").expect("iterated");
+    let failed = events
+        .iter()
+        .find(|e| e["reason"] == "KEDAScalerFailed")
+        .unwrap_or_else(|| panic!("no KEDAScalerFailed in {events:?}"));
+    assert_eq!(failed["type"], "Warning");
+    assert_eq!(failed["note"], format!("GET {dead}: connection refused"));
+    assert_eq!(failed["regarding"]["name"], "web-so");
+}
+
+#[tokio::test]
+async fn pausing_a_running_loop_says_the_scalers_stopped() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["metadata"]["annotations"] = json!({"autoscaling.keda.sh/paused": "true"});
+    // A scale loop is running for the object (spawned by an earlier reconcile).
+    let idle = tokio::spawn(std::future::pending::<()>());
+    ctx.loops.lock().expect("loops").insert(
+        object_key(&so(&v)),
+        ebb::operator::context::LoopHandle {
+            generation: Some(1),
+            abort: idle.abort_handle(),
+        },
+    );
+    let task = spawn_reconcile(&ctx, &v);
+    let ev = expect_event(&mut handle, "KEDAScalersStopped").await;
+    assert_eq!(ev["type"], "Normal");
+    assert_eq!(ev["note"], "Stopped scalers watch");
+    expect(&mut handle, Method::DELETE, HPA_PATH, |_| {
+        ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
+    })
+    .await;
+    expect_status_patch(&mut handle).await;
+    expect_event(&mut handle, "ScaledObjectPaused").await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+    assert!(
+        idle.await.is_err_and(|e| e.is_cancelled()),
+        "the loop was aborted"
+    );
+}
+
+/// A context whose KEDA metrics land in a registry the test reads.
+fn context_with_metrics() -> (Arc<Context>, Handle, prometheus_client::registry::Registry) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let registry = Arc::new(Registry::new(RegistryConfig::default()));
+    let cache = Arc::new(MetricCache::new(Duration::from_secs(5)));
+    let mut prom = prometheus_client::registry::Registry::default();
+    let mut ctx = Context::new(client, registry, cache);
+    ctx.spawn_loops = false;
+    ctx.metrics = Some(Arc::new(ebb::keda_metrics::KedaMetrics::register(&mut prom)));
+    (Arc::new(ctx), handle, prom)
+}
+
+fn metrics_text(prom: &prometheus_client::registry::Registry) -> String {
+    ebb::keda_metrics::encode_text(prom).expect("encodes")
+}
+
+fn auth_fixture(file: &str) -> Value {
+    let text = std::fs::read_to_string(format!("tests/fixtures/operator/{file}")).expect("fixture");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+#[tokio::test]
+async fn trigger_authentications_get_keda_finalizer_events_and_count() {
+    use ebb::{
+        crd::TriggerAuthentication,
+        operator::trigger_auth::{AuthContext, reconcile as reconcile_auth},
+    };
+    const TA_PATH: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/triggerauthentications/db-auth";
+    let (ctx, mut handle, prom) = context_with_metrics();
+    let auth = Arc::new(AuthContext::new(ctx.clone()));
+    let spawn = |v: &Value| {
+        let ta: TriggerAuthentication = serde_json::from_value(v.clone()).expect("TriggerAuthentication");
+        let auth = auth.clone();
+        tokio::spawn(async move { reconcile_auth(Arc::new(ta), auth).await })
+    };
+
+    // New: KEDA's finalizer first, nothing else.
+    let v = auth_fixture("triggerauthentication.json");
+    let task = spawn(&v);
+    let (_, patch) = expect(&mut handle, Method::PATCH, TA_PATH, |_| {
+        ok(with_finalizer(v.clone()))
+    })
+    .await;
+    assert!(patch.to_string().contains(FINALIZER), "{patch}");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+
+    // With the finalizer, generation 1: Added, counted once however often it is reconciled.
+    let v = with_finalizer(v);
+    let task = spawn(&v);
+    let ev = expect_event(&mut handle, "TriggerAuthenticationAdded").await;
+    assert_eq!(ev["type"], "Normal");
+    assert_eq!(ev["note"], "New TriggerAuthentication configured");
+    assert_eq!(ev["regarding"]["kind"], "TriggerAuthentication");
+    task.await.expect("joined").expect("reconciled");
+    // Reconciled again (a restart re-lists it): the same event again, as a series update.
+    let task = spawn(&v);
+    let (req, send) = tokio::time::timeout(STEP, handle.next_request())
+        .await
+        .expect("the repeated event")
+        .expect("service alive");
+    assert_eq!(req.method(), Method::PATCH);
+    assert!(req.uri().path().starts_with(EVENTS_PATH), "{}", req.uri());
+    send.send_response(
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&ev).expect("JSON")))
+            .expect("response"),
+    );
+    task.await.expect("joined").expect("reconciled");
+    let gauge = "keda_resource_registered_total{type=\"trigger_authentication\",namespace=\"ns\"}";
+    assert!(
+        metrics_text(&prom).contains(&format!("{gauge} 1")),
+        "{}",
+        metrics_text(&prom)
+    );
+
+    // A later generation: KEDA's update event, reason and message as KEDA spells them.
+    let mut updated = v.clone();
+    updated["metadata"]["generation"] = json!(2);
+    let task = spawn(&updated);
+    let ev = expect_event(&mut handle, "ClusterTriggerAuthenticationUpdated").await;
+    assert_eq!(ev["note"], "ClusterTriggerAuthentication db-auth is updated");
+    task.await.expect("joined").expect("reconciled");
+
+    // Deleted: the event, then the finalizer goes, and the gauge comes down.
+    let mut deleted = updated.clone();
+    deleted["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:59:00Z");
+    let task = spawn(&deleted);
+    let ev = expect_event(&mut handle, "TriggerAuthenticationDeleted").await;
+    assert_eq!(ev["note"], "TriggerAuthentication was deleted");
+    let (_, patch) = expect(&mut handle, Method::PATCH, TA_PATH, |_| ok(updated.clone())).await;
+    assert!(patch.to_string().contains("remove"), "{patch}");
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+    assert!(
+        metrics_text(&prom).contains(&format!("{gauge} 0")),
+        "{}",
+        metrics_text(&prom)
+    );
+}
+
+#[tokio::test]
+async fn cluster_trigger_authentications_are_counted_under_default() {
+    use ebb::{
+        crd::ClusterTriggerAuthentication,
+        operator::trigger_auth::{AuthContext, reconcile as reconcile_auth},
+    };
+    const CTA_PATH: &str = "/apis/keda.sh/v1alpha1/clustertriggerauthentications/shared-auth";
+    let (ctx, mut handle, prom) = context_with_metrics();
+    let auth = Arc::new(AuthContext::new(ctx.clone()));
+    let v = with_finalizer(auth_fixture("clustertriggerauthentication.json"));
+    let cta: ClusterTriggerAuthentication = serde_json::from_value(v.clone()).expect("CTA");
+    let task = tokio::spawn(reconcile_auth(Arc::new(cta), auth.clone()));
+    // A cluster-scoped object's events go to namespace default.
+    let (_, ev) = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        |b| ok(b.clone()),
+    )
+    .await;
+    assert_eq!(ev["reason"], "ClusterTriggerAuthenticationAdded");
+    assert_eq!(ev["note"], "New ClusterTriggerAuthentication configured");
+    task.await.expect("joined").expect("reconciled");
+    assert!(
+        metrics_text(&prom).contains(
+            "keda_resource_registered_total{type=\"cluster_trigger_authentication\",namespace=\"default\"} 1"
+        ),
+        "{}",
+        metrics_text(&prom)
+    );
+    let mut deleted = v.clone();
+    deleted["metadata"]["deletionTimestamp"] = json!("2026-11-23T11:59:00Z");
+    let cta: ClusterTriggerAuthentication = serde_json::from_value(deleted).expect("CTA");
+    let task = tokio::spawn(reconcile_auth(Arc::new(cta), auth));
+    let (_, ev) = expect(
+        &mut handle,
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        |b| ok(b.clone()),
+    )
+    .await;
+    assert_eq!(ev["reason"], "ClusterTriggerAuthenticationDeleted");
+    assert_eq!(ev["note"], "ClusterTriggerAuthentication was deleted");
+    expect(&mut handle, Method::PATCH, CTA_PATH, |_| ok(v.clone())).await;
+    task.await.expect("joined").expect("reconciled");
+    expect_quiet(&mut handle).await;
+}
+
+/// Runs one reconcile of `v` (finalizer already on) against an API server that has its scale
+/// target and no HPA, answering requests in whatever order they come; returns the HPA body
+/// the operator applied (if any) and the events it published.
+async fn reconcile_and_capture(
+    ctx: &Arc<Context>,
+    handle: &mut Handle,
+    v: &Value,
+) -> (Option<Value>, Vec<Value>) {
+    let ns = v["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace")
+        .to_string();
+    let name = v["metadata"]["name"].as_str().expect("name").to_string();
+    let so_path = format!("/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects/{name}");
+    let mut task = spawn_reconcile(ctx, v);
+    let mut hpa = None;
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            joined = &mut task => {
+                joined.expect("joined").expect("reconciled");
+                break;
+            }
+            next = tokio::time::timeout(STEP, handle.next_request()) => {
+                let (req, send) = next.expect("a request or the end of the reconcile").expect("service alive");
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                let bytes = req.into_body().collect_bytes().await.expect("body");
+                let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON") };
+                let (code, reply) = match (method.as_str(), path.as_str()) {
+                    ("PATCH", p) if p == so_path => {
+                        let mut o = v.clone();
+                        o["metadata"]["labels"]["scaledobject.keda.sh/name"] = json!(name);
+                        ok(o)
+                    }
+                    ("PATCH", p) if p == format!("{so_path}/status") => {
+                        let mut o = v.clone();
+                        o["status"] = body["status"].clone();
+                        ok(o)
+                    }
+                    ("GET", p) if p.starts_with(&format!("/apis/apps/v1/namespaces/{ns}/")) && p.ends_with("/scale") => ok(scale(1)),
+                    ("GET", p) if p.contains("/horizontalpodautoscalers/") => not_found("horizontalpodautoscalers", "x"),
+                    ("PATCH", p) if p.contains("/horizontalpodautoscalers/") => {
+                        hpa = Some(body.clone());
+                        ok(body)
+                    }
+                    ("POST", EVENTS_PATH) | ("POST", _) if path.ends_with("/events") => {
+                        events.push(body.clone());
+                        ok(body)
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                };
+                let response = Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&reply).expect("JSON")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        }
+    }
+    (hpa, events)
+}
+
+/// Every ScaledObject fixture, as JSON, with the documents its TriggerAuthentications need.
+fn scaled_object_fixtures() -> Vec<(std::path::PathBuf, Value)> {
+    let mut out = Vec::new();
+    for dir in ["tests/fixtures/keda", "tests/fixtures/operator"] {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .expect("fixture dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).expect("fixture");
+            let doc: serde_yaml::Value = match serde_yaml::from_str(&text) {
+                Ok(d) => d,
+                Err(_) => continue,
+            };
+            if doc.get("kind").and_then(|k| k.as_str()) == Some("ScaledObject") {
+                out.push((path, serde_json::to_value(doc).expect("JSON")));
+            }
+        }
+    }
+    assert!(out.len() >= 12, "fixtures found: {}", out.len());
+    out
+}
+
+fn auth_documents() -> (String, Vec<serde_yaml::Value>) {
+    let path = "tests/fixtures/keda/aws-credentials.auth.yaml";
+    let text = std::fs::read_to_string(path).expect("auth fixture");
+    let docs = text
+        .split("\n---\n")
+        .map(|d| serde_yaml::from_str(d).expect("auth document"))
+        .collect();
+    (path.to_string(), docs)
+}
+
+/// Issue 9 item 1: `ebb render` prints, field for field, the HPA the operator applies, for
+/// every fixture (KEDA labels the ScaledObject with its name first, so both HPAs carry it).
+#[tokio::test]
+async fn render_prints_the_hpa_the_operator_applies_for_every_fixture() {
+    let (auth_path, auth_docs) = auth_documents();
+    for (path, so_json) in scaled_object_fixtures() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["render", "--version-label", "test", "-f"])
+            .arg(&path)
+            .arg(&auth_path)
+            .output()
+            .expect("ebb render runs");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered: Value = serde_yaml::from_slice(&out.stdout).expect("one HPA document");
+
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let registry = Arc::new(Registry::new(RegistryConfig::default()));
+        registry.configure(
+            Arc::new(
+                ebb::resolver::local::LocalResolver::from_documents(&auth_docs)
+                    .with_cluster_object_namespace("ebb"),
+            ),
+            Default::default(),
+        );
+        let mut ctx = Context::new(
+            Client::new(svc, "default"),
+            registry,
+            Arc::new(MetricCache::new(Duration::from_secs(5))),
+        );
+        ctx.spawn_loops = false;
+        ctx.version = "test".to_string();
+        ctx.clock = Arc::new(now);
+        let ctx = Arc::new(ctx);
+        let (applied, _) = reconcile_and_capture(&ctx, &mut handle, &with_finalizer(so_json)).await;
+        let applied = applied.unwrap_or_else(|| panic!("{}: the operator applied no HPA", path.display()));
+        assert_eq!(applied, rendered, "{}", path.display());
+        assert_eq!(
+            applied["metadata"]["labels"]["scaledobject.keda.sh/name"],
+            so_json_name(&path),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+fn so_json_name(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("fixture");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("fixture");
+    json!(doc["metadata"]["name"].as_str().expect("name"))
+}
+
+/// Item 2: a deprecated `metadata.type` is accepted, with a Warning event (and a log line).
+#[tokio::test]
+async fn deprecated_cpu_memory_type_is_applied_with_a_warning_event() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["minReplicaCount"] = json!(1);
+    v["spec"]["triggers"] = json!([{"type": "memory", "metadata": {"type": "Utilization", "value": "60"}}]);
+    let (hpa, events) = reconcile_and_capture(&ctx, &mut handle, &v).await;
+    let hpa = hpa.expect("HPA applied");
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"],
+        json!({"name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}})
+    );
+    let warning = events
+        .iter()
+        .find(|e| e["reason"] == "ScaledObjectDeprecatedSetting")
+        .unwrap_or_else(|| panic!("deprecation event in {events:?}"));
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(
+        warning["note"],
+        "spec.triggers[0].metadata.type: The 'type' setting is DEPRECATED and will be removed in v2.18 - Use 'metricType' instead."
+    );
+}
+
+/// Item 7: an unknown cron timezone fails the check at reconcile, not at the first read.
+#[tokio::test]
+async fn unknown_cron_timezone_fails_the_check() {
+    let (ctx, mut handle) = context();
+    let mut v = with_finalizer(fixture());
+    v["spec"]["triggers"][0]["metadata"]["timezone"] = json!("Europe/Berln");
+    let task = spawn_reconcile(&ctx, &v);
+    expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(1))).await;
+    let (_, status) = expect_status_patch(&mut handle).await;
+    let ready = condition(&status["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(
+        ready["message"],
+        "error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"
+    );
+    expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     task.await.expect("joined").expect("reconciled");
     expect_quiet(&mut handle).await;
 }

@@ -119,6 +119,11 @@ async fn bad_query_reports_status_and_prometheus_message() {
         "{e}"
     );
     assert!(e.contains("parse error"), "{e}");
+    // The server that refused is named too.
+    assert!(
+        e.ends_with(&format!("(from GET {}/api/v1/query)", prom.url)),
+        "{e}"
+    );
 }
 
 #[tokio::test]

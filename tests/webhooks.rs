@@ -574,3 +574,63 @@ mod discovery {
         assert_eq!(problems.len(), 1, "{problems:?}");
     }
 }
+
+/// Reviews `accepted.json` with its triggers replaced (and as a dry run, which skips the
+/// cluster's container-request check, as KEDA does).
+async fn answer_with_triggers(triggers: Value) -> Value {
+    let mut body: Value = serde_json::from_slice(&fixture("accepted.json")).expect("json");
+    body["request"]["object"]["spec"]["triggers"] = triggers;
+    body["request"]["object"]["spec"]["minReplicaCount"] = Value::from(1);
+    body["request"]["dryRun"] = Value::Bool(true);
+    let (ctx, _) = context();
+    let bytes = serde_json::to_vec(&body).expect("json");
+    serde_json::to_value(review(&bytes, &ctx).await).expect("json")["response"].clone()
+}
+
+/// Issue 9 item 2: KEDA 2.17's deprecated cpu/memory `metadata.type` is admitted with a warning.
+#[tokio::test]
+async fn deprecated_cpu_memory_type_is_admitted_with_a_warning() {
+    let resp = answer_with_triggers(serde_json::json!([
+        {"type": "memory", "metadata": {"type": "Utilization", "value": "60"}}
+    ]))
+    .await;
+    assert_eq!(resp["allowed"], true, "{resp}");
+    assert_eq!(
+        resp["warnings"],
+        serde_json::json!([
+            "spec.triggers[0].metadata.type: The 'type' setting is DEPRECATED and will be removed in v2.18 - Use 'metricType' instead."
+        ])
+    );
+    let resp = answer_with_triggers(serde_json::json!([
+        {"type": "memory", "metricType": "AverageValue", "metadata": {"type": "Utilization", "value": "60"}}
+    ]))
+    .await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert!(
+        resp["status"]["message"].as_str().is_some_and(|m| m.starts_with(
+            "spec.triggers[0].metadata.type: metadata.type Utilization and metricType AverageValue disagree"
+        )),
+        "{resp}"
+    );
+}
+
+/// Items 5 and 7: unsupported KEDA scalers and unknown cron zones are refused at admission.
+#[tokio::test]
+async fn unsupported_scalers_and_unknown_zones_are_refused() {
+    let resp = answer_with_triggers(serde_json::json!([{"type": "kafka", "metadata": {}}])).await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert!(
+        resp["status"]["message"].as_str().is_some_and(
+            |m| m.starts_with("spec.triggers[0].type: KEDA scaler `kafka` is not supported by ebb yet")
+        ),
+        "{resp}"
+    );
+    let resp = answer_with_triggers(serde_json::json!([{"type": "cron", "metadata": {
+        "timezone": "Europe/Berln", "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "2"}}]))
+    .await;
+    assert_eq!(resp["allowed"], false, "{resp}");
+    assert_eq!(
+        resp["status"]["message"],
+        "spec.triggers[0].metadata.timezone: error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"
+    );
+}

@@ -25,6 +25,10 @@ use kube::api::{Api, PostParams};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::net::{
+    LogThrottle,
+    logthrottle::{MAX_LOGGED_INPUT, clip},
+};
 use crate::tls::{CaRoots, ConnInfo, ReloadableRoots};
 
 /// User name given to requests without credentials.
@@ -40,8 +44,15 @@ pub const MASTERS_GROUP: &str = "system:masters";
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Overall deadline of one review call to kube-apiserver, retries included.
 pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
-/// Entries kept per cache; bounds memory under token or path spraying.
-const CACHE_CAPACITY: u64 = 10_000;
+/// Bytes (as weighed by [`weigh_access`] and [`weigh_token`]) kept per cache; bounds memory
+/// whatever paths, users or tokens clients spray.
+pub const CACHE_BYTES: u64 = 16 << 20;
+/// An entry heavier than this is answered but not cached: one huge path must not evict
+/// thousands of ordinary entries.
+pub const MAX_CACHED_ENTRY_BYTES: u32 = 16 << 10;
+/// Fixed cost counted per cached entry and per string in it (allocation and map overhead).
+const ENTRY_OVERHEAD: usize = 128;
+const STRING_OVERHEAD: usize = 32;
 /// Retry schedule of review calls: 5 attempts, 500 ms growing ×1.5 (k8s.io/apiserver's).
 const RETRY_STEPS: u32 = 5;
 const RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -310,6 +321,32 @@ pub struct Authenticator {
     token_cache: moka::future::Cache<[u8; 32], Arc<TokenOutcome>>,
 }
 
+fn strings_weight<'a>(strings: impl IntoIterator<Item = &'a String>) -> usize {
+    strings.into_iter().map(|s| s.len() + STRING_OVERHEAD).sum()
+}
+
+fn user_weight(user: &UserInfo) -> usize {
+    strings_weight(
+        std::iter::once(&user.name)
+            .chain(&user.uid)
+            .chain(&user.groups)
+            .chain(user.extra.iter().flat_map(|(k, v)| std::iter::once(k).chain(v))),
+    )
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Approximate bytes a cached TokenReview outcome holds.
+pub fn weigh_token(_digest: &[u8; 32], outcome: &Arc<TokenOutcome>) -> u32 {
+    let value = match outcome.as_ref() {
+        Ok(user) => user_weight(user),
+        Err(reason) => reason.len(),
+    };
+    saturate(ENTRY_OVERHEAD + 32 + value)
+}
+
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
@@ -343,7 +380,8 @@ impl Authenticator {
             client_ca,
             token_reviewer,
             token_cache: moka::future::Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
+                .max_capacity(CACHE_BYTES)
+                .weigher(weigh_token)
                 .time_to_live(CACHE_TTL)
                 .build(),
         }
@@ -414,9 +452,7 @@ impl Authenticator {
         if errors.is_empty() {
             Ok(UserInfo::anonymous())
         } else {
-            let reason = errors.join("; ");
-            tracing::info!(remote_addr = %conn.remote_addr, %reason, "request authentication failed");
-            Err(AuthError::Unauthorized(reason))
+            Err(AuthError::Unauthorized(errors.join("; ")))
         }
     }
 
@@ -724,16 +760,92 @@ impl std::fmt::Debug for AuthzMode {
 
 /// A cached SubjectAccessReview answer: allowed, or denied with the reviewer's reason.
 #[derive(Debug, Clone)]
-enum Decision {
+pub enum Decision {
+    /// Allowed.
     Allow,
+    /// Denied, with the reviewer's reason.
     Deny(String),
+}
+
+/// What a SubjectAccessReview asks, and so what its answer may be cached under: the user and
+/// the attributes the review carries (the path only for non-resource requests; a metric read's
+/// raw path, with its query and escapes, is not part of the question).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccessKey {
+    user: UserInfo,
+    verb: String,
+    resource: Option<ResourceAttributes>,
+    non_resource_path: Option<String>,
+}
+
+impl AccessKey {
+    /// The key for `user` doing `attrs`.
+    pub fn new(user: &UserInfo, attrs: &Attributes) -> Self {
+        Self {
+            user: user.clone(),
+            verb: attrs.verb.clone(),
+            resource: attrs.resource.clone(),
+            non_resource_path: attrs.resource.is_none().then(|| attrs.path.clone()),
+        }
+    }
+
+    /// Approximate bytes the key holds.
+    pub fn weight(&self) -> u32 {
+        let resource = self.resource.as_ref().map_or(0, |r| {
+            strings_weight([
+                &r.group,
+                &r.version,
+                &r.resource,
+                &r.subresource,
+                &r.namespace,
+                &r.name,
+            ])
+        });
+        saturate(
+            ENTRY_OVERHEAD
+                + user_weight(&self.user)
+                + strings_weight(std::iter::once(&self.verb).chain(&self.non_resource_path))
+                + resource,
+        )
+    }
+}
+
+/// Approximate bytes a cached SubjectAccessReview answer holds.
+pub fn weigh_access(key: &AccessKey, decision: &Decision) -> u32 {
+    let reason = match decision {
+        Decision::Allow => 0,
+        Decision::Deny(r) => r.len(),
+    };
+    key.weight().saturating_add(saturate(reason))
 }
 
 /// Decides whether a user may do what a request asks.
 pub struct Authorizer {
     mode: AuthzMode,
     always_allow_paths: Vec<String>,
-    cache: moka::future::Cache<(UserInfo, Attributes), Decision>,
+    cache: moka::future::Cache<AccessKey, Decision>,
+    refusals: Arc<LogThrottle>,
+    review_failures: Arc<LogThrottle>,
+}
+
+fn access_cache(bytes: u64) -> moka::future::Cache<AccessKey, Decision> {
+    moka::future::Cache::builder()
+        .max_capacity(bytes)
+        .weigher(weigh_access)
+        .time_to_live(CACHE_TTL)
+        .build()
+}
+
+fn refusal_log(interval: Duration) -> Arc<LogThrottle> {
+    LogThrottle::new(interval, |s| {
+        tracing::info!(count = s.count, last = %s.last, "{} more requests refused in the last {}", s.count, s.window_text());
+    })
+}
+
+fn review_failure_log(interval: Duration) -> Arc<LogThrottle> {
+    LogThrottle::new(interval, |s| {
+        tracing::warn!(count = s.count, last = %s.last, "{} more authorization checks failed in the last {}", s.count, s.window_text());
+    })
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -759,11 +871,30 @@ impl Authorizer {
         Self {
             mode,
             always_allow_paths,
-            cache: moka::future::Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                .time_to_live(CACHE_TTL)
-                .build(),
+            cache: access_cache(CACHE_BYTES),
+            refusals: refusal_log(crate::net::logthrottle::DEFAULT_WINDOW),
+            review_failures: review_failure_log(crate::net::logthrottle::DEFAULT_WINDOW),
         }
+    }
+
+    /// Bounds the SubjectAccessReview cache to `bytes` (as weighed by [`weigh_access`]) instead
+    /// of [`CACHE_BYTES`].
+    pub fn with_cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache = access_cache(bytes);
+        self
+    }
+
+    /// Sums up refused requests and failed reviews once per `interval` instead of the default.
+    pub fn with_log_interval(mut self, interval: Duration) -> Self {
+        self.refusals = refusal_log(interval);
+        self.review_failures = review_failure_log(interval);
+        self
+    }
+
+    /// Entries and weighed bytes of the SubjectAccessReview cache (after pending evictions).
+    pub async fn cache_usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
     }
 
     /// True if anonymous users may reach the reviewer at all; when false the server should
@@ -797,23 +928,21 @@ impl Authorizer {
             }
             AuthzMode::AllowAuthenticated => Decision::Allow,
             AuthzMode::Delegated(client) => {
-                let key = (user.clone(), attrs.clone());
-                self.cache
-                    .try_get_with(key, Box::pin(post_access_review(client.clone(), user, attrs)))
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(path = %attrs.path, user = %user.name, error = %error_chain(e.as_ref()), "authorization check failed");
-                        AuthError::Unavailable(unwrap_shared(e))
-                    })?
+                let key = AccessKey::new(user, attrs);
+                let review = Box::pin(post_access_review(client.clone(), user, attrs));
+                if key.weight() > MAX_CACHED_ENTRY_BYTES {
+                    review.await.map_err(AuthError::Unavailable)?
+                } else {
+                    self.cache
+                        .try_get_with(key, review)
+                        .await
+                        .map_err(|e| AuthError::Unavailable(unwrap_shared(e)))?
+                }
             }
         };
         match decision {
             Decision::Allow => Ok(()),
-            Decision::Deny(reason) => {
-                let err = forbidden(user, attrs, &reason);
-                tracing::info!(path = %attrs.path, user = %user.name, verb = %attrs.verb, %reason, "request forbidden");
-                Err(err)
-            }
+            Decision::Deny(reason) => Err(forbidden(user, attrs, &reason)),
         }
     }
 }
@@ -827,8 +956,11 @@ fn unwrap_shared(error: Arc<ReviewError>) -> ReviewError {
     })
 }
 
-/// Builds the Forbidden error with Kubernetes' message and details.
+/// Builds the Forbidden error with Kubernetes' message and details; every part taken from the
+/// request path is cut to [`MAX_ECHOED_INPUT`](super::error::MAX_ECHOED_INPUT) bytes, so the
+/// answer cannot grow with what the client sent.
 fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> AuthError {
+    let echo = |s: &str| super::error::echo(s).into_owned();
     let suffix = if reason.is_empty() {
         String::new()
     } else {
@@ -838,41 +970,44 @@ fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> AuthError {
         None => AuthError::Forbidden {
             message: format!(
                 "forbidden: User {:?} cannot {} path {:?}{suffix}",
-                user.name, attrs.verb, attrs.path
+                user.name,
+                attrs.verb,
+                echo(&attrs.path)
             ),
             group: String::new(),
             kind: String::new(),
             name: String::new(),
         },
         Some(r) => {
+            let (group, kind, name) = (echo(&r.group), echo(&r.resource), echo(&r.name));
             let resource = if r.subresource.is_empty() {
-                r.resource.clone()
+                kind.clone()
             } else {
-                format!("{}/{}", r.resource, r.subresource)
+                format!("{kind}/{}", echo(&r.subresource))
             };
             let scope = if r.namespace.is_empty() {
                 "at the cluster scope".to_owned()
             } else {
-                format!("in the namespace {:?}", r.namespace)
+                format!("in the namespace {:?}", echo(&r.namespace))
             };
-            let qualified = if r.group.is_empty() {
-                r.resource.clone()
+            let qualified = if group.is_empty() {
+                kind.clone()
             } else {
-                format!("{}.{}", r.resource, r.group)
+                format!("{kind}.{group}")
             };
-            let subject = if r.name.is_empty() {
+            let subject = if name.is_empty() {
                 qualified
             } else {
-                format!("{qualified} {:?}", r.name)
+                format!("{qualified} {name:?}")
             };
             AuthError::Forbidden {
                 message: format!(
-                    "{subject} is forbidden: User {:?} cannot {} resource {resource:?} in API group {:?} {scope}{suffix}",
-                    user.name, attrs.verb, r.group
+                    "{subject} is forbidden: User {:?} cannot {} resource {resource:?} in API group {group:?} {scope}{suffix}",
+                    user.name, attrs.verb
                 ),
-                group: r.group.clone(),
-                kind: r.resource.clone(),
-                name: r.name.clone(),
+                group,
+                kind,
+                name,
             }
         }
     }
@@ -927,7 +1062,10 @@ async fn post_access_review(
 
 // === both ===
 
-/// Authenticates then authorizes one request, logging every 401/403 with its path.
+/// Authenticates then authorizes one request. Refusals are logged through the authorizer's
+/// throttle (the first of a window as it comes, the others summed up), with the path cut to
+/// [`MAX_LOGGED_INPUT`] bytes; a connection whose request authenticated is marked so, which
+/// keeps it from being shed near the connection cap.
 ///
 /// Anonymous requests to anything but always-allowed paths get 401 when the authorizer does
 /// not consider anonymous users (local mode), matching kube-apiserver with anonymous auth off.
@@ -943,13 +1081,18 @@ pub async fn check(
     let user = match authn.authenticate(conn, headers).await {
         Ok(user) => user,
         Err(e) => {
-            tracing::info!(path, remote_addr = %conn.remote_addr, error = %e, "401 Unauthorized");
+            log_refusal(authz, conn, path, &e);
             return Err(e);
         }
     };
-    if user.is_anonymous() && !authz.allows_anonymous() && !authz.is_always_allowed(path) {
-        tracing::info!(path, remote_addr = %conn.remote_addr, "401 Unauthorized: no credentials");
-        return Err(AuthError::Unauthorized("no credentials".to_owned()));
+    if user.is_anonymous() {
+        if !authz.allows_anonymous() && !authz.is_always_allowed(path) {
+            let e = AuthError::Unauthorized("no credentials".to_owned());
+            log_refusal(authz, conn, path, &e);
+            return Err(e);
+        }
+    } else {
+        conn.mark_authenticated();
     }
     // Attributes cost a decode and a handful of allocations; skip them when the answer is
     // already known (every authenticated request in --local mode, system:masters anywhere).
@@ -957,6 +1100,32 @@ pub async fn check(
         return Ok(user);
     }
     let attrs = request_attributes(method, path, uri.query());
-    Box::pin(authz.authorize(&user, &attrs)).await?;
+    if let Err(e) = Box::pin(authz.authorize(&user, &attrs)).await {
+        log_refusal(authz, conn, path, &e);
+        return Err(e);
+    }
     Ok(user)
+}
+
+fn log_refusal(authz: &Authorizer, conn: &ConnInfo, path: &str, error: &AuthError) {
+    let path = clip(path, MAX_LOGGED_INPUT);
+    let code = error.status_code().as_u16();
+    let reason = match error {
+        AuthError::Unavailable(e) => error_chain(e),
+        other => clip(&other.to_string(), MAX_LOGGED_INPUT * 2).into_owned(),
+    };
+    let throttle = match error {
+        AuthError::Unavailable(_) => &authz.review_failures,
+        _ => &authz.refusals,
+    };
+    let remote_addr = conn.remote_addr;
+    if !throttle.admit(|| format!("{code} from {remote_addr} for {path}: {reason}")) {
+        return;
+    }
+    match error {
+        AuthError::Unavailable(_) => {
+            tracing::warn!(code, %path, %remote_addr, %reason, "authorization check failed");
+        }
+        _ => tracing::info!(code, %path, %remote_addr, %reason, "request refused"),
+    }
 }

@@ -5,6 +5,18 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde::Serialize;
 
+use crate::net::logthrottle::clip;
+
+/// Longest client-supplied text (a selector, a metric name) echoed in an error message.
+pub const MAX_ECHOED_INPUT: usize = 256;
+/// Longest message or cause in a `Status` body, whatever went into it.
+pub const MAX_MESSAGE: usize = 4096;
+
+/// Client input as an error message may quote it: cut to [`MAX_ECHOED_INPUT`] bytes.
+pub fn echo(input: &str) -> std::borrow::Cow<'_, str> {
+    clip(input, MAX_ECHOED_INPUT)
+}
+
 /// An error the API reports to its client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -117,14 +129,20 @@ impl ApiError {
             name: d.name.as_deref(),
             group: d.group.as_deref(),
             kind: d.kind.as_deref(),
-            causes: d.causes.iter().map(|m| Cause { message: m }).collect(),
+            causes: d
+                .causes
+                .iter()
+                .map(|m| Cause {
+                    message: clip(m, MAX_MESSAGE),
+                })
+                .collect(),
         });
         let status = Status {
             kind: "Status",
             api_version: "v1",
             metadata: crate::external_metrics::types::EmptyObject {},
             status: "Failure",
-            message: &self.message,
+            message: clip(&self.message, MAX_MESSAGE),
             reason: (!self.reason.is_empty()).then_some(self.reason),
             details,
             code: self.code.as_u16(),
@@ -158,7 +176,7 @@ struct Status<'a> {
     api_version: &'static str,
     metadata: crate::external_metrics::types::EmptyObject,
     status: &'static str,
-    message: &'a str,
+    message: std::borrow::Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,7 +198,7 @@ struct Details<'a> {
 
 #[derive(Serialize)]
 struct Cause<'a> {
-    message: &'a str,
+    message: std::borrow::Cow<'a, str>,
 }
 
 #[cfg(test)]
@@ -209,5 +227,14 @@ mod tests {
                 .unwrap_or_default()
                 .contains("\"details\":{\"group\":\"external.metrics.k8s.io\",\"kind\":\"s0-x\"}")
         );
+    }
+
+    #[test]
+    fn bodies_stay_small_whatever_went_into_the_message() {
+        let huge = "x".repeat(200_000);
+        let body = ApiError::internal(huge.clone()).body();
+        assert!(body.len() < 2 * MAX_MESSAGE + 300, "{} bytes", body.len());
+        assert!(echo(&huge).len() < MAX_ECHOED_INPUT + 20);
+        assert_eq!(echo("short"), "short");
     }
 }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::{
     auth::{AuthError, Authenticator, Authorizer, check},
     discovery::{self, ApisForm, Document},
-    error::ApiError,
+    error::{ApiError, echo},
     fallback,
     metrics::{ApiMetrics, Route},
     types::{ExternalMetricValue, ExternalMetricValueList},
@@ -26,10 +26,7 @@ use crate::{
     cache::{MetricCache, ReadKind, Rendered, Sample},
     crd::scaled_object::SCALED_OBJECT_NAME_LABEL,
     quantity,
-    scalers::{
-        ScalerError,
-        registry::{ObjectKey, Registry},
-    },
+    scalers::registry::{ObjectKey, Registry},
     selector,
     tls::ConnInfo,
 };
@@ -302,8 +299,9 @@ async fn metric(
 }
 
 /// The ScaledObject a selector names, without a full parse for the form every HPA sends
-/// (`scaledobject.keda.sh/name=<name>`); anything else goes through the real parser.
-fn scaled_object_name(raw: &str) -> Result<String, ApiError> {
+/// (`scaledobject.keda.sh/name=<name>`); anything else goes through the real parser. `None`
+/// when the selector matches nothing (`name=a,name=b`), as a Kubernetes list would.
+fn scaled_object_name(raw: &str) -> Result<Option<String>, ApiError> {
     if let Some(name) = raw
         .strip_prefix(SCALED_OBJECT_NAME_LABEL)
         .and_then(|r| r.strip_prefix('='))
@@ -315,11 +313,19 @@ fn scaled_object_name(raw: &str) -> Result<String, ApiError> {
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
     {
-        return Ok(name.to_string());
+        return Ok(Some(name.to_string()));
     }
-    let sel = selector::parse(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))?;
-    sel.exact_value(SCALED_OBJECT_NAME_LABEL).map(str::to_string).ok_or_else(|| {
+    let sel = selector::parse(raw).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid labelSelector {:?}: {}",
+            echo(raw),
+            echo(&e.to_string())
+        ))
+    })?;
+    if sel.matches_nothing() {
+        return Ok(None);
+    }
+    sel.exact_value(SCALED_OBJECT_NAME_LABEL).map(|n| Some(n.to_string())).ok_or_else(|| {
         ApiError::bad_request(format!(
             "scaledObject name is not specified: labelSelector must select exactly one ScaledObject with {SCALED_OBJECT_NAME_LABEL}=<name>"
         ))
@@ -334,7 +340,9 @@ async fn read_metric(
     pretty: bool,
 ) -> Result<Bytes, ApiError> {
     let raw = label_selector_param(query);
-    let so_name = scaled_object_name(&raw)?;
+    let Some(so_name) = scaled_object_name(&raw)? else {
+        return Ok(empty_list(pretty));
+    };
     let key = ObjectKey::new(namespace, so_name);
     // The name is compared first so ordinary reads pay no second registry lookup.
     if metric.eq_ignore_ascii_case(crate::operator::hpa::COMPOSITE_METRIC_NAME)
@@ -363,10 +371,13 @@ async fn read_metric(
         }
         return render(&Sample::now(vec![value], true), metric, pretty).map_err(ApiError::internal);
     }
-    let resolved = state
-        .registry
-        .resolve(&key, metric)
-        .map_err(|e| ApiError::not_found(format!("the server could not find the metric {metric}: {e}")))?;
+    let resolved = state.registry.resolve(&key, metric).map_err(|e| {
+        ApiError::not_found(format!(
+            "the server could not find the metric {}: {}",
+            echo(metric),
+            echo(&e.to_string())
+        ))
+    })?;
     let started = Instant::now();
     let (outcome, kind) = state.cache.read(&resolved).await;
     let trigger = resolved.trigger();
@@ -422,8 +433,8 @@ async fn read_metric(
     }
     let sample = match outcome.as_ref() {
         Ok(s) => s,
-        Err(ScalerError::Timeout(d)) => {
-            let msg = format!("{}: upstream timed out after {d:?}", context());
+        Err(e) if e.is_timeout() => {
+            let msg = format!("{}: {e}", context());
             state.note_outcome(&key, trigger.index, Some(&msg));
             return Err(ApiError::timeout(msg));
         }
@@ -451,6 +462,22 @@ async fn read_metric(
     body.map_err(ApiError::internal)
 }
 
+/// The list a selector matching nothing selects.
+fn empty_list(pretty: bool) -> Bytes {
+    encode(&ExternalMetricValueList::new(Vec::new()), pretty).unwrap_or_default()
+}
+
+fn encode(list: &ExternalMetricValueList<'_>, pretty: bool) -> Result<Bytes, String> {
+    let mut body = if pretty {
+        serde_json::to_vec_pretty(list)
+    } else {
+        serde_json::to_vec(list)
+    }
+    .map_err(|e| e.to_string())?;
+    body.push(b'\n');
+    Ok(Bytes::from(body))
+}
+
 /// Renders a sample as an `ExternalMetricValueList`, refusing values the HPA cannot use.
 fn render(sample: &Sample, metric: &str, pretty: bool) -> Result<Bytes, String> {
     if sample.values.is_empty() {
@@ -473,15 +500,7 @@ fn render(sample: &Sample, metric: &str, pretty: bool) -> Result<Bytes, String> 
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let list = ExternalMetricValueList::new(items);
-    let mut body = if pretty {
-        serde_json::to_vec_pretty(&list)
-    } else {
-        serde_json::to_vec(&list)
-    }
-    .map_err(|e| e.to_string())?;
-    body.push(b'\n');
-    Ok(Bytes::from(body))
+    encode(&ExternalMetricValueList::new(items), pretty)
 }
 
 /// Re-exported for the server module.

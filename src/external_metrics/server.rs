@@ -3,7 +3,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
@@ -32,15 +32,9 @@ use crate::{
 /// Why the metrics server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// A port could not be bound.
-    #[error("failed to bind {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A port could not be bound; the message names the flag that moves it.
+    #[error(transparent)]
+    Bind(crate::report::BindError),
     /// `--local` set-up failed.
     #[error("failed to prepare --local mode")]
     Local(#[source] local::LocalError),
@@ -97,7 +91,20 @@ pub async fn run_on(
     let mut prom = prometheus_client::registry::Registry::default();
     let api_metrics = Arc::new(ApiMetrics::register(&mut prom));
     let keda_metrics = Arc::new(crate::keda_metrics::KedaMetrics::register(&mut prom));
-    let engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
+    let server_metrics = Arc::new(crate::net::ServerMetrics::register(&mut prom));
+    let limits = args.connections.limits();
+    let api_server = crate::net::Server {
+        name: "api",
+        limits: limits.clone(),
+        metrics: server_metrics.clone(),
+    };
+    let admin_server = crate::net::Server {
+        name: "admin",
+        limits,
+        metrics: server_metrics,
+    };
+    let mut engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
+    engine.observe(keda_metrics.clone());
     let registry = engine.registry.clone();
     let ready = Arc::new(AtomicBool::new(false));
 
@@ -107,22 +114,38 @@ pub async fn run_on(
     } else {
         IpAddr::from([0, 0, 0, 0])
     };
+    // Taken before the ports: a second `--local` on other ports must not overwrite this
+    // directory's kubeconfig, whatever its ports.
+    let mut state_lock = match &args.local {
+        Some(_) => Some(local::lock_state(&args.state_dir).map_err(ServerError::Local)?),
+        None => None,
+    };
     let secure_addr = SocketAddr::new(args.bind_address.unwrap_or(default_ip), args.secure_port);
-    let listener = TcpListener::bind(secure_addr)
-        .await
-        .map_err(|source| ServerError::Bind {
+    let listener = TcpListener::bind(secure_addr).await.map_err(|cause| {
+        ServerError::Bind(crate::report::BindError {
             addr: secure_addr,
-            source,
-        })?;
+            port_flag: "--secure-port",
+            address_flag: "--bind-address",
+            cause,
+        })
+    })?;
     let secure_addr = listener.local_addr().unwrap_or(secure_addr);
     let admin_addr = SocketAddr::new(args.metrics_bind_address.unwrap_or(default_ip), args.metrics_port);
-    let admin_listener = admin::bind(admin_addr)
-        .await
-        .map_err(|source| ServerError::Bind {
+    let admin_listener = admin::bind(admin_addr).await.map_err(|cause| {
+        ServerError::Bind(crate::report::BindError {
             addr: admin_addr,
-            source,
-        })?;
+            port_flag: "--metrics-port",
+            address_flag: "--metrics-bind-address",
+            cause,
+        })
+    })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
+    if let Some(lock) = state_lock.as_mut() {
+        lock.describe(&format!(
+            "pid {}, https://{secure_addr}, admin port {admin_addr}",
+            std::process::id()
+        ));
+    }
 
     let mut reloader = CertReloader::new(Duration::from_millis(args.cert_reload_interval.max(50)));
     let local_mode = args.local.is_some();
@@ -142,8 +165,9 @@ pub async fn run_on(
             kube: None,
             pods: Some(resolver.pod_index()),
             aws: AwsShared::default(),
+            metrics: None,
         };
-        registry.configure(resolver.clone(), context);
+        engine.configure(resolver.clone(), context);
         let source = source::local::LocalSource::new(dir.clone()).with_documents_callback(Box::new(
             move |docs: &[serde_yaml::Value], registry: &Registry| {
                 if resolver.update(docs) {
@@ -163,7 +187,26 @@ pub async fn run_on(
             _ => (setup.serving_cert.clone(), setup.serving_key.clone()),
         };
         let client_ca = args.client_ca_file.clone().unwrap_or(setup.ca_file.clone());
-        print_local_banner(&setup.kubeconfig, secure_addr, admin_addr);
+        {
+            // The banner names an object actually loaded, so it waits for the first read of DIR.
+            let (registry, ready, shutdown) = (registry.clone(), ready.clone(), shutdown.clone());
+            let kubeconfig = setup.kubeconfig.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                while !ready.load(std::sync::atomic::Ordering::Relaxed)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                }
+                print!(
+                    "{}",
+                    local::banner(&kubeconfig, secure_addr, admin_addr, &dir, &registry)
+                );
+            });
+        }
         (cert, key, Some(client_ca), None)
     } else {
         let client = match client {
@@ -174,6 +217,7 @@ pub async fn run_on(
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
+            metrics: None,
         };
         targets = Some(TargetReader {
             client: client.clone(),
@@ -181,20 +225,20 @@ pub async fn run_on(
             plurals: Default::default(),
         });
         let resolver = KubeResolver::start(client.clone(), registry.clone(), shutdown.clone()).await;
-        registry.configure(Arc::new(resolver), context);
+        engine.configure(Arc::new(resolver), context);
         if let Some(op) = &operator {
             tokio::spawn(crate::operator::runtime::drive(
                 client.clone(),
                 engine.clone(),
                 keda_metrics.clone(),
                 op.clone(),
-                args.watch_namespace.clone(),
+                crate::cli::watch_namespace(args.watch_namespace.as_deref()),
                 shutdown.clone(),
             ));
         }
         tokio::spawn(source::kube::run(
             client.clone(),
-            args.watch_namespace.clone(),
+            crate::cli::watch_namespace(args.watch_namespace.as_deref()),
             registry.clone(),
             ready.clone(),
             shutdown.clone(),
@@ -240,10 +284,10 @@ pub async fn run_on(
         (Some(c), false) => AuthzMode::Delegated(c.clone()),
         _ => AuthzMode::AllowAuthenticated,
     };
-    let authz = Arc::new(Authorizer::with_always_allow_paths(
-        authz_mode,
-        args.authorization_always_allow_paths.clone(),
-    ));
+    let authz = Arc::new(
+        Authorizer::with_always_allow_paths(authz_mode, args.authorization_always_allow_paths.clone())
+            .with_log_interval(api_server.limits.log_interval),
+    );
 
     let state = Arc::new(ApiState {
         registry,
@@ -263,7 +307,12 @@ pub async fn run_on(
         ready,
         demo: local_mode,
     });
-    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move { admin::run_with(&admin_server, admin_listener, admin_state, shutdown).await },
+        );
+    }
     {
         let shutdown = shutdown.clone();
         tokio::spawn(reloader.run(async move { shutdown.wait().await }));
@@ -273,9 +322,11 @@ pub async fn run_on(
         let state = state.clone();
         async move { handle(&state, req, &conn).await }
     };
-    tls::serve(listener, config, handler, async move { shutdown.wait().await })
-        .await
-        .map_err(ServerError::Serve)
+    tls::serve_with(&api_server, listener, config, handler, async move {
+        shutdown.wait().await
+    })
+    .await
+    .map_err(ServerError::Serve)
 }
 
 fn request_header_config(args: &MetricsServerArgs, ca: Arc<ReloadableRoots>) -> RequestHeaderConfig {
@@ -341,26 +392,4 @@ impl From<crate::cluster::ClientError> for ServerError {
             crate::cluster::ClientError::Kube(source) => ServerError::Kube(source),
         }
     }
-}
-
-fn print_local_banner(kubeconfig: &Path, secure: SocketAddr, admin: SocketAddr) {
-    let host = if secure.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        secure.ip().to_string()
-    };
-    let admin_host = if admin.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        admin.ip().to_string()
-    };
-    println!(
-        "\nebb metrics-server is serving external.metrics.k8s.io/v1beta1 on https://{host}:{port}\n\
-         Read a live value as the HPA would:\n\n  \
-         kubectl --kubeconfig {kc} get --raw '/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-metric-api-queue-depth?labelSelector=scaledobject.keda.sh%2Fname%3Dqueue-worker'\n\n\
-         Prometheus metrics: http://{admin_host}:{aport}/metrics\n",
-        port = secure.port(),
-        kc = kubeconfig.display(),
-        aport = admin.port(),
-    );
 }

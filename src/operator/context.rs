@@ -7,17 +7,24 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use kube::{Client, runtime::events::Recorder};
+use kube::{
+    Client,
+    runtime::events::{EventType, Recorder},
+};
 
 use crate::{
     cache::MetricCache,
+    crd::ScaledObject,
     keda_metrics::KedaMetrics,
     operator::fallback::HealthStore,
-    scalers::registry::{ObjectKey, Registry},
+    scalers::registry::{ObjectKey, Registry, object_key},
 };
 
 /// Source of "now"; tests inject a fixed instant.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Event reason when a scale loop is stopped (pause or deletion).
+pub const EVENT_SCALERS_STOPPED: &str = "KEDAScalersStopped";
 
 /// Field manager of every server-side apply ebb's operator makes.
 pub const FIELD_MANAGER: &str = "ebb-operator";
@@ -88,11 +95,32 @@ impl Context {
         }
     }
 
-    /// Stops the scale loop of `key`, if one runs.
-    pub fn stop_loop(&self, key: &ObjectKey) {
+    /// Stops the scale loop of `key`; true when one was running.
+    pub fn stop_loop(&self, key: &ObjectKey) -> bool {
         let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = loops.remove(key) {
-            h.abort.abort();
+        match loops.remove(key) {
+            Some(h) => {
+                h.abort.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the scale loop of `so` and, when one was running, says so with KEDA's
+    /// `KEDAScalersStopped` event (KEDA emits it when a paused or deleted object's loop ends).
+    pub async fn stop_scalers(&self, so: &ScaledObject) {
+        if self.stop_loop(&object_key(so)) {
+            super::reconcile::publish(
+                self,
+                so,
+                vec![(
+                    EventType::Normal,
+                    EVENT_SCALERS_STOPPED,
+                    "Stopped scalers watch".to_string(),
+                )],
+            )
+            .await;
         }
     }
 

@@ -23,7 +23,7 @@ use crate::{
     },
     operator::activation::pause_state,
     quantity::{self, Quantity},
-    scalers::{MetricSpec, MetricTarget, ResourceTarget},
+    scalers::{MetricSpec, MetricTarget, ResourceTarget, ScalerError, SharedScaler},
 };
 
 /// Name of the single metric that replaces all external metrics when scalingModifiers are used.
@@ -145,9 +145,13 @@ pub fn render_hpa(
         .get(HPA_EXCLUDED_LABELS_ANNOTATION)
         .map(|v| v.split(',').map(str::trim).collect())
         .unwrap_or_default();
-    for (k, v) in so.metadata.labels.iter().flatten() {
+    // KEDA labels the ScaledObject with its name before it builds the HPA (reconcile patches
+    // the same label onto the object), so the HPA inherits it unless it is excluded.
+    let mut so_labels = so.metadata.labels.clone().unwrap_or_default();
+    so_labels.insert(SCALED_OBJECT_NAME_LABEL.to_string(), so_name.clone());
+    for (k, v) in so_labels {
         if !excluded.contains(&k.as_str()) {
-            labels.insert(k.clone(), v.clone());
+            labels.insert(k, v);
         }
     }
 
@@ -195,6 +199,46 @@ pub fn render_hpa(
         spec: Some(spec),
         status: None,
     })
+}
+
+/// Why the HPA for a ScaledObject could not be built.
+#[derive(Debug, Clone)]
+pub enum DesiredError {
+    /// Triggers whose scaler could not be built, with their index (KEDA builds no HPA then).
+    Scalers(Vec<(usize, ScalerError)>),
+    /// The metric specs do not make a valid HPA.
+    Hpa(HpaError),
+}
+
+/// Metric specs paired with the index of the trigger that contributed them.
+pub type IndexedSpecs = Vec<(usize, MetricSpec)>;
+
+/// Metric specs of every trigger, paired with the trigger index, from scalers in trigger order.
+pub fn metric_specs<'a>(
+    scalers: impl IntoIterator<Item = (usize, &'a Result<SharedScaler, ScalerError>)>,
+) -> Result<IndexedSpecs, Vec<(usize, ScalerError)>> {
+    let mut specs = Vec::new();
+    let mut errors = Vec::new();
+    for (i, scaler) in scalers {
+        match scaler {
+            Ok(s) => specs.extend(s.metric_specs().into_iter().map(|m| (i, m))),
+            Err(e) => errors.push((i, e.clone())),
+        }
+    }
+    if errors.is_empty() { Ok(specs) } else { Err(errors) }
+}
+
+/// The HPA KEDA would apply for `so` and the metric specs it came from: the one path shared by
+/// reconcile (scalers from the registry) and `ebb render` (scalers built from files), so what
+/// `render` prints is the body the operator applies.
+pub fn desired_hpa<'a>(
+    so: &ScaledObject,
+    scalers: impl IntoIterator<Item = (usize, &'a Result<SharedScaler, ScalerError>)>,
+    version: &str,
+) -> Result<(HorizontalPodAutoscaler, IndexedSpecs), DesiredError> {
+    let specs = metric_specs(scalers).map_err(DesiredError::Scalers)?;
+    let hpa = render_hpa(so, &specs, version).map_err(DesiredError::Hpa)?;
+    Ok((hpa, specs))
 }
 
 /// HPA `minReplicas`: `minReplicaCount` when > 0, else 1 (KEDA owns the 0↔1 step).
@@ -521,6 +565,8 @@ spec:
         assert_eq!(labels["app.kubernetes.io/managed-by"], "keda-operator");
         assert_eq!(labels["team"], "a");
         assert!(!labels.contains_key("drop"));
+        // KEDA labels the ScaledObject before building the HPA, so the HPA always has the name.
+        assert_eq!(labels["scaledobject.keda.sh/name"], "app");
         let spec = hpa.spec.expect("spec");
         assert_eq!(spec.min_replicas, Some(1));
         assert_eq!(spec.max_replicas, 100);

@@ -40,6 +40,11 @@ use crate::{
     scalers::registry::{ObjectKey, Resolved, object_key},
 };
 
+/// Event reason when a trigger cannot be read (KEDA's `KEDAScalerFailed`, a Warning).
+pub const EVENT_SCALER_FAILED: &str = "KEDAScalerFailed";
+/// The same for a trigger read as a scalingModifiers source (KEDA's `KEDAMetricSourceFailed`).
+pub const EVENT_METRIC_SOURCE_FAILED: &str = "KEDAMetricSourceFailed";
+
 /// Wait after a failed re-read of the ScaledObject before trying again.
 const REREAD_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -204,6 +209,7 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
         match &t.scaler {
             Err(e) => {
                 debug!(scaledobject = %key, trigger = t.index, error = %e, "trigger has no scaler");
+                events.push((EventType::Warning, EVENT_SCALER_FAILED, e.to_string()));
                 outcome.error = true;
             }
             Ok(_) if t.metric_names.is_empty() => {
@@ -248,8 +254,7 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
                 }
                 (Step::Synthetic, _) => (true, false),
                 (Step::ModifiersNil, _) => (false, false),
-                (_, Err(e)) => {
-                    debug!(scaledobject = %key, metric, error = %e, "scaler failed");
+                (_, Err(_)) => {
                     if let Some(m) = &ctx.metrics {
                         m.record_scaler_error(&l);
                     }
@@ -257,6 +262,16 @@ pub async fn iterate(ctx: &Context, so: &ScaledObject) -> Result<()> {
                 }
                 (Step::Error, Ok(_)) => (false, true),
             };
+            // KEDA reports every failed read as an event, whether or not fallback covers it.
+            if let Err(e) = read.as_ref() {
+                warn!(scaledobject = %key, metric, error = %e, "error getting scale decision");
+                let reason = if so.spec.uses_scaling_modifiers() {
+                    EVENT_METRIC_SOURCE_FAILED
+                } else {
+                    EVENT_SCALER_FAILED
+                };
+                events.push((EventType::Warning, reason, e.to_string()));
+            }
             if let Some(m) = &ctx.metrics {
                 m.set_active(&l, active);
             }

@@ -11,4 +11,5 @@ pub mod reconcile;
 pub mod runtime;
 pub mod scale;
 pub mod status;
+pub mod trigger_auth;
 pub mod validate;

@@ -22,7 +22,7 @@ use super::{
     context::{Context, Error, FIELD_MANAGER, Result},
     fallback::has_valid_fallback,
     hpa::{
-        COMPOSITE_METRIC_NAME, external_metric_names, hpa_name, needs_update, render_hpa,
+        COMPOSITE_METRIC_NAME, DesiredError, desired_hpa, external_metric_names, hpa_name, needs_update,
         resource_metric_names,
     },
     loop_, scale,
@@ -31,7 +31,7 @@ use super::{
         PAUSED_MESSAGE, READY, READY_MESSAGE, UNPAUSED_MESSAGE, authentications_types, condition_status,
         initial_conditions, needs_initial_conditions, scale_target_gvkr, scale_target_kind, triggers_types,
     },
-    validate::validate_scaled_object,
+    validate::{deprecations, validate_scaled_object},
 };
 use crate::{
     crd::{
@@ -54,6 +54,8 @@ pub const EVENT_SCALERS_STARTED: &str = "KEDAScalersStarted";
 pub const EVENT_PAUSED: &str = "ScaledObjectPaused";
 /// Event reason when the pause annotations are removed.
 pub const EVENT_UNPAUSED: &str = "ScaledObjectUnpaused";
+/// Event reason for a setting KEDA 2.17 accepts but has deprecated (ebb's own reason).
+pub const EVENT_DEPRECATED: &str = "ScaledObjectDeprecatedSetting";
 /// Event reason after the object was deleted.
 pub const EVENT_DELETED: &str = "ScaledObjectDeleted";
 
@@ -91,7 +93,7 @@ pub fn error_policy(so: Arc<ScaledObject>, error: &Error, ctx: Arc<Context>) -> 
 /// Deletion: stop the loop, optionally restore the original replica count; the HPA goes by GC.
 async fn cleanup(so: &ScaledObject, ctx: &Context) -> Result<Action> {
     let key = object_key(so);
-    ctx.stop_loop(&key);
+    ctx.stop_scalers(so).await;
     let status = so.status.clone().unwrap_or_default();
     let restore = so
         .spec
@@ -192,7 +194,7 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
     let target = so.spec.scale_target_ref.name.clone();
 
     if pause.is_fully_paused() {
-        ctx.stop_loop(&key);
+        ctx.stop_scalers(so).await;
         let hpa = w.status.hpa_name.clone().unwrap_or_else(|| hpa_name(so));
         delete_hpa(&hpa_api, &hpa).await?;
         let count = match pause.paused_replica_count() {
@@ -276,6 +278,14 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
         w.check_failed(message);
         return Ok(Action::await_change());
     }
+    for d in deprecations(so) {
+        warn!(scaledobject = %key, field = %d.field, "{}", d.message);
+        w.events.push((
+            EventType::Warning,
+            EVENT_DEPRECATED,
+            format!("{}: {}", d.field, d.message),
+        ));
+    }
     w.status.triggers_types = Some(triggers_types(so));
     let auths = authentications_types(so);
     w.status.authentications_types = (!auths.is_empty()).then_some(auths);
@@ -284,22 +294,23 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
     let Some(entry) = ctx.registry.get(&key) else {
         return Ok(Action::requeue(RETRY));
     };
-    let mut specs = Vec::new();
-    for t in &entry.triggers {
-        match &t.scaler {
-            Ok(s) => specs.extend(s.metric_specs().into_iter().map(|m| (t.index, m))),
-            Err(e) => {
-                w.check_failed(format!(
-                    "Failed to ensure HPA is correctly created for ScaledObject: error getting scaler for trigger #{} ({}): {e}",
-                    t.index, t.trigger_type
-                ));
-                return Ok(Action::requeue(RETRY));
-            }
+    let scalers = entry.triggers.iter().map(|t| (t.index, &t.scaler));
+    let (desired, specs) = match desired_hpa(so, scalers, &ctx.version) {
+        Ok(d) => d,
+        Err(DesiredError::Scalers(errors)) => {
+            let (index, e) = &errors[0];
+            let type_ = so
+                .spec
+                .triggers
+                .get(*index)
+                .map(|t| t.type_.as_str())
+                .unwrap_or_default();
+            w.check_failed(format!(
+                "Failed to ensure HPA is correctly created for ScaledObject: error getting scaler for trigger #{index} ({type_}): {e}"
+            ));
+            return Ok(Action::requeue(RETRY));
         }
-    }
-    let desired = match render_hpa(so, &specs, &ctx.version) {
-        Ok(h) => h,
-        Err(e) => {
+        Err(DesiredError::Hpa(e)) => {
             w.check_failed(format!(
                 "Failed to ensure HPA is correctly created for ScaledObject: {e}"
             ));

@@ -30,11 +30,12 @@ use tracing::{debug, info, warn};
 use super::{
     context::{Context, Error},
     reconcile::{error_policy, reconcile},
+    trigger_auth::{self, AuthContext},
 };
 use crate::{
     admin::{self, AdminState},
     cli::{LeaderArgs, OperatorArgs},
-    crd::ScaledObject,
+    crd::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication},
     engine::Engine,
     keda_metrics::KedaMetrics,
     lease::{self, LeaseConfig},
@@ -57,9 +58,9 @@ pub enum RuntimeError {
     /// A kubeconfig could not be read.
     #[error("failed to read kubeconfig {0}")]
     Kubeconfig(PathBuf, #[source] kube::config::KubeconfigError),
-    /// The admin port could not be bound.
-    #[error("failed to bind {0}")]
-    Bind(SocketAddr, #[source] std::io::Error),
+    /// The admin port could not be bound; the message names the flag that moves it.
+    #[error(transparent)]
+    Bind(crate::report::BindError),
 }
 
 impl RuntimeError {
@@ -68,7 +69,7 @@ impl RuntimeError {
         match self {
             RuntimeError::Kube(_) => "kube",
             RuntimeError::Kubeconfig(..) => "kubeconfig",
-            RuntimeError::Bind(..) => "bind",
+            RuntimeError::Bind(_) => "bind",
         }
     }
 }
@@ -92,20 +93,27 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
     let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(KedaMetrics::register(&mut prom));
-    let engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
+    let mut engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
+    engine.observe(metrics.clone());
     let late = Arc::new(LateResolver::default());
-    engine.registry.configure(
+    engine.configure(
         late.clone(),
         ScalerContext {
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
+            metrics: None,
         },
     );
     let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
-    let admin_listener = admin::bind(admin_addr)
-        .await
-        .map_err(|e| RuntimeError::Bind(admin_addr, e))?;
+    let admin_listener = admin::bind(admin_addr).await.map_err(|cause| {
+        RuntimeError::Bind(crate::report::BindError {
+            addr: admin_addr,
+            port_flag: "--metrics-port",
+            address_flag: "--metrics-bind-address",
+            cause,
+        })
+    })?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin_state = Arc::new(AdminState {
         registry: prom,
@@ -125,7 +133,7 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
         engine,
         metrics,
         args.leader.clone(),
-        args.watch_namespace.clone(),
+        crate::cli::watch_namespace(args.watch_namespace.as_deref()),
         shutdown,
     )
     .await;
@@ -217,14 +225,23 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
         .default_backoff()
         .reflect(writer);
     let hpas = watcher(hpas, watcher::Config::default()).default_backoff();
-    Controller::for_stream(changes_only(scaled_objects, scaled_object_key), reader)
+    let auth = Arc::new(AuthContext::new(ctx.clone()));
+    let scaled_objects = Controller::for_stream(changes_only(scaled_objects, scaled_object_key), reader)
         .owns_stream(changes_only(hpas, hpa_key))
         .run(reconcile_guarded, error_policy_guarded, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 debug!(error = %e, "reconcile error");
             }
-        })
+        });
+    // KEDA runs the (Cluster)TriggerAuthentication controllers beside the ScaledObject one.
+    async move {
+        tokio::join!(
+            scaled_objects,
+            trigger_auth::run::<TriggerAuthentication>(auth.clone(), namespace),
+            trigger_auth::run::<ClusterTriggerAuthentication>(auth, None),
+        );
+    }
 }
 
 /// What a reconcile of a ScaledObject depends on: spec (generation), annotations (pause),
@@ -257,7 +274,7 @@ fn hpa_key(hpa: &HorizontalPodAutoscaler) -> u64 {
 
 /// Passes an applied object on only when `key` changed since it was last passed, and every
 /// deletion (a deleted HPA must be recreated even though its generation did not change).
-fn changes_only<K, S>(
+pub(crate) fn changes_only<K, S>(
     events: S,
     key: fn(&K) -> u64,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send

@@ -14,8 +14,11 @@ use crate::{
         scaled_object::{DEFAULT_MAX_REPLICAS, MetricTargetType, ScaleTrigger, ScaledObjectSpec},
     },
     operator::{activation::pause_state, formula, hpa::hpa_name},
-    quantity,
-    scalers::{ScalerConfig, ScalerError, build_scaler},
+    scalers::{
+        ScalerConfig, ScalerError, build_scaler, cpu_memory,
+        params::{self, Source},
+        registry::trigger_config,
+    },
 };
 
 /// One validation finding.
@@ -40,22 +43,24 @@ impl Problem {
     }
 }
 
-/// Trigger types whose scalers are built by modules written in parallel; until `build_scaler`
-/// knows them, an "unknown type" answer for these is not a problem.
-pub const TYPES_HANDLED_ELSEWHERE: &[&str] = &[
-    "prometheus",
-    "aws-sqs-queue",
-    "aws-cloudwatch",
-    "kubernetes-workload",
-    "cpu",
-    "memory",
-];
-
 /// Longest name usable as a label value (SO name) or object name we label with (HPA name).
 pub const MAX_NAME_LENGTH: usize = 63;
 
 /// All problems KEDA would report for this ScaledObject without looking at the cluster.
 pub fn validate_scaled_object(so: &ScaledObject) -> Vec<Problem> {
+    validate_scaled_object_with(so, &|_| None)
+}
+
+/// A trigger's scaler as built with its TriggerAuthentication and environment resolved, when
+/// the caller could resolve them (`ebb check` with the referenced objects in its files).
+pub type ResolvedBuild = Option<Result<(), ScalerError>>;
+
+/// [`validate_scaled_object`], with `resolved(i)` giving trigger `i`'s build outcome when its
+/// authentication could be resolved; `None` checks it offline, as the webhook does.
+pub fn validate_scaled_object_with(
+    so: &ScaledObject,
+    resolved: &dyn Fn(usize) -> ResolvedBuild,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     let spec = &so.spec;
     let name = so.metadata.name.as_deref().unwrap_or_default();
@@ -109,9 +114,27 @@ pub fn validate_scaled_object(so: &ScaledObject) -> Vec<Problem> {
     out.extend(check_fallback(spec));
     out.extend(check_scaling_modifiers(spec));
     for (i, t) in spec.triggers.iter().enumerate() {
-        out.extend(check_trigger_metadata(so, i, t));
+        out.extend(check_trigger_metadata(so, i, t, resolved(i)));
     }
     out
+}
+
+/// Settings KEDA 2.17 accepts but has deprecated, as warnings (admission `warnings`, an event
+/// and a log line from reconcile, `ebb check` output); `reason` is `deprecated`.
+pub fn deprecations(so: &ScaledObject) -> Vec<Problem> {
+    so.spec
+        .triggers
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| is_resource(t) && t.metadata.get("type").is_some_and(|v| !v.trim().is_empty()))
+        .map(|(i, _)| {
+            Problem::new(
+                format!("spec.triggers[{i}].metadata.type"),
+                cpu_memory::TYPE_DEPRECATED,
+                "deprecated",
+            )
+        })
+        .collect()
 }
 
 /// KEDA's replica-count bounds check (§2.6), shared by the webhook and reconcile.
@@ -342,18 +365,26 @@ fn check_scaling_modifiers(spec: &ScaledObjectSpec) -> Vec<Problem> {
 }
 
 /// Builds the trigger's scaler the way reconcile does and reports its error, pointing at the
-/// metadata key the message names when there is one.
-fn check_trigger_metadata(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> Vec<Problem> {
+/// metadata key the message names when there is one. Without `resolved`, the build is offline:
+/// credentials a TriggerAuthentication would give are placeholders, and a required parameter
+/// is not called missing when KEDA could still read it from the TriggerAuthentication
+/// (`authParams`) or from the target's environment (a present `<name>FromEnv` key).
+fn check_trigger_metadata(
+    so: &ScaledObject,
+    i: usize,
+    t: &ScaleTrigger,
+    resolved: ResolvedBuild,
+) -> Vec<Problem> {
     let field = |suffix: &str| format!("spec.triggers[{i}].{suffix}");
     let reason = "incorrect-triggers";
     if t.type_.is_empty() {
         return Vec::new();
     }
     if is_resource(t) {
-        return check_cpu_memory(t)
-            .into_iter()
-            .map(|(f, m)| Problem::new(field(&f), m, reason))
-            .collect();
+        return match cpu_memory::parse_target(&t.metadata, t.metric_type) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![Problem::new(field(e.field), e.message, reason)],
+        };
     }
     if t.metric_type == Some(MetricTargetType::Utilization) {
         return vec![Problem::new(
@@ -362,25 +393,45 @@ fn check_trigger_metadata(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> Vec<
             reason,
         )];
     }
-    let config = offline_scaler_config_assuming_sources(so, i, t);
-    match build_scaler(&config, &Default::default()) {
-        Ok(_) => Vec::new(),
-        Err(ScalerError::UnknownType(ty)) if TYPES_HANDLED_ELSEWHERE.contains(&ty.as_str()) => Vec::new(),
+    let built = match resolved {
+        Some(r) => r,
+        None => {
+            let config = offline_scaler_config_assuming_sources(so, i, t);
+            match build_scaler(&config, &Default::default()) {
+                Err(ScalerError::MissingParameter { name, sources })
+                    if supplied_elsewhere(t, &name, &sources) =>
+                {
+                    Ok(())
+                }
+                Err(e) if t.authentication_ref.is_some() && params::is_missing_credential(&e) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        }
+    };
+    match built {
+        Ok(()) => Vec::new(),
         Err(e @ ScalerError::UnknownType(_)) => vec![Problem::new(field("type"), e.to_string(), reason)],
         Err(e) => {
             let message = e.to_string();
-            // Offline there is no TriggerAuthentication or container env, so a parameter that may
-            // come from there cannot be called missing.
-            let external_sources =
-                t.authentication_ref.is_some() || t.metadata.keys().any(|k| k.ends_with("FromEnv"));
-            if external_sources && is_missing_parameter(&message) {
-                return Vec::new();
-            }
-            let key = named_key(&message, &t.metadata);
+            let key = match &e {
+                ScalerError::MissingParameter { name, .. } => Some(name.clone()),
+                _ => named_key(&message, &t.metadata),
+            };
             let f = key.map_or_else(|| field("metadata"), |k| field(&format!("metadata.{k}")));
             vec![Problem::new(f, message, reason)]
         }
     }
+}
+
+/// True when KEDA could read a missing parameter from a source offline validation cannot see:
+/// the TriggerAuthentication of a trigger with an `authenticationRef`, or the environment
+/// variable a `<name>FromEnv` key names.
+fn supplied_elsewhere(t: &ScaleTrigger, name: &str, sources: &[Source]) -> bool {
+    (sources.contains(&Source::AuthParams) && t.authentication_ref.is_some())
+        || (sources.contains(&Source::ResolvedEnv)
+            && t.metadata
+                .get(&format!("{name}FromEnv"))
+                .is_some_and(|v| !v.trim().is_empty()))
 }
 
 /// Credentials a TriggerAuthentication commonly supplies, filled with placeholders offline.
@@ -394,14 +445,6 @@ const PLACEHOLDER_AUTH_KEYS: &[&str] = &[
     "customAuthHeader",
     "customAuthValue",
 ];
-
-/// True for a scaler error that says a parameter is absent (which a TriggerAuthentication or
-/// the target's env may supply), in the words the scalers use.
-fn is_missing_parameter(message: &str) -> bool {
-    ["missing", "not found", "is required", "are required"]
-        .iter()
-        .any(|w| message.contains(w))
-}
 
 /// [`offline_scaler_config`] plus placeholder credentials when the trigger has an
 /// `authenticationRef`, so the rest of its metadata is still checked and its metric specs can be
@@ -422,22 +465,8 @@ pub fn offline_scaler_config_assuming_sources(so: &ScaledObject, i: usize, t: &S
 
 /// The `ScalerConfig` for trigger `i` as reconcile would build it, minus what needs the cluster
 /// (TriggerAuthentication parameters and the target container's env stay empty).
-pub fn offline_scaler_config(so: &ScaledObject, i: usize, t: &ScaleTrigger) -> ScalerConfig {
-    ScalerConfig {
-        namespace: so.metadata.namespace.clone().unwrap_or_default(),
-        scaled_object: so.metadata.name.clone().unwrap_or_default(),
-        trigger_index: i,
-        trigger_type: t.type_.clone(),
-        trigger_name: t.name.clone().unwrap_or_default(),
-        metadata: t.metadata.clone(),
-        auth_params: BTreeMap::new(),
-        resolved_env: BTreeMap::new(),
-        metric_type: t.metric_type.unwrap_or_default(),
-        metric_type_explicit: t.metric_type.is_some(),
-        as_metric_source: so.spec.uses_scaling_modifiers(),
-        global_http_timeout: Duration::from_millis(3000),
-        ..ScalerConfig::default()
-    }
+pub fn offline_scaler_config(so: &ScaledObject, i: usize, _t: &ScaleTrigger) -> ScalerConfig {
+    trigger_config(so, i, Duration::from_millis(3000))
 }
 
 /// The metadata key an error message is about: a quoted name, `error parsing X`, `no X given`,
@@ -458,8 +487,11 @@ fn named_key(message: &str, metadata: &BTreeMap<String, String>) -> Option<Strin
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
+            // `error parsing cron metadata: ...` names the scaler, not a key.
+            let about_scaler = rest[word.len()..].starts_with(" metadata");
             if is_name(&word)
-                && (prefix == "error parsing " || metadata.contains_key(&word) || rest.contains(" given"))
+                && !about_scaler
+                && (metadata.contains_key(&word) || (prefix == "no " && rest.contains(" given")))
             {
                 return Some(word);
             }
@@ -469,49 +501,6 @@ fn named_key(message: &str, metadata: &BTreeMap<String, String>) -> Option<Strin
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .find(|w| metadata.contains_key(*w))
         .map(str::to_string)
-}
-
-/// cpu/memory metadata rules (§12.5), as `(field suffix, message)`.
-fn check_cpu_memory(t: &ScaleTrigger) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if t.metadata.contains_key("type") {
-        out.push((
-            "metadata.type".to_string(),
-            "the 'type' setting is DEPRECATED and is removed in v2.18 - Use 'metricType' instead."
-                .to_string(),
-        ));
-    }
-    let value = t
-        .metadata
-        .get("value")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty());
-    match t.metric_type {
-        Some(MetricTargetType::Utilization) => match value {
-            None => out.push(("metadata.value".to_string(), "no value given".to_string())),
-            Some(v) if v.parse::<i32>().is_err() => out.push((
-                "metadata.value".to_string(),
-                format!("invalid value {v:?} for Utilization: must be a base-10 int32 percentage"),
-            )),
-            Some(_) => {}
-        },
-        Some(MetricTargetType::AverageValue) => match value {
-            None => out.push(("metadata.value".to_string(), "no value given".to_string())),
-            Some(v) if quantity::parse(v).is_err() => out.push((
-                "metadata.value".to_string(),
-                format!("invalid value {v:?} for AverageValue: not a Kubernetes quantity"),
-            )),
-            Some(_) => {}
-        },
-        other => out.push((
-            "metricType".to_string(),
-            format!(
-                "unknown metric type: {}, allowed values are 'Utilization' or 'AverageValue'",
-                other.map_or("", MetricTargetType::as_str)
-            ),
-        )),
-    }
-    out
 }
 
 /// Webhook rules for a TriggerAuthentication or ClusterTriggerAuthentication document (§11.1),
@@ -727,7 +716,100 @@ mod tests {
             m[0].1,
             "property \"useCachedMetrics\" is not supported for \"cron\" scaler"
         );
-        assert_eq!(m[2].1, "no scaler found for type: nope");
+        assert!(m[2].1.starts_with("unknown trigger type `nope`"), "{m:?}");
+    }
+
+    #[test]
+    fn unknown_types_read_as_unsupported_or_typos() {
+        let m = messages(
+            "  scaleTargetRef: {name: t}\n  triggers:\n  - {type: kafka, metadata: {}}\n  - {type: metrics-apii, metadata: {}}",
+        );
+        assert_eq!(m[0].0, "spec.triggers[0].type");
+        assert!(
+            m[0].1
+                .starts_with("KEDA scaler `kafka` is not supported by ebb yet (supported: cron, "),
+            "{m:?}"
+        );
+        assert_eq!(
+            m[1].1,
+            "unknown trigger type `metrics-apii`; did you mean `metrics-api`?"
+        );
+    }
+
+    /// KEDA reads `queueURL` from trigger metadata or `queueURLFromEnv`, never from a
+    /// TriggerAuthentication, so an authenticationRef does not excuse its absence.
+    #[test]
+    fn only_parameters_an_outside_source_can_give_are_excused() {
+        let sqs = |extra: &str, meta: &str| {
+            messages(&format!(
+                "  scaleTargetRef: {{name: t}}\n  triggers: [{{type: aws-sqs-queue, {extra}metadata: {{queueLength: '5', awsRegion: eu-west-1{meta}}}}}]"
+            ))
+        };
+        let m = sqs("authenticationRef: {name: aws}, ", "");
+        assert_eq!(
+            m,
+            vec![(
+                "spec.triggers[0].metadata.queueURL".to_string(),
+                "missing required parameter \"queueURL\" in [triggerMetadata resolvedEnv]".to_string(),
+                "incorrect-triggers"
+            )]
+        );
+        // The environment variable named by queueURLFromEnv may hold it.
+        assert_eq!(
+            sqs("authenticationRef: {name: aws}, ", ", queueURLFromEnv: QUEUE"),
+            vec![]
+        );
+        // awsRegion may come from authParams: excused with an authenticationRef only.
+        let cw = |extra: &str| {
+            messages(&format!(
+                "  scaleTargetRef: {{name: t}}\n  triggers: [{{type: aws-cloudwatch, {extra}metadata: {{namespace: AWS/SQS, metricName: M, dimensionName: d, dimensionValue: v, targetMetricValue: '2', minMetricValue: '0'}}}}]"
+            ))
+        };
+        assert_eq!(cw("authenticationRef: {name: aws}, "), vec![]);
+        let m = cw("");
+        assert!(m.iter().any(|p| p.1.contains("\"awsRegion\"")), "{m:?}");
+    }
+
+    #[test]
+    fn deprecated_cpu_memory_type_is_accepted_with_a_warning() {
+        let text = "  scaleTargetRef: {name: t}\n  minReplicaCount: 1\n  triggers:\n  - {type: memory, metadata: {type: Utilization, value: '60'}}";
+        assert_eq!(messages(text), vec![]);
+        let d = deprecations(&so(text));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].field, "spec.triggers[0].metadata.type");
+        assert_eq!(
+            d[0].message,
+            "The 'type' setting is DEPRECATED and will be removed in v2.18 - Use 'metricType' instead."
+        );
+        // Agreeing keys pass; disagreeing ones are refused.
+        assert_eq!(
+            messages(
+                "  scaleTargetRef: {name: t}\n  minReplicaCount: 1\n  triggers:\n  - {type: cpu, metricType: Utilization, metadata: {type: Utilization, value: '60'}}"
+            ),
+            vec![]
+        );
+        let m = messages(
+            "  scaleTargetRef: {name: t}\n  minReplicaCount: 1\n  triggers:\n  - {type: cpu, metricType: AverageValue, metadata: {type: Utilization, value: '60'}}",
+        );
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].0, "spec.triggers[0].metadata.type");
+        assert!(m[0].1.contains("disagree"), "{m:?}");
+    }
+
+    #[test]
+    fn unknown_cron_timezone_is_refused() {
+        let m = messages(
+            "  scaleTargetRef: {name: t}\n  triggers: [{type: cron, metadata: {timezone: Europe/Berln, start: '0 * * * *', end: '30 * * * *', desiredReplicas: '2'}}]",
+        );
+        assert_eq!(
+            m,
+            vec![(
+                "spec.triggers[0].metadata.timezone".to_string(),
+                "error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"
+                    .to_string(),
+                "incorrect-triggers"
+            )]
+        );
     }
 
     #[test]

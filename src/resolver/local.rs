@@ -3,7 +3,10 @@
 //! ServiceAccounts and Pods from the same directory as the ScaledObjects, so every trigger can
 //! be tried without a cluster. The set is swapped atomically when the files change.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::{
@@ -27,9 +30,9 @@ use crate::{
 type Key = (String, String);
 type AuthEntry = Result<TriggerAuthenticationSpec, String>;
 
-/// Documents indexed by kind and namespace/name.
+/// Documents indexed by kind and namespace/name: the lookups of `--local` and of `ebb check`.
 #[derive(Default, Debug)]
-struct Objects {
+pub struct LocalObjects {
     trigger_authentications: HashMap<Key, AuthEntry>,
     cluster_trigger_authentications: HashMap<String, AuthEntry>,
     secrets: HashMap<Key, Arc<Secret>>,
@@ -50,9 +53,33 @@ fn parse<T: DeserializeOwned>(doc: &serde_yaml::Value) -> Result<T, String> {
     serde_json::from_value(json).map_err(|e| e.to_string())
 }
 
-impl Objects {
-    fn from_documents(docs: &[serde_yaml::Value], pods: &mut Vec<Pod>) -> Self {
-        let mut o = Objects {
+impl LocalObjects {
+    /// Indexes `docs`; Pods are dropped (see [`LocalResolver`] for a pod index).
+    pub fn from_documents(docs: &[serde_yaml::Value]) -> Self {
+        Self::with_pods(docs, &mut Vec::new())
+    }
+
+    /// True when `docs` held at least one object of `kind` in `namespace` (any namespace for
+    /// ClusterTriggerAuthentication): `ebb check` then takes the files as the whole set of such
+    /// objects and calls a reference to another one missing.
+    pub fn holds(&self, kind: &str, namespace: &str) -> bool {
+        fn any_in<V>(m: &HashMap<Key, V>, namespace: &str) -> bool {
+            m.keys().any(|(ns, _)| ns == namespace)
+        }
+        match kind {
+            "TriggerAuthentication" => any_in(&self.trigger_authentications, namespace),
+            "ClusterTriggerAuthentication" => !self.cluster_trigger_authentications.is_empty(),
+            "Secret" => any_in(&self.secrets, namespace),
+            "ConfigMap" => any_in(&self.config_maps, namespace),
+            "Deployment" => any_in(&self.deployments, namespace),
+            "StatefulSet" => any_in(&self.stateful_sets, namespace),
+            "ServiceAccount" => any_in(&self.service_accounts, namespace),
+            _ => false,
+        }
+    }
+
+    fn with_pods(docs: &[serde_yaml::Value], pods: &mut Vec<Pod>) -> Self {
+        let mut o = LocalObjects {
             fingerprint: crate::hash::fnv1a(&serde_json::to_vec(docs).unwrap_or_default()),
             ..Default::default()
         };
@@ -144,7 +171,7 @@ fn merge_string_data(mut s: Secret) -> Secret {
     s
 }
 
-impl AuthSources for Objects {
+impl AuthSources for LocalObjects {
     fn trigger_authentication(&self, namespace: &str, name: &str) -> Option<AuthEntry> {
         self.trigger_authentications
             .get(&(namespace.to_string(), name.to_string()))
@@ -185,7 +212,7 @@ impl AuthSources for Objects {
 
 /// An [`AuthResolver`] over `--local` documents, replaceable while running.
 pub struct LocalResolver {
-    objects: ArcSwap<Objects>,
+    objects: ArcSwap<LocalObjects>,
     pods: PodIndex,
     cluster_object_namespace: String,
 }
@@ -203,7 +230,7 @@ impl LocalResolver {
     /// without `metadata.namespace` are in `default`, as `kubectl apply` would put them.
     pub fn from_documents(docs: &[serde_yaml::Value]) -> Self {
         let mut pods = Vec::new();
-        let objects = Objects::from_documents(docs, &mut pods);
+        let objects = LocalObjects::with_pods(docs, &mut pods);
         let index = PodIndex::local();
         index.replace(pods);
         Self {
@@ -223,7 +250,7 @@ impl LocalResolver {
     /// caller knows to call `Registry::rebuild_all`.
     pub fn update(&self, docs: &[serde_yaml::Value]) -> bool {
         let mut pods = Vec::new();
-        let objects = Objects::from_documents(docs, &mut pods);
+        let objects = LocalObjects::with_pods(docs, &mut pods);
         if objects.fingerprint == self.objects.load().fingerprint {
             return false;
         }
@@ -242,5 +269,119 @@ impl AuthResolver for LocalResolver {
     fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
         let objects = self.objects.load();
         resolve_into(&**objects, &self.cluster_object_namespace, so, index, config)
+    }
+}
+
+/// What resolving one trigger against the objects in files found (`ebb check`, `ebb render`).
+#[derive(Debug, Clone)]
+pub enum FileResolution {
+    /// Everything the trigger needed was in the files (or it needed nothing).
+    Resolved,
+    /// The files hold the kind of object needed, but resolution failed as the operator's would.
+    Failed(ScalerError),
+    /// Resolution needed objects of a kind the files do not hold: these were not checked.
+    NotChecked(Vec<String>),
+}
+
+/// An [`AuthResolver`] over documents given on the command line, running the operator's
+/// resolution code and remembering which lookups fell outside the files.
+///
+/// A lookup that misses is a real miss when the files hold objects of that kind in that
+/// namespace (they are then taken as the whole set); otherwise the object was simply not
+/// given, and the trigger is reported as not checked instead of broken.
+pub struct FileResolver<'a> {
+    objects: &'a LocalObjects,
+    cluster_object_namespace: &'a str,
+    outside: Mutex<Vec<String>>,
+    error: Mutex<Option<ScalerError>>,
+}
+
+impl<'a> FileResolver<'a> {
+    /// A resolver for one trigger over `objects`.
+    pub fn new(objects: &'a LocalObjects, cluster_object_namespace: &'a str) -> Self {
+        Self {
+            objects,
+            cluster_object_namespace,
+            outside: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The outcome of the last [`AuthResolver::resolve`] call.
+    pub fn resolution(&self) -> FileResolution {
+        let error = self.error.lock().ok().and_then(|e| e.clone());
+        let outside = self.outside.lock().map(|o| o.clone()).unwrap_or_default();
+        match error {
+            None => FileResolution::Resolved,
+            Some(_) if !outside.is_empty() => FileResolution::NotChecked(outside),
+            Some(e) => FileResolution::Failed(e),
+        }
+    }
+
+    fn miss<T>(&self, kind: &str, namespace: &str, name: &str) -> Option<T> {
+        if !self.objects.holds(kind, namespace)
+            && let Ok(mut outside) = self.outside.lock()
+        {
+            let label = if kind == "ClusterTriggerAuthentication" {
+                format!("{kind} {name}")
+            } else {
+                format!("{kind} {namespace}/{name}")
+            };
+            if !outside.contains(&label) {
+                outside.push(label);
+            }
+        }
+        None
+    }
+}
+
+impl AuthSources for FileResolver<'_> {
+    fn trigger_authentication(&self, namespace: &str, name: &str) -> Option<AuthEntry> {
+        self.objects
+            .trigger_authentication(namespace, name)
+            .or_else(|| self.miss("TriggerAuthentication", namespace, name))
+    }
+
+    fn cluster_trigger_authentication(&self, name: &str) -> Option<AuthEntry> {
+        self.objects
+            .cluster_trigger_authentication(name)
+            .or_else(|| self.miss("ClusterTriggerAuthentication", "", name))
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.objects
+            .secret(namespace, name)
+            .or_else(|| self.miss("Secret", namespace, name))
+    }
+
+    fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.objects
+            .config_map(namespace, name)
+            .or_else(|| self.miss("ConfigMap", namespace, name))
+    }
+
+    fn pod_spec(&self, kind: &str, namespace: &str, name: &str) -> Option<PodSpec> {
+        self.objects
+            .pod_spec(kind, namespace, name)
+            .or_else(|| self.miss(kind, namespace, name))
+    }
+
+    fn service_account(&self, namespace: &str, name: &str) -> Option<Arc<ServiceAccount>> {
+        self.objects
+            .service_account(namespace, name)
+            .or_else(|| self.miss("ServiceAccount", namespace, name))
+    }
+}
+
+impl AuthResolver for FileResolver<'_> {
+    fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
+        if let Ok(mut outside) = self.outside.lock() {
+            outside.clear();
+        }
+        let result = resolve_into(self, self.cluster_object_namespace, so, index, config);
+        if let Ok(mut error) = self.error.lock() {
+            *error = result.as_ref().err().cloned();
+        }
+        result
     }
 }

@@ -2,8 +2,8 @@
 //! `valueLocation`, compare it with `targetValue` / `activationTargetValue`.
 //!
 //! Value extraction per `format`:
-//! - `json`: a GJSON path subset: dot-separated keys, numeric segments index arrays, `\.` escapes a
-//!   literal dot, and a final `#` gives an array's length. No wildcards, queries or modifiers.
+//! - `json`: full GJSON, as KEDA (the `gjson` crate): dot paths, array indexes, `*`/`?` wildcards,
+//!   `#` and `#(...)` queries, `@` modifiers, `\` escapes.
 //! - `yaml`: dot path through maps and lists (list indices as keys); walking stops at the first
 //!   scalar, so extra segments after it are ignored, as in KEDA.
 //! - `xml`: KEDA cannot actually read xml (Go's decoder can't fill a generic map), so ebb picks a
@@ -22,8 +22,9 @@ use std::{fmt, time::Duration};
 use futures::future::BoxFuture;
 
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerError, metric_name,
-    params::{HttpAuth, METADATA, Params, build_http_client},
+    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+    metric_name,
+    params::{HttpAuth, HttpProbe, METADATA, Params, build_http_client, request_target, upstream_error},
 };
 use crate::crd::scaled_object::MetricTargetType;
 
@@ -78,6 +79,7 @@ pub struct MetricsApiScaler {
     client: reqwest::Client,
     metric_type: MetricTargetType,
     trigger_index: usize,
+    probe: HttpProbe,
 }
 
 impl fmt::Debug for MetricsApiScaler {
@@ -136,6 +138,11 @@ impl MetricsApiScaler {
             .unwrap_or(config.global_http_timeout);
         let auth = HttpAuth::parse(&p)?;
         let client = build_http_client(timeout, unsafe_ssl, auth.tls.as_ref())?;
+        let probe = HttpProbe::new(
+            config,
+            None,
+            &metric_name(config.trigger_index, &format!("metric-api-{value_location}")),
+        );
         Ok(Self {
             url,
             value_location,
@@ -148,31 +155,37 @@ impl MetricsApiScaler {
             client,
             metric_type: config.metric_type,
             trigger_index: config.trigger_index,
+            probe,
         })
     }
 
-    fn request_error(&self, e: reqwest::Error) -> ScalerError {
-        if e.is_timeout() {
-            ScalerError::Timeout(self.timeout)
-        } else {
-            ScalerError::Upstream(format!("{}: {e}", self.url))
-        }
+    /// Counts this scaler's requests in `ctx`'s KEDA metrics.
+    pub fn observed(mut self, ctx: &ScalerContext) -> Self {
+        self.probe.set_metrics(ctx.metrics.clone());
+        self
     }
 
     async fn fetch(&self) -> Result<f64, ScalerError> {
-        let req = self
+        let request = self
             .auth
-            .request(&self.client, reqwest::Method::GET, self.url.as_str())?;
-        let resp = req.send().await.map_err(|e| self.request_error(e))?;
+            .request(&self.client, reqwest::Method::GET, self.url.as_str())?
+            .build()
+            .map_err(|e| ScalerError::Config(format!("invalid request to {}: {e}", self.url)))?;
+        let target = request_target(&request);
+        let resp = self.probe.send(&self.client, request, self.timeout).await?;
         let status = resp.status();
         if status != reqwest::StatusCode::OK {
+            // KEDA's message names the path only; the host is what tells two upstreams apart.
             return Err(ScalerError::Upstream(format!(
                 "{}: api returned {}",
-                self.url.path(),
+                crate::report::display_url(&self.url),
                 status.as_u16()
             )));
         }
-        let body = resp.bytes().await.map_err(|e| self.request_error(e))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| upstream_error(&target, self.timeout, &e))?;
         extract_value(self.format, &body, &self.value_location)
     }
 }
@@ -245,60 +258,41 @@ fn wrong_type(path: &str, kind: &str) -> String {
     )
 }
 
-/// Splits a GJSON path on unescaped dots; `\x` stands for a literal `x`.
-fn split_gjson_path(path: &str) -> Vec<String> {
-    let mut segments = vec![String::new()];
-    let mut chars = path.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let (Some(next), Some(last)) = (chars.next(), segments.last_mut()) {
-                    last.push(next);
-                }
-            }
-            '.' => segments.push(String::new()),
-            other => {
-                if let Some(last) = segments.last_mut() {
-                    last.push(other);
-                }
-            }
-        }
+/// The GJSON type name KEDA's message uses for a value that is not a number (Go's `Type.String()`).
+fn gjson_type_name(kind: gjson::Kind) -> &'static str {
+    match kind {
+        gjson::Kind::Null => "Null",
+        gjson::Kind::False => "False",
+        gjson::Kind::True => "True",
+        gjson::Kind::Number => "Number",
+        gjson::Kind::String => "String",
+        gjson::Kind::Array | gjson::Kind::Object => "JSON",
     }
-    segments
 }
 
+/// KEDA evaluates `valueLocation` with GJSON (wildcards, `#` counts and `#(...)` queries,
+/// `@` modifiers, `\` escapes); the `gjson` crate implements the same syntax. The body is
+/// validated first because GJSON reads invalid JSON without complaint.
 fn json_value(body: &[u8], path: &str) -> Result<f64, String> {
-    use serde_json::Value;
-    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("error parsing json response: {e}"))?;
-    let segments = split_gjson_path(path);
-    let mut cur = &doc;
-    for (i, seg) in segments.iter().enumerate() {
-        let next = match cur {
-            Value::Object(map) => map.get(seg),
-            Value::Array(items) if seg == "#" => {
-                if i + 1 == segments.len() {
-                    return Ok(items.len() as f64);
-                }
-                return Err(format!(
-                    "valueLocation {path:?}: '#' is only supported as the last path segment"
-                ));
-            }
-            Value::Array(items) => seg.parse::<usize>().ok().and_then(|idx| items.get(idx)),
-            _ => None,
-        };
-        cur = match next {
-            Some(v) => v,
-            None => return Err(wrong_type(path, "Null")),
-        };
+    let text = std::str::from_utf8(body).map_err(|e| format!("error parsing json response: {e}"))?;
+    if !gjson::valid(text) {
+        return Err("error parsing json response: the body is not valid JSON".to_string());
     }
-    match cur {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| format!("valueLocation {path:?}: number {n} out of range")),
-        Value::String(s) => quantity_value(s),
-        Value::Null => Err(wrong_type(path, "Null")),
-        Value::Bool(_) => Err(wrong_type(path, "Bool")),
-        Value::Array(_) | Value::Object(_) => Err(wrong_type(path, "JSON")),
+    let v = gjson::get(text, path);
+    match v.kind() {
+        gjson::Kind::Number => {
+            let n = v.f64();
+            if n.is_finite() {
+                Ok(n)
+            } else {
+                Err(format!(
+                    "valueLocation {path:?}: number {} out of range",
+                    v.json()
+                ))
+            }
+        }
+        gjson::Kind::String => quantity_value(v.str()),
+        other => Err(wrong_type(path, gjson_type_name(other))),
     }
 }
 
@@ -863,7 +857,7 @@ mod tests {
             assert_eq!(value(Format::Json, JSON_BODY, loc), Ok(want), "{loc}");
         }
         for (loc, kind) in [
-            ("components.0.flag", "Bool"),
+            ("components.0.flag", "True"),
             ("components.0.none", "Null"),
             ("components.0.missing", "Null"),
             ("components.5.tasks", "Null"),
@@ -879,6 +873,72 @@ mod tests {
         assert!(value(Format::Json, JSON_BODY, "components.0.nan").is_err());
         assert!(value(Format::Json, JSON_BODY, "items.#.x").is_err());
         assert!(value(Format::Json, "{not json", "a").is_err());
+    }
+
+    /// KEDA's `TestGetValueFromResponse` JSON cases.
+    #[test]
+    fn keda_get_value_from_response_json() {
+        let body = r#"{"components":[{"id": "82328e93e", "tasks": 32, "str": "64", "k":"1k","wrong":"NaN"}],"count":2.43}"#;
+        assert_eq!(value(Format::Json, body, "count"), Ok(2.43));
+        assert_eq!(value(Format::Json, body, "components.0.str"), Ok(64.0));
+        assert_eq!(value(Format::Json, body, "components.0.tasks"), Ok(32.0));
+        assert_eq!(value(Format::Json, body, "components.0.k"), Ok(1000.0));
+        assert!(value(Format::Json, body, "components.0.wrong").is_err());
+    }
+
+    proptest::proptest! {
+        /// `valueLocation` is user input and the body comes from upstream: no path panics.
+        #[test]
+        fn no_gjson_path_panics(path in r#"[a-z0-9#@()|.*?\\=!<>%"\[\]{},: -]{0,40}"#) {
+            let body = r#"{"a": [{"b": 1, "c": "x"}, {"b": [2, 3]}], "d": {"e.f": true}, "g": null}"#;
+            let _ = value(Format::Json, body, &path);
+        }
+    }
+
+    /// GJSON beyond plain paths, as users write it for KEDA: queries, wildcards, modifiers, escapes.
+    #[test]
+    fn full_gjson_syntax() {
+        let body = r#"{
+            "items": [
+                {"name": "a", "value": 3, "tags": ["x"]},
+                {"name": "x", "value": 7, "tags": ["y", "z"]},
+                {"name": "y", "value": "2k"}
+            ],
+            "queues": {"mail": {"depth": 11}, "sms": {"depth": 4}},
+            "fav.movie": 5,
+            "a*b": 6,
+            "nested": [[1, 2], [3, 4, 5]]
+        }"#;
+        let cases = [
+            (r#"items.#(name=="x").value"#, 7.0),
+            (r#"items.#(name=="y").value"#, 2000.0),
+            ("items.#(value>5).value", 7.0),
+            (r#"items.#(name%"x*").value"#, 7.0),
+            ("items.#(tags.#>1).value", 7.0),
+            ("items.#", 3.0),
+            (r#"items.#(name!="a")#|#"#, 2.0),
+            ("queues.m*l.depth", 11.0),
+            ("queues.s?s.depth", 4.0),
+            ("items.@reverse.0.value", 2000.0),
+            ("items.@reverse|0.value", 2000.0),
+            (r"fav\.movie", 5.0),
+            (r"a\*b", 6.0),
+            ("nested.1.#", 3.0),
+            ("nested.@flatten.#", 5.0),
+            ("items.1.tags.#", 2.0),
+        ];
+        for (loc, want) in cases {
+            assert_eq!(value(Format::Json, body, loc), Ok(want), "{loc}");
+        }
+        // A query without a match, or one returning all matches, is not a number.
+        for (loc, kind) in [
+            (r#"items.#(name=="nope").value"#, "Null"),
+            ("items.#(value>1)#.value", "JSON"),
+            ("queues.*", "JSON"),
+        ] {
+            let e = value(Format::Json, body, loc).err().unwrap_or_default();
+            assert!(e.contains(&format!("got: '{kind}'")), "{loc}: {e}");
+        }
     }
 
     /// Needs `crate::quantity::parse_quantity` (written in parallel); passes once it lands.
@@ -1125,7 +1185,11 @@ last_no_newline{x="1"} 8"#;
         };
         let (r, _) = query(reply, &[], &[]).await;
         let e = r.err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(e, "/api/stats: api returned 500");
+        // The host and path, never the query string (API keys travel there).
+        assert!(
+            e.starts_with("http://127.0.0.1:") && e.ends_with("/api/stats: api returned 500"),
+            "{e}"
+        );
         let reply = Reply {
             status: 204,
             body: "",
@@ -1213,8 +1277,13 @@ last_no_newline{x="1"} 8"#;
         let started = std::time::Instant::now();
         let (r, _) = query(reply, &[("timeout", "200")], &[]).await;
         assert!(
-            matches!(r, Err(ScalerError::Timeout(d)) if d == Duration::from_millis(200)),
+            matches!(&r, Err(ScalerError::UpstreamTimeout { after, .. }) if *after == Duration::from_millis(200)),
             "{r:?}"
+        );
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.starts_with("GET http://127.0.0.1:") && e.ends_with("/api/stats: timed out after 200ms"),
+            "{e}"
         );
         assert!(started.elapsed() < Duration::from_secs(2));
     }
@@ -1228,6 +1297,26 @@ last_no_newline{x="1"} 8"#;
             Err(e) => panic!("{e}"),
         };
         assert!(matches!(r, Err(ScalerError::Upstream(_))), "{r:?}");
+        // Host and root cause, not reqwest's "error sending request for url".
+        assert_eq!(
+            r.err().map(|e| e.to_string()).unwrap_or_default(),
+            "GET http://127.0.0.1:1/api/v1/stats: connection refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_dns_failure_names_the_host() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let scaler = match build(&[("url", "http://ebb-no-such-host.invalid/q"), LOC, TARGET], &[]) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let r = scaler.get_metrics_and_activity("x").await;
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            e.starts_with("GET http://ebb-no-such-host.invalid/q: DNS lookup failed: "),
+            "{e}"
+        );
     }
 
     async fn start_tls_server(cert_der: Vec<u8>, key_der: Vec<u8>) -> String {
@@ -1303,7 +1392,7 @@ last_no_newline{x="1"} 8"#;
         };
         let untrusted = run(vec![], vec![]).await;
         assert!(
-            matches!(untrusted, Err(ScalerError::Upstream(_))),
+            matches!(&untrusted, Err(ScalerError::Upstream(m)) if m.ends_with(": TLS: invalid peer certificate: UnknownIssuer") && m.contains("https://127.0.0.1:")),
             "{untrusted:?}"
         );
         assert_eq!(

@@ -62,6 +62,8 @@ pub struct ScalerContext {
     pub pods: Option<kubernetes_workload::PodIndex>,
     /// Shared AWS configuration and credential caches.
     pub aws: aws::AwsShared,
+    /// KEDA's metrics, fed by the scalers' outbound HTTP requests.
+    pub metrics: Option<Arc<crate::keda_metrics::KedaMetrics>>,
 }
 
 impl fmt::Debug for ScalerContext {
@@ -69,6 +71,7 @@ impl fmt::Debug for ScalerContext {
         f.debug_struct("ScalerContext")
             .field("kube", &self.kube.is_some())
             .field("pods", &self.pods.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -135,9 +138,130 @@ pub enum ScalerError {
     /// The upstream call did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The trigger type is unknown.
-    #[error("no scaler found for type: {0}")]
+    /// A call to a known upstream did not finish in time; `upstream` names it (`GET http://host/path`).
+    #[error("{upstream}: timed out{}", if after.is_zero() { String::new() } else { format!(" after {after:?}") })]
+    UpstreamTimeout {
+        /// What was called, without credentials.
+        upstream: String,
+        /// The timeout that expired (zero when the call had none of its own).
+        after: Duration,
+    },
+    /// A required parameter is absent from every source it may come from.
+    #[error("missing required parameter {name:?} in [{}]", params::sources_label(sources))]
+    MissingParameter {
+        /// The parameter's first name.
+        name: String,
+        /// Where it was looked for, in order.
+        sources: Vec<params::Source>,
+    },
+    /// The trigger type is one ebb has no scaler for (a KEDA scaler not ported yet, or a typo).
+    #[error("{}", unknown_type_message(.0))]
     UnknownType(String),
+}
+
+/// Every trigger type KEDA's scaler builder knows (`pkg/scaling/scalers_builder.go`), so a
+/// manifest naming one ebb lacks reads as "not supported yet" rather than as a typo.
+pub const KEDA_TYPES: &[&str] = &[
+    "activemq",
+    "apache-kafka",
+    "arangodb",
+    "artemis-queue",
+    "aws-cloudwatch",
+    "aws-dynamodb",
+    "aws-dynamodb-streams",
+    "aws-kinesis-stream",
+    "aws-sqs-queue",
+    "azure-app-insights",
+    "azure-blob",
+    "azure-data-explorer",
+    "azure-eventhub",
+    "azure-log-analytics",
+    "azure-monitor",
+    "azure-pipelines",
+    "azure-queue",
+    "azure-servicebus",
+    "beanstalkd",
+    "cassandra",
+    "couchdb",
+    "cpu",
+    "cron",
+    "datadog",
+    "dynatrace",
+    "elasticsearch",
+    "etcd",
+    "external",
+    "external-push",
+    "gcp-cloudtasks",
+    "gcp-pubsub",
+    "gcp-stackdriver",
+    "gcp-storage",
+    "github-runner",
+    "graphite",
+    "huawei-cloudeye",
+    "ibmmq",
+    "influxdb",
+    "kafka",
+    "kubernetes-workload",
+    "liiklus",
+    "loki",
+    "memory",
+    "metrics-api",
+    "mongodb",
+    "mssql",
+    "mysql",
+    "nats-jetstream",
+    "new-relic",
+    "nsq",
+    "openstack-metric",
+    "openstack-swift",
+    "postgresql",
+    "predictkube",
+    "prometheus",
+    "pulsar",
+    "rabbitmq",
+    "redis",
+    "redis-cluster",
+    "redis-cluster-streams",
+    "redis-sentinel",
+    "redis-sentinel-streams",
+    "redis-streams",
+    "selenium-grid",
+    "solace-event-queue",
+    "solr",
+    "splunk",
+    "stan",
+];
+
+/// KEDA types ebb has no scaler for yet (docs/compatibility.md lists them).
+pub fn unsupported_keda_types() -> impl Iterator<Item = &'static str> {
+    KEDA_TYPES.iter().copied().filter(|t| !KNOWN_TYPES.contains(t))
+}
+
+/// The message for a trigger type ebb cannot build: "not supported yet" for a KEDA scaler,
+/// "did you mean" for a near miss of any known type, the supported list otherwise.
+pub fn unknown_type_message(ty: &str) -> String {
+    let supported = KNOWN_TYPES.join(", ");
+    if KEDA_TYPES.contains(&ty) {
+        return format!("KEDA scaler `{ty}` is not supported by ebb yet (supported: {supported})");
+    }
+    // Trigger types are matched exactly by KEDA, so `Cron` is as wrong as `crom`.
+    let lower = ty.to_ascii_lowercase();
+    let nearest = KEDA_TYPES
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&lower, k), *k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min();
+    match nearest {
+        Some((_, k)) => format!("unknown trigger type `{ty}`; did you mean `{k}`?"),
+        None => format!("unknown trigger type `{ty}` (supported by ebb: {supported})"),
+    }
+}
+
+impl ScalerError {
+    /// True when the upstream did not answer in time (the metrics API answers 504 for these).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::UpstreamTimeout { .. })
+    }
 }
 
 /// A live scaler for one trigger.
@@ -159,7 +283,9 @@ pub type SharedScaler = Arc<dyn Scaler>;
 pub fn build_scaler(config: &ScalerConfig, ctx: &ScalerContext) -> Result<SharedScaler, ScalerError> {
     match config.trigger_type.as_str() {
         "cron" => Ok(Arc::new(cron::CronScaler::new(config)?)),
-        "metrics-api" => Ok(Arc::new(metrics_api::MetricsApiScaler::new(config)?)),
+        "metrics-api" => Ok(Arc::new(
+            metrics_api::MetricsApiScaler::new(config)?.observed(ctx),
+        )),
         "prometheus" => Ok(Arc::new(prometheus::PrometheusScaler::new(config, ctx)?)),
         "aws-sqs-queue" => Ok(Arc::new(aws::sqs::SqsScaler::new(config, ctx)?)),
         "aws-cloudwatch" => Ok(Arc::new(aws::cloudwatch::CloudWatchScaler::new(config, ctx)?)),
@@ -218,6 +344,43 @@ mod tests {
             metric_name(1, "metric-api-components.0.tasks"),
             "s1-metric-api-components-0-tasks"
         );
+    }
+
+    #[test]
+    fn unknown_type_messages() {
+        assert!(unknown_type_message("rabbitmq").starts_with(
+            "KEDA scaler `rabbitmq` is not supported by ebb yet (supported: cron, metrics-api,"
+        ));
+        assert_eq!(
+            unknown_type_message("metrics-apii"),
+            "unknown trigger type `metrics-apii`; did you mean `metrics-api`?"
+        );
+        assert_eq!(
+            unknown_type_message("Prometheus"),
+            "unknown trigger type `Prometheus`; did you mean `prometheus`?"
+        );
+        assert_eq!(
+            unknown_type_message("kafak"),
+            "unknown trigger type `kafak`; did you mean `kafka`?"
+        );
+        assert!(
+            unknown_type_message("zzzzzzzz")
+                .starts_with("unknown trigger type `zzzzzzzz` (supported by ebb: cron")
+        );
+        assert!(KNOWN_TYPES.iter().all(|t| KEDA_TYPES.contains(t)));
+    }
+
+    /// docs/compatibility.md names every KEDA scaler ebb does not have.
+    #[test]
+    fn compatibility_doc_lists_unsupported_scalers() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/compatibility.md"))
+            .expect("docs/compatibility.md");
+        for t in unsupported_keda_types() {
+            assert!(
+                doc.contains(&format!("`{t}`")),
+                "docs/compatibility.md does not list {t}"
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,15 @@
 //! `ParseBool`, Go durations or plain milliseconds) so manifests written for KEDA behave the same.
 //! Errors are returned on the first bad parameter rather than joined, which keeps messages short.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::{ScalerConfig, ScalerError};
+use crate::keda_metrics::{HttpRequestLabels, KedaMetrics};
 
 /// Where a parameter value may come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +37,11 @@ impl Source {
             Source::ResolvedEnv => "resolvedEnv",
         }
     }
+}
+
+/// KEDA's `[triggerMetadata authParams]` rendering of a source list.
+pub fn sources_label(sources: &[Source]) -> String {
+    sources.iter().map(|s| s.label()).collect::<Vec<_>>().join(" ")
 }
 
 /// Trigger metadata only.
@@ -85,7 +96,7 @@ impl<'a> Params<'a> {
         }
         Param {
             name: names.first().copied().unwrap_or_default().to_string(),
-            sources: sources.iter().map(|s| s.label()).collect::<Vec<_>>().join(" "),
+            sources: sources.to_vec(),
             raw,
         }
     }
@@ -100,7 +111,7 @@ impl<'a> Params<'a> {
 #[derive(Clone, Debug)]
 pub struct Param<'a> {
     name: String,
-    sources: String,
+    sources: Vec<Source>,
     raw: Option<&'a str>,
 }
 
@@ -120,12 +131,13 @@ impl<'a> Param<'a> {
         self.raw.is_some()
     }
 
-    /// KEDA's message for an absent required parameter.
+    /// KEDA's error for an absent required parameter (`missing required parameter "x" in [...]`),
+    /// keeping the sources so offline validation knows whether a TriggerAuthentication could supply it.
     pub fn missing_error(&self) -> ScalerError {
-        ScalerError::Config(format!(
-            "missing required parameter {:?} in [{}]",
-            self.name, self.sources
-        ))
+        ScalerError::MissingParameter {
+            name: self.name.clone(),
+            sources: self.sources.clone(),
+        }
     }
 
     fn parse_error(&self, msg: impl fmt::Display) -> ScalerError {
@@ -510,6 +522,12 @@ impl fmt::Debug for HttpAuth {
     }
 }
 
+/// True for an auth-block error about credentials KEDA reads from `authParams` (a
+/// TriggerAuthentication): `error parsing auth: X is required for Y auth mode`.
+pub fn is_missing_credential(e: &ScalerError) -> bool {
+    matches!(e, ScalerError::Config(m) if m.starts_with("error parsing auth: ") && m.contains(" required for "))
+}
+
 impl HttpAuth {
     /// Parses `authModes` and its fields from metadata/auth params (spec §11.2 "Shared HTTP auth block").
     pub fn parse(params: &Params<'_>) -> Result<Self, ScalerError> {
@@ -682,8 +700,101 @@ pub fn build_http_client(
     Ok(client)
 }
 
+/// One scaler's outbound HTTP calls: each is counted in KEDA's `keda_scaler_http_requests_total`
+/// and `keda_scaler_http_request_duration_seconds`, and a failure becomes an error naming the
+/// upstream and the root cause (see [`crate::report::root_cause`]).
+#[derive(Clone)]
+pub struct HttpProbe {
+    metrics: Option<Arc<KedaMetrics>>,
+    labels: HttpRequestLabels,
+}
+
+impl fmt::Debug for HttpProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProbe")
+            .field("metric_name", &self.labels.metric_name)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl HttpProbe {
+    /// A probe for the trigger `config` describes, serving `metric_name`; records nothing without `metrics`.
+    pub fn new(config: &ScalerConfig, metrics: Option<Arc<KedaMetrics>>, metric_name: &str) -> Self {
+        Self {
+            metrics,
+            labels: HttpRequestLabels {
+                namespace: config.namespace.clone(),
+                scaled_resource: config.scaled_object.clone(),
+                // KEDA labels these requests with the trigger *type*.
+                scaler: config.trigger_type.clone(),
+                trigger_name: config.trigger_name.clone(),
+                metric_name: metric_name.to_string(),
+                status_code: String::new(),
+            },
+        }
+    }
+
+    /// Records into `metrics` from now on (scalers are built before they know where to record).
+    pub fn set_metrics(&mut self, metrics: Option<Arc<KedaMetrics>>) {
+        self.metrics = metrics;
+    }
+
+    /// Counts one request that ended with `status` (`None`: no HTTP answer) after `elapsed`.
+    pub fn record(&self, status: Option<u16>, elapsed: Duration) {
+        if let Some(m) = &self.metrics {
+            let mut labels = self.labels.clone();
+            labels.status_code = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+            m.record_http_request(&labels, elapsed);
+        }
+    }
+
+    /// Sends `request` on `client`, recording it; `timeout` is the client's, for the message.
+    pub async fn send(
+        &self,
+        client: &reqwest::Client,
+        request: reqwest::Request,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ScalerError> {
+        let target = request_target(&request);
+        let started = Instant::now();
+        let result = client.execute(request).await;
+        self.record(
+            result.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
+        result.map_err(|e| upstream_error(&target, timeout, &e))
+    }
+}
+
+/// `GET http://host:port/path` of a request, without credentials or query string.
+pub fn request_target(request: &reqwest::Request) -> String {
+    format!(
+        "{} {}",
+        request.method(),
+        crate::report::display_url(request.url())
+    )
+}
+
+/// A failed call to `target` as a [`ScalerError`]: a timeout stays a timeout (504 on the API),
+/// anything else names the root cause found in the error's source chain.
+pub fn upstream_error(target: &str, timeout: Duration, e: &reqwest::Error) -> ScalerError {
+    if e.is_timeout() {
+        ScalerError::UpstreamTimeout {
+            upstream: target.to_string(),
+            after: timeout,
+        }
+    } else {
+        ScalerError::Upstream(format!("{target}: {}", crate::report::root_cause(e)))
+    }
+}
+
 #[cfg(test)]
-static CLIENTS_BUILT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    /// Clients built on this thread: each test runs on its own thread, so parallel tests that
+    /// build clients do not disturb the count of the test that reads it.
+    static CLIENTS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 fn new_http_client(
     timeout: Duration,
@@ -691,7 +802,7 @@ fn new_http_client(
     tls: Option<&TlsAuth>,
 ) -> Result<reqwest::Client, ScalerError> {
     #[cfg(test)]
-    CLIENTS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CLIENTS_BUILT.with(|n| n.set(n.get() + 1));
     // reqwest panics without a process-wide provider; ring is the only one compiled in, and
     // installing fails harmlessly when the binary already did it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -961,12 +1072,12 @@ mod tests {
     fn client_builds_and_rejects_bad_pem() {
         assert!(build_http_client(Duration::from_secs(1), true, None).is_ok());
         // The same settings share one client (one connection pool, one parsed trust store).
-        let before = CLIENTS_BUILT.load(std::sync::atomic::Ordering::Relaxed);
+        let before = CLIENTS_BUILT.with(std::cell::Cell::get);
         for _ in 0..3 {
             build_http_client(Duration::from_millis(1234), false, None).expect("client");
         }
         build_http_client(Duration::from_millis(1235), false, None).expect("client");
-        let built = CLIENTS_BUILT.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let built = CLIENTS_BUILT.with(std::cell::Cell::get) - before;
         assert!(built <= 2, "{built} clients built for two settings");
         let bad = TlsAuth {
             cert: "nope".into(),

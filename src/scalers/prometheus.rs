@@ -41,8 +41,11 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-    time::{Duration, SystemTime},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use futures::future::BoxFuture;
@@ -53,9 +56,12 @@ use super::{
     MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
     aws::{AwsShared, sigv4},
     metric_name,
-    params::{HttpAuth, METADATA, METADATA_AUTH, Params, build_http_client},
+    params::{HttpAuth, HttpProbe, METADATA, METADATA_AUTH, Params, build_http_client, upstream_error},
 };
-use crate::crd::scaled_object::MetricTargetType;
+use crate::{
+    crd::scaled_object::MetricTargetType,
+    keda_metrics::{EmptyUpstreamLabels, KedaMetrics, ScaledResourceType},
+};
 
 /// Service name AMP requests are signed for.
 const AMP_SERVICE: &str = "aps";
@@ -83,6 +89,9 @@ pub struct PrometheusScaler {
     trigger_index: usize,
     empty_responses: AtomicU64,
     unsigned_warned: AtomicBool,
+    probe: HttpProbe,
+    /// Where empty results are counted (`keda_scaler_empty_upstream_responses_total`).
+    empty_metric: Option<(Arc<KedaMetrics>, EmptyUpstreamLabels)>,
 }
 
 // Headers and the AWS config carry secrets; print names and shapes only.
@@ -157,6 +166,18 @@ impl PrometheusScaler {
         let headers = fixed_headers(&custom_headers, &auth, &client, &server)?;
         let prom = prometheus_http_query::Client::from(client.clone(), server.as_str())
             .map_err(|e| ScalerError::Config(format!("error parsing serverAddress: {e}")))?;
+        let metric = metric_name(config.trigger_index, "prometheus");
+        let empty_metric = ctx.metrics.clone().map(|m| {
+            let labels = EmptyUpstreamLabels {
+                namespace: config.namespace.clone(),
+                scaled_resource: config.scaled_object.clone(),
+                trigger_name: config.trigger_name.clone(),
+                metric_name: metric.clone(),
+                resource_type: ScaledResourceType::ScaledObject,
+                ignore_null_values,
+            };
+            (m, labels)
+        });
         Ok(Self {
             server,
             query,
@@ -177,6 +198,8 @@ impl PrometheusScaler {
             trigger_index: config.trigger_index,
             empty_responses: AtomicU64::new(0),
             unsigned_warned: AtomicBool::new(false),
+            probe: HttpProbe::new(config, ctx.metrics.clone(), &metric),
+            empty_metric,
         })
     }
 
@@ -216,46 +239,51 @@ impl PrometheusScaler {
         self.namespace.is_some() || !self.query_parameters.is_empty() || self.aws_region.is_some()
     }
 
-    fn request_error(&self, e: &reqwest::Error) -> ScalerError {
-        if e.is_timeout() {
-            ScalerError::Timeout(self.timeout)
-        } else {
-            ScalerError::Upstream(format!("error querying prometheus at {}: {e}", self.server))
-        }
+    /// `GET <server>/api/v1/query`, naming this scaler's upstream in errors.
+    fn target(&self) -> String {
+        format!(
+            "GET {}",
+            crate::report::display_url(&query_endpoint(&self.server))
+        )
     }
 
     /// Sends the query and returns the status and body.
     async fn send(&self) -> Result<(u16, bytes::Bytes), ScalerError> {
         let time = rfc3339_seconds(SystemTime::now());
+        let target = self.target();
         let response = if self.needs_direct_request() {
             let mut request = self
                 .client
                 .get(self.query_url(&time))
                 .headers(self.headers.clone())
                 .build()
-                .map_err(|e| self.request_error(&e))?;
+                .map_err(|e| ScalerError::Config(format!("invalid request to {target}: {e}")))?;
             if let Some(region) = &self.aws_region {
                 self.sign(&mut request, region).await?;
             }
-            self.client
-                .execute(request)
-                .await
-                .map_err(|e| self.request_error(&e))?
+            self.probe.send(&self.client, request, self.timeout).await?
         } else {
             let mut builder = self.prom.query(&self.query).query("time", &time);
             for (name, value) in &self.headers {
                 builder = builder.header(name.clone(), value.clone());
             }
-            builder.get_raw().await.map_err(|e| match &e {
+            let started = Instant::now();
+            let sent = builder.get_raw().await;
+            self.probe
+                .record(sent.as_ref().ok().map(|r| r.status().as_u16()), started.elapsed());
+            sent.map_err(|e| match &e {
                 prometheus_http_query::Error::Client(c) => match c.inner() {
-                    Some(inner) => self.request_error(inner),
-                    None => ScalerError::Upstream(format!("error querying prometheus: {e}")),
+                    Some(inner) => upstream_error(&target, self.timeout, inner),
+                    None => ScalerError::Upstream(format!("{target}: {}", crate::report::root_cause(&e))),
                 },
-                _ => ScalerError::Upstream(format!("error querying prometheus: {e}")),
+                _ => ScalerError::Upstream(format!("{target}: {}", crate::report::root_cause(&e))),
             })?
         };
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| self.request_error(&e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| upstream_error(&target, self.timeout, &e))?;
         Ok((status, body))
     }
 
@@ -270,7 +298,10 @@ impl PrometheusScaler {
         } else {
             tokio::time::timeout(self.timeout, lookup)
                 .await
-                .map_err(|_| ScalerError::Timeout(self.timeout))?
+                .map_err(|_| ScalerError::UpstreamTimeout {
+                    upstream: format!("resolving AWS credentials in {region} for {}", self.target()),
+                    after: self.timeout,
+                })?
         };
         match creds {
             Ok(creds) => sigv4::sign(request, &creds, region, AMP_SERVICE, SystemTime::now()),
@@ -291,9 +322,18 @@ impl PrometheusScaler {
     /// Runs the query and applies `ignoreNullValues`; a JSON null gives -1.
     pub async fn query_value(&self) -> Result<f64, ScalerError> {
         let (status, body) = self.send().await?;
-        let answer = parse_response(status, &body, &self.query)?;
+        let answer = parse_response(status, &body, &self.query).map_err(|e| match e {
+            // KEDA's text first (what people search for), then the server that refused.
+            ScalerError::Upstream(m) if !(200..=299).contains(&status) => {
+                ScalerError::Upstream(format!("{m} (from {})", self.target()))
+            }
+            other => other,
+        })?;
         if answer == Answer::Empty {
             self.empty_responses.fetch_add(1, Ordering::Relaxed);
+            if let Some((m, labels)) = &self.empty_metric {
+                m.record_empty_upstream_response(labels);
+            }
         }
         resolve(answer, self.ignore_null_values)
     }

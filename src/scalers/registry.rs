@@ -417,44 +417,19 @@ impl Registry {
     fn build(&self, key: ObjectKey, so: Arc<ScaledObject>, spec_hash: u64) -> ObjectEntry {
         let settings = self.config.read().map(|c| c.clone()).unwrap_or_default();
         let spec = &so.spec;
-        let as_metric_source = spec.uses_scaling_modifiers();
         let depends_on_auth = needs_rebuilds(&so);
         let triggers = spec
             .triggers
             .iter()
             .enumerate()
             .map(|(index, trigger)| {
-                let mut config = ScalerConfig {
-                    namespace: key.namespace.clone(),
-                    scaled_object: key.name.clone(),
-                    trigger_index: index,
-                    trigger_type: trigger.type_.clone(),
-                    trigger_name: trigger.name.clone().unwrap_or_default(),
-                    metadata: trigger.metadata.clone(),
-                    auth_params: Default::default(),
-                    resolved_env: Default::default(),
-                    metric_type: trigger.metric_type.unwrap_or_default(),
-                    metric_type_explicit: trigger.metric_type.is_some(),
-                    as_metric_source,
-                    global_http_timeout: settings.http_timeout,
-                    pod_identity: None,
-                    workload_role_arn: None,
-                };
-                let scaler = settings
-                    .resolver
-                    .resolve(&so, index, &mut config)
-                    .and_then(|()| build_scaler(&config, &settings.context))
-                    .and_then(|s| {
-                        if trigger.use_cached_metrics == Some(true)
-                            && matches!(trigger.type_.as_str(), "cron" | "cpu" | "memory")
-                        {
-                            return Err(ScalerError::Config(format!(
-                                "property \"useCachedMetrics\" is not supported for \"{}\" scaler",
-                                trigger.type_
-                            )));
-                        }
-                        Ok(s)
-                    });
+                let scaler = build_trigger(
+                    &so,
+                    index,
+                    settings.resolver.as_ref(),
+                    &settings.context,
+                    settings.http_timeout,
+                );
                 let metric_names = match &scaler {
                     Ok(s) => s
                         .metric_specs()
@@ -487,6 +462,55 @@ impl Registry {
                 .then(|| so.clone()),
         }
     }
+}
+
+/// The `ScalerConfig` of trigger `index` before its TriggerAuthentication and environment are
+/// resolved (the namespace defaults to `default`, as kubectl applies it).
+pub fn trigger_config(so: &ScaledObject, index: usize, http_timeout: Duration) -> ScalerConfig {
+    let key = object_key(so);
+    let trigger = so.spec.triggers.get(index);
+    ScalerConfig {
+        namespace: key.namespace,
+        scaled_object: key.name,
+        trigger_index: index,
+        trigger_type: trigger.map(|t| t.type_.clone()).unwrap_or_default(),
+        trigger_name: trigger.and_then(|t| t.name.clone()).unwrap_or_default(),
+        metadata: trigger.map(|t| t.metadata.clone()).unwrap_or_default(),
+        auth_params: Default::default(),
+        resolved_env: Default::default(),
+        metric_type: trigger.and_then(|t| t.metric_type).unwrap_or_default(),
+        metric_type_explicit: trigger.is_some_and(|t| t.metric_type.is_some()),
+        as_metric_source: so.spec.uses_scaling_modifiers(),
+        global_http_timeout: http_timeout,
+        pod_identity: None,
+        workload_role_arn: None,
+    }
+}
+
+/// Builds trigger `index`'s scaler as the registry does for the operator and the metrics
+/// server: resolve its authentication and environment, build the scaler, apply KEDA's
+/// `useCachedMetrics` restriction. `ebb check` and `ebb render` call it too.
+pub fn build_trigger(
+    so: &ScaledObject,
+    index: usize,
+    resolver: &dyn AuthResolver,
+    ctx: &ScalerContext,
+    http_timeout: Duration,
+) -> Result<SharedScaler, ScalerError> {
+    let mut config = trigger_config(so, index, http_timeout);
+    resolver.resolve(so, index, &mut config)?;
+    let scaler = build_scaler(&config, ctx)?;
+    let trigger = so.spec.triggers.get(index);
+    if let Some(t) = trigger
+        && t.use_cached_metrics == Some(true)
+        && matches!(t.type_.as_str(), "cron" | "cpu" | "memory")
+    {
+        return Err(ScalerError::Config(format!(
+            "property \"useCachedMetrics\" is not supported for \"{}\" scaler",
+            t.type_
+        )));
+    }
+    Ok(scaler)
 }
 
 /// The registry key of a ScaledObject (`default` namespace when unset, as kubectl applies it).

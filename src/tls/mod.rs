@@ -6,19 +6,15 @@
 //!                                      \--swap--> ReloadableRoots --per request--> auth
 //! ```
 
+pub mod accept;
 pub mod certgen;
 pub mod reload;
 pub mod resolver;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -26,19 +22,10 @@ use rustls::server::ServerConfig;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
+pub use accept::{TlsHandshake, UnusableCertificate};
 pub use reload::{CaRoots, CertReloader, DEFAULT_INTERVAL, ReloadError, ReloadStats, ReloadableRoots};
 pub use resolver::{KeyLoadError, ReloadingResolver, certified_key_from_pem};
-
-/// A client that has not finished the TLS handshake by then is dropped (slowloris guard).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight connections may take to finish after shutdown is requested.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/1 clients must send complete request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after an accept error such as EMFILE, so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Errors that stop the accept loop.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +47,8 @@ pub struct ConnInfo {
     /// Outcomes of verifying `peer_certs` against a CA bundle, kept for the connection's life
     /// so a keep-alive connection pays for the signature checks once, not on every request.
     pub chain_verdicts: arc_swap::ArcSwap<Vec<ChainVerdict>>,
+    /// The connection as the serving loop tracks it (requests, authentication, cap).
+    pub state: Arc<crate::net::ConnState>,
 }
 
 /// The result of verifying a connection's chain against one version of one CA bundle.
@@ -78,12 +67,27 @@ impl ConnInfo {
         peer_certs: Vec<CertificateDer<'static>>,
         alpn: Option<Vec<u8>>,
     ) -> Self {
+        Self::with_state(crate::net::ConnState::detached(remote_addr), peer_certs, alpn)
+    }
+
+    /// Facts about a connection the serving loop tracks as `state`.
+    pub fn with_state(
+        state: Arc<crate::net::ConnState>,
+        peer_certs: Vec<CertificateDer<'static>>,
+        alpn: Option<Vec<u8>>,
+    ) -> Self {
         Self {
-            remote_addr,
+            remote_addr: state.peer,
             peer_certs,
             alpn,
             chain_verdicts: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            state,
         }
+    }
+
+    /// Records that a request on this connection was authenticated (see [`crate::net::ConnTable`]).
+    pub fn mark_authenticated(&self) {
+        self.state.mark_authenticated();
     }
 }
 
@@ -156,10 +160,13 @@ impl ClientCertVerifier for RequestClientCert {
 
     fn verify_client_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // The chain is verified per request; here only refuse, with a reason the accept loop
+        // logs, a certificate the signature check below could not even parse (an X.509 v1).
+        UnusableCertificate::check(end_entity).map_err(UnusableCertificate::into_rustls)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -187,7 +194,7 @@ impl ClientCertVerifier for RequestClientCert {
 }
 
 /// Accepts TLS connections on `listener` and serves HTTP/1.1 and HTTP/2 with `handler` until
-/// `shutdown` resolves, then lets open connections finish for up to [`DRAIN_TIMEOUT`].
+/// `shutdown` resolves, with default [`crate::net::Limits`]; see [`serve_with`].
 pub async fn serve<H, F>(
     listener: TcpListener,
     config: Arc<ServerConfig>,
@@ -195,109 +202,35 @@ pub async fn serve<H, F>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TlsError>
 where
-    H: Fn(http::Request<hyper::body::Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(http::Request<hyper::body::Incoming>, Arc<ConnInfo>) -> F + Send + Sync + 'static,
     F: Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
 {
-    let acceptor = TlsAcceptor::from(config);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    // Every connection task holds a receiver; the sender learns all have ended via `closed()`.
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
-
-    let result = loop {
-        let (tcp, remote_addr) = tokio::select! {
-            biased;
-            () = &mut shutdown => break Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) if is_transient_accept_error(&e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
-                Err(e) => break Err(TlsError::Accept(e)),
-            },
-        };
-        // Latency matters more than packet count for small API responses.
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let handler = handler.clone();
-        let builder = Arc::clone(&builder);
-        let mut drain_rx = drain_rx.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote_addr, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let (_, session) = tls.get_ref();
-            let info = Arc::new(ConnInfo::new(
-                remote_addr,
-                session
-                    .peer_certificates()
-                    .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default(),
-                session.alpn_protocol().map(<[u8]>::to_vec),
-            ));
-            let service = service_fn(move |request| {
-                let response = handler(request, Arc::clone(&info));
-                async move { Ok::<_, Infallible>(response.await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = drain_rx.changed() => {
-                    // Finish in-flight requests, refuse new ones (GOAWAY / Connection: close).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote_addr, error = %e, "connection ended with an error");
-            }
-        });
-    };
-
-    drop(listener);
-    drop(drain_rx);
-    let _ = drain_tx.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, drain_tx.closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain timeout; closing them");
-    }
-    result
+    serve_with(
+        &crate::net::Server::detached("tls"),
+        listener,
+        config,
+        handler,
+        shutdown,
+    )
+    .await
 }
 
-/// Errors that concern one connection or a temporary resource shortage, not the listener.
-fn is_transient_accept_error(error: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        error.kind(),
-        ErrorKind::ConnectionAborted
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionRefused
-            | ErrorKind::Interrupted
-            | ErrorKind::WouldBlock
-            | ErrorKind::TimedOut
-            | ErrorKind::OutOfMemory
-    ) || matches!(
-        error.raw_os_error(),
-        // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
-        Some(24 | 23 | 105 | 12)
-    )
+/// [`serve`] under `server`'s limits and metrics: plain HTTP gets Go's one-line hint, the
+/// handshake, the first request and idleness are timed, and connections are capped.
+pub async fn serve_with<H, F>(
+    server: &crate::net::Server,
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), TlsError>
+where
+    H: Fn(http::Request<hyper::body::Incoming>, Arc<ConnInfo>) -> F + Send + Sync + 'static,
+    F: Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send + 'static,
+{
+    let handshake = TlsHandshake::new(config, server.limits.log_interval);
+    server
+        .serve(listener, handshake, handler, shutdown)
+        .await
+        .map_err(TlsError::Accept)
 }

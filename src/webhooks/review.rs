@@ -16,7 +16,7 @@ use crate::{
     crd::ScaledObject,
     operator::{
         hpa::hpa_name,
-        validate::{Problem, validate_scaled_object, validate_trigger_authentication},
+        validate::{Problem, deprecations, validate_scaled_object, validate_trigger_authentication},
     },
     quantity,
 };
@@ -192,6 +192,9 @@ async fn review_scaled_object(
         return deny_problem(resp, p);
     }
     let w = warnings(&so);
+    for warning in &w {
+        info!(namespace, name = %req.name, uid = %req.uid, warning = %warning, "admission warning");
+    }
     if w.is_empty() {
         resp
     } else {
@@ -208,10 +211,14 @@ fn only_removes_finalizers(old: &ScaledObject, new: &ScaledObject) -> bool {
     old.spec == new.spec && new_f.len() < old_f.len() && new_f.iter().all(|f| old_f.contains(f))
 }
 
-/// §14 warnings: settings that have no effect while the workload never scales to zero.
+/// Admission warnings: deprecated settings KEDA 2.17 still accepts, then (§14) settings that
+/// have no effect while the workload never scales to zero.
 pub fn warnings(so: &ScaledObject) -> Vec<String> {
     let spec = &so.spec;
-    let mut out = Vec::new();
+    let mut out: Vec<String> = deprecations(so)
+        .into_iter()
+        .map(|d| format!("{}: {}", d.field, d.message))
+        .collect();
     let min_positive = spec.min_replica_count.is_some_and(|m| m > 0);
     let idle_unset = spec.idle_replica_count.is_none();
     let cached = spec.triggers.iter().any(|t| t.use_cached_metrics == Some(true));

@@ -24,11 +24,16 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/prometheus")
 }
 
-/// Runs the script with a deadline and extra environment, returning its stdout.
-fn run_script(args: &[&str], envs: &[(&str, &str)], budget: Duration) -> Result<String, String> {
+/// Runs the script with a deadline, returning its stdout.
+fn run_script(args: &[&str], budget: Duration) -> Result<String, String> {
+    run_script_with(args, &[], budget)
+}
+
+/// [`run_script`] with extra environment variables.
+fn run_script_with(args: &[&str], env: &[(&str, &str)], budget: Duration) -> Result<String, String> {
     let mut child = Command::new(script())
         .args(args)
-        .envs(envs.iter().copied())
+        .envs(env.iter().copied())
         // Statics are never dropped: the script's watchdog stops the instance when we exit.
         .env("PROM_OWNER_PID", std::process::id().to_string())
         .stdin(Stdio::null())
@@ -67,18 +72,23 @@ fn run_script(args: &[&str], envs: &[(&str, &str)], budget: Duration) -> Result<
 impl PromServer {
     /// Starts a fresh instance in its own temporary directory; panics (failing the test) when it can't.
     pub fn start() -> Self {
-        Self::start_with_env(&[])
+        Self::start_with(&[])
     }
 
-    /// [`Self::start`] with extra environment for `scripts/prometheus` (`PROM_EXTRA_METRICS`,
-    /// `PROM_SCRAPE_INTERVAL`).
-    pub fn start_with_env(envs: &[(&str, &str)]) -> Self {
+    /// Starts an instance that also scrapes `http://<target>/metrics` as job `ebb` every second.
+    pub fn start_scraping(target: &str) -> Self {
+        Self::start_with(&[("PROM_SCRAPE_TARGET", target)])
+    }
+
+    /// Starts an instance with extra environment for `scripts/prometheus` (`PROM_SCRAPE_TARGET`,
+    /// `PROM_EXTRA_METRICS`, `PROM_SCRAPE_INTERVAL`).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ebb-prom-test")
             .tempdir()
             .expect("tempdir");
         let dir_arg = dir.path().to_string_lossy().into_owned();
-        let out = run_script(&["start", &dir_arg], envs, START_BUDGET).expect("scripts/prometheus start");
+        let out = run_script_with(&["start", &dir_arg], env, START_BUDGET).expect("scripts/prometheus start");
         let url = out
             .lines()
             .find_map(|l| l.strip_prefix("PROM_URL="))
@@ -95,7 +105,7 @@ impl PromServer {
     pub fn stop(&mut self) {
         if std::mem::take(&mut self.running) {
             let dir_arg = self.dir.path().to_string_lossy().into_owned();
-            if let Err(e) = run_script(&["stop", &dir_arg], &[], Duration::from_secs(30)) {
+            if let Err(e) = run_script(&["stop", &dir_arg], Duration::from_secs(30)) {
                 eprintln!("{e}");
             }
         }

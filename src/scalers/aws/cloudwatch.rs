@@ -265,6 +265,12 @@ impl CloudWatchScaler {
             .build()
     }
 
+    /// Where this trigger's CloudWatch calls go, for error messages.
+    fn host(&self) -> String {
+        self.aws
+            .host("monitoring", &self.region, self.endpoint.as_deref())
+    }
+
     async fn client(&self) -> Result<&aws_sdk_cloudwatch::Client, ScalerError> {
         self.client
             .get_or_try_init(|| async {
@@ -289,7 +295,7 @@ impl CloudWatchScaler {
             .metric_data_queries(query)
             .send()
             .await
-            .map_err(|e| sdk_error(&self.config, "GetMetricData", self.timeout, &e))?;
+            .map_err(|e| sdk_error(&self.config, "GetMetricData", &self.host(), self.timeout, &e))?;
         let Some(first) = out.metric_data_results().first() else {
             return Ok(self.min_metric_value);
         };
@@ -323,7 +329,14 @@ impl Scaler for CloudWatchScaler {
         Box::pin(async move {
             let value = tokio::time::timeout(self.timeout, self.metric_value())
                 .await
-                .map_err(|_| ScalerError::Timeout(self.timeout))??;
+                .map_err(|_| ScalerError::UpstreamTimeout {
+                    upstream: format!(
+                        "{}: GetMetricData on {}",
+                        trigger_context(&self.config),
+                        self.host()
+                    ),
+                    after: self.timeout,
+                })??;
             Ok(MetricsAndActivity {
                 values: vec![value],
                 active: value > self.activation_target_metric_value,

@@ -322,6 +322,15 @@ impl AwsShared {
             .clone()
     }
 
+    /// The host `service` calls of a trigger with `explicit` endpoint go to, in `region`.
+    pub fn host(&self, service: &str, region: &str, explicit: Option<&str>) -> String {
+        service_host(
+            service,
+            region,
+            pick_endpoint(explicit, self.inner.options.default_endpoint.as_deref()).as_deref(),
+        )
+    }
+
     /// Number of distinct cached SDK configs (for tests and the admin view).
     pub async fn cached_configs(&self) -> u64 {
         self.inner.configs.run_pending_tasks().await;
@@ -342,7 +351,13 @@ impl AwsShared {
         })?;
         let timeout = call_timeout(config);
         match tokio::time::timeout(timeout, provider.provide_credentials()).await {
-            Err(_) => Err(ScalerError::Timeout(timeout)),
+            Err(_) => Err(ScalerError::UpstreamTimeout {
+                upstream: format!(
+                    "{}: resolving AWS credentials in {region}",
+                    trigger_context(config)
+                ),
+                after: timeout,
+            }),
             Ok(Ok(creds)) => Ok(creds),
             Ok(Err(e)) => Err(credentials_error(config, &e)),
         }
@@ -374,7 +389,10 @@ impl AwsShared {
         // Building reads profile files only, but a stuck filesystem must not hang a poll either.
         let timeout = call_timeout(config);
         match tokio::time::timeout(timeout, self.inner.configs.try_get_with(key, build)).await {
-            Err(_) => Err(ScalerError::Timeout(timeout)),
+            Err(_) => Err(ScalerError::UpstreamTimeout {
+                upstream: format!("{}: loading the AWS configuration", trigger_context(config)),
+                after: timeout,
+            }),
             Ok(Ok(sdk)) => Ok(sdk),
             Ok(Err(e)) => Err((*e).clone()),
         }
@@ -614,24 +632,40 @@ pub(crate) fn credentials_error(config: &ScalerConfig, e: &CredentialsError) -> 
     ))
 }
 
-/// Maps an SDK call failure to a [`ScalerError`] naming the trigger and the operation.
+/// Maps an SDK call failure to a [`ScalerError`] naming the trigger, the operation, the host it
+/// went to and the root cause (a service error keeps AWS's code and message).
 pub(crate) fn sdk_error<E, R>(
     config: &ScalerConfig,
     operation: &str,
+    host: &str,
     timeout: Duration,
     e: &SdkError<E, R>,
 ) -> ScalerError
 where
     E: std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
+    let call = format!("{}: {operation} on {host}", trigger_context(config));
     match e {
-        SdkError::TimeoutError(_) => ScalerError::Timeout(timeout),
-        _ => ScalerError::Upstream(format!(
-            "{}: {operation}: {}",
-            trigger_context(config),
-            aws_sdk_sts::error::DisplayErrorContext(e)
-        )),
+        SdkError::TimeoutError(_) => ScalerError::UpstreamTimeout {
+            upstream: call,
+            after: timeout,
+        },
+        SdkError::ServiceError(_) => {
+            ScalerError::Upstream(format!("{call}: {}", aws_sdk_sts::error::DisplayErrorContext(e)))
+        }
+        _ => ScalerError::Upstream(format!("{call}: {}", crate::report::root_cause(e))),
+    }
+}
+
+/// The host an AWS call of `service` goes to: the trigger's `awsEndpoint`, else ebb's default
+/// endpoint, else AWS's regional endpoint.
+pub(crate) fn service_host(service: &str, region: &str, endpoint: Option<&str>) -> String {
+    match endpoint.map(str::trim).filter(|e| !e.is_empty()) {
+        Some(e) => reqwest::Url::parse(e)
+            .map(|u| crate::report::display_url(&u).trim_end_matches('/').to_string())
+            .unwrap_or_else(|_| e.to_string()),
+        None => format!("{service}.{region}.amazonaws.com"),
     }
 }
 

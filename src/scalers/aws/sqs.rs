@@ -130,6 +130,11 @@ impl SqsScaler {
         names
     }
 
+    /// Where this trigger's SQS calls go, for error messages.
+    fn host(&self) -> String {
+        self.aws.host("sqs", &self.region, self.endpoint.as_deref())
+    }
+
     async fn client(&self) -> Result<&aws_sdk_sqs::Client, ScalerError> {
         self.client
             .get_or_try_init(|| async {
@@ -151,7 +156,7 @@ impl SqsScaler {
             .set_attribute_names(Some(names.clone()))
             .send()
             .await
-            .map_err(|e| sdk_error(&self.config, "GetQueueAttributes", self.timeout, &e))?;
+            .map_err(|e| sdk_error(&self.config, "GetQueueAttributes", &self.host(), self.timeout, &e))?;
         let attributes = out.attributes();
         let mut total: i64 = 0;
         for name in &names {
@@ -196,7 +201,14 @@ impl Scaler for SqsScaler {
         Box::pin(async move {
             let count = tokio::time::timeout(self.timeout, self.queue_messages())
                 .await
-                .map_err(|_| ScalerError::Timeout(self.timeout))??;
+                .map_err(|_| ScalerError::UpstreamTimeout {
+                    upstream: format!(
+                        "{}: GetQueueAttributes on {}",
+                        trigger_context(&self.config),
+                        self.host()
+                    ),
+                    after: self.timeout,
+                })??;
             Ok(MetricsAndActivity {
                 values: vec![count as f64],
                 active: count > self.activation_queue_length,

@@ -1,0 +1,542 @@
+//! The serving loop every HTTP port of ebb shares: accept with back-off, a handshake (TLS or
+//! none) under a deadline, HTTP/1.1 and HTTP/2 through hyper with its timers, a watchdog for the
+//! phases hyper does not time (waiting for the first request, idleness between requests), a
+//! connection cap, and a shutdown that drops connections without a complete request at once
+//! while in-flight requests drain.
+//!
+//! ```text
+//! accept --ConnTable::admit--> handshake (≤ handshake timeout)
+//!        --hyper: h1 header timer, h2 pings--> requests (in flight: no deadline of ours)
+//!        --watchdog--> first request ≤ read-header timeout, then idle ≤ idle timeout
+//! ```
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    service::service_fn,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinSet,
+};
+
+use super::{
+    conns::{ConnGuard, ConnState, ConnTable, RequestGuard},
+    logthrottle::{DEFAULT_WINDOW, LogThrottle},
+    metrics::{CloseReason, ServerMetrics},
+};
+
+/// Deadlines and caps of one server; `None` disables a timeout. Defaults follow kube-apiserver
+/// where it has a value (header 32 s, idle 90 s, 250 streams per HTTP/2 connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP accept to finished TLS handshake (and, on the TLS port, the plain-HTTP check).
+    pub handshake_timeout: Option<Duration>,
+    /// Handshake to the first complete request; also each HTTP/1 request's headers.
+    pub read_header_timeout: Option<Duration>,
+    /// Longest time without a request in flight once a request was served.
+    pub idle_timeout: Option<Duration>,
+    /// HTTP/2 ping interval on a quiet connection.
+    pub http2_keepalive_interval: Option<Duration>,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// Open connections at most; from 90 % on, unauthenticated ones are shed first.
+    pub max_connections: usize,
+    /// How long in-flight requests may take to finish after shutdown is requested.
+    pub drain_timeout: Duration,
+    /// Window of the rate-limited logs (refusals, accept errors, handshake failures).
+    pub log_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Some(Duration::from_secs(10)),
+            read_header_timeout: Some(Duration::from_secs(32)),
+            idle_timeout: Some(Duration::from_secs(90)),
+            http2_keepalive_interval: Some(Duration::from_secs(30)),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            http2_max_streams: 250,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_timeout: Duration::from_secs(10),
+            log_interval: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// Connections per port when nothing else is said.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// [`DEFAULT_MAX_CONNECTIONS`], lowered when the process's open-file limit leaves less room: a
+/// quarter of the limit (at least 32) stays free for everything else, and the two ports of a
+/// component share the rest, so clients of one port cannot exhaust the descriptors the other
+/// port, the upstream calls and the certificate reloads need.
+pub fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| open_files_soft_limit(&text));
+    max_connections_for(soft)
+}
+
+fn max_connections_for(open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files.and_then(|l| usize::try_from(l).ok()) else {
+        return DEFAULT_MAX_CONNECTIONS;
+    };
+    let reserve = (limit / 4).max(32);
+    (limit.saturating_sub(reserve) / 2).clamp(1, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// The soft "Max open files" of `/proc/self/limits`; `None` when unlimited or unreadable.
+fn open_files_soft_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Longest wait for an HTTP/2 client to take its GOAWAY before the connection is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+/// First pause after a failed accept; doubled up to [`MAX_ACCEPT_BACKOFF`] (Go's schedule).
+const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Turns an accepted TCP stream into the stream HTTP is spoken on (TLS, or nothing).
+pub trait Handshake: Send + Sync + 'static {
+    /// The stream after the handshake.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// What the handler learns about the connection.
+    type Info: Send + Sync + 'static;
+
+    /// Runs the handshake; the serving loop bounds it by the handshake timeout.
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> impl Future<Output = Result<(Self::Io, Self::Info), CloseReason>> + Send;
+}
+
+/// No handshake: plain HTTP on the TCP stream (the admin port).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainTcp;
+
+impl Handshake for PlainTcp {
+    type Io = TcpStream;
+    type Info = SocketAddr;
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> Result<(TcpStream, SocketAddr), CloseReason> {
+        Ok((tcp, conn.peer))
+    }
+}
+
+/// A response body that keeps its request counted in flight until hyper has written it.
+#[derive(Debug)]
+pub struct TrackedBody {
+    body: Full<Bytes>,
+    _request: RequestGuard,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// One listening server: its name (the `server` metric label), limits and metrics.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Name in metrics and logs (`api`, `admin`, `webhooks`).
+    pub name: &'static str,
+    /// Deadlines and caps.
+    pub limits: Limits,
+    /// Where connection metrics go.
+    pub metrics: Arc<ServerMetrics>,
+}
+
+struct Shared<A, H> {
+    server: Server,
+    handshake: A,
+    handler: H,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Server {
+    /// A server with default limits whose metrics are registered nowhere.
+    pub fn detached(name: &'static str) -> Self {
+        Self {
+            name,
+            limits: Limits::default(),
+            metrics: Arc::new(ServerMetrics::detached()),
+        }
+    }
+
+    fn http_builder(&self) -> auto::Builder<TokioExecutor> {
+        let limits = &self.limits;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.read_header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(limits.http2_keepalive_interval)
+            .keep_alive_timeout(limits.http2_keepalive_timeout)
+            .max_concurrent_streams(limits.http2_max_streams);
+        builder
+    }
+
+    /// Accepts connections on `listener` and serves `handler` on them until `shutdown`
+    /// resolves; then drops connections without a request in flight at once and lets the others
+    /// finish for up to the drain timeout.
+    pub async fn serve<A, H, F>(
+        &self,
+        listener: TcpListener,
+        handshake: A,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()>
+    where
+        A: Handshake,
+        H: Fn(Request<Incoming>, Arc<A::Info>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let name = self.name;
+        let shared = Arc::new(Shared {
+            server: self.clone(),
+            handshake,
+            handler,
+            builder: self.http_builder(),
+        });
+        let table = ConnTable::new(self.limits.max_connections);
+        let accept_log = LogThrottle::new(self.limits.log_interval, |s| {
+            tracing::warn!(count = s.count, last = %s.last, "{} more failed accepts in the last {}", s.count, s.window_text());
+        });
+        let capacity_log = LogThrottle::new(self.limits.log_interval, |s| {
+            tracing::warn!(count = s.count, last = %s.last, "{} more connections refused at the connection cap in the last {}", s.count, s.window_text());
+        });
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut backoff: Option<Duration> = None;
+        tokio::pin!(shutdown);
+
+        let result = loop {
+            while tasks.try_join_next().is_some() {}
+            let (tcp, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => {
+                        backoff = None;
+                        pair
+                    }
+                    Err(e) if is_transient_accept_error(&e) => {
+                        self.metrics.accept_error(name);
+                        // Out of descriptors: make room by closing a connection nobody vouched for.
+                        if is_out_of_descriptors(&e)
+                            && let Some(victim) = table.shed_one()
+                        {
+                            tracing::debug!(server = name, peer = %victim.peer, "descriptors exhausted; shed a connection");
+                        }
+                        let delay = backoff.map_or(FIRST_ACCEPT_BACKOFF, |d| (d * 2).min(MAX_ACCEPT_BACKOFF));
+                        backoff = Some(delay);
+                        if accept_log.admit(|| e.to_string()) {
+                            tracing::warn!(server = name, error = %e, retry_in = ?delay, "accept failed; retrying");
+                        }
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => break Ok(()),
+                            () = tokio::time::sleep(delay) => continue,
+                        }
+                    }
+                    Err(e) => break Err(e),
+                },
+            };
+            let admitted = match table.admit(peer) {
+                Ok(a) => a,
+                Err(_) => {
+                    self.metrics.closed(name, CloseReason::OverCapacity);
+                    if capacity_log.admit(|| format!("from {peer}")) {
+                        tracing::warn!(server = name, %peer, max_connections = table.max(), "connection refused: every open connection is authenticated or busy (raise --max-connections?)");
+                    }
+                    continue;
+                }
+            };
+            // Latency matters more than packet count for small API responses.
+            let _ = tcp.set_nodelay(true);
+            tasks.spawn(connection(
+                Arc::clone(&shared),
+                tcp,
+                admitted.guard,
+                drain_rx.clone(),
+            ));
+        };
+
+        drop(listener);
+        let _ = drain_tx.send(true);
+        let drained = tokio::time::timeout(self.limits.drain_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                server = name,
+                open = tasks.len(),
+                "connections still open after the drain timeout; closing them"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        result
+    }
+}
+
+/// Serves one connection from handshake to close; see the module docs for the phases.
+async fn connection<A, H, F>(
+    shared: Arc<Shared<A, H>>,
+    tcp: TcpStream,
+    guard: ConnGuard,
+    mut drain: watch::Receiver<bool>,
+) where
+    A: Handshake,
+    H: Fn(Request<Incoming>, Arc<A::Info>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let server = &shared.server;
+    let limits = &server.limits;
+    let name = server.name;
+    server.metrics.opened(name);
+    let _open = OpenGauge(&server.metrics, name);
+    let state = Arc::clone(guard.state());
+
+    let handshake = async {
+        let run = shared.handshake.handshake(tcp, Arc::clone(&state));
+        match limits.handshake_timeout {
+            Some(t) => tokio::time::timeout(t, run)
+                .await
+                .unwrap_or(Err(CloseReason::HandshakeTimeout)),
+            None => run.await,
+        }
+    };
+    let outcome = tokio::select! {
+        r = handshake => r,
+        () = state.evicted() => Err(CloseReason::Shed),
+        _ = drain.changed() => Err(CloseReason::Shutdown),
+    };
+    let (io, info) = match outcome {
+        Ok(pair) => pair,
+        Err(reason) => {
+            server.metrics.closed(name, reason);
+            return;
+        }
+    };
+
+    let info = Arc::new(info);
+    let service = {
+        let state = Arc::clone(&state);
+        let shared = Arc::clone(&shared);
+        service_fn(move |request: Request<Incoming>| {
+            let tracked = state.begin_request(request.version() == http::Version::HTTP_2);
+            let response = (shared.handler)(request, Arc::clone(&info));
+            async move {
+                let response = response.await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                    body,
+                    _request: tracked,
+                }))
+            }
+        })
+    };
+    let conn = shared.builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+
+    let started = Instant::now();
+    let grace = limits
+        .read_header_timeout
+        .map_or(GOAWAY_GRACE, |t| t.min(GOAWAY_GRACE));
+    let mut draining = false;
+    // Set once a graceful close began: the reason, and when to stop waiting for it.
+    let mut closing: Option<(Instant, CloseReason)> = None;
+    let reason = loop {
+        if draining && closing.is_none() && state.in_flight() == 0 {
+            closing = Some((Instant::now() + grace, CloseReason::Shutdown));
+        }
+        let deadline = closing.or_else(|| watchdog_deadline(&state, limits, started));
+        let timer = async {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = conn.as_mut() => break match (result, closing) {
+                (Ok(()), Some((_, why))) => why,
+                (Ok(()), None) => CloseReason::Done,
+                (Err(e), _) => classify(e.as_ref()),
+            },
+            () = state.evicted(), if closing.is_none() => break CloseReason::Shed,
+            _ = drain.changed(), if !draining => {
+                draining = true;
+                if state.requests() == 0 {
+                    break CloseReason::Shutdown;
+                }
+                // Finish in-flight requests, refuse new ones (GOAWAY / Connection: close).
+                conn.as_mut().graceful_shutdown();
+            }
+            () = state.idle() => {}
+            () = timer => {
+                if let Some((_, why)) = closing {
+                    break why;
+                }
+                let Some((at, why)) = watchdog_deadline(&state, limits, started) else {
+                    continue;
+                };
+                if Instant::now() < at {
+                    continue;
+                }
+                if state.requests() == 0 {
+                    break why;
+                }
+                // Served before: let hyper close it politely (GOAWAY), briefly.
+                conn.as_mut().graceful_shutdown();
+                closing = Some((Instant::now() + grace, why));
+            }
+        }
+    };
+    server.metrics.closed(name, reason);
+    tracing::debug!(server = name, peer = %state.peer, reason = reason.label(), "connection closed");
+}
+
+/// When the watchdog closes an idle connection, and why; `None` while a request is in flight.
+fn watchdog_deadline(state: &ConnState, limits: &Limits, started: Instant) -> Option<(Instant, CloseReason)> {
+    if state.in_flight() > 0 {
+        return None;
+    }
+    if state.requests() == 0 {
+        return limits
+            .read_header_timeout
+            .map(|t| (started + t, CloseReason::RequestTimeout));
+    }
+    limits
+        .idle_timeout
+        .map(|t| (state.idle_since() + t, CloseReason::Idle))
+}
+
+fn classify(error: &(dyn std::error::Error + 'static)) -> CloseReason {
+    match error.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_timeout() => CloseReason::Timeout,
+        _ => CloseReason::Error,
+    }
+}
+
+/// Keeps the open-connections gauge up while the connection task lives.
+struct OpenGauge<'a>(&'a ServerMetrics, &'static str);
+
+impl Drop for OpenGauge<'_> {
+    fn drop(&mut self) {
+        self.0.released(self.1);
+    }
+}
+
+/// Errors that concern one connection or a temporary resource shortage, not the listener.
+pub fn is_transient_accept_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::Interrupted
+            | ErrorKind::WouldBlock
+            | ErrorKind::TimedOut
+            | ErrorKind::OutOfMemory
+    ) || is_out_of_descriptors(error)
+        || matches!(error.raw_os_error(), Some(105 | 12)) // ENOBUFS, ENOMEM on Linux.
+}
+
+/// EMFILE or ENFILE (Linux numbers): the process or the system ran out of file descriptors.
+pub fn is_out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(24 | 23))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_room_under_the_open_file_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max open files            256                  4096                 files     \n";
+        assert_eq!(open_files_soft_limit(limits), Some(256));
+        assert_eq!(max_connections_for(Some(256)), 96);
+        assert_eq!(max_connections_for(Some(64)), 16);
+        assert_eq!(max_connections_for(Some(1 << 20)), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(max_connections_for(None), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(max_connections_for(Some(10)), 1);
+    }
+
+    #[test]
+    fn descriptor_exhaustion_is_transient() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert!(is_transient_accept_error(&emfile));
+        assert!(is_out_of_descriptors(&emfile));
+        let einval = std::io::Error::from_raw_os_error(22);
+        assert!(!is_transient_accept_error(&einval));
+    }
+
+    #[test]
+    fn the_watchdog_times_the_first_request_then_idleness() {
+        let limits = Limits {
+            read_header_timeout: Some(Duration::from_secs(2)),
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..Limits::default()
+        };
+        let state = ConnState::detached(([127, 0, 0, 1], 1).into());
+        let started = state.opened();
+        assert_eq!(
+            watchdog_deadline(&state, &limits, started),
+            Some((started + Duration::from_secs(2), CloseReason::RequestTimeout))
+        );
+        let request = state.begin_request(false);
+        assert_eq!(watchdog_deadline(&state, &limits, started), None);
+        drop(request);
+        let (at, why) = watchdog_deadline(&state, &limits, started).expect("idle deadline");
+        assert_eq!(why, CloseReason::Idle);
+        assert_eq!(at, state.idle_since() + Duration::from_secs(5));
+    }
+}
