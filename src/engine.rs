@@ -112,6 +112,7 @@ impl Engine {
                 kube: Some(client.clone()),
                 pods: Some(pods.clone()),
                 aws: AwsShared::default(),
+                clock: None,
                 metrics: None,
             },
         );

@@ -248,6 +248,7 @@ async fn run_local(
         kube: None,
         pods: Some(resolver.pod_index()),
         aws: AwsShared::default(),
+        clock: None,
         metrics: None,
     };
     engine.configure(resolver.clone(), context);
