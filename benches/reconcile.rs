@@ -884,7 +884,11 @@ fn specs_of(entry: Option<&ObjectEntry>) -> Option<Specs> {
 /// The status and events reconcile writes for an object whose target answers with `replicas`:
 /// every step of reconcile's plan, without the API calls between them (validation and the HPA
 /// render have rows of their own).
-fn reconcile_status(so: &ScaledObject, specs: &Specs, replicas: i32) -> (Option<ScaledObjectStatus>, Vec<Event>) {
+fn reconcile_status(
+    so: &ScaledObject,
+    specs: &Specs,
+    replicas: i32,
+) -> (Option<ScaledObjectStatus>, Vec<Event>) {
     let mut plan = Plan::new(so);
     if let PauseStep::FullyPaused { replicas, .. } = plan.pause(so) {
         match replicas {

@@ -2,6 +2,7 @@
 //! fallback counters. Under `ebb run` the metrics server and the operator hold the same engine,
 //! so a metric read and the scale loop meet in one cache with no network hop between them.
 
+use crate::locks::LockExt;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -137,7 +138,7 @@ impl Tally {
     fn applied(&self, metrics: &KedaMetrics, key: &ObjectKey, so: &ScaledObject) {
         let types: Vec<String> = so.spec.triggers.iter().map(|t| t.type_.clone()).collect();
         let previous = {
-            let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+            let mut objects = self.objects.lock_or_recover();
             if objects.get(key) == Some(&types) {
                 None
             } else {
@@ -156,7 +157,7 @@ impl Tally {
     }
 
     fn removed(&self, metrics: &KedaMetrics, key: &ObjectKey) {
-        let removed = self.objects.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let removed = self.objects.lock_or_recover().remove(key);
         if let Some(types) = removed {
             types.iter().for_each(|t| metrics.dec_trigger_registered(t));
             metrics.dec_resource_registered(RegisteredResource::ScaledObject, &key.namespace);

@@ -14,7 +14,7 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::shutdown::Signal;
 
@@ -207,6 +207,6 @@ pub fn spawn(client: Client, cfg: LeaseConfig, shutdown: Signal) -> watch::Recei
                 _ = tokio::time::sleep(cfg.renew_every) => {}
             }
         }
-    });
+    }.in_current_span());
     rx
 }

@@ -4,13 +4,15 @@
 //! the table, `tests/architecture.rs` enforces it and forbids import circles between files):
 //!
 //! - foundations: `crd`, `quantity`, `selector`, `hash`, `report`, `shutdown`, `net`, `tls`,
-//!   `keda_metrics`, `telemetry`, `cli`, `cluster`, `lease`, `admin`, `cluster_certs`;
+//!   `keda_metrics`, `telemetry`, `cli`, `lease`, `admin`, `cluster_certs`, `locks`;
 //! - `scalers`: the trigger types and the registry of live scalers;
 //! - `scaling`: what KEDA decides, as pure functions (the domain core);
-//! - shared runtime: `cache`, `resolver`, `source`, `engine`, `local_mode`;
+//! - shared runtime: `cache`, `resolver`, `source`, `engine`, `local_mode`, `cluster`, `startup`;
 //! - components: `external_metrics`, `operator`, `webhooks`, `tools`; never each other;
 //! - `run`: `ebb run`, the components of one process side by side.
-#![forbid(unsafe_code)]
+// No `unwrap()`/`expect()` outside tests (clippy.toml allows them in `#[cfg(test)]`): input
+// from outside gets a typed error; an invariant gets a comment and a fallback that cannot panic.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
 pub mod cache;
@@ -24,15 +26,16 @@ pub mod hash;
 pub mod keda_metrics;
 pub mod lease;
 pub mod local_mode;
+pub mod locks;
 pub mod net;
 pub mod operator;
 pub mod quantity;
 pub mod report;
 pub mod resolver;
+pub mod run;
 pub mod scalers;
 pub mod scaling;
 pub mod selector;
-pub mod run;
 pub mod shutdown;
 pub mod source;
 pub mod startup;

@@ -1,5 +1,7 @@
 //! The `ebb` binary: parse, install the TLS crypto provider, start logging, run one component.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::Parser;
 use ebb::report::error_chain;
 use ebb::{

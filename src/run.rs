@@ -27,7 +27,11 @@ pub async fn run(args: RunArgs, shutdown: Signal) -> Result<(), StartupError> {
 }
 
 /// [`run`] on a given client (tests drive it with a scripted API server).
-pub async fn run_with_client(args: RunArgs, client: kube::Client, shutdown: Signal) -> Result<(), StartupError> {
+pub async fn run_with_client(
+    args: RunArgs,
+    client: kube::Client,
+    shutdown: Signal,
+) -> Result<(), StartupError> {
     run_on(args, Some(client), shutdown).await
 }
 
@@ -64,11 +68,7 @@ async fn run_on(args: RunArgs, client: Option<kube::Client>, shutdown: Signal) -
         args.server,
         listeners,
         metrics,
-        Cluster {
-            client,
-            engine,
-            pods,
-        },
+        Cluster { client, engine, pods },
         shutdown,
     )
     .await

@@ -29,7 +29,6 @@ pub enum LogFormat {
     KedaJson,
 }
 
-
 /// The format [`init`] installed, so [`fatal`] reports a failure once, in that format.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
@@ -227,6 +226,7 @@ impl tracing::field::Visit for Fields {
 
 #[cfg(test)]
 mod tests {
+    use crate::locks::LockExt;
     use std::sync::{Arc, Mutex};
 
     use clap::Parser;
@@ -265,10 +265,7 @@ mod tests {
 
     impl std::io::Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(buf);
+            self.0.lock_or_recover().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {

@@ -119,7 +119,8 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
         // Prometheus whose query matches nothing (the empty-upstream family).
         let dir = tempfile::tempdir().expect("tempdir");
         let objects = dir.path().join("objects");
-        ebb::local_mode::write_examples(&objects, SocketAddr::from(([127, 0, 0, 1], admin))).expect("examples");
+        ebb::local_mode::write_examples(&objects, SocketAddr::from(([127, 0, 0, 1], admin)))
+            .expect("examples");
         std::fs::write(
             objects.join("dashboards.yaml"),
             format!(

@@ -14,11 +14,11 @@ use ebb::{
         reconcile::{FINALIZER, reconcile},
         scale_loop,
     },
-    scaling::hpa::render_hpa,
     scalers::{
         ScalerContext,
         registry::{Registry, RegistryConfig, object_key},
     },
+    scaling::hpa::render_hpa,
 };
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};

@@ -12,7 +12,7 @@ use ebb::{
             TriggerAuthenticationSpec,
         },
     },
-    resolver::{AuthSources, Resolved, expand, kube::KubeResolver, files::LocalResolver, resolve_trigger},
+    resolver::{AuthSources, Resolved, expand, files::LocalResolver, kube::KubeResolver, resolve_trigger},
     scalers::{ScalerConfig, kubernetes_workload::PodIndex, registry::AuthResolver},
     selector,
 };

@@ -1,6 +1,7 @@
 //! The `/scale` subresource of any scale target, through `DynamicObject` and an `ApiResource`
 //! built from the resolved GVKR, so Deployments, StatefulSets and custom kinds share one path.
 
+use crate::locks::LockExt;
 use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::{
     Api, Client,
@@ -44,7 +45,7 @@ pub async fn resolve_gvkr(
         return Ok(gvkr);
     }
     let id = (gvkr.group.clone(), gvkr.version.clone(), gvkr.kind.clone());
-    if let Some(resource) = plurals.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+    if let Some(resource) = plurals.lock_or_recover().get(&id) {
         gvkr.resource = resource.clone();
         return Ok(gvkr);
     }
@@ -60,10 +61,7 @@ pub async fn resolve_gvkr(
             other => crate::report::error_chain(&other),
         })?;
     gvkr.resource = resource.plural;
-    plurals
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, gvkr.resource.clone());
+    plurals.lock_or_recover().insert(id, gvkr.resource.clone());
     Ok(gvkr)
 }
 

@@ -161,9 +161,21 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Startu
     let client = crate::cluster::client(args.kubeconfig.as_deref())
         .await
         .map_err(|e| StartupError::from(e).offering_local())?;
-    let (engine, pods) =
-        Engine::connect(&client, args.scalers.http_timeout(), metrics.keda.clone(), &shutdown).await;
-    run_with_engine(args, listeners, metrics, Cluster { client, engine, pods }, shutdown).await
+    let (engine, pods) = Engine::connect(
+        &client,
+        args.scalers.http_timeout(),
+        metrics.keda.clone(),
+        &shutdown,
+    )
+    .await;
+    run_with_engine(
+        args,
+        listeners,
+        metrics,
+        Cluster { client, engine, pods },
+        shutdown,
+    )
+    .await
 }
 
 /// Serves on `listeners` with ScaledObjects watched in the cluster, read through `cluster`'s
@@ -175,11 +187,7 @@ pub async fn run_with_engine(
     cluster: Cluster,
     shutdown: Signal,
 ) -> Result<(), StartupError> {
-    let Cluster {
-        client,
-        engine,
-        pods,
-    } = cluster;
+    let Cluster { client, engine, pods } = cluster;
     let ready = Arc::new(AtomicBool::new(false));
     let targets = TargetReader {
         client: client.clone(),
@@ -483,4 +491,3 @@ async fn requestheader_from_cluster(
     info!(allowed_names = ?cfg.allowed_names, "front-proxy settings read from kube-system/extension-apiserver-authentication");
     Ok(Some(cfg))
 }
-

@@ -1,6 +1,7 @@
 //! What every reconcile and scale-loop iteration shares: the client, the scaler registry and
 //! metric cache (shared with the metrics server under `ebb run`), the event recorder, the clock.
 
+use crate::locks::LockExt;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -102,7 +103,7 @@ impl Context {
 
     /// Stops the scale loop of `key`; true when one was running.
     pub fn stop_loop(&self, key: &ObjectKey) -> bool {
-        let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loops = self.loops.lock_or_recover();
         match loops.remove(key) {
             Some(h) => {
                 h.abort.abort();
@@ -114,10 +115,9 @@ impl Context {
 
     /// Stops every scale loop (shutdown or lost leadership).
     pub fn stop_all_loops(&self) {
-        let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loops = self.loops.lock_or_recover();
         for (_, h) in loops.drain() {
             h.abort.abort();
         }
     }
 }
-

@@ -23,7 +23,7 @@ use kube::{
     runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
 };
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{
     context::Context,
@@ -65,9 +65,10 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), StartupErro
         ready: ready.clone(),
         demo: false,
     });
-    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()).in_current_span());
 
-    let (engine, _pods) = Engine::connect(&client, args.scalers.http_timeout(), metrics.clone(), &shutdown).await;
+    let (engine, _pods) =
+        Engine::connect(&client, args.scalers.http_timeout(), metrics.clone(), &shutdown).await;
     ready.store(true, Ordering::Relaxed);
     run_with_engine(
         client,
@@ -92,8 +93,8 @@ pub async fn run_with_engine(
     namespace: Option<String>,
     shutdown: Signal,
 ) {
-    let mut ctx = Context::new(client.clone(), engine.registry, engine.cache)
-        .reporting_as(options.pod.name.clone());
+    let mut ctx =
+        Context::new(client.clone(), engine.registry, engine.cache).reporting_as(options.pod.name.clone());
     ctx.health = engine.health;
     ctx.metrics = Some(metrics);
     let ctx = Arc::new(ctx);
@@ -139,9 +140,13 @@ pub async fn run_gated(
         }
         info!("leading: starting the ScaledObject controller");
         // Certificate writes are the leader's too; the task ends with the leadership.
-        let cert_task = certs
-            .as_ref()
-            .map(|make| tokio::spawn(make(ctx.client.clone()).run(CERT_CHECK_INTERVAL)));
+        let cert_task = certs.as_ref().map(|make| {
+            tokio::spawn(
+                make(ctx.client.clone())
+                    .run(CERT_CHECK_INTERVAL)
+                    .in_current_span(),
+            )
+        });
         let controller = controller(ctx.clone(), namespace.clone());
         tokio::select! {
             _ = shutdown.wait() => {

@@ -13,7 +13,7 @@ use kube::{
     },
 };
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::{
     context::{Context, FIELD_MANAGER},
@@ -43,6 +43,14 @@ const RETRY: Duration = Duration::from_secs(30);
 /// Reconciles one ScaledObject (kube `Controller` callback).
 pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Action> {
     let ns = so.namespace().ok_or(Error::Unnamed)?;
+    // One span per reconcile, so every log line of it (and of the API calls it makes) names
+    // the object and the generation it acted on.
+    let span = info_span!(
+        "reconcile",
+        namespace = %ns,
+        name = %so.name_any(),
+        generation = so.metadata.generation.unwrap_or_default(),
+    );
     let objects: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&objects, FINALIZER, so, |event| async {
         match event {
@@ -50,6 +58,7 @@ pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Actio
             FinalizerEvent::Cleanup(so) => cleanup(&so, &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }

@@ -7,6 +7,7 @@
 //!                              \--GET/PUT /scale, status patch, events--> API server
 //! ```
 
+use crate::locks::LockExt;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -14,18 +15,18 @@ use std::{
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{Api, ResourceExt};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::{
     context::{Context, LoopHandle},
     error::{Error, Result},
-    reconcile::error_chain,
     status::{Writer, patch_status, publish},
 };
 use crate::{
     cluster::scale,
     crd::ScaledObject,
     keda_metrics::{ScaledResourceType, ScalerLabels},
+    report::error_chain,
     scalers::registry::{ObjectKey, Resolved, object_key},
     scaling::{
         activation::{Action, TriggerOutcome},
@@ -44,7 +45,10 @@ pub async fn stop(ctx: &Context, so: &ScaledObject) {
         publish(
             ctx,
             so,
-            vec![Event::normal(EventReason::ScalersStopped, "Stopped scalers watch")],
+            vec![Event::normal(
+                EventReason::ScalersStopped,
+                "Stopped scalers watch",
+            )],
         )
         .await;
     }
@@ -53,7 +57,7 @@ pub async fn stop(ctx: &Context, so: &ScaledObject) {
 /// True when the loop of `key` must be (re)started: none runs, it ended, the HPA was just
 /// created, or the ScaledObject's generation changed.
 pub fn needs_restart(ctx: &Context, key: &ObjectKey, generation: Option<i64>, hpa_created: bool) -> bool {
-    let loops = ctx.loops.lock().unwrap_or_else(|p| p.into_inner());
+    let loops = ctx.loops.lock_or_recover();
     match loops.get(key) {
         None => true,
         Some(h) => hpa_created || h.generation != generation || h.abort.is_finished(),
@@ -65,12 +69,13 @@ pub fn start(ctx: &Arc<Context>, so: &ScaledObject) {
     let key = object_key(so);
     let task_ctx = ctx.clone();
     let task_key = key.clone();
-    let task = tokio::spawn(async move { run(task_ctx, task_key).await });
+    let span = info_span!("scale_loop", namespace = %key.namespace, name = %key.name);
+    let task = tokio::spawn(async move { run(task_ctx, task_key).await }.instrument(span));
     let handle = LoopHandle {
         generation: so.metadata.generation,
         abort: task.abort_handle(),
     };
-    let mut loops = ctx.loops.lock().unwrap_or_else(|p| p.into_inner());
+    let mut loops = ctx.loops.lock_or_recover();
     if let Some(old) = loops.insert(key, handle) {
         old.abort.abort();
     }

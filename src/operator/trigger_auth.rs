@@ -7,6 +7,7 @@
 //! "ClusterTriggerAuthentication" (`eventreason.TriggerAuthenticationUpdated` is spelled that way
 //! in KEDA); they are kept as KEDA emits them, so event queries written for KEDA match.
 
+use crate::locks::LockExt;
 use std::{collections::HashMap, fmt::Debug, sync::Arc, sync::Mutex};
 
 use futures::StreamExt;
@@ -139,8 +140,7 @@ impl AuthContext {
         let namespace = Self::namespace(obj);
         let old = self
             .counted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .insert(Self::key(obj), namespace.clone());
         if old.as_deref() != Some(namespace.as_str()) {
             if let Some(old) = old {
@@ -152,11 +152,7 @@ impl AuthContext {
 
     fn removed<K: AuthKind>(&self, obj: &K) {
         let Some(m) = &self.op.metrics else { return };
-        let old = self
-            .counted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&Self::key(obj));
+        let old = self.counted.lock_or_recover().remove(&Self::key(obj));
         if let Some(old) = old {
             m.dec_resource_registered(K::RESOURCE, &old);
         }

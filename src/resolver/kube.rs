@@ -29,7 +29,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{AuthSources, resolve_into};
 use crate::{
@@ -208,7 +208,7 @@ impl KubeResolver {
             Err(_) => warn!("authentication caches not synced after 30s; triggers heal once they are"),
         }
 
-        tokio::spawn(rebuild_on_change(registry, changed, shutdown));
+        tokio::spawn(rebuild_on_change(registry, changed, shutdown).in_current_span());
         resolver
     }
 }
@@ -246,29 +246,32 @@ impl Spawner {
     {
         let changed = self.changed.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(modify)
-                .reflect(writer);
-            futures::pin_mut!(stream);
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.wait() => return,
-                    e = stream.next() => e,
-                };
-                match event {
-                    None => return,
-                    Some(Ok(
-                        watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
-                    )) => {
-                        changed.notify_one();
+        tokio::spawn(
+            async move {
+                let stream = watcher(api, watcher::Config::default().any_semantic())
+                    .default_backoff()
+                    .modify(modify)
+                    .reflect(writer);
+                futures::pin_mut!(stream);
+                loop {
+                    let event = tokio::select! {
+                        _ = shutdown.wait() => return,
+                        e = stream.next() => e,
+                    };
+                    match event {
+                        None => return,
+                        Some(Ok(
+                            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+                        )) => {
+                            changed.notify_one();
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => warn!(kind, error = %e, "watch failed; retrying"),
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => warn!(kind, error = %e, "watch failed; retrying"),
                 }
             }
-        });
+            .in_current_span(),
+        );
     }
 }
 

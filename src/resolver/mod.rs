@@ -12,8 +12,8 @@
 //! metadata key, a TriggerAuthentication `env` entry, or `identityOwner: workload`), so a
 //! trigger that uses none of them works without its Deployment being visible.
 
-pub mod kube;
 pub mod files;
+pub mod kube;
 
 use std::{collections::BTreeMap, sync::Arc};
 

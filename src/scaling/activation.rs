@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::{
     crd::scaled_object::{DEFAULT_COOLDOWN_PERIOD, ScaledObjectSpec},
+    scalers::params::parse_go_bool,
     scaling::{
         conditions::{
             ACTIVE_FORCED_MESSAGE, ACTIVE_MESSAGE, COOLDOWN_MESSAGE, CondUpdate, ConditionStatus,
@@ -15,7 +16,6 @@ use crate::{
         },
         events::{Event, EventReason},
     },
-    scalers::params::parse_go_bool,
 };
 
 /// Annotation: pause and force the target to this replica count.
@@ -201,14 +201,22 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
     let mut d = Decision {
         action: Action::None,
         active_condition: None,
-        ready_condition: Some(CondUpdate::new(ConditionStatus::True, "ScaledObjectReady", READY_MESSAGE)),
+        ready_condition: Some(CondUpdate::new(
+            ConditionStatus::True,
+            "ScaledObjectReady",
+            READY_MESSAGE,
+        )),
         paused_condition: None,
         set_last_active: false,
         event: None,
     };
     if pause.is_fully_paused() {
         d.ready_condition = None;
-        d.paused_condition = Some(CondUpdate::new(ConditionStatus::True, "ScaledObjectPaused", PAUSED_MESSAGE));
+        d.paused_condition = Some(CondUpdate::new(
+            ConditionStatus::True,
+            "ScaledObjectPaused",
+            PAUSED_MESSAGE,
+        ));
         return d;
     }
     let current = input.current_replicas;
@@ -244,7 +252,8 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
                 d.set_last_active = true;
             }
         } else if input.is_error {
-            d.ready_condition = Some(CondUpdate::new(ConditionStatus::Unknown,
+            d.ready_condition = Some(CondUpdate::new(
+                ConditionStatus::Unknown,
                 "PartialTriggerError",
                 PARTIAL_TRIGGER_ERROR_MESSAGE,
             ));
@@ -254,13 +263,21 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
         return d;
     }
 
-    d.active_condition = Some(CondUpdate::new(ConditionStatus::False, "ScalerNotActive", NOT_ACTIVE_MESSAGE));
+    d.active_condition = Some(CondUpdate::new(
+        ConditionStatus::False,
+        "ScalerNotActive",
+        NOT_ACTIVE_MESSAGE,
+    ));
     let fallback = spec.fallback.as_ref();
     if input.is_error && fallback.is_some_and(|f| f.replicas != 0) {
         return d;
     }
     if input.is_error && fallback.is_none() {
-        d.ready_condition = Some(CondUpdate::new(ConditionStatus::False, "TriggerError", TRIGGER_ERROR_MESSAGE));
+        d.ready_condition = Some(CondUpdate::new(
+            ConditionStatus::False,
+            "TriggerError",
+            TRIGGER_ERROR_MESSAGE,
+        ));
         return d;
     }
     if idle.is_some_and(|i| current > i) || (current > 0 && min == 0) {
@@ -278,7 +295,11 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
                 format!("Deactivated {kind} {ns}/{target} from {current} to {replicas}"),
             ));
         } else {
-            d.active_condition = Some(CondUpdate::new(ConditionStatus::False, "ScalerCooldown", COOLDOWN_MESSAGE));
+            d.active_condition = Some(CondUpdate::new(
+                ConditionStatus::False,
+                "ScalerCooldown",
+                COOLDOWN_MESSAGE,
+            ));
         }
         return d;
     }

@@ -115,7 +115,11 @@ pub struct CondUpdate {
 
 impl CondUpdate {
     /// Builds an update.
-    pub fn new(status: ConditionStatus, reason: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: ConditionStatus,
+        reason: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         CondUpdate {
             status,
             reason: reason.into(),

@@ -1,6 +1,7 @@
 //! Fallback (KEDA's `pkg/fallback/fallback.go`): failure bookkeeping per external metric and the
 //! synthetic value that makes the HPA converge on the fallback replica count.
 
+use crate::locks::LockExt;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Mutex,
@@ -139,7 +140,7 @@ impl HealthStore {
         if !has_valid_fallback(so) {
             return (if ok { Step::Pass } else { Step::Error }, HealthStatus::default());
         }
-        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let mut objects = self.objects.lock_or_recover();
         let per_object = objects.entry(key.clone()).or_default();
         let health = match per_object.get_mut(metric) {
             Some(h) => h,
@@ -160,7 +161,7 @@ impl HealthStore {
         if health.is_empty() || !has_valid_fallback(so) {
             return;
         }
-        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let mut objects = self.objects.lock_or_recover();
         let per_object = objects.entry(key.clone()).or_default();
         for (metric, h) in health {
             if !per_object.contains_key(metric) {
@@ -171,14 +172,13 @@ impl HealthStore {
 
     /// Drops the counters of a deleted ScaledObject.
     pub fn forget(&self, key: &ObjectKey) {
-        self.objects.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.objects.lock_or_recover().remove(key);
     }
 
     /// The counter of one metric, if this process has one.
     pub fn get(&self, key: &ObjectKey, metric: &str) -> Option<HealthStatus> {
         self.objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .get(key)
             .and_then(|m| m.get(metric).cloned())
     }

@@ -216,9 +216,7 @@ impl Plan {
 
     /// The target's kind could not be resolved to a resource (discovery said no).
     pub fn target_unresolved(&mut self, error: &str) -> Requeue {
-        self.check_failed(format!(
-            "Failed to parse Group, Version, Kind, Resource: {error}"
-        ));
+        self.check_failed(format!("Failed to parse Group, Version, Kind, Resource: {error}"));
         Requeue::Retry
     }
 
@@ -332,8 +330,10 @@ impl Plan {
 
     /// Step 9: the scale loop was (re)started.
     pub fn scalers_started(&mut self) {
-        self.events
-            .push(Event::normal(EventReason::ScalersStarted, "Started scalers watch"));
+        self.events.push(Event::normal(
+            EventReason::ScalersStarted,
+            "Started scalers watch",
+        ));
     }
 
     /// Step 10: Ready=True (with an event when it was not), and Fallback=False when the object

@@ -22,7 +22,9 @@ use crate::{
         scaled_object::{Condition, GroupVersionKindResource, HealthStatus, TriggerActivity},
     },
     scaling::{
-        activation::{self, Action, Decision, LoopInput, PauseState, TriggerOutcome, failure_event, pause_state},
+        activation::{
+            self, Action, Decision, LoopInput, PauseState, TriggerOutcome, failure_event, pause_state,
+        },
         conditions::{
             ACTIVE, CondUpdate, ConditionStatus, FALLBACK, FALLBACK_EXISTS_MESSAGE, HPA_ACTIVE,
             NO_FALLBACK_MESSAGE, PAUSED, READY, condition_status,
@@ -130,8 +132,7 @@ impl Plan {
 
     /// A trigger whose scaler could not be built: a Warning event, and the trigger errs.
     pub fn scaler_failed(&mut self, outcome: &mut TriggerOutcome, error: String) {
-        self.events
-            .push(Event::warning(EventReason::ScalerFailed, error));
+        self.events.push(Event::warning(EventReason::ScalerFailed, error));
         outcome.error = true;
     }
 
@@ -158,8 +159,7 @@ impl Plan {
         let (active, error, recorded) = match (step, &read) {
             (Step::Pass, Ok((value, active))) => {
                 if !trigger_name.is_empty() {
-                    self.named_values
-                        .insert(trigger_name.to_string(), Some(*value));
+                    self.named_values.insert(trigger_name.to_string(), Some(*value));
                 }
                 (*active, false, Recorded::Value(*value))
             }
@@ -333,8 +333,10 @@ impl Plan {
                     FALLBACK_EXISTS_MESSAGE,
                 ));
             } else if was_falling_back {
-                self.events
-                    .push(Event::normal(EventReason::FallbackDeactivated, NO_FALLBACK_MESSAGE));
+                self.events.push(Event::normal(
+                    EventReason::FallbackDeactivated,
+                    NO_FALLBACK_MESSAGE,
+                ));
             }
         }
     }

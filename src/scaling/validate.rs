@@ -13,12 +13,12 @@ use crate::{
         ScaledObject,
         scaled_object::{DEFAULT_MAX_REPLICAS, MetricTargetType, ScaleTrigger, ScaledObjectSpec},
     },
-    scaling::{activation::pause_state, formula, hpa::hpa_name},
     scalers::{
         ScalerConfig, ScalerError, build_scaler, cpu_memory,
         params::{self, Source},
         registry::trigger_config,
     },
+    scaling::{activation::pause_state, formula, hpa::hpa_name},
 };
 
 /// One validation finding.

@@ -17,13 +17,6 @@ use std::{
 use crate::{
     cli::{CheckArgs, RenderArgs},
     crd::ScaledObject,
-    scaling::{
-        hpa::{DesiredError, desired_hpa},
-        validate::{
-            Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
-            validate_trigger_authentication,
-        },
-    },
     resolver::{
         cluster_object_namespace,
         files::{FileResolution, FileResolver, LocalObjects},
@@ -31,6 +24,13 @@ use crate::{
     scalers::{
         ScalerContext, ScalerError, SharedScaler, build_scaler,
         registry::{build_trigger, object_key},
+    },
+    scaling::{
+        hpa::{DesiredError, desired_hpa},
+        validate::{
+            Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
+            validate_trigger_authentication,
+        },
     },
     source::files::{Parsed, manifest_files, parse_file},
 };

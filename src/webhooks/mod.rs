@@ -10,4 +10,6 @@ pub mod server;
 
 pub use cluster::{ClusterError, ClusterView, KubeCluster, LocalCluster};
 pub use review::{ReviewError, WebhookContext, review};
-pub use server::{CLUSTER_TRIGGER_AUTHENTICATION_PATH, SCALED_OBJECT_PATH, TRIGGER_AUTHENTICATION_PATH, handle, run};
+pub use server::{
+    CLUSTER_TRIGGER_AUTHENTICATION_PATH, SCALED_OBJECT_PATH, TRIGGER_AUTHENTICATION_PATH, handle, run,
+};

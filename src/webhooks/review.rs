@@ -15,11 +15,11 @@ use super::cluster::{ClusterError, ClusterView};
 use crate::{
     crd::ScaledObject,
     keda_metrics::KedaMetrics,
+    quantity,
     scaling::{
         hpa::hpa_name,
         validate::{Problem, deprecations, validate_scaled_object, validate_trigger_authentication},
     },
-    quantity,
 };
 
 /// Shared state of the webhook handlers.

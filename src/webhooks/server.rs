@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::{
     cluster::{ClusterView, KubeCluster, LocalCluster},
@@ -83,7 +83,7 @@ pub async fn run(args: WebhooksArgs, shutdown: Signal) -> Result<(), StartupErro
         demo: false,
     });
     // Up before the certificates, so liveness holds while the secret volume is still empty.
-    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()).in_current_span());
 
     let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(c), Some(k)) => {
@@ -96,9 +96,7 @@ pub async fn run(args: WebhooksArgs, shutdown: Signal) -> Result<(), StartupErro
             .map_err(|e| StartupError::SelfSigned(args.cert_dir.clone(), e))?,
     };
     let mut reloader = CertReloader::new(DEFAULT_INTERVAL);
-    let resolver = reloader
-        .watch_serving(&cert, &key)
-        .map_err(StartupError::Certs)?;
+    let resolver = reloader.watch_serving(&cert, &key).map_err(StartupError::Certs)?;
     // The API server does not present a client certificate to webhooks unless configured to;
     // nothing here depends on one.
     let config = tls::server_config(resolver, Arc::new(RequestClientCert::new(&[])));
@@ -107,7 +105,11 @@ pub async fn run(args: WebhooksArgs, shutdown: Signal) -> Result<(), StartupErro
     ready.store(true, Ordering::Relaxed);
     {
         let shutdown = shutdown.clone();
-        tokio::spawn(reloader.run(async move { shutdown.wait().await }));
+        tokio::spawn(
+            reloader
+                .run(async move { shutdown.wait().await })
+                .in_current_span(),
+        );
     }
     info!(addr = %listener.local_addr().unwrap_or(addr), "admission webhooks listening");
     let handler = move |req, _conn: Arc<tls::ConnInfo>| {
