@@ -146,6 +146,19 @@ pub struct ScalerArgs {
     /// EBB_HTTP_DEFAULT_TIMEOUT is given.
     #[arg(long, env = "KEDA_HTTP_DEFAULT_TIMEOUT", hide = true)]
     pub keda_http_default_timeout: Option<String>,
+    /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
+    #[command(flatten)]
+    pub cluster_objects: ClusterObjectsArgs,
+}
+
+/// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live (KEDA's variable, read
+/// here like every other setting rather than behind clap's back).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterObjectsArgs {
+    /// Namespace of the Secrets and ConfigMaps ClusterTriggerAuthentications reference
+    /// [default: the namespace ebb runs in, else `ebb`].
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    pub cluster_object_namespace: Option<String>,
 }
 
 impl ScalerArgs {
@@ -174,6 +187,9 @@ pub struct RenderArgs {
     /// Value of the `app.kubernetes.io/version` label on the rendered HPAs.
     #[arg(long, env = "EBB_HPA_VERSION_LABEL", default_value = env!("CARGO_PKG_VERSION"))]
     pub version_label: String,
+    /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
+    #[command(flatten)]
+    pub cluster_objects: ClusterObjectsArgs,
 }
 
 /// Flags of `ebb check`.
@@ -186,6 +202,9 @@ pub struct CheckArgs {
     /// kinds, e.g. a Deployment or a Secret); by default such a file is an error.
     #[arg(long)]
     pub allow_other_kinds: bool,
+    /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
+    #[command(flatten)]
+    pub cluster_objects: ClusterObjectsArgs,
 }
 
 /// Flags of `ebb certs`.

@@ -100,13 +100,20 @@ impl Engine {
     pub async fn connect(
         client: &kube::Client,
         http_timeout: Duration,
+        cluster_object_namespace: String,
         metrics: Arc<KedaMetrics>,
         shutdown: &Signal,
     ) -> (Engine, PodIndex) {
         let mut engine = Engine::new(http_timeout);
         engine.observe(metrics);
         let pods = PodIndex::start(client.clone(), shutdown.clone());
-        let resolver = KubeResolver::start(client.clone(), engine.registry.clone(), shutdown.clone()).await;
+        let resolver = KubeResolver::start(
+            client.clone(),
+            engine.registry.clone(),
+            cluster_object_namespace,
+            shutdown.clone(),
+        )
+        .await;
         engine.configure(
             Arc::new(resolver),
             ScalerContext {

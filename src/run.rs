@@ -49,6 +49,13 @@ async fn run_on(args: RunArgs, client: Option<kube::Client>, shutdown: Signal) -
     let (engine, pods) = Engine::connect(
         &client,
         args.server.scalers.http_timeout(),
+        crate::resolver::cluster_object_namespace(
+            args.server
+                .scalers
+                .cluster_objects
+                .cluster_object_namespace
+                .as_deref(),
+        ),
         metrics.keda.clone(),
         &shutdown,
     )

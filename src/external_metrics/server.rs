@@ -164,6 +164,9 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Startu
     let (engine, pods) = Engine::connect(
         &client,
         args.scalers.http_timeout(),
+        crate::resolver::cluster_object_namespace(
+            args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
+        ),
         metrics.keda.clone(),
         &shutdown,
     )
@@ -251,7 +254,11 @@ async fn run_local(
             d
         }
     };
-    let resolver = Arc::new(LocalResolver::from_documents(&[]));
+    let resolver = Arc::new(LocalResolver::from_documents(&[]).with_cluster_object_namespace(
+        crate::resolver::cluster_object_namespace(
+            args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
+        ),
+    ));
     let context = ScalerContext {
         kube: None,
         pods: Some(resolver.pod_index()),

@@ -67,8 +67,16 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), StartupErro
     });
     tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()).in_current_span());
 
-    let (engine, _pods) =
-        Engine::connect(&client, args.scalers.http_timeout(), metrics.clone(), &shutdown).await;
+    let (engine, _pods) = Engine::connect(
+        &client,
+        args.scalers.http_timeout(),
+        crate::resolver::cluster_object_namespace(
+            args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
+        ),
+        metrics.clone(),
+        &shutdown,
+    )
+    .await;
     ready.store(true, Ordering::Relaxed);
     run_with_engine(
         client,

@@ -237,7 +237,7 @@ impl LocalResolver {
         Self {
             objects: ArcSwap::from_pointee(objects),
             pods: index,
-            cluster_object_namespace: super::cluster_object_namespace(),
+            cluster_object_namespace: super::cluster_object_namespace(None),
         }
     }
 

@@ -134,9 +134,14 @@ impl KubeResolver {
 
     /// Starts the watchers, waits (up to 30 s) for their first lists, and rebuilds `registry`
     /// whenever a watched object changes afterwards. Secrets of ClusterTriggerAuthentications are
-    /// read from [`super::cluster_object_namespace`].
-    pub async fn start(client: Client, registry: Arc<Registry>, shutdown: Signal) -> Self {
-        let (resolver, w) = Self::with_writers(super::cluster_object_namespace());
+    /// read from `cluster_object_namespace` ([`super::cluster_object_namespace`]).
+    pub async fn start(
+        client: Client,
+        registry: Arc<Registry>,
+        cluster_object_namespace: String,
+        shutdown: Signal,
+    ) -> Self {
+        let (resolver, w) = Self::with_writers(cluster_object_namespace);
         let changed = Arc::new(Notify::new());
         let spawn = Spawner {
             changed: changed.clone(),

@@ -74,14 +74,12 @@ impl Resolved {
     }
 }
 
-/// Namespace where ClusterTriggerAuthentication Secrets and ConfigMaps live:
-/// `KEDA_CLUSTER_OBJECT_NAMESPACE`, else the namespace ebb runs in (service-account namespace
-/// file), else `ebb`.
-pub fn cluster_object_namespace() -> String {
-    if let Ok(ns) = std::env::var("KEDA_CLUSTER_OBJECT_NAMESPACE")
-        && !ns.trim().is_empty()
-    {
-        return ns.trim().to_string();
+/// Namespace where ClusterTriggerAuthentication Secrets and ConfigMaps live: `flag`
+/// (`--cluster-object-namespace`, KEDA's `KEDA_CLUSTER_OBJECT_NAMESPACE`), else the namespace
+/// ebb runs in (service-account namespace file), else `ebb`.
+pub fn cluster_object_namespace(flag: Option<&str>) -> String {
+    if let Some(ns) = flag.map(str::trim).filter(|ns| !ns.is_empty()) {
+        return ns.to_string();
     }
     std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
         .ok()
