@@ -23,8 +23,10 @@ use futures::future::BoxFuture;
 
 use super::{
     MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+    http_auth::HttpAuth,
+    http_client::{HttpProbe, build_http_client, request_target, upstream_error},
     metric_name,
-    params::{HttpAuth, HttpProbe, METADATA, Params, build_http_client, request_target, upstream_error},
+    params::{METADATA, Params},
 };
 use crate::crd::scaled_object::MetricTargetType;
 
@@ -802,7 +804,7 @@ mod tests {
 
     #[test]
     fn metadata_auth_modes() {
-        use crate::scalers::params::ApiKeyMethod;
+        use crate::scalers::http_auth::ApiKeyMethod;
         let s = build(
             &[URL, LOC, TARGET, ("authMode", "apiKey"), ("method", "query")],
             &[("apiKey", "k")],

@@ -7,6 +7,8 @@ pub mod aws;
 pub mod cpu_memory;
 pub mod cron;
 pub mod cron_schedule;
+pub mod http_auth;
+pub mod http_client;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod params;

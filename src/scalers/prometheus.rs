@@ -55,8 +55,10 @@ use serde::Deserialize;
 use super::{
     MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
     aws::{AwsShared, sigv4},
+    http_auth::HttpAuth,
+    http_client::{HttpProbe, build_http_client, upstream_error},
     metric_name,
-    params::{HttpAuth, HttpProbe, METADATA, METADATA_AUTH, Params, build_http_client, upstream_error},
+    params::{METADATA, METADATA_AUTH, Params},
 };
 use crate::{
     crd::scaled_object::MetricTargetType,
