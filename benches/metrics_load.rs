@@ -13,13 +13,19 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{BoxError, Res, free_port, get_plain, is_gone, print_loadavg, print_machine, runtime};
+use common::{
+    BoxError, Res,
+    ebb::Ebb,
+    names::{cron_metric_name, normalize},
+    print_loadavg, print_machine,
+    procfs::{mib, parse_status, rss, settle_rss},
+    runtime,
+    stats::percentile,
+};
 
 use std::{
-    io::Read as _,
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -39,8 +45,6 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Timeout of one request of the load client.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long ebb may take to answer `/readyz` with 200.
-const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How long RSS is watched for stability.
 const RSS_SETTLE: Duration = Duration::from_secs(10);
 /// The value the bench's JSON endpoint serves.
@@ -188,7 +192,7 @@ fn part_one(
         String::from_utf8_lossy(&body)
     );
 
-    let baseline = settle_rss(ebb.pid())?;
+    let baseline = settle_rss(ebb.pid(), RSS_SETTLE)?;
     println!(
         "rss one ScaledObject (idle): rss_mib={:.1} hwm_mib={:.1}",
         mib(baseline.rss_kib),
@@ -334,7 +338,7 @@ fn part_two(opts: &Opts, client_rt: &tokio::runtime::Runtime, tmp: &Path) -> Res
     let started = Instant::now();
     client_rt.block_on(ebb.wait_ready())?;
     println!("ready after {:.2} s", started.elapsed().as_secs_f64());
-    let idle = settle_rss(ebb.pid())?;
+    let idle = settle_rss(ebb.pid(), RSS_SETTLE)?;
 
     let certs = Certs::from_state_dir(&state)?;
     let cfg = client_config(&certs, Proto::H1)?;
@@ -437,185 +441,17 @@ spec:
 // ---------------------------------------------------------------------------------------------
 // Metric names and paths, as KEDA builds them.
 
-/// KEDA's `NormalizeString`.
-fn normalize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if matches!(c, '/' | '.' | ':' | '%' | '(' | ')') {
-                '-'
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
 fn metric_name_metrics_api(value_location: &str) -> String {
     format!("s0-{}", normalize(&format!("metric-api-{value_location}")))
 }
 
-/// The cron trigger's name for `Etc/UTC`, `0 8 * * *`, `0 18 * * *` (KEDA's parseCronTimeFormat).
+/// The cron trigger's name for `Etc/UTC`, `0 8 * * *`, `0 18 * * *`.
 fn metric_name_cron() -> String {
-    let fmt = |s: &str| {
-        s.replace(' ', "")
-            .replace('*', "x")
-            .replace('/', "Sl")
-            .replace('?', "Qm")
-    };
-    format!(
-        "s0-{}",
-        normalize(&format!(
-            "cron-Etc/UTC-{}-{}",
-            fmt("0 8 * * *"),
-            fmt("0 18 * * *")
-        ))
-    )
+    cron_metric_name("Etc/UTC", "0 8 * * *", "0 18 * * *")
 }
 
 fn metric_path(so: &str, metric: &str) -> String {
-    format!(
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}"
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// The ebb child process.
-
-struct Ebb {
-    child: Option<Child>,
-    log: PathBuf,
-    secure: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Ebb {
-    fn start(dir: &Path, state: &Path, log: &Path) -> Res<Self> {
-        let secure = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log_file = std::fs::File::create(log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_ebb"))
-            .arg("metrics-server")
-            .arg("--local")
-            .arg(dir)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--secure-port", &secure.port().to_string()])
-            .args(["--bind-address", "127.0.0.1"])
-            .args(["--metrics-port", &metrics.port().to_string()])
-            .args(["--metrics-bind-address", "127.0.0.1"])
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()?;
-        Ok(Self {
-            child: Some(child),
-            log: log.to_path_buf(),
-            secure,
-            metrics,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(20);
-        format!(
-            "--- ebb log tail ({}) ---\n{}",
-            self.log.display(),
-            lines[from..].join("\n")
-        )
-    }
-
-    async fn wait_ready(&self) -> Res<()> {
-        let deadline = Instant::now() + READY_DEADLINE;
-        let mut last: String;
-        loop {
-            if let Some(child) = &self.child {
-                // try_wait needs &mut; a zero-signal check through /proc is enough here.
-                if !Path::new(&format!("/proc/{}", child.id())).exists() || is_gone(child.id()) {
-                    return Err(format!("ebb exited before it was ready\n{}", self.log_tail()).into());
-                }
-            }
-            match get_plain(self.metrics, "/readyz").await {
-                Ok((StatusCode::OK, _)) => return Ok(()),
-                Ok((s, b)) => last = format!("{s}: {}", String::from_utf8_lossy(&b)),
-                Err(e) => last = e.to_string(),
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "ebb not ready after {READY_DEADLINE:?} (last: {last})\n{}",
-                    self.log_tail()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Ebb {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// RSS from /proc.
-
-#[derive(Debug, Clone, Copy)]
-struct Mem {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn parse_status(text: &str) -> Option<Mem> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some(Mem {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
-    })
-}
-
-fn rss(pid: u32) -> Res<Mem> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_status(&text).ok_or_else(|| format!("no VmRSS/VmHWM in /proc/{pid}/status").into())
-}
-
-/// Polls RSS every 250 ms until three readings in a row differ by less than 64 KiB (or 10 s).
-fn settle_rss(pid: u32) -> Res<Mem> {
-    let deadline = Instant::now() + RSS_SETTLE;
-    let mut last = rss(pid)?;
-    let mut steady = 0;
-    while Instant::now() < deadline && steady < 3 {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = rss(pid)?;
-        steady = if now.rss_kib.abs_diff(last.rss_kib) < 64 {
-            steady + 1
-        } else {
-            0
-        };
-        last = now;
-    }
-    Ok(last)
+    common::client::metric_path("default", so, metric)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -827,15 +663,6 @@ impl LoadResult {
     fn percentile_ms(&self, p: f64) -> f64 {
         percentile(&self.latencies_us, p).map_or(f64::NAN, |us| f64::from(us) / 1000.0)
     }
-}
-
-/// Nearest-rank percentile of `sorted` (ascending).
-fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 /// Shared clock and request budget of one load run.

@@ -27,36 +27,29 @@ mod prometheus;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{BoxError, Res, free_port, get_plain, is_gone, print_loadavg, print_machine, runtime};
+use common::{
+    Res,
+    client::{REQUEST_TIMEOUT, Sender, client_config, connect, read_each, request},
+    ebb::Ebb,
+    print_loadavg, print_machine, runtime,
+    stats::histogram,
+    upstream::{Backend, CountingProxy, classify, parse_prom_counter, per_key, prom_query_counter},
+};
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    convert::Infallible,
-    io::Read as _,
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt as _, Empty, Full};
-use hyper::{Request, Response, StatusCode, body::Incoming, header, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
+use hyper::{StatusCode, header};
+use rustls::ClientConfig;
 
-/// Timeout of one request of the client.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long ebb may take to answer `/readyz` with 200.
-const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// moto's default account id (part of its queue URLs).
 const ACCOUNT: &str = "123456789012";
 const REGION: &str = "us-east-1";
@@ -381,30 +374,6 @@ fn bursts(
     Ok(())
 }
 
-fn histogram<'a>(counts: impl Iterator<Item = &'a u64>) -> String {
-    let mut h: BTreeMap<u64, usize> = BTreeMap::new();
-    for c in counts {
-        *h.entry(*c).or_default() += 1;
-    }
-    h.iter()
-        .map(|(c, k)| format!("{c}: {k}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Calls per key between two snapshots, for every expected key (missing keys count 0; calls
-/// with unexpected keys are listed under their own key).
-fn per_key(before: &Snapshot, after: &Snapshot, keys: &[String]) -> BTreeMap<String, u64> {
-    let mut out: BTreeMap<String, u64> = keys.iter().map(|k| (k.clone(), 0)).collect();
-    for (k, v) in &after.per_key {
-        let d = v.saturating_sub(before.per_key.get(k).copied().unwrap_or(0));
-        if d > 0 || out.contains_key(k) {
-            *out.entry(k.clone()).or_default() = d;
-        }
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
 // The generated objects.
 
@@ -429,9 +398,7 @@ fn sqs_metric(queue: &str) -> String {
 }
 
 fn metric_path(so: &str, metric: &str) -> String {
-    format!(
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{metric}?labelSelector=scaledobject.keda.sh%2Fname%3D{so}"
-    )
+    common::client::metric_path(NS, so, metric)
 }
 
 fn scaled_object(name: &str, interval: u64, cached: bool, trigger: &str) -> String {
@@ -561,425 +528,6 @@ async fn create_queues(moto: &str, names: &[String]) -> Res<()> {
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
             return Err(format!("CreateQueue {name}: {status}: {text}").into());
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Counting proxies in front of the upstreams.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    /// Counts `/api/v1/query` calls, keyed by the `query` parameter.
-    Prometheus,
-    /// Counts `GetQueueAttributes` calls, keyed by the queue name of `QueueUrl`.
-    Sqs,
-}
-
-#[derive(Default)]
-struct Counts {
-    per_key: HashMap<String, u64>,
-    total: u64,
-    other: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Snapshot {
-    per_key: HashMap<String, u64>,
-    total: u64,
-    other: u64,
-}
-
-struct CountingProxy {
-    url: String,
-    counts: Arc<Mutex<Counts>>,
-    delay_ms: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl CountingProxy {
-    async fn start(upstream: &str, backend: Backend) -> Res<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let counts = Arc::new(Mutex::new(Counts::default()));
-        let delay_ms = Arc::new(AtomicU64::new(0));
-        let client = reqwest::Client::new();
-        let upstream = upstream.trim_end_matches('/').to_string();
-        let (c2, d2) = (counts.clone(), delay_ms.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let _ = tcp.set_nodelay(true);
-                let (client, upstream, counts, delay) =
-                    (client.clone(), upstream.clone(), c2.clone(), d2.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        forward(
-                            req,
-                            backend,
-                            client.clone(),
-                            upstream.clone(),
-                            counts.clone(),
-                            delay.clone(),
-                        )
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
-        Ok(Self {
-            url,
-            counts,
-            delay_ms,
-            task,
-        })
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        Snapshot {
-            per_key: c.per_key.clone(),
-            total: c.total,
-            other: c.other,
-        }
-    }
-}
-
-/// The key a call is counted under, or `None` for calls that are not upstream queries.
-fn classify(
-    backend: Backend,
-    path: &str,
-    query: Option<&str>,
-    headers: &http::HeaderMap,
-    body: &[u8],
-) -> Option<String> {
-    let form = |text: &[u8], name: &str| {
-        form_urlencoded::parse(text)
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    match backend {
-        Backend::Prometheus => {
-            if !path.ends_with("/api/v1/query") {
-                return None;
-            }
-            let q = query
-                .and_then(|q| form(q.as_bytes(), "query"))
-                .or_else(|| form(body, "query"))
-                .unwrap_or_default();
-            Some(q)
-        }
-        Backend::Sqs => {
-            let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-            let (action, url) = match target {
-                Some(t) => (
-                    t.rsplit('.').next().unwrap_or(t).to_string(),
-                    serde_json::from_slice::<serde_json::Value>(body)
-                        .ok()
-                        .and_then(|v| v.get("QueueUrl").and_then(|u| u.as_str()).map(str::to_string)),
-                ),
-                None => (form(body, "Action").unwrap_or_default(), form(body, "QueueUrl")),
-            };
-            if action != "GetQueueAttributes" {
-                return None;
-            }
-            let url = url.unwrap_or_default();
-            Some(
-                url.trim_end_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        }
-    }
-}
-
-async fn forward(
-    req: Request<Incoming>,
-    backend: Backend,
-    client: reqwest::Client,
-    upstream: String,
-    counts: Arc<Mutex<Counts>>,
-    delay_ms: Arc<AtomicU64>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    {
-        let key = classify(
-            backend,
-            parts.uri.path(),
-            parts.uri.query(),
-            &parts.headers,
-            &body,
-        );
-        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
-        match key {
-            Some(k) => {
-                c.total += 1;
-                *c.per_key.entry(k).or_default() += 1;
-            }
-            None => c.other += 1,
-        }
-    }
-    let delay = delay_ms.load(Ordering::Relaxed);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay.min(10_000))).await;
-    }
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut headers = parts.headers.clone();
-    headers.remove(header::HOST);
-    let sent = client
-        .request(parts.method.clone(), format!("{upstream}{path}"))
-        .headers(headers)
-        .body(body)
-        .timeout(REQUEST_TIMEOUT)
-        .send()
-        .await;
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(Response::builder()
-                .status(502)
-                .body(Full::new(Bytes::from(e.to_string())))
-                .unwrap_or_default());
-        }
-    };
-    let mut out = Response::builder().status(resp.status());
-    for (k, v) in resp.headers() {
-        if k != header::TRANSFER_ENCODING && k != header::CONTENT_LENGTH {
-            out = out.header(k, v);
-        }
-    }
-    let bytes = resp.bytes().await.unwrap_or_default();
-    Ok(out.body(Full::new(bytes)).unwrap_or_default())
-}
-
-/// Prometheus' own count of `/api/v1/query` requests: all codes, and code 200.
-struct PromCounter {
-    total: u64,
-    ok: u64,
-}
-
-fn parse_prom_counter(text: &str) -> PromCounter {
-    let mut out = PromCounter { total: 0, ok: 0 };
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("prometheus_http_requests_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        if !labels.split(',').any(|l| l == "handler=\"/api/v1/query\"") {
-            continue;
-        }
-        let v = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
-        out.total += v;
-        if labels.split(',').any(|l| l == "code=\"200\"") {
-            out.ok += v;
-        }
-    }
-    out
-}
-
-async fn prom_query_counter(url: &str) -> Res<PromCounter> {
-    let text = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        reqwest::Client::new()
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await
-    })
-    .await??;
-    Ok(parse_prom_counter(&text))
-}
-
-// ---------------------------------------------------------------------------------------------
-// The ebb child process (as in benches/metrics_load.rs).
-
-struct Ebb {
-    child: Option<Child>,
-    log: PathBuf,
-    secure: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Ebb {
-    fn start(dir: &Path, state: &Path, log: &Path) -> Res<Self> {
-        let secure = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log_file = std::fs::File::create(log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_ebb"))
-            .arg("metrics-server")
-            .arg("--local")
-            .arg(dir)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--secure-port", &secure.port().to_string()])
-            .args(["--bind-address", "127.0.0.1"])
-            .args(["--metrics-port", &metrics.port().to_string()])
-            .args(["--metrics-bind-address", "127.0.0.1"])
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()?;
-        Ok(Self {
-            child: Some(child),
-            log: log.to_path_buf(),
-            secure,
-            metrics,
-        })
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(20);
-        format!(
-            "--- ebb log tail ({}) ---\n{}",
-            self.log.display(),
-            lines[from..].join("\n")
-        )
-    }
-
-    async fn wait_ready(&self) -> Res<()> {
-        let deadline = Instant::now() + READY_DEADLINE;
-        let mut last: String;
-        loop {
-            if let Some(child) = &self.child
-                && is_gone(child.id())
-            {
-                return Err(format!("ebb exited before it was ready\n{}", self.log_tail()).into());
-            }
-            match get_plain(self.metrics, "/readyz").await {
-                Ok((StatusCode::OK, _)) => return Ok(()),
-                Ok((s, b)) => last = format!("{s}: {}", String::from_utf8_lossy(&b)),
-                Err(e) => last = e.to_string(),
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "ebb not ready after {READY_DEADLINE:?} (last: {last})\n{}",
-                    self.log_tail()
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Ebb {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The mutual-TLS client.
-
-/// The client certificate ebb wrote to its state directory, trusting ebb's CA.
-fn client_config(state: &Path, http2: bool) -> Res<Arc<ClientConfig>> {
-    let certs = |name: &str| -> Res<Vec<CertificateDer<'static>>> {
-        let v = CertificateDer::pem_file_iter(state.join(name))?.collect::<Result<Vec<_>, _>>()?;
-        if v.is_empty() {
-            return Err(format!("no certificate in {}", state.join(name).display()).into());
-        }
-        Ok(v)
-    };
-    let mut roots = RootCertStore::empty();
-    for c in certs("ca.crt")? {
-        roots.add(c)?;
-    }
-    let key = PrivateKeyDer::from_pem_file(state.join("client.key"))?;
-    let mut cfg = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs("client.crt")?, key)?;
-    cfg.alpn_protocols = vec![if http2 {
-        b"h2".to_vec()
-    } else {
-        b"http/1.1".to_vec()
-    }];
-    Ok(Arc::new(cfg))
-}
-
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
-}
-
-async fn connect(addr: SocketAddr, cfg: Arc<ClientConfig>) -> Res<Sender> {
-    let http2 = cfg.alpn_protocols.iter().any(|p| p == b"h2");
-    let tcp = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(addr)).await??;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::IpAddress(addr.ip().into());
-    let tls = tokio::time::timeout(REQUEST_TIMEOUT, TlsConnector::from(cfg).connect(name, tcp)).await??;
-    let io = TokioIo::new(tls);
-    if http2 {
-        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Sender::H2(send))
-    } else {
-        let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Sender::H1(send))
-    }
-}
-
-/// One GET on `sender` (an HTTP/1.1 sender must not be shared while in use).
-async fn request(sender: &mut Sender, addr: SocketAddr, path: &str) -> Res<(StatusCode, Bytes)> {
-    let fut = async {
-        let resp = match sender {
-            Sender::H1(s) => {
-                let req = Request::get(path)
-                    .header(header::HOST, addr.to_string())
-                    .body(Empty::<Bytes>::new())?;
-                s.ready().await?;
-                s.send_request(req).await?
-            }
-            Sender::H2(s) => {
-                let req = Request::get(format!("https://{addr}{path}")).body(Empty::<Bytes>::new())?;
-                s.ready().await?;
-                s.send_request(req).await?
-            }
-        };
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok::<_, BoxError>((status, body))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, fut).await?
-}
-
-/// Reads every path once, in order, on one connection; the first failure is the error.
-async fn read_each(addr: SocketAddr, paths: &[String], cfg: Arc<ClientConfig>) -> Res<()> {
-    let mut s = connect(addr, cfg).await?;
-    for path in paths {
-        let (status, body) = request(&mut s, addr, path).await?;
-        if status != StatusCode::OK {
-            return Err(format!(
-                "{path}: {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(400)])
-            )
-            .into());
         }
     }
     Ok(())

@@ -261,9 +261,13 @@ mod tests {
     }
 
     fn resolved(scaler: Arc<Counting>, cached: bool, polling: Duration) -> Resolved {
+        resolved_epoch(scaler, cached, polling, 1)
+    }
+
+    fn resolved_epoch(scaler: Arc<Counting>, cached: bool, polling: Duration, epoch: u64) -> Resolved {
         let object = Arc::new(ObjectEntry {
             key: ObjectKey::new("ns", "so"),
-            epoch: 1,
+            epoch,
             polling_interval: polling,
             triggers: vec![TriggerEntry {
                 index: 0,
@@ -316,7 +320,9 @@ mod tests {
             calls: AtomicUsize::new(0),
             delay: Duration::from_millis(20),
         });
-        let r = resolved(scaler.clone(), true, Duration::from_millis(300));
+        // Reads within the interval: a long one, so a loaded machine pausing this test between
+        // two reads cannot let it run out.
+        let r = resolved(scaler.clone(), true, Duration::from_secs(600));
         let cache = MetricCache::new(Duration::from_secs(5));
         let first = futures::future::join_all((0..20).map(|_| cache.read(&r))).await;
         assert_eq!(scaler.calls.load(Ordering::SeqCst), 1);
@@ -325,19 +331,29 @@ mod tests {
         let (_, kind) = cache.read(&r).await;
         assert_eq!(kind, ReadKind::Hit);
         assert_eq!(scaler.calls.load(Ordering::SeqCst), 1);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let (o, kind) = cache.read(&r).await;
-        assert_eq!(kind, ReadKind::Miss);
-        assert_eq!(
-            o.as_ref().as_ref().map(|s| s.values.clone()).ok(),
-            Some(vec![2.0])
-        );
         // Invalidation drops the value at once.
         cache.invalidate_epoch(1);
         let (o, _) = cache.read(&r).await;
         assert_eq!(
             o.as_ref().as_ref().map(|s| s.values.clone()).ok(),
+            Some(vec![2.0])
+        );
+
+        // A read after the interval: a short one, waited out (sleeping at least that long is
+        // exact, whatever the load).
+        let short = resolved_epoch(scaler.clone(), true, Duration::from_millis(100), 2);
+        let (o, kind) = cache.read(&short).await;
+        assert_eq!(kind, ReadKind::Miss);
+        assert_eq!(
+            o.as_ref().as_ref().map(|s| s.values.clone()).ok(),
             Some(vec![3.0])
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (o, kind) = cache.read(&short).await;
+        assert_eq!(kind, ReadKind::Miss);
+        assert_eq!(
+            o.as_ref().as_ref().map(|s| s.values.clone()).ok(),
+            Some(vec![4.0])
         );
     }
 

@@ -7,6 +7,7 @@ mod common;
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -19,8 +20,11 @@ use common::moto::{Moto, Proxy};
 use ebb::{
     crd::trigger_authentication::AuthPodIdentity,
     scalers::{
-        MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError,
-        aws::{AwsOptions, AwsShared, cloudwatch::query_window},
+        MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+        aws::{
+            AwsOptions, AwsShared,
+            cloudwatch::{CloudWatchScaler, query_window},
+        },
         build_scaler,
     },
 };
@@ -90,7 +94,23 @@ async fn create_queue(moto: &Moto, name: &str) -> String {
 }
 
 async fn read(config: &ScalerConfig, aws: &AwsShared) -> Result<MetricsAndActivity, ScalerError> {
-    let scaler = build_scaler(config, &ctx(aws)).expect("scaler builds");
+    read_from(&*build_scaler(config, &ctx(aws)).expect("scaler builds")).await
+}
+
+/// A CloudWatch read whose query window is computed for `now`, the moment the test's data
+/// points were placed around: a minute boundary passing between the two moves nothing.
+async fn read_cloudwatch_at(
+    config: &ScalerConfig,
+    aws: &AwsShared,
+    now: SystemTime,
+) -> Result<MetricsAndActivity, ScalerError> {
+    let scaler = CloudWatchScaler::new(config, &ctx(aws))
+        .expect("scaler builds")
+        .with_clock(Arc::new(move || now));
+    read_from(&scaler).await
+}
+
+async fn read_from(scaler: &dyn Scaler) -> Result<MetricsAndActivity, ScalerError> {
     let specs = scaler.metric_specs();
     let name = match specs.first() {
         Some(ebb::scalers::MetricSpec::External { name, .. }) => name.clone(),
@@ -366,15 +386,17 @@ async fn put_metric(
     req.send().await.expect("put metric data");
 }
 
-fn now_window() -> (i64, i64) {
-    query_window(SystemTime::now(), 0, 60, 300)
+/// The query window (60 s periods over 300 s) of a read at `now`.
+fn window_at(now: SystemTime) -> (i64, i64) {
+    query_window(now, 0, 60, 300)
 }
 
 #[tokio::test]
 async fn cloudwatch_metric_stat_with_dimensions_newest_first() {
     let moto = Moto::shared();
     let region = "us-west-2";
-    let (_, end) = now_window();
+    let now = SystemTime::now();
+    let (_, end) = window_at(now);
     // Two periods inside the window; the newest (end − 30 s) must win with TimestampDescending.
     put_metric(
         &moto,
@@ -411,7 +433,7 @@ async fn cloudwatch_metric_stat_with_dimensions_newest_first() {
         ],
         STATIC_KEYS,
     );
-    let got = read(&config, &aws).await.expect("read");
+    let got = read_cloudwatch_at(&config, &aws, now).await.expect("read");
     assert_eq!(got.values, vec![7.0]);
     assert!(got.active);
 }
@@ -422,7 +444,8 @@ async fn cloudwatch_expression_and_min_value() {
     // A region of its own: moto's Metrics Insights support sums every datapoint of the period in
     // the region, ignoring the query's FROM/WHERE (it does not evaluate the expression).
     let region = "eu-central-1";
-    let (_, end) = now_window();
+    let now = SystemTime::now();
+    let (_, end) = window_at(now);
     put_metric(&moto, region, "ebb/expr", &[("Q", "a")], &[(end - 30, 2.0)]).await;
     put_metric(&moto, region, "ebb/expr", &[("Q", "b")], &[(end - 30, 5.0)]).await;
     let aws = aws_with(None);
@@ -438,7 +461,7 @@ async fn cloudwatch_expression_and_min_value() {
         ("expression", "SELECT SUM(Jobs) FROM \"ebb/expr\""),
         ("awsRegion", region),
     ]);
-    let got = read(&trigger("aws-cloudwatch", &meta, STATIC_KEYS), &aws)
+    let got = read_cloudwatch_at(&trigger("aws-cloudwatch", &meta, STATIC_KEYS), &aws, now)
         .await
         .expect("read");
     assert_eq!(got.values, vec![7.0], "moto sums both series of the period");
@@ -451,14 +474,14 @@ async fn cloudwatch_expression_and_min_value() {
         ("metricName", "Nothing"),
         ("awsRegion", "ap-northeast-1"),
     ]);
-    let got = read(&trigger("aws-cloudwatch", &meta, STATIC_KEYS), &aws)
+    let got = read_cloudwatch_at(&trigger("aws-cloudwatch", &meta, STATIC_KEYS), &aws, now)
         .await
         .expect("read");
     assert_eq!(got.values, vec![1.5]);
     assert!(!got.active);
     // moto answers with one result with no values: ignoreNullValues=false makes that an error.
     meta.push(("ignoreNullValues", "false"));
-    let err = read(&trigger("aws-cloudwatch", &meta, STATIC_KEYS), &aws)
+    let err = read_cloudwatch_at(&trigger("aws-cloudwatch", &meta, STATIC_KEYS), &aws, now)
         .await
         .expect_err("empty values");
     assert!(err.to_string().contains("ignoreNullValues is false"), "{err}");

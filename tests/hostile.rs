@@ -7,6 +7,8 @@
 //! Every deadline is a flag or a field, so the attacks here use short ones; every wait is on a
 //! condition with a deadline.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, SocketAddr},
@@ -17,6 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::net::{PORT_ATTEMPTS, free_port, spawn_on_free_ports};
 use ebb::{
     external_metrics::auth::{Authorizer, AuthzMode, UserInfo, request_attributes},
     net::{CloseReason, Limits, Server, ServerMetrics},
@@ -784,13 +787,6 @@ async fn the_admin_port_closes_slow_headers_and_keeps_serving() {
 
 // === a whole metrics server (--local), in this process ===
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 const OBJECTS: &str = r#"apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata:
@@ -830,56 +826,64 @@ async fn start_local(extra: &[&str]) -> Local {
     // --local keeps a CA it finds in the state directory.
     std::fs::write(state.join("ca.crt"), pki.ca.cert_pem()).expect("write ca");
     std::fs::write(state.join("ca.key"), pki.ca.key_pem()).expect("write ca key");
-    let (secure, admin) = (free_port(), free_port());
-    let mut args: Vec<String> = [
-        "ebb",
-        "metrics-server",
-        "--local",
-        &objects.display().to_string(),
-        "--state-dir",
-        &state.display().to_string(),
-        "--bind-address",
-        "127.0.0.1",
-        "--metrics-bind-address",
-        "127.0.0.1",
-        "--secure-port",
-        &secure.to_string(),
-        "--metrics-port",
-        &admin.to_string(),
-        "--local-poll-interval",
-        "100",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let cli = <ebb::cli::Cli as clap::Parser>::parse_from(args);
-    let ebb::cli::Command::MetricsServer(args) = cli.command else {
-        panic!("parsed as metrics-server");
-    };
-    let (stop, signal) = ebb::shutdown::channel();
-    tokio::spawn(ebb::external_metrics::server::run(*args, signal));
-    let local = Local {
-        secure: SocketAddr::from(([127, 0, 0, 1], secure)),
-        admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-        pki,
-        stop,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Ok(tcp) = TcpStream::connect(local.admin).await
-            && let Ok((200, _)) = H1::new(tcp).get("/readyz", "").await
-        {
-            break;
+    // Ports picked free just before; started again on new ones if another process took one
+    // (binding fails at once and ends the server task).
+    for _ in 0..PORT_ATTEMPTS {
+        let (secure, admin) = (free_port(), free_port());
+        let mut args: Vec<String> = [
+            "ebb",
+            "metrics-server",
+            "--local",
+            &objects.display().to_string(),
+            "--state-dir",
+            &state.display().to_string(),
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &secure.to_string(),
+            "--metrics-port",
+            &admin.to_string(),
+            "--local-poll-interval",
+            "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let cli = <ebb::cli::Cli as clap::Parser>::parse_from(args);
+        let ebb::cli::Command::MetricsServer(args) = cli.command else {
+            panic!("parsed as metrics-server");
+        };
+        let (stop, signal) = ebb::shutdown::channel();
+        let task = tokio::spawn(ebb::external_metrics::server::run(*args, signal));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if task.is_finished() {
+                eprintln!("the metrics server ended at start: {:?}; new ports", task.await);
+                break;
+            }
+            if let Ok(tcp) = TcpStream::connect(admin).await
+                && let Ok((200, _)) = H1::new(tcp).get("/readyz", "").await
+            {
+                return Local {
+                    secure: SocketAddr::from(([127, 0, 0, 1], secure)),
+                    admin,
+                    pki,
+                    stop,
+                    _dir: dir,
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the metrics server did not become ready"
+            );
+            tokio::time::sleep(ms(20)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the metrics server did not become ready"
-        );
-        tokio::time::sleep(ms(20)).await;
     }
-    local
+    panic!("the metrics server could not bind free ports in {PORT_ATTEMPTS} attempts");
 }
 
 impl Local {
@@ -1355,34 +1359,45 @@ impl Binary {
         let objects = dir.path().join("objects");
         std::fs::create_dir_all(&objects).expect("mkdir");
         std::fs::write(objects.join("so.yaml"), OBJECTS).expect("write");
-        let (secure, admin) = (free_port(), free_port());
         let state: PathBuf = dir.path().join("state");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_ebb"))
-            .args(["metrics-server", "--local"])
-            .arg(&objects)
-            .arg("--state-dir")
-            .arg(&state)
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--metrics-bind-address",
-                "127.0.0.1",
-            ])
-            .args([
-                "--secure-port",
-                &secure.to_string(),
-                "--metrics-port",
-                &admin.to_string(),
-            ])
-            .args(["--log-level", "warn"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ebb");
+        // Ready on the admin port once serving; started again on new ports if one was taken
+        // between its pick and ebb's bind (ebb then exits at once).
+        let (mut child, [secure, admin]) = spawn_on_free_ports(
+            "ebb metrics-server",
+            Duration::from_secs(30),
+            |[secure, admin]| {
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_ebb"))
+                    .args(["metrics-server", "--local"])
+                    .arg(&objects)
+                    .arg("--state-dir")
+                    .arg(&state)
+                    .args([
+                        "--bind-address",
+                        "127.0.0.1",
+                        "--metrics-bind-address",
+                        "127.0.0.1",
+                    ])
+                    .args([
+                        "--secure-port",
+                        &secure.to_string(),
+                        "--metrics-port",
+                        &admin.to_string(),
+                    ])
+                    .args(["--log-level", "warn"])
+                    .args(extra)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start ebb")
+            },
+            |[_, admin]| {
+                let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+                blocking_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            },
+        );
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let pipe = child.stderr.take().expect("stderr");
         let sink = Arc::clone(&stderr);
@@ -1391,23 +1406,13 @@ impl Binary {
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
-        let running = Self {
+        Self {
             child,
             secure: SocketAddr::from(([127, 0, 0, 1], secure)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             stderr,
             dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !blocking_get(running.admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-            assert!(
-                Instant::now() < deadline,
-                "ebb did not become ready: {:?}",
-                running.lines()
-            );
-            std::thread::sleep(ms(50));
         }
-        running
     }
 
     /// The CA `--local` created (it signs the serving certificate).

@@ -2,9 +2,11 @@
 //! scratch (no registry pull) whose filesystem runs ebb as UID 65532 on a read-only root, and
 //! docs/operations.md creates the namespace before the Secret it puts in it.
 
+mod common;
+
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -90,13 +92,6 @@ fn blob(layout: &Path, descriptor: &serde_json::Value) -> Vec<u8> {
     bytes
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn ready(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -166,20 +161,31 @@ fn the_image_runs_as_non_root_on_a_read_only_root() {
     // The image's own files, mounted read-only with a tmpfs /tmp (as the manifests mount an
     // emptyDir), run `ebb metrics-server --local` as UID 65532: the bundled libraries suffice and
     // nothing is written outside /tmp.
-    let (secure, admin) = (free_port(), free_port());
+    // Port 0: the kernel picks free ports as ebb binds them; the banner says which.
     let root = rootfs.display().to_string();
     let script = format!(
         "mount --bind '{root}' '{root}' && mount -o remount,ro,bind '{root}' && mount -t tmpfs tmpfs '{root}/tmp' && \
          exec chroot --userspec=65532:65532 '{root}' /ebb metrics-server --local --state-dir /tmp/.ebb \
-         --secure-port {secure} --metrics-port {admin} --log-level warn"
+         --secure-port 0 --metrics-port 0 --log-level warn"
     );
     let mut child = Command::new("unshare")
         .args(["--mount", "sh", "-c", &script])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("unshare (util-linux)");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let admin = match common::net::read_banner(&mut child, Duration::from_secs(60)) {
+        Ok(banner) => banner.admin,
+        Err(e) => {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            panic!("ebb in the image printed no banner ({e}): {err}");
+        }
+    };
     while !ready(admin) {
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();

@@ -1,5 +1,7 @@
 //! The real `kubectl` (and a front proxy) against a running `ebb metrics-server --local`.
 
+mod common;
+
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -12,9 +14,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{
+    fs::write_atomic,
+    net::{Banner, LogLines, http_get, refused_url},
+};
 use ebb::tls::certgen;
 
 const GV: &str = "/apis/external.metrics.k8s.io/v1beta1";
+
+/// Generous for a loaded 2-core machine; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Kills the server when the test ends, however it ends.
 struct Ebb {
@@ -22,6 +31,8 @@ struct Ebb {
     state: PathBuf,
     secure: u16,
     admin: u16,
+    /// Its log (stderr), to wait for what it reports.
+    logs: LogLines,
     _dir: tempfile::TempDir,
 }
 
@@ -30,13 +41,6 @@ impl Drop for Ebb {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A plain-HTTP upstream answering `{"v": <value>}`; the value can be changed by the test.
@@ -61,9 +65,16 @@ fn upstream_with_token(token: Option<&'static str>) -> (u16, Arc<AtomicU64>) {
 
 fn serve_one(mut stream: TcpStream, value: u64, token: Option<&str>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // The whole head, however the client's writes were split.
+    let mut head = Vec::new();
     let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).unwrap_or(0);
-    let request = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let allowed =
         token.is_none_or(|t| request.contains(&format!("authorization: bearer {}", t.to_ascii_lowercase())));
     let (status, body) = if allowed {
@@ -124,40 +135,20 @@ fn start_with(extra: &[&str], documents: &str) -> Ebb {
     std::fs::create_dir_all(&objects).expect("mkdir");
     std::fs::write(objects.join("so.yaml"), documents).expect("write");
     let state = dir.path().join("state");
-    let secure = free_port();
-    let admin = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
-    cmd.args(["metrics-server", "--local"])
-        .arg(&objects)
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--metrics-bind-address",
-            "127.0.0.1",
-        ])
-        .args([
-            "--secure-port",
-            &secure.to_string(),
-            "--metrics-port",
-            &admin.to_string(),
-        ])
-        .args(["--local-poll-interval", "100", "--log-level", "warn"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let child = cmd.spawn().expect("start ebb");
+    let mut child = launch_local(Some(&objects), &state, extra);
+    let logs = LogLines::capture(child.stderr.take().expect("stderr"));
+    let banner = read_banner(&mut child);
     let ebb = Ebb {
         child,
         state,
-        secure,
-        admin,
+        secure: banner.secure,
+        admin: banner.admin,
+        logs,
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + DEADLINE;
     loop {
-        if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if http_get(ebb.admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
             break;
         }
         assert!(Instant::now() < deadline, "ebb did not become ready");
@@ -166,13 +157,14 @@ fn start_with(extra: &[&str], documents: &str) -> Ebb {
     ebb
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
+/// The banner of `child` (see [`common::net::read_banner`]); kills it and fails the test when
+/// none comes.
+fn read_banner(child: &mut Child) -> Banner {
+    common::net::read_banner(child, DEADLINE).unwrap_or_else(|e| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{e}");
+    })
 }
 
 fn kubectl(kubeconfig: &Path, path: &str) -> Output {
@@ -304,8 +296,8 @@ fn value_of(out: &Output) -> String {
 fn fallback_and_composite_metric_as_the_hpa_reads_them() {
     let (port, _value) = upstream();
     let live = format!("http://127.0.0.1:{port}/value");
-    // Nothing listens on a port just released: every read of it fails.
-    let dead = format!("http://127.0.0.1:{}/value", free_port());
+    // Every read of it fails.
+    let dead = refused_url("/value");
     let docs = [
         api_object(
             "flaky",
@@ -441,12 +433,11 @@ fn scaledobject_files_are_reread() {
     let kc = ebb.state.join("kubeconfig");
     let file = ebb._dir.path().join("objects/so.yaml");
     let text_before = std::fs::read_to_string(&file).expect("read");
-    std::fs::write(
+    write_atomic(
         &file,
         text_before.replace("name: nightly\n  namespace", "name: weekly\n  namespace"),
-    )
-    .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    );
+    let deadline = Instant::now() + DEADLINE;
     loop {
         let out = kubectl(
             &kc,
@@ -466,13 +457,14 @@ fn scaledobject_files_are_reread() {
         &metric_path("team-a", "s0-cron-Etc-UTC-0011x-1011x", "nightly"),
     );
     assert!(text(&out).1.contains("NotFound"));
-    // A broken file keeps its last good content.
-    std::fs::write(
+    // A broken file keeps its last good content (checked once ebb has read it and said so).
+    let rejected = ["cannot read manifest file", "so.yaml"];
+    let before = ebb.logs.count(&rejected);
+    write_atomic(
         &file,
         "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: [",
-    )
-    .expect("write");
-    std::thread::sleep(Duration::from_millis(500));
+    );
+    ebb.logs.wait_for(&rejected, before, DEADLINE);
     let out = kubectl(&kc, &metric_path("team-a", "s0-metric-api-v", "worker"));
     assert!(out.status.success(), "{}", text(&out).1);
 }
@@ -582,10 +574,10 @@ spec:
       authMode: bearer
 "#
     );
-    std::fs::write(objects.join("private.yaml"), so).expect("write");
+    write_atomic(&objects.join("private.yaml"), so);
     let path = metric_path("team-a", "s0-metric-api-v", "private");
     // Without the TriggerAuthentication the error names it.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + DEADLINE;
     let stderr = loop {
         let out = kubectl(&kc, &path);
         let (_, stderr) = text(&out);
@@ -598,12 +590,11 @@ spec:
         stderr.contains("TriggerAuthentication") && stderr.contains("api-auth"),
         "{stderr}"
     );
-    std::fs::write(
-        objects.join("auth.yaml"),
+    write_atomic(
+        &objects.join("auth.yaml"),
         "apiVersion: keda.sh/v1alpha1\nkind: TriggerAuthentication\nmetadata:\n  name: api-auth\n  namespace: team-a\nspec:\n  secretTargetRef:\n  - parameter: bearerToken\n    name: api-token\n    key: token\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: api-token\n  namespace: team-a\ndata:\n  token: czNjcmV0\n",
-    )
-    .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    );
+    let deadline = Instant::now() + DEADLINE;
     loop {
         let out = kubectl(&kc, &path);
         if out.status.success() {
@@ -621,7 +612,13 @@ spec:
 }
 
 /// `ebb metrics-server --local [DIR]` with explicit ports and state directory, stdout piped.
-fn launch_local(dir: Option<&Path>, state: &Path, secure: u16, admin: u16) -> Child {
+/// `ebb metrics-server --local` on port 0 for both ports (the kernel picks free ones as ebb binds
+/// them, so no other process can take them in between; the banner says which).
+fn launch_local(dir: Option<&Path>, state: &Path, extra: &[&str]) -> Child {
+    launch_local_on(dir, state, 0, 0, extra)
+}
+
+fn launch_local_on(dir: Option<&Path>, state: &Path, secure: u16, admin: u16, extra: &[&str]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
     cmd.args(["metrics-server", "--local"]);
     if let Some(d) = dir {
@@ -642,6 +639,7 @@ fn launch_local(dir: Option<&Path>, state: &Path, secure: u16, admin: u16) -> Ch
             &admin.to_string(),
         ])
         .args(["--local-poll-interval", "100", "--log-level", "warn"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.spawn().expect("start ebb")
@@ -649,7 +647,7 @@ fn launch_local(dir: Option<&Path>, state: &Path, secure: u16, admin: u16) -> Ch
 
 /// Waits for `/readyz` on `admin`, failing with the server's stderr if it exits first.
 fn wait_ready(child: &mut Child, admin: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + DEADLINE;
     while !http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
@@ -665,7 +663,7 @@ fn wait_ready(child: &mut Child, admin: u16) {
 
 /// Runs ebb to completion (bounded) and returns its status and stderr.
 fn finish(mut child: Child) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + DEADLINE;
     let status = loop {
         if let Ok(Some(s)) = child.try_wait() {
             break s;
@@ -697,15 +695,14 @@ fn a_port_in_use_is_one_error_naming_the_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    for (secure, admin, flag) in [
-        (port, free_port(), "--secure-port"),
-        (free_port(), port, "--metrics-port"),
-    ] {
-        let child = launch_local(
+    // The other port is 0: the kernel picks one no other process holds.
+    for (secure, admin, flag) in [(port, 0, "--secure-port"), (0, port, "--metrics-port")] {
+        let child = launch_local_on(
             Some(dir.path()),
             &dir.path().join(format!("state-{flag}")),
             secure,
             admin,
+            &[],
         );
         let (status, stderr) = finish(child);
         assert!(!status.success());
@@ -726,8 +723,7 @@ fn a_second_local_instance_keeps_the_first_ones_kubeconfig() {
     let kc = ebb.state.join("kubeconfig");
     let before = std::fs::read_to_string(&kc).expect("kubeconfig");
     let objects = ebb._dir.path().join("objects");
-    let (secure, admin) = (free_port(), free_port());
-    let (status, stderr) = finish(launch_local(Some(&objects), &ebb.state, secure, admin));
+    let (status, stderr) = finish(launch_local(Some(&objects), &ebb.state, &[]));
     assert!(!status.success());
     assert!(
         stderr.contains("is in use by another `ebb metrics-server --local`")
@@ -741,27 +737,9 @@ fn a_second_local_instance_keeps_the_first_ones_kubeconfig() {
     assert!(out.status.success(), "{}", text(&out).1);
     // With its own state directory the second one runs.
     let other = ebb._dir.path().join("other-state");
-    let mut second = Killed(launch_local(Some(&objects), &other, secure, admin));
+    let mut second = Killed(launch_local(Some(&objects), &other, &[]));
+    let admin = read_banner(&mut second.0).admin;
     wait_ready(&mut second.0, admin);
-}
-
-/// The `kubectl … get --raw '<path>'` the banner prints, read from ebb's stdout.
-fn banner_path(child: &mut Child) -> String {
-    use std::io::BufRead;
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("get --raw") {
-                let _ = tx.send(line);
-                return;
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a kubectl command in the banner");
-    line.split('\'').nth(1).unwrap_or_default().to_string()
 }
 
 #[test]
@@ -772,9 +750,8 @@ fn the_banner_reads_an_object_that_is_loaded() {
     std::fs::create_dir_all(&objects).expect("mkdir");
     std::fs::write(objects.join("so.yaml"), scaled_objects(port)).expect("write");
     let state = dir.path().join("state");
-    let admin = free_port();
-    let mut ebb = Killed(launch_local(Some(&objects), &state, free_port(), admin));
-    let path = banner_path(&mut ebb.0);
+    let mut ebb = Killed(launch_local(Some(&objects), &state, &[]));
+    let path = read_banner(&mut ebb.0).path;
     assert_eq!(
         path,
         format!("{GV}/namespaces/team-a/s0-metric-api-v?labelSelector=scaledobject.keda.sh%2Fname%3Dworker")
@@ -787,15 +764,17 @@ fn the_banner_reads_an_object_that_is_loaded() {
 fn shipped_examples_follow_the_metrics_port() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
-    let first_admin = free_port();
-    {
-        let mut first = Killed(launch_local(None, &state, free_port(), first_admin));
-        wait_ready(&mut first.0, first_admin);
-    }
-    // Same state directory, another admin port: the untouched copies now read this demo.
-    let admin = free_port();
-    let mut second = Killed(launch_local(None, &state, free_port(), admin));
-    let path = banner_path(&mut second.0);
+    let first_admin = {
+        let mut first = Killed(launch_local(None, &state, &[]));
+        let admin = read_banner(&mut first.0).admin;
+        wait_ready(&mut first.0, admin);
+        admin
+    };
+    // Same state directory, another admin port: the untouched copies now read this demo. The
+    // first one's port is held meanwhile, so the kernel cannot hand it out again.
+    let _held = TcpListener::bind(("127.0.0.1", first_admin));
+    let mut second = Killed(launch_local(None, &state, &[]));
+    let Banner { admin, path, .. } = read_banner(&mut second.0);
     let copy = std::fs::read_to_string(state.join("scaledobjects/queue-worker.yaml")).expect("copy");
     assert!(
         copy.contains(&format!("http://127.0.0.1:{admin}/demo/"))
@@ -865,17 +844,12 @@ fn the_operator_honours_kedas_watch_namespace() {
         ),
     )
     .expect("kubeconfig");
-    let admin = free_port();
+    // Port 0: no other process can take the admin port before the operator binds it.
     let _operator = Killed(
         Command::new(env!("CARGO_BIN_EXE_ebb"))
             .args(["operator", "--kubeconfig"])
             .arg(&kc)
-            .args([
-                "--metrics-port",
-                &admin.to_string(),
-                "--metrics-bind-address",
-                "127.0.0.1",
-            ])
+            .args(["--metrics-port", "0", "--metrics-bind-address", "127.0.0.1"])
             .args(["--log-level", "warn"])
             .env("WATCH_NAMESPACE", "team-a")
             .env_remove("EBB_WATCH_NAMESPACE")
@@ -885,7 +859,7 @@ fn the_operator_honours_kedas_watch_namespace() {
             .expect("start ebb operator"),
     );
     let wanted = "/apis/keda.sh/v1alpha1/namespaces/team-a/scaledobjects?";
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + DEADLINE;
     loop {
         let paths = seen.lock().map(|p| p.clone()).unwrap_or_default();
         if paths.iter().any(|p| p.starts_with(wanted)) {

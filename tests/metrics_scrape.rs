@@ -7,11 +7,13 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::Write,
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use common::net::{PORT_ATTEMPTS, free_port, http_get};
 
 use ebb::scalers::registry::{Registry, RegistryConfig};
 
@@ -23,22 +25,6 @@ impl Drop for Ebb {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
 }
 
 /// One row of docs/metrics.md.
@@ -120,53 +106,65 @@ async fn up(http: &reqwest::Client, prom: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_every_documented_family_after_real_reads() {
-    let admin = free_port();
-    let secure = free_port();
-    let prom = common::prometheus::PromServer::start_scraping(&format!("127.0.0.1:{admin}"));
+    // The admin port is named before ebb starts (by the examples and by Prometheus's scrape
+    // target), so it is picked free; if another process takes it before ebb binds it, ebb exits
+    // and everything starts again on a new one. The secure port is 0 (the kubeconfig names it).
+    let mut attempts = 0;
+    let (prom, admin, objects, state, _dir, _ebb) = loop {
+        attempts += 1;
+        let admin = free_port();
+        let prom = common::prometheus::PromServer::start_scraping(&format!("127.0.0.1:{admin}"));
 
-    // The shipped examples as `--local` writes them, plus a prometheus trigger on the real
-    // Prometheus whose query matches nothing (the empty-upstream family).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let objects = dir.path().join("objects");
-    ebb::local::write_examples(&objects, SocketAddr::from(([127, 0, 0, 1], admin))).expect("examples");
-    std::fs::write(
-        objects.join("dashboards.yaml"),
-        format!(
-            "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: dashboards, namespace: monitoring}}\n\
-             spec:\n  scaleTargetRef: {{name: dashboards}}\n  triggers:\n  - type: prometheus\n    metadata:\n      \
-             serverAddress: {}\n      query: ebb_test_series_that_does_not_exist\n      threshold: '5'\n",
-            prom.url
-        ),
-    )
-    .expect("write");
-    let state = dir.path().join("state");
-    let _ebb = Ebb(Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["metrics-server", "--local"])
-        .arg(&objects)
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--metrics-bind-address",
-            "127.0.0.1",
-        ])
-        .args([
-            "--secure-port",
-            &secure.to_string(),
-            "--metrics-port",
-            &admin.to_string(),
-        ])
-        .args(["--local-poll-interval", "100", "--log-level", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ebb"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-        assert!(Instant::now() < deadline, "ebb did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        // The shipped examples as `--local` writes them, plus a prometheus trigger on the real
+        // Prometheus whose query matches nothing (the empty-upstream family).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = dir.path().join("objects");
+        ebb::local::write_examples(&objects, SocketAddr::from(([127, 0, 0, 1], admin))).expect("examples");
+        std::fs::write(
+            objects.join("dashboards.yaml"),
+            format!(
+                "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {{name: dashboards, namespace: monitoring}}\n\
+                 spec:\n  scaleTargetRef: {{name: dashboards}}\n  triggers:\n  - type: prometheus\n    metadata:\n      \
+                 serverAddress: {}\n      query: ebb_test_series_that_does_not_exist\n      threshold: '5'\n",
+                prom.url
+            ),
+        )
+        .expect("write");
+        let state = dir.path().join("state");
+        let mut ebb = Ebb(Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["metrics-server", "--local"])
+            .arg(&objects)
+            .arg("--state-dir")
+            .arg(&state)
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--metrics-bind-address",
+                "127.0.0.1",
+            ])
+            .args(["--secure-port", "0", "--metrics-port", &admin.to_string()])
+            .args(["--local-poll-interval", "100", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ebb"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let exited = loop {
+            if http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                break false;
+            }
+            if let Ok(Some(status)) = ebb.0.try_wait() {
+                eprintln!("ebb exited ({status}) before it was ready on admin port {admin}");
+                break true;
+            }
+            assert!(Instant::now() < deadline, "ebb did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !exited {
+            break (prom, admin, objects, state, dir, ebb);
+        }
+        assert!(attempts < PORT_ATTEMPTS, "ebb could not bind a free admin port");
+    };
 
     // Every external metric of every object, read with kubectl as the HPA reads it.
     let (parsed, errors) = ebb::source::local::load_dir(&objects);
@@ -230,17 +228,26 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    // The escaped label value arrives intact.
-    let v = prom_get(
-        &http,
-        &format!("{}/api/v1/query", prom.url),
-        &[(
-            "query",
-            r#"keda_scaler_metrics_value{job="ebb",metric="s3-metric-api-demo_queue_depth{queue=\"mail\"}"}"#,
-        )],
-    )
-    .await;
-    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(1), "{v}");
+    // The escaped label value arrives intact. Waited for: the families above may have come from
+    // a scrape taken while kubectl was still reading, before this series existed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = prom_get(
+            &http,
+            &format!("{}/api/v1/query", prom.url),
+            &[(
+                "query",
+                r#"keda_scaler_metrics_value{job="ebb",metric="s3-metric-api-demo_queue_depth{queue=\"mail\"}"}"#,
+            )],
+        )
+        .await;
+        let found = v["data"]["result"].as_array().map(Vec::len);
+        if found == Some(1) || Instant::now() > deadline {
+            assert_eq!(found, Some(1), "{v}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Everything ebb exports is documented.
     let all_documented: BTreeSet<String> = docs.iter().flat_map(sample_names).collect();

@@ -1,6 +1,8 @@
 //! The operator against a scripted fake API server (tower-test): each expected request is
 //! checked for method, path and body, answered with Kubernetes JSON, and bounded by a timeout.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -13,7 +15,10 @@ use ebb::{
         loop_,
         reconcile::{FINALIZER, reconcile},
     },
-    scalers::registry::{Registry, RegistryConfig, object_key},
+    scalers::{
+        ScalerContext,
+        registry::{Registry, RegistryConfig, object_key},
+    },
 };
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
@@ -23,7 +28,9 @@ use tokio::task::JoinHandle;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-const STEP: Duration = Duration::from_secs(2);
+/// How long the operator may take to send its next request: generous for a loaded 2-core
+/// machine, since it is only reached when the request never comes.
+const STEP: Duration = Duration::from_secs(30);
 const SO_PATH: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/web-so";
 const SCALE_PATH: &str = "/apis/apps/v1/namespaces/ns/deployments/web/scale";
 const HPA_PATH: &str = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/keda-hpa-web-so";
@@ -38,7 +45,15 @@ fn now() -> DateTime<Utc> {
 fn context() -> (Arc<Context>, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
-    let registry = Arc::new(Registry::new(RegistryConfig::default()));
+    // The scalers read the same injected clock the scale loop decides with: the fixture's cron
+    // trigger is inactive at `now()` whatever the real date.
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        context: ScalerContext {
+            clock: Some(Arc::new(now)),
+            ..Default::default()
+        },
+        ..Default::default()
+    }));
     let cache = Arc::new(MetricCache::new(Duration::from_secs(5)));
     let mut ctx = Context::new(client, registry, cache);
     ctx.spawn_loops = false;
@@ -126,6 +141,15 @@ async fn expect(
     (query, body)
 }
 
+/// The outcome of a reconcile or loop task, which ends soon after its last expected request was
+/// answered: one stuck on a request the test did not expect fails the test instead of hanging it.
+async fn joined<T>(task: JoinHandle<T>) -> T {
+    tokio::time::timeout(STEP, task)
+        .await
+        .expect("the task ended (is it waiting on an unexpected request?)")
+        .expect("joined")
+}
+
 /// Asserts nothing else is asked of the API server.
 async fn expect_quiet(handle: &mut Handle) {
     if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
@@ -185,7 +209,7 @@ async fn create_adds_finalizer_then_applies_hpa_and_status() {
     })
     .await;
     assert!(patch.to_string().contains(FINALIZER), "finalizer patch {patch}");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     let v = with_finalizer(v);
@@ -224,7 +248,7 @@ async fn create_adds_finalizer_then_applies_hpa_and_status() {
     assert_eq!(status["triggersTypes"], "cron");
     assert_eq!(status["externalMetricNames"][0], "s0-cron-Etc-UTC-0011x-1011x");
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -245,7 +269,7 @@ async fn missing_target_name_fails_without_hpa() {
     assert_eq!(condition(&status["status"], "Active")["status"], "Unknown");
     let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     assert_eq!(ev["type"], "Warning");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -266,7 +290,7 @@ async fn unknown_trigger_type_fails_without_hpa() {
         "{ready}"
     );
     expect_event(&mut handle, "ScaledObjectCheckFailed").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -278,7 +302,7 @@ async fn one_bad_object_does_not_stop_another() {
     let task = spawn_reconcile(&ctx, &bad);
     expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "ScaledObjectCheckFailed").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
 
     let mut good = with_finalizer(fixture());
     good["metadata"]["name"] = json!("other");
@@ -294,7 +318,7 @@ async fn one_bad_object_does_not_stop_another() {
     let so_other = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/other/status";
     expect(&mut handle, Method::PATCH, so_other, status_reply).await;
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
 }
 
 #[tokio::test]
@@ -329,7 +353,7 @@ async fn pause_deletes_hpa_and_scales_then_unpause_recreates() {
     assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectPaused");
     assert_eq!(status["pausedReplicaCount"], 1);
     expect_event(&mut handle, "ScaledObjectPaused").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     // Annotation removed: Paused=False/ScaledObjectUnpaused and the HPA comes back.
@@ -349,7 +373,7 @@ async fn pause_deletes_hpa_and_scales_then_unpause_recreates() {
     assert_eq!(condition(status, "Paused")["reason"], "ScaledObjectUnpaused");
     assert!(status.get("pausedReplicaCount").is_none(), "{status}");
     expect_event(&mut handle, "ScaledObjectUnpaused").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -369,7 +393,7 @@ async fn delete_restores_original_replicas_and_removes_finalizer() {
     assert_eq!(put["spec"]["replicas"], 4);
     let (_, patch) = expect(&mut handle, Method::PATCH, SO_PATH, |_| ok(fixture())).await;
     assert!(patch.to_string().contains("remove"), "finalizer removal {patch}");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -408,7 +432,7 @@ async fn inactive_trigger_after_cooldown_scales_to_zero() {
     assert_eq!(status["status"]["lastActiveTime"], "2026-11-23T11:50:00Z");
     let ev = expect_event(&mut handle, "KEDAScaleTargetDeactivated").await;
     assert_eq!(ev["note"], "Deactivated apps/v1.Deployment ns/web from 3 to 0");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -422,7 +446,7 @@ async fn inactive_trigger_within_cooldown_keeps_replicas() {
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(3))).await;
     let (_, status) = expect_status_patch(&mut handle).await;
     assert_eq!(condition(&status["status"], "Active")["reason"], "ScalerCooldown");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -448,7 +472,7 @@ async fn active_trigger_at_zero_scales_to_min() {
             .is_some_and(|n| n.starts_with("Scaled apps/v1.Deployment ns/web from 0 to 2")),
         "{ev}"
     );
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -484,7 +508,7 @@ async fn lease_held_by_another_is_not_taken() {
         ok(lease("other", "2026-11-23T11:59:55.000000Z"))
     })
     .await;
-    assert!(!task.await.expect("joined").expect("step"));
+    assert!(!joined(task).await.expect("step"));
     expect_quiet(&mut handle).await;
 }
 
@@ -503,7 +527,7 @@ async fn expired_lease_is_taken_over_and_missing_one_created() {
     assert_eq!(put["spec"]["holderIdentity"], "me");
     assert_eq!(put["spec"]["leaseTransitions"], 4);
     assert_eq!(put["metadata"]["resourceVersion"], "42");
-    assert!(task.await.expect("joined").expect("step"));
+    assert!(joined(task).await.expect("step"));
 
     let task = tokio::spawn(async move { ebb::lease::try_acquire(&api, &lease_config(), now()).await });
     expect(&mut handle, Method::GET, LEASE_PATH, |_| {
@@ -518,7 +542,7 @@ async fn expired_lease_is_taken_over_and_missing_one_created() {
     )
     .await;
     assert_eq!(created["spec"]["holderIdentity"], "me");
-    assert!(task.await.expect("joined").expect("step"));
+    assert!(joined(task).await.expect("step"));
 }
 
 #[tokio::test]
@@ -561,7 +585,9 @@ async fn leader_starts_the_controller() {
         signal,
     ));
     let mut saw_scaledobject_watch = false;
-    for _ in 0..10 {
+    // Lease renewals (every 50 ms) interleave with the controller's first lists, the more of
+    // them the slower the machine: bounded by count and by STEP per request.
+    for _ in 0..1000 {
         let (req, send) = tokio::time::timeout(STEP, handle.next_request())
             .await
             .expect("a request")
@@ -610,7 +636,7 @@ async fn composite_formula_decides_activity() {
     assert_eq!(put["spec"]["replicas"], 1);
     expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "KEDAScaleTargetActivated").await;
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -638,7 +664,7 @@ async fn missing_name_label_is_added_before_the_hpa() {
     assert_eq!(hpa["metadata"]["labels"]["team"], "a");
     expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -667,7 +693,7 @@ async fn hpa_scaling_active_is_mirrored() {
     assert_eq!(hpa_active["status"], "False");
     assert_eq!(hpa_active["reason"], "FailedGetExternalMetric");
     assert_eq!(hpa_active["message"], "HPA is not actively scaling: no metric");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -689,13 +715,9 @@ fn live_upstream() -> String {
     format!("http://127.0.0.1:{port}/value")
 }
 
-/// Nothing listens on a port just released, so every read fails at once.
+/// Every read fails at once.
 fn dead_upstream() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    format!("http://127.0.0.1:{port}/value")
+    common::net::refused_url("/value")
 }
 
 fn with_api_trigger(v: &mut Value, url: &str) {
@@ -734,7 +756,7 @@ async fn fallback_activates_after_the_threshold_and_reports_it() {
     expect_event(&mut handle, "KEDAScaleTargetActivated").await;
     let ev = expect_event(&mut handle, "ScaledObjectFallbackActivated").await;
     assert_eq!(ev["type"], "Warning");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
     // The counter lives on in the process: the metrics server's reads add to it under `ebb run`.
     assert_eq!(
@@ -767,7 +789,7 @@ async fn fallback_ends_on_the_first_success() {
     assert_eq!(condition(s, "Active")["status"], "True", "7 > activation 1");
     let ev = expect_event(&mut handle, "ScaledObjectFallbackDeactivated").await;
     assert_eq!(ev["type"], "Normal");
-    task.await.expect("joined").expect("iterated");
+    joined(task).await.expect("iterated");
     expect_quiet(&mut handle).await;
 }
 
@@ -804,7 +826,7 @@ async fn update_rewrites_the_hpa_only_when_the_spec_changed() {
     // The scale target is checked on every reconcile (it may have been deleted meanwhile).
     expect(&mut handle, Method::GET, SCALE_PATH, |_| ok(scale(2))).await;
     expect(&mut handle, Method::GET, HPA_PATH, move |_| ok(unchanged)).await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     // maxReplicaCount raised in generation 2: one apply carrying the new bound.
@@ -820,7 +842,7 @@ async fn update_rewrites_the_hpa_only_when_the_spec_changed() {
     assert_eq!(hpa["spec"]["minReplicas"], live["spec"]["minReplicas"]);
     assert_eq!(hpa["spec"]["metrics"], live["spec"]["metrics"]);
     assert_eq!(hpa["metadata"]["ownerReferences"][0]["kind"], "ScaledObject");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -872,7 +894,7 @@ async fn custom_scale_targets_are_found_through_discovery() {
         "argoproj.io/v1alpha1.Rollout"
     );
     expect_event(&mut handle, "ScaledObjectReady").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     // The plural is remembered: the next reconcile goes straight to /scale.
@@ -881,7 +903,7 @@ async fn custom_scale_targets_are_found_through_discovery() {
     expect(&mut handle, Method::GET, rollout_scale, |_| ok(scale(2))).await;
     let hpa_live = hpa.clone();
     expect(&mut handle, Method::GET, HPA_PATH, move |_| ok(hpa_live)).await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -906,17 +928,22 @@ async fn an_unknown_scale_target_kind_fails_the_check() {
     );
     let ev = expect_event(&mut handle, "ScaledObjectCheckFailed").await;
     assert_eq!(ev["type"], "Warning");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
-/// Answers every request until none comes for a while: scale reads with `replicas`, status
-/// patches with the patched object, events as posted. Returns the posted events.
-async fn serve_until_quiet(handle: &mut Handle, replicas: i32) -> Vec<Value> {
+/// Answers every request until `task` ends: scale reads with `replicas`, status patches with
+/// the patched object, events as posted. Returns the task's outcome and the posted events.
+/// (Waiting for the end, not for a quiet spell: a loaded machine can be quiet for a while.)
+async fn serve_until_done<T>(handle: &mut Handle, replicas: i32, mut task: JoinHandle<T>) -> (T, Vec<Value>) {
     let mut events = Vec::new();
-    while let Ok(Some((req, send))) =
-        tokio::time::timeout(Duration::from_millis(500), handle.next_request()).await
-    {
+    loop {
+        let (req, send) = tokio::select! {
+            joined = &mut task => return (joined.expect("joined"), events),
+            next = tokio::time::timeout(STEP, handle.next_request()) => {
+                next.expect("a request or the end of the task").expect("service alive")
+            }
+        };
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
         let bytes = req.into_body().collect_bytes().await.expect("body");
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -936,7 +963,6 @@ async fn serve_until_quiet(handle: &mut Handle, replicas: i32) -> Vec<Value> {
             .expect("response");
         send.send_response(response);
     }
-    events
 }
 
 #[tokio::test]
@@ -948,8 +974,8 @@ async fn a_failing_scaler_is_a_warning_event_naming_host_and_cause() {
     v["spec"]["triggers"] = json!([{"type": "metrics-api",
         "metadata": {"url": dead, "valueLocation": "v", "targetValue": "10"}}]);
     let task = spawn_iterate(&ctx, &v);
-    let events = serve_until_quiet(&mut handle, 3).await;
-    task.await.expect("joined").expect("iterated");
+    let (iterated, events) = serve_until_done(&mut handle, 3, task).await;
+    iterated.expect("iterated");
     let failed = events
         .iter()
         .find(|e| e["reason"] == "KEDAScalerFailed")
@@ -983,7 +1009,7 @@ async fn pausing_a_running_loop_says_the_scalers_stopped() {
     .await;
     expect_status_patch(&mut handle).await;
     expect_event(&mut handle, "ScaledObjectPaused").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
     assert!(
         idle.await.is_err_and(|e| e.is_cancelled()),
@@ -1036,7 +1062,7 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
     })
     .await;
     assert!(patch.to_string().contains(FINALIZER), "{patch}");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 
     // With the finalizer, generation 1: Added, counted once however often it is reconciled.
@@ -1046,7 +1072,7 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
     assert_eq!(ev["type"], "Normal");
     assert_eq!(ev["note"], "New TriggerAuthentication configured");
     assert_eq!(ev["regarding"]["kind"], "TriggerAuthentication");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     // Reconciled again (a restart re-lists it): the same event again, as a series update.
     let task = spawn(&v);
     let (req, send) = tokio::time::timeout(STEP, handle.next_request())
@@ -1061,7 +1087,7 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
             .body(Body::from(serde_json::to_vec(&ev).expect("JSON")))
             .expect("response"),
     );
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     let gauge = "keda_resource_registered_total{type=\"trigger_authentication\",namespace=\"ns\"}";
     assert!(
         metrics_text(&prom).contains(&format!("{gauge} 1")),
@@ -1075,7 +1101,7 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
     let task = spawn(&updated);
     let ev = expect_event(&mut handle, "ClusterTriggerAuthenticationUpdated").await;
     assert_eq!(ev["note"], "ClusterTriggerAuthentication db-auth is updated");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
 
     // Deleted: the event, then the finalizer goes, and the gauge comes down.
     let mut deleted = updated.clone();
@@ -1085,7 +1111,7 @@ async fn trigger_authentications_get_keda_finalizer_events_and_count() {
     assert_eq!(ev["note"], "TriggerAuthentication was deleted");
     let (_, patch) = expect(&mut handle, Method::PATCH, TA_PATH, |_| ok(updated.clone())).await;
     assert!(patch.to_string().contains("remove"), "{patch}");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
     assert!(
         metrics_text(&prom).contains(&format!("{gauge} 0")),
@@ -1116,7 +1142,7 @@ async fn cluster_trigger_authentications_are_counted_under_default() {
     .await;
     assert_eq!(ev["reason"], "ClusterTriggerAuthenticationAdded");
     assert_eq!(ev["note"], "New ClusterTriggerAuthentication configured");
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     assert!(
         metrics_text(&prom).contains(
             "keda_resource_registered_total{type=\"cluster_trigger_authentication\",namespace=\"default\"} 1"
@@ -1138,7 +1164,7 @@ async fn cluster_trigger_authentications_are_counted_under_default() {
     assert_eq!(ev["reason"], "ClusterTriggerAuthenticationDeleted");
     assert_eq!(ev["note"], "ClusterTriggerAuthentication was deleted");
     expect(&mut handle, Method::PATCH, CTA_PATH, |_| ok(v.clone())).await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }
 
@@ -1336,6 +1362,6 @@ async fn unknown_cron_timezone_fails_the_check() {
         "error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"
     );
     expect_event(&mut handle, "ScaledObjectCheckFailed").await;
-    task.await.expect("joined").expect("reconciled");
+    joined(task).await.expect("reconciled");
     expect_quiet(&mut handle).await;
 }

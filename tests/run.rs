@@ -2,10 +2,14 @@
 //! mocked client: list answers carry the objects, watches stay open, writes are recorded. The
 //! HPA's reads and the scale loop share one engine, so both feed one fallback counter.
 
+mod common;
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use common::net::{PORT_ATTEMPTS, free_port, refused_url};
 
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -168,13 +172,6 @@ fn spawn_api_server(mut handle: Handle, server: Arc<Mutex<Server>>) {
     });
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn scaled_object(dead_url: &str) -> Value {
     json!({
         "apiVersion": "keda.sh/v1alpha1",
@@ -196,8 +193,11 @@ fn scaled_object(dead_url: &str) -> Value {
     })
 }
 
+/// Generous for a loaded 2-core machine; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(60);
+
 async fn wait_for(server: &Arc<Mutex<Server>>, what: &str, done: impl Fn(&Server) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + DEADLINE;
     loop {
         {
             let s = server.lock().unwrap_or_else(|p| p.into_inner());
@@ -218,7 +218,7 @@ async fn wait_for(server: &Arc<Mutex<Server>>, what: &str, done: impl Fn(&Server
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dead = format!("http://127.0.0.1:{}/value", free_port());
+    let dead = refused_url("/value");
     let server = Arc::new(Mutex::new(Server {
         so: scaled_object(&dead),
         ..Server::default()
@@ -228,33 +228,55 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
     let client = kube::Client::new(svc, "default");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let secure = free_port();
-    let admin = free_port();
-    let cli = <ebb::cli::Cli as clap::Parser>::parse_from([
-        "ebb",
-        "run",
-        "--secure-port",
-        &secure.to_string(),
-        "--bind-address",
-        "127.0.0.1",
-        "--metrics-port",
-        &admin.to_string(),
-        "--metrics-bind-address",
-        "127.0.0.1",
-        "--cert-dir",
-        &dir.path().display().to_string(),
-    ]);
-    let ebb::cli::Command::Run(args) = cli.command else {
-        panic!("parsed as run");
-    };
-    assert!(!args.leader.leader_elect);
     let (trigger, signal) = ebb::shutdown::channel();
-    let running = tokio::spawn(ebb::external_metrics::server::run_on(
-        args.server,
-        Some(args.leader),
-        Some(client),
-        signal,
-    ));
+    // Ports picked free just before; started again on new ones if another process took one.
+    let mut started = None;
+    for _ in 0..PORT_ATTEMPTS {
+        let (secure, admin) = (free_port(), free_port());
+        let cli = <ebb::cli::Cli as clap::Parser>::parse_from([
+            "ebb",
+            "run",
+            "--secure-port",
+            &secure.to_string(),
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-port",
+            &admin.to_string(),
+            "--metrics-bind-address",
+            "127.0.0.1",
+            "--cert-dir",
+            &dir.path().display().to_string(),
+        ]);
+        let ebb::cli::Command::Run(args) = cli.command else {
+            panic!("parsed as run");
+        };
+        assert!(!args.leader.leader_elect);
+        let running = tokio::spawn(ebb::external_metrics::server::run_on(
+            args.server,
+            Some(args.leader),
+            Some(client.clone()),
+            signal.clone(),
+        ));
+        // Both ports are bound before anything else starts, so the admin port accepting means
+        // the server is up; binding fails at once, ending the task.
+        let deadline = Instant::now() + DEADLINE;
+        while !running.is_finished()
+            && tokio::net::TcpStream::connect(("127.0.0.1", admin))
+                .await
+                .is_err()
+        {
+            assert!(Instant::now() < deadline, "ebb run did not bind its ports");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if running.is_finished() {
+            let result = running.await.expect("joined");
+            eprintln!("ebb run ended at start on ports {secure}/{admin}: {result:?}; new ports");
+            continue;
+        }
+        started = Some((secure, running));
+        break;
+    }
+    let (secure, running) = started.expect("ebb run could not bind free ports");
 
     // The operator half: the HPA KEDA would write, then the scale loop's first iteration,
     // whose read of the dead upstream is failure number one.
@@ -282,13 +304,25 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
     }
 
     // The metrics-server half, read as kube-apiserver's aggregator would (bearer token → TokenReview).
-    let cert =
-        std::fs::read(dir.path().join(ebb::tls::certgen::CERT_FILE)).expect("self-signed serving cert");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .tls_certs_only([reqwest::Certificate::from_pem(&cert).expect("cert")])
-        .build()
-        .expect("client");
+    // Its self-signed certificate is made while the operator half already runs: wait until the
+    // server answers over TLS with it (any HTTP answer will do).
+    let cert_path = dir.path().join(ebb::tls::certgen::CERT_FILE);
+    let deadline = Instant::now() + DEADLINE;
+    let http = loop {
+        if let Ok(cert) = std::fs::read(&cert_path) {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .tls_certs_only([reqwest::Certificate::from_pem(&cert).expect("cert")])
+                .build()
+                .expect("client");
+            let probe = http.get(format!("https://localhost:{secure}/healthz")).send();
+            if probe.await.is_ok() {
+                break http;
+            }
+        }
+        assert!(Instant::now() < deadline, "ebb run did not serve TLS in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let url = format!(
         "https://localhost:{secure}/apis/external.metrics.k8s.io/v1beta1/namespaces/ns/s0-metric-api-v?labelSelector=scaledobject.keda.sh%2Fname%3Dweb-so"
     );

@@ -1,10 +1,13 @@
 //! Real-socket tests of certificate hot reload, ALPN and optional client certificates.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::fs::write_atomic;
 use ebb::tls::certgen::{Ca, CertPair, generate_ca};
 use ebb::tls::{CertReloader, ConnInfo, ReloadStats, RequestClientCert, serve, server_config};
 use http_body_util::Full;
@@ -16,7 +19,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const POLL: Duration = Duration::from_millis(100);
-const DEADLINE: Duration = Duration::from_secs(5);
+/// An upper bound for things that take a few polls, generous for a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -31,16 +35,64 @@ fn leaf_der(pair: &CertPair) -> CertificateDer<'static> {
     CertificateDer::from_pem_slice(pair.cert_pem.as_bytes()).expect("leaf pem")
 }
 
+/// Each file is replaced atomically; between the two renames the poller may still see the new
+/// certificate with the old key (and count that mismatch), as with any two-file update.
 fn write_pair(cert: &Path, key: &Path, pair: &CertPair) {
-    std::fs::write(cert, &pair.cert_pem).expect("write cert");
-    std::fs::write(key, &pair.key_pem).expect("write key");
+    write_atomic(cert, &pair.cert_pem);
+    write_atomic(key, &pair.key_pem);
 }
 
 struct Server {
     addr: std::net::SocketAddr,
     stats: Arc<ReloadStats>,
+    /// A CA bundle the same reloader watches, used only to observe that polls happened.
+    marker: Marker,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A watched file whose changes are always valid: when the reloader has applied a change to it,
+/// it has also polled the serving pair in that same pass (one pass polls every watch in order).
+struct Marker {
+    path: PathBuf,
+    bundles: [String; 2],
+    next: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Marker {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundles = [
+            generate_ca("marker-1").expect("ca").cert_pem().to_owned(),
+            generate_ca("marker-2").expect("ca").cert_pem().to_owned(),
+        ];
+        let path = dir.path().join("marker-ca.crt");
+        write_atomic(&path, &bundles[0]);
+        Self {
+            path,
+            bundles,
+            next: 1,
+            _dir: dir,
+        }
+    }
+}
+
+impl Server {
+    /// Waits until the reloader has run `n` more full passes than before the call.
+    async fn wait_for_polls(&mut self, n: usize) {
+        for _ in 0..n {
+            let before = self.stats.reloads();
+            let m = &mut self.marker;
+            write_atomic(&m.path, &m.bundles[m.next]);
+            m.next = 1 - m.next;
+            let start = Instant::now();
+            while self.stats.reloads() == before {
+                assert!(start.elapsed() < DEADLINE, "the reloader stopped polling");
+                tokio::time::sleep(POLL / 2).await;
+            }
+        }
+    }
 }
 
 impl Drop for Server {
@@ -63,6 +115,8 @@ async fn handler(
 async fn start(cert: PathBuf, key: PathBuf) -> Server {
     let mut reloader = CertReloader::new(POLL);
     let resolver = reloader.watch_serving(cert, key).expect("initial load");
+    let marker = Marker::new();
+    reloader.watch_roots(&marker.path).expect("marker load");
     let stats = reloader.stats();
     let config = server_config(resolver, Arc::new(RequestClientCert::new(&[])));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -83,6 +137,7 @@ async fn start(cert: PathBuf, key: PathBuf) -> Server {
     Server {
         addr,
         stats,
+        marker,
         stop: Some(stop_tx),
         task,
     }
@@ -181,7 +236,7 @@ async fn rotates_plain_files_and_keeps_last_good_on_corruption() {
     let ca = generate_ca("test-ca").expect("ca");
     let (a, b) = (server_pair(&ca, "a.example"), server_pair(&ca, "b.example"));
     write_pair(&cert, &key, &a);
-    let server = start(cert.clone(), key.clone()).await;
+    let mut server = start(cert.clone(), key.clone()).await;
     let config = client_config(&ca, &[b"http/1.1"], None);
 
     let mut open = connect(server.addr, Arc::clone(&config)).await;
@@ -194,9 +249,12 @@ async fn rotates_plain_files_and_keeps_last_good_on_corruption() {
     // The connection opened before the rotation still serves requests.
     assert_eq!(get(&mut open).await, "certs=0");
 
-    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").expect("corrupt");
+    // Counted from here: a poll between the two renames above may have seen b's certificate
+    // with a's key, a rejected state of its own.
+    let before = server.stats.failures();
+    write_atomic(&cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n");
     let start = Instant::now();
-    while server.stats.failures() == 0 {
+    while server.stats.failures() == before {
         assert!(start.elapsed() < DEADLINE, "failure not counted");
         tokio::time::sleep(POLL / 2).await;
     }
@@ -204,12 +262,13 @@ async fn rotates_plain_files_and_keeps_last_good_on_corruption() {
     assert_eq!(served_leaf(&fresh), leaf_der(&b));
     // The broken file is reported once, not on every poll.
     let failures = server.stats.failures();
-    tokio::time::sleep(POLL * 4).await;
+    assert_eq!(failures, before + 1);
+    server.wait_for_polls(3).await;
     assert_eq!(server.stats.failures(), failures);
 
     // A key that does not belong to the certificate is rejected too.
     let c = server_pair(&ca, "c.example");
-    std::fs::write(&cert, &c.cert_pem).expect("write cert only");
+    write_atomic(&cert, &c.cert_pem);
     let start = Instant::now();
     while server.stats.failures() == failures {
         assert!(start.elapsed() < DEADLINE, "mismatch not counted");
@@ -217,7 +276,7 @@ async fn rotates_plain_files_and_keeps_last_good_on_corruption() {
     }
     let fresh = connect(server.addr, Arc::clone(&config)).await;
     assert_eq!(served_leaf(&fresh), leaf_der(&b));
-    std::fs::write(&key, &c.key_pem).expect("write key");
+    write_atomic(&key, &c.key_pem);
     wait_for_leaf(server.addr, &config, &leaf_der(&c)).await;
 }
 
@@ -285,19 +344,19 @@ async fn reloads_client_ca_bundle() {
         generate_ca("first").expect("ca"),
         generate_ca("second").expect("ca"),
     );
-    std::fs::write(&path, first.cert_pem()).expect("write");
+    write_atomic(&path, first.cert_pem());
     let mut reloader = CertReloader::new(POLL);
     let roots = reloader.watch_roots(&path).expect("load");
     let stats = reloader.stats();
     let der = |ca: &Ca| CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("pem");
     assert_eq!(roots.load().certs(), [der(&first)]);
 
-    std::fs::write(&path, "garbage").expect("write");
+    write_atomic(&path, "garbage");
     reloader.poll_once().await;
     assert_eq!(stats.failures(), 1);
     assert_eq!(roots.load().certs(), [der(&first)]);
 
-    std::fs::write(&path, format!("{}{}", first.cert_pem(), second.cert_pem())).expect("write");
+    write_atomic(&path, format!("{}{}", first.cert_pem(), second.cert_pem()));
     reloader.poll_once().await;
     assert_eq!(stats.reloads(), 1);
     assert_eq!(roots.load().certs(), [der(&first), der(&second)]);

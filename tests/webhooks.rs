@@ -1,13 +1,16 @@
 //! Admission webhook: AdmissionReview round trips against a YAML-backed cluster, and one
 //! end-to-end run of `ebb webhooks --local` over TLS.
 
+mod common;
+
 use std::{
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use common::net::{http_get, spawn_on_free_ports};
 
 use ebb::{
     keda_metrics::KedaMetrics,
@@ -292,12 +295,8 @@ async fn malformed_bodies_are_denied_without_panicking() {
     assert_eq!(out["response"]["uid"], body["request"]["uid"]);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+/// Generous for a loaded 2-core machine; only reached when something is broken.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 struct Running(Child);
 
@@ -323,27 +322,33 @@ async fn ebb_webhooks_serves_reviews_over_tls() {
     std::fs::create_dir(&cluster_dir).expect("mkdir");
     std::fs::write(cluster_dir.join("cluster.yaml"), CLUSTER).expect("write");
 
-    let (port, admin) = (free_port(), free_port());
-    let _child = Running(
-        Command::new(env!("CARGO_BIN_EXE_ebb"))
-            .args([
-                "webhooks",
-                "--port",
-                &port.to_string(),
-                "--metrics-port",
-                &admin.to_string(),
-            ])
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-private-key-file")
-            .arg(&key)
-            .arg("--local")
-            .arg(&cluster_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn ebb webhooks"),
+    // Ready on the admin port once the certificates are loaded; both ports are bound by then.
+    let (child, [port, admin]) = spawn_on_free_ports(
+        "ebb webhooks",
+        DEADLINE,
+        |[port, admin]| {
+            Command::new(env!("CARGO_BIN_EXE_ebb"))
+                .args([
+                    "webhooks",
+                    "--port",
+                    &port.to_string(),
+                    "--metrics-port",
+                    &admin.to_string(),
+                ])
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-private-key-file")
+                .arg(&key)
+                .arg("--local")
+                .arg(&cluster_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn ebb webhooks")
+        },
+        |[_, admin]| http_get(admin, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")),
     );
+    let _child = Running(child);
 
     let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("ca pem");
     let client = reqwest::Client::builder()
@@ -351,7 +356,7 @@ async fn ebb_webhooks_serves_reviews_over_tls() {
         .build()
         .expect("client");
     let base = format!("https://localhost:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + DEADLINE;
     loop {
         match client.get(format!("{base}/healthz")).send().await {
             Ok(r) if r.status().is_success() => break,
@@ -475,7 +480,7 @@ mod discovery {
     /// Answers each expected GET path in order with `reply`; panics on anything else.
     async fn serve(mut handle: Handle, script: Vec<(&'static str, Value)>) {
         for (path, reply) in script {
-            let (req, send) = tokio::time::timeout(Duration::from_secs(2), handle.next_request())
+            let (req, send) = tokio::time::timeout(DEADLINE, handle.next_request())
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for GET {path}"))
                 .expect("service alive");

@@ -2,6 +2,13 @@
 // Each bench binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod client;
+pub mod ebb;
+pub mod names;
+pub mod procfs;
+pub mod stats;
+pub mod upstream;
+
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
@@ -40,6 +47,11 @@ pub fn free_port() -> Res<u16> {
 
 /// One plain-HTTP/1.1 GET (the admin port), bounded by 2 s.
 pub async fn get_plain(addr: SocketAddr, path: &str) -> Res<(StatusCode, Bytes)> {
+    get_plain_within(addr, path, Duration::from_secs(2)).await
+}
+
+/// One plain-HTTP/1.1 GET, bounded by `limit`.
+pub async fn get_plain_within(addr: SocketAddr, path: &str, limit: Duration) -> Res<(StatusCode, Bytes)> {
     let fut = async {
         let tcp = TcpStream::connect(addr).await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
@@ -54,7 +66,7 @@ pub async fn get_plain(addr: SocketAddr, path: &str) -> Res<(StatusCode, Bytes)>
         let body = resp.into_body().collect().await?.to_bytes();
         Ok::<_, BoxError>((status, body))
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await?
+    tokio::time::timeout(limit, fut).await?
 }
 
 /// Prints the 1, 5 and 15 minute load averages: figures are only comparable on a quiet machine.

@@ -165,6 +165,7 @@ pub async fn run_on(
             kube: None,
             pods: Some(resolver.pod_index()),
             aws: AwsShared::default(),
+            clock: None,
             metrics: None,
         };
         engine.configure(resolver.clone(), context);
@@ -217,6 +218,7 @@ pub async fn run_on(
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
+            clock: None,
             metrics: None,
         };
         targets = Some(TargetReader {

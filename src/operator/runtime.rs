@@ -102,6 +102,7 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
             kube: Some(client.clone()),
             pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
             aws: AwsShared::default(),
+            clock: None,
             metrics: None,
         },
     );

@@ -18,34 +18,59 @@ pub fn build_http_client(
     unsafe_ssl: bool,
     tls: Option<&TlsAuth>,
 ) -> Result<reqwest::Client, ScalerError> {
-    // Building a client reads and parses the system trust store (about 3 ms and 100 KB each,
-    // measured by benches/reconcile.rs), so triggers with the same settings share one; the key
-    // is the settings themselves, never a hash, so no trigger can get another's client identity.
-    static CLIENTS: std::sync::OnceLock<moka::sync::Cache<String, reqwest::Client>> =
-        std::sync::OnceLock::new();
-    let clients = CLIENTS.get_or_init(|| {
-        moka::sync::Cache::builder()
-            .max_capacity(1024)
-            // Rotated client certificates leave their old client unused; it goes after an hour.
-            .time_to_idle(Duration::from_secs(3600))
-            .build()
-    });
-    let key = match tls {
-        None => format!("{}|{unsafe_ssl}", timeout.as_millis()),
-        Some(t) => format!(
-            "{}|{unsafe_ssl}|{}|{}|{}",
-            timeout.as_millis(),
-            t.cert,
-            t.key,
-            t.ca.as_deref().unwrap_or_default()
-        ),
-    };
-    if let Some(c) = clients.get(&key) {
-        return Ok(c);
+    static CLIENTS: std::sync::OnceLock<HttpClients> = std::sync::OnceLock::new();
+    CLIENTS
+        .get_or_init(HttpClients::new)
+        .get(timeout, unsafe_ssl, tls)
+}
+
+/// HTTP clients shared by triggers with the same settings.
+///
+/// Building a client reads and parses the system trust store (about 3 ms and 100 KB each,
+/// measured by benches/reconcile.rs), so triggers with the same settings share one; the key
+/// is the settings themselves, never a hash, so no trigger can get another's client identity.
+struct HttpClients {
+    clients: moka::sync::Cache<String, reqwest::Client>,
+    /// Clients this cache built (not served from it); tests check sharing with it.
+    built: std::sync::atomic::AtomicUsize,
+}
+
+impl HttpClients {
+    fn new() -> Self {
+        Self {
+            clients: moka::sync::Cache::builder()
+                .max_capacity(1024)
+                // Rotated client certificates leave their old client unused; it goes after an hour.
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            built: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
-    let client = new_http_client(timeout, unsafe_ssl, tls)?;
-    clients.insert(key, client.clone());
-    Ok(client)
+
+    fn get(
+        &self,
+        timeout: Duration,
+        unsafe_ssl: bool,
+        tls: Option<&TlsAuth>,
+    ) -> Result<reqwest::Client, ScalerError> {
+        let key = match tls {
+            None => format!("{}|{unsafe_ssl}", timeout.as_millis()),
+            Some(t) => format!(
+                "{}|{unsafe_ssl}|{}|{}|{}",
+                timeout.as_millis(),
+                t.cert,
+                t.key,
+                t.ca.as_deref().unwrap_or_default()
+            ),
+        };
+        if let Some(c) = self.clients.get(&key) {
+            return Ok(c);
+        }
+        let client = new_http_client(timeout, unsafe_ssl, tls)?;
+        self.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.clients.insert(key, client.clone());
+        Ok(client)
+    }
 }
 
 /// One scaler's outbound HTTP calls: each is counted in KEDA's `keda_scaler_http_requests_total`
@@ -137,20 +162,11 @@ pub fn upstream_error(target: &str, timeout: Duration, e: &reqwest::Error) -> Sc
     }
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Clients built on this thread: each test runs on its own thread, so parallel tests that
-    /// build clients do not disturb the count of the test that reads it.
-    static CLIENTS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
 fn new_http_client(
     timeout: Duration,
     unsafe_ssl: bool,
     tls: Option<&TlsAuth>,
 ) -> Result<reqwest::Client, ScalerError> {
-    #[cfg(test)]
-    CLIENTS_BUILT.with(|n| n.set(n.get() + 1));
     // reqwest panics without a process-wide provider; ring is the only one compiled in, and
     // installing fails harmlessly when the binary already did it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -181,19 +197,25 @@ mod tests {
     #[test]
     fn client_builds_and_rejects_bad_pem() {
         assert!(build_http_client(Duration::from_secs(1), true, None).is_ok());
-        // The same settings share one client (one connection pool, one parsed trust store).
-        let before = CLIENTS_BUILT.with(std::cell::Cell::get);
+        // The same settings share one client (one connection pool, one parsed trust store). A
+        // cache of its own: other tests build clients through the shared one concurrently.
+        let clients = HttpClients::new();
         for _ in 0..3 {
-            build_http_client(Duration::from_millis(1234), false, None).expect("client");
+            clients
+                .get(Duration::from_millis(1234), false, None)
+                .expect("client");
         }
-        build_http_client(Duration::from_millis(1235), false, None).expect("client");
-        let built = CLIENTS_BUILT.with(std::cell::Cell::get) - before;
-        assert!(built <= 2, "{built} clients built for two settings");
+        clients
+            .get(Duration::from_millis(1235), false, None)
+            .expect("client");
+        let built = clients.built.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(built, 2, "{built} clients built for two settings");
         let bad = TlsAuth {
             cert: "nope".into(),
             key: "nope".into(),
             ca: None,
         };
         assert!(build_http_client(Duration::ZERO, false, Some(&bad)).is_err());
+        assert!(clients.get(Duration::ZERO, false, Some(&bad)).is_err());
     }
 }

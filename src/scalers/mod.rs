@@ -64,6 +64,9 @@ pub struct ScalerContext {
     pub pods: Option<kubernetes_workload::PodIndex>,
     /// Shared AWS configuration and credential caches.
     pub aws: aws::AwsShared,
+    /// The clock time-based scalers (cron) read; the system clock when `None`. Tests that
+    /// decide with an injected clock hand the same one to the scalers.
+    pub clock: Option<cron::Clock>,
     /// KEDA's metrics, fed by the scalers' outbound HTTP requests.
     pub metrics: Option<Arc<crate::keda_metrics::KedaMetrics>>,
 }
@@ -284,7 +287,10 @@ pub type SharedScaler = Arc<dyn Scaler>;
 /// Builds the scaler for a trigger type (KEDA's `buildScaler`).
 pub fn build_scaler(config: &ScalerConfig, ctx: &ScalerContext) -> Result<SharedScaler, ScalerError> {
     match config.trigger_type.as_str() {
-        "cron" => Ok(Arc::new(cron::CronScaler::new(config)?)),
+        "cron" => Ok(Arc::new(match &ctx.clock {
+            Some(clock) => cron::CronScaler::with_clock(config, clock.clone())?,
+            None => cron::CronScaler::new(config)?,
+        })),
         "metrics-api" => Ok(Arc::new(
             metrics_api::MetricsApiScaler::new(config)?.observed(ctx),
         )),

@@ -1,19 +1,19 @@
-//! A moto server per test binary (started through `scripts/moto`, stopped when the last user
-//! drops its handle) and a loopback proxy that records which AWS actions reach it.
+//! A moto server per test binary (started through `scripts/moto`, stopped when the test process
+//! exits, however it exits) and a loopback proxy that records which AWS actions reach it.
 
 use std::{
     convert::Infallible,
     net::TcpListener as StdListener,
-    path::PathBuf,
-    process::Command,
-    sync::{Arc, Mutex, Weak},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 
-/// A running moto server; killed when the last handle is dropped.
+/// A running moto server; killed when dropped, or by its watchdog when the test process exits.
 #[derive(Debug)]
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
@@ -23,56 +23,64 @@ pub struct Moto {
     _state_dir: tempfile::TempDir,
 }
 
-static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
+/// Started once per test binary: restarting it between tests (when none happened to hold it)
+/// cost a Python start-up each time, several seconds on a loaded machine.
+static SHARED: OnceLock<Arc<Moto>> = OnceLock::new();
 
+// Self-contained (benches/upstream_economy.rs includes this file alone), hence its own copy.
 fn free_port() -> u16 {
     let listener = StdListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
 
+/// Ports tried before giving up, as `net::PORT_ATTEMPTS`.
+const PORT_ATTEMPTS: usize = 5;
+
 impl Moto {
-    /// The moto server shared by the tests running now, started when none is running.
+    /// The moto server shared by every test of the binary, started by the first one.
     pub fn shared() -> Arc<Moto> {
-        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(moto) = slot.upgrade() {
-            return moto;
-        }
-        let moto = Arc::new(Moto::start());
-        *slot = Arc::downgrade(&moto);
-        moto
+        SHARED.get_or_init(|| Arc::new(Moto::start())).clone()
     }
 
-    /// Starts a fresh moto server on a free port.
+    /// Starts a fresh moto server on a free port (on another one when the port picked was taken
+    /// before moto bound it: moto then exits and the script reports it).
     pub fn start() -> Moto {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto");
         let state_dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(port.to_string())
-            .env("MOTO_STATE_DIR", state_dir.path())
-            .output()
-            .expect("run scripts/moto");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "scripts/moto failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let field = |name: &str| {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-                .to_string()
-        };
-        let url = field("MOTO_URL=");
-        let pid = field("MOTO_PID=").parse().expect("numeric MOTO_PID");
-        Moto {
-            url,
-            pid,
-            _state_dir: state_dir,
+        let mut failures = Vec::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let out = Command::new(&script)
+                .arg("start")
+                .arg(port.to_string())
+                .env("MOTO_STATE_DIR", state_dir.path())
+                .output()
+                .expect("run scripts/moto");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                failures.push(format!(
+                    "port {port}: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+                continue;
+            }
+            let field = |name: &str| {
+                stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+                    .to_string()
+            };
+            let url = field("MOTO_URL=");
+            let pid = field("MOTO_PID=").parse().expect("numeric MOTO_PID");
+            watchdog(pid, state_dir.path());
+            return Moto {
+                url,
+                pid,
+                _state_dir: state_dir,
+            };
         }
+        panic!("scripts/moto failed: {failures:#?}");
     }
 }
 
@@ -80,6 +88,26 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.pid.to_string()).status();
     }
+}
+
+/// Kills `pid` and removes `dir` shortly after this test process exits: statics are never
+/// dropped, and a test binary killed on a timeout runs no destructor at all.
+fn watchdog(pid: u32, dir: &Path) {
+    let _ = Command::new("setsid")
+        .args([
+            "bash",
+            "-c",
+            // The pid is checked to still be moto's before it is killed.
+            r#"while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
+               grep -q moto_server "/proc/$1/cmdline" 2>/dev/null && kill "$1"; rm -rf "$2""#,
+        ])
+        .arg(std::process::id().to_string())
+        .arg(pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// One request seen by the [`Proxy`].

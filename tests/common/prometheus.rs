@@ -80,7 +80,9 @@ impl PromServer {
         Self::start_with(&[("PROM_SCRAPE_TARGET", target)])
     }
 
-    fn start_with(env: &[(&str, &str)]) -> Self {
+    /// Starts an instance with extra environment for `scripts/prometheus` (`PROM_SCRAPE_TARGET`,
+    /// `PROM_EXTRA_METRICS`, `PROM_SCRAPE_INTERVAL`).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ebb-prom-test")
             .tempdir()
