@@ -167,7 +167,8 @@ impl MetricsApiScaler {
             .bytes()
             .await
             .map_err(|e| upstream_error(&target, self.timeout, &e))?;
-        extract_value(self.format, &body, &self.value_location).map_err(|e| ScalerError::Upstream(e.to_string()))
+        extract_value(self.format, &body, &self.value_location)
+            .map_err(|e| ScalerError::Upstream(e.to_string()))
     }
 }
 

@@ -88,8 +88,7 @@ fn parse_selector(location: &str) -> Result<Selector, FormatError> {
     let labels = if rest.is_empty() {
         Vec::new()
     } else {
-        let (labels, tail) = take_labels(rest, &["=~", "!~", "!=", "="])
-            .map_err(|e| invalid(Some(e)))?;
+        let (labels, tail) = take_labels(rest, &["=~", "!~", "!=", "="]).map_err(|e| invalid(Some(e)))?;
         if !tail.trim().is_empty() {
             return Err(invalid(None));
         }

@@ -68,7 +68,11 @@ fn parse(body: &[u8]) -> Result<XmlElement, FormatError> {
     root.ok_or_else(|| err(&"no root element"))
 }
 
-fn attach(stack: &mut [XmlElement], root: &mut Option<XmlElement>, el: XmlElement) -> Result<(), FormatError> {
+fn attach(
+    stack: &mut [XmlElement],
+    root: &mut Option<XmlElement>,
+    el: XmlElement,
+) -> Result<(), FormatError> {
     match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None if root.is_none() => *root = Some(el),

@@ -5,12 +5,10 @@ use super::{FormatError, quantity_value};
 fn scalar(path: &str, v: &serde_yaml::Value) -> Result<f64, FormatError> {
     use serde_yaml::Value;
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| FormatError::OutOfRange {
-                path: path.to_string(),
-                number: n.to_string(),
-            }),
+        Value::Number(n) => n.as_f64().ok_or_else(|| FormatError::OutOfRange {
+            path: path.to_string(),
+            number: n.to_string(),
+        }),
         Value::String(s) => quantity_value(s),
         Value::Tagged(t) => scalar(path, &t.value),
         Value::Null => Err(FormatError::wrong_type(path, "null")),
