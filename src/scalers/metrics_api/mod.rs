@@ -20,13 +20,14 @@
 
 pub mod format;
 
+use crate::scalers::SingleMetric;
 use std::{fmt, time::Duration};
 
 use futures::future::BoxFuture;
 
 use self::format::{Format, extract_value};
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+    MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError,
     http_auth::HttpAuth,
     http_client::{HttpProbe, build_http_client, request_target, upstream_error},
     metric_name,
@@ -172,22 +173,19 @@ impl MetricsApiScaler {
     }
 }
 
-impl Scaler for MetricsApiScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: metric_name(self.trigger_index, &format!("metric-api-{}", self.value_location)),
-            target: MetricTarget {
+impl SingleMetric for MetricsApiScaler {
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            metric_name(self.trigger_index, &format!("metric-api-{}", self.value_location)),
+            MetricTarget {
                 kind: self.metric_type,
                 value: self.target_value,
                 integer: false,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
             let value = self.fetch().await?;
             Ok(MetricsAndActivity {
@@ -206,6 +204,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::scalers::{MetricSpec, Scaler};
 
     fn config(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> ScalerConfig {
         let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
