@@ -469,6 +469,7 @@ impl AwsShared {
                         external_id: external_id.clone(),
                         web_identity,
                         sts: aws_sdk_sts::Client::new(&sts),
+                        sts_host: self.host("sts", &key.region, key.endpoint.as_deref()),
                     },
                 )))
             }

@@ -10,6 +10,7 @@ use std::{fmt, time::Duration};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 use super::{AwsShared, call_timeout, credential_source, sdk_error, trigger_context};
 use crate::{
@@ -196,16 +197,20 @@ impl SingleMetric for SqsScaler {
 
     fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
-            let count = tokio::time::timeout(self.timeout, self.queue_messages())
-                .await
-                .map_err(|_| ScalerError::UpstreamTimeout {
-                    upstream: format!(
-                        "{}: GetQueueAttributes on {}",
-                        trigger_context(&self.config),
-                        self.host()
-                    ),
-                    after: self.timeout,
-                })??;
+            let count = tokio::time::timeout(
+                self.timeout,
+                self.queue_messages()
+                    .instrument(self.config.upstream_span(&self.host(), "GetQueueAttributes")),
+            )
+            .await
+            .map_err(|_| ScalerError::UpstreamTimeout {
+                upstream: format!(
+                    "{}: GetQueueAttributes on {}",
+                    trigger_context(&self.config),
+                    self.host()
+                ),
+                after: self.timeout,
+            })??;
             Ok(MetricsAndActivity {
                 values: vec![count as f64],
                 active: count > self.activation_queue_length,
