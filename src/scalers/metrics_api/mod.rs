@@ -483,7 +483,9 @@ mod tests {
     /// The spans opened while a future runs, with their fields, as a subscriber scoped to that
     /// future sees them (no process-wide subscriber: tests run in parallel).
     #[derive(Clone, Default)]
-    struct SpanLog(Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>);
+    struct SpanLog(Arc<Mutex<Vec<(String, SpanFields)>>>);
+
+    type SpanFields = BTreeMap<String, String>;
 
     struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
@@ -539,7 +541,7 @@ mod tests {
         let upstream: Vec<_> = spans.iter().filter(|(name, _)| name == "upstream").collect();
         assert_eq!(upstream.len(), 1, "one upstream span per call: {spans:?}");
         let host = base.trim_start_matches("http://");
-        let want: BTreeMap<String, String> = [
+        let want: SpanFields = [
             ("trigger", "1"),
             ("trigger_name", "queue"),
             ("scaler", "metrics-api"),
