@@ -10,9 +10,8 @@ use std::{fmt, time::Duration};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::BoxFuture;
-use tracing::Instrument;
 
-use super::{AwsShared, call_timeout, credential_source, sdk_error, trigger_context};
+use super::{AwsShared, call_timeout, credential_source, sdk_error, timed_call, trigger_context};
 use crate::{
     crd::scaled_object::MetricTargetType,
     scalers::{
@@ -197,20 +196,14 @@ impl SingleMetric for SqsScaler {
 
     fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
-            let count = tokio::time::timeout(
+            let count = timed_call(
+                &self.config,
+                "GetQueueAttributes",
+                &self.host(),
                 self.timeout,
-                self.queue_messages()
-                    .instrument(self.config.upstream_span(&self.host(), "GetQueueAttributes")),
+                self.queue_messages(),
             )
-            .await
-            .map_err(|_| ScalerError::UpstreamTimeout {
-                upstream: format!(
-                    "{}: GetQueueAttributes on {}",
-                    trigger_context(&self.config),
-                    self.host()
-                ),
-                after: self.timeout,
-            })??;
+            .await?;
             Ok(MetricsAndActivity {
                 values: vec![count as f64],
                 active: count > self.activation_queue_length,
