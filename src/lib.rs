@@ -4,6 +4,7 @@
 //! the runnable components (`external_metrics`, later `operator` and `activator`) depend on them.
 #![forbid(unsafe_code)]
 
+pub mod activator;
 pub mod admin;
 pub mod cache;
 pub mod certs;
@@ -23,6 +24,7 @@ pub mod render;
 pub mod report;
 pub mod resolver;
 pub mod scalers;
+pub mod scaling;
 pub mod selector;
 pub mod shutdown;
 pub mod source;

@@ -28,7 +28,11 @@ async fn main() -> std::process::ExitCode {
                 }
             };
         }
-        Command::MetricsServer(_) | Command::Operator(_) | Command::Run(_) | Command::Webhooks(_) => {}
+        Command::MetricsServer(_)
+        | Command::Operator(_)
+        | Command::Run(_)
+        | Command::Webhooks(_)
+        | Command::Activator(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -51,6 +55,7 @@ async fn main() -> std::process::ExitCode {
             .await
             .map_err(Into::into),
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await.map_err(Into::into),
+        Command::Activator(args) => ebb::activator::run(*args, signal).await.map_err(Into::into),
         Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
     };
     match result {
