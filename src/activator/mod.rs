@@ -51,6 +51,7 @@ use crate::{
         http_route::{Route, RouteKey, RoutePort, RouteTable},
     },
     shutdown::Signal,
+    startup::StartupError,
 };
 
 /// Annotation forcing the protocol spoken to the target: `h2c` or `http/1.1` (default: the
@@ -59,20 +60,6 @@ pub const APP_PROTOCOL_ANNOTATION: &str = "activator.ebb/app-protocol";
 
 /// How often the `--local` directory is re-read.
 const LOCAL_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Why the activator could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ActivatorError {
-    /// A port could not be bound.
-    #[error(transparent)]
-    Bind(BindError),
-    /// Only the local mode exists so far.
-    #[error("ebb activator needs --local DIR for now: the cluster mode (EndpointSlices, /scale) is not built yet")]
-    NeedsLocal,
-    /// The `--local` directory is not there.
-    #[error("--local {0}: not a directory")]
-    NoDir(PathBuf),
-}
 
 /// One HTTPScaledObject as the activator runs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +143,7 @@ pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desi
 /// Every HTTPScaledObject under `dir`, and a line per file or object that was skipped (the
 /// other objects are kept).
 pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
-    let (parsed, file_errors) = crate::source::local::load_dir(dir);
+    let (parsed, file_errors) = crate::source::files::load_dir(dir);
     let mut problems: Vec<String> = file_errors.iter().map(ToString::to_string).collect();
     let mut out: Vec<Desired> = Vec::new();
     for doc in &parsed.others {
@@ -241,9 +228,9 @@ fn apply(
     });
 }
 
-async fn bind(addr: SocketAddr, port_flag: &'static str, address_flag: &'static str) -> Result<TcpListener, ActivatorError> {
+async fn bind(addr: SocketAddr, port_flag: &'static str, address_flag: &'static str) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr).await.map_err(|cause| {
-        ActivatorError::Bind(BindError {
+        StartupError::Bind(BindError {
             addr,
             port_flag,
             address_flag,
@@ -254,12 +241,12 @@ async fn bind(addr: SocketAddr, port_flag: &'static str, address_flag: &'static 
 
 /// Runs the activator until `shutdown`: the proxy and admin ports, a supervisor per route, the
 /// directory re-read every second. Local processes are stopped before it returns.
-pub async fn run(args: ActivatorArgs, shutdown: Signal) -> Result<(), ActivatorError> {
+pub async fn run(args: ActivatorArgs, shutdown: Signal) -> Result<(), StartupError> {
     let Some(dir) = args.local.clone() else {
-        return Err(ActivatorError::NeedsLocal);
+        return Err(StartupError::ActivatorNeedsLocal);
     };
     if !dir.is_dir() {
-        return Err(ActivatorError::NoDir(dir));
+        return Err(StartupError::NotADirectory(dir));
     }
     let proxy_listener = bind(
         SocketAddr::new(args.proxy_bind_address, args.proxy_port),

@@ -17,6 +17,7 @@ use std::{
 use tokio::sync::{Notify, watch};
 
 use super::metrics::{ActivatorMetrics, RouteLabels};
+use crate::locks::LockExt;
 use crate::scaling::{
     http_hold::{self, HoldDecision, HoldLimits},
     http_route::Route,
@@ -102,8 +103,7 @@ impl Target {
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
-        // One counter update per critical section: a poisoned lock holds consistent data.
-        self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.activity.lock_or_recover()
     }
 
     /// Counts a request in (until the guard drops) and returns the endpoints it may use now.
@@ -251,17 +251,14 @@ impl Target {
 
     /// Counts a response and its duration (arrival to response headers).
     pub fn record_response(&self, code: u16, cold_start: bool, elapsed: Duration) {
-        self.answered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((code, cold_start));
+        self.answered.lock_or_recover().insert((code, cold_start));
         self.metrics.requests.get_or_create(&self.labels.with_code(code, cold_start)).inc();
         self.metrics.duration.get_or_create(&self.labels).observe(elapsed.as_secs_f64());
     }
 
     /// Drops the route's metric series (the route was removed).
     pub fn forget_metrics(&self) {
-        let answered = std::mem::take(&mut *self.answered.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let answered = std::mem::take(&mut *self.answered.lock_or_recover());
         self.metrics.forget(&self.labels, answered);
     }
 

@@ -28,6 +28,8 @@ use hyper_util::{
 };
 use tokio::{net::TcpStream, time::Sleep};
 
+use crate::locks::LockExt;
+
 /// Errors carried by streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides of the proxy.
@@ -216,8 +218,7 @@ impl Upstream {
     }
 
     fn h2_map(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<ProxyBody>>> {
-        // One insert, remove or clone per critical section: a poisoned map is consistent.
-        self.h2.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.h2.lock_or_recover()
     }
 }
 
