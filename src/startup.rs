@@ -44,7 +44,9 @@ pub enum StartupError {
     )]
     RunNeedsCluster,
     /// `ebb activator` without `--local`: its cluster mode is not built yet.
-    #[error("ebb activator needs --local DIR for now: its cluster mode (EndpointSlices, /scale) is not built yet")]
+    #[error(
+        "ebb activator needs --local DIR for now: its cluster mode (EndpointSlices, /scale) is not built yet"
+    )]
     ActivatorNeedsLocal,
     /// A `--local` path that is not a directory.
     #[error("--local {0}: not a directory")]

@@ -10,6 +10,7 @@ mod common;
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -59,7 +60,13 @@ impl Activator {
         let admin = admin_listener.local_addr().expect("addr");
         let (trigger, signal) = shutdown::channel();
         let path = dir.path().to_path_buf();
-        let task = tokio::spawn(ebb::activator::serve(*args, path, proxy_listener, admin_listener, signal));
+        let task = tokio::spawn(ebb::activator::serve(
+            *args,
+            path,
+            proxy_listener,
+            admin_listener,
+            signal,
+        ));
         Activator {
             proxy,
             admin,
@@ -98,7 +105,14 @@ impl Activator {
 }
 
 /// An HTTPScaledObject for `--local`.
-fn object(name: &str, host: &str, port: u16, command: &str, extra_spec: &str, extra_annotations: &str) -> String {
+fn object(
+    name: &str,
+    host: &str,
+    port: u16,
+    command: &str,
+    extra_spec: &str,
+    extra_annotations: &str,
+) -> String {
     format!(
         r#"apiVersion: http.keda.sh/v1alpha1
 kind: HTTPScaledObject
@@ -123,7 +137,11 @@ spec:
 const IDLE_COMMAND: &str = "exec sleep 600";
 
 /// `GET path` with `Host: host` over HTTP/1.1.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<(StatusCode, http::HeaderMap, String), String> {
+async fn get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(StatusCode, http::HeaderMap, String), String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -137,7 +155,11 @@ async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<(StatusCode, ht
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned()))
+    Ok((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 /// An upstream answering with what it saw.
@@ -195,13 +217,18 @@ async fn requests_are_routed_by_host_with_the_forwarded_headers() {
     let _server = serve_echo(upstream);
     let activator = Activator::start(&[object("app", "app.test", port, IDLE_COMMAND, "", "")], &[]).await;
 
-    let (status, headers, body) = get(activator.proxy, "app.test:8080", "/hello").await.expect("proxied");
+    let (status, headers, body) = get(activator.proxy, "app.test:8080", "/hello")
+        .await
+        .expect("proxied");
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("HTTP/1.1 /hello host=app.test:8080"), "{body}");
     assert!(body.contains("xff=203.0.113.9, 127.0.0.1"), "{body}");
     assert!(body.contains("xfh=app.test:8080 xfp=http"), "{body}");
     // Every route starts at zero: the first request waited for the (instant) start.
-    assert_eq!(headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(
+        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
 
     let (status, _, _) = get(activator.proxy, "other.test", "/").await.expect("answered");
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -219,10 +246,18 @@ async fn a_held_request_is_forwarded_the_moment_the_port_accepts() {
 
     let proxy = activator.proxy;
     let request = tokio::spawn(async move { get(proxy, "app.test", "/cold").await });
-    activator.wait_route("web/app", "the request is held", |r| r["held"] == 1).await;
+    activator
+        .wait_route("web/app", "the request is held", |r| r["held"] == 1)
+        .await;
     let routes = activator.admin_json("/routes").await;
-    assert_eq!(routes["web/app"]["coldStarts"], 1, "the wake fired at once: {routes}");
-    assert_eq!(routes["web/app"]["concurrency"], 1, "held requests count as concurrency: {routes}");
+    assert_eq!(
+        routes["web/app"]["coldStarts"], 1,
+        "the wake fired at once: {routes}"
+    );
+    assert_eq!(
+        routes["web/app"]["concurrency"], 1,
+        "held requests count as concurrency: {routes}"
+    );
 
     let _server = serve_echo(socket.listen(64).expect("listen"));
     let (status, headers, body) = tokio::time::timeout(BUDGET, request)
@@ -232,8 +267,13 @@ async fn a_held_request_is_forwarded_the_moment_the_port_accepts() {
         .expect("proxied");
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("/cold"), "{body}");
-    assert_eq!(headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()), Some(&b"true"[..]));
-    let route = activator.wait_route("web/app", "the hold ended", |r| r["held"] == 0).await;
+    assert_eq!(
+        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let route = activator
+        .wait_route("web/app", "the hold ended", |r| r["held"] == 0)
+        .await;
     assert_eq!(route["endpoints"][0], format!("127.0.0.1:{port}"), "{route}");
     activator.stop().await;
 }
@@ -250,14 +290,22 @@ async fn the_hold_deadline_answers_504_and_the_cap_503_with_retry_after() {
 
     let proxy = activator.proxy;
     let first = tokio::spawn(async move { get(proxy, "app.test", "/").await });
-    activator.wait_route("web/app", "the first request is held", |r| r["held"] == 1).await;
+    activator
+        .wait_route("web/app", "the first request is held", |r| r["held"] == 1)
+        .await;
     let (status, headers, _) = get(activator.proxy, "app.test", "/").await.expect("answered");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"5"[..]));
 
-    let (status, _, body) = tokio::time::timeout(BUDGET, first).await.expect("in time").expect("task").expect("answered");
+    let (status, _, body) = tokio::time::timeout(BUDGET, first)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("answered");
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
-    let route = activator.wait_route("web/app", "counted", |r| r["held"] == 0).await;
+    let route = activator
+        .wait_route("web/app", "counted", |r| r["held"] == 0)
+        .await;
     assert_eq!(route["holdTimeouts"], 1, "{route}");
     assert_eq!(route["overflows"], 1, "{route}");
     assert_eq!(route["concurrency"], 0, "{route}");
@@ -269,11 +317,15 @@ async fn a_client_that_leaves_releases_its_hold() {
     let (_socket, port) = reserved_port();
     let activator = Activator::start(&[object("app", "app.test", port, IDLE_COMMAND, "", "")], &[]).await;
     let mut raw = TcpStream::connect(activator.proxy).await.expect("connect");
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await.expect("write");
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .expect("write");
     activator.wait_route("web/app", "held", |r| r["held"] == 1).await;
     drop(raw);
     let route = activator
-        .wait_route("web/app", "the hold is released", |r| r["held"] == 0 && r["concurrency"] == 0)
+        .wait_route("web/app", "the hold is released", |r| {
+            r["held"] == 0 && r["concurrency"] == 0
+        })
         .await;
     assert_eq!(route["abandoned"], 1, "{route}");
     activator.stop().await;
@@ -331,7 +383,10 @@ async fn http2_streams_and_trailers_pass_through() {
     let mut body = response.into_body();
     // Each chunk reaches the client before the next is produced: nothing is buffered.
     for chunk in ["one", "two"] {
-        chunks_tx.send(Bytes::from_static(chunk.as_bytes())).await.expect("feed");
+        chunks_tx
+            .send(Bytes::from_static(chunk.as_bytes()))
+            .await
+            .expect("feed");
         let frame = tokio::time::timeout(BUDGET, body.frame())
             .await
             .expect("chunk in time")
@@ -381,36 +436,63 @@ async fn a_local_process_starts_on_the_first_request_and_stops_after_idle() {
         site.path().display()
     );
     let activator = Activator::start(
-        &[object("py", "py.test", port, &command, "  scaledownPeriod: 1", "")],
+        &[object(
+            "py",
+            "py.test",
+            port,
+            &command,
+            "  scaledownPeriod: 1",
+            "",
+        )],
         &["--stop-grace-period", "5s"],
     )
     .await;
     assert!(!port_open(port).await, "nothing runs before the first request");
 
-    let (status, headers, body) = get(activator.proxy, "py.test", "/index.html").await.expect("proxied");
+    let (status, headers, body) = get(activator.proxy, "py.test", "/index.html")
+        .await
+        .expect("proxied");
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, "hello from python\n");
-    assert_eq!(headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()), Some(&b"true"[..]));
-    let (status, headers, _) = get(activator.proxy, "py.test", "/index.html").await.expect("proxied");
+    assert_eq!(
+        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let (status, headers, _) = get(activator.proxy, "py.test", "/index.html")
+        .await
+        .expect("proxied");
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()), Some(&b"false"[..]));
+    assert_eq!(
+        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+        Some(&b"false"[..])
+    );
 
     // One second without traffic: the process is stopped and the route is at zero again.
     activator
-        .wait_route("web/py", "scaled to zero", |r| r["endpoints"].as_array().is_some_and(|e| e.is_empty()))
+        .wait_route("web/py", "scaled to zero", |r| {
+            r["endpoints"].as_array().is_some_and(|e| e.is_empty())
+        })
         .await;
     let deadline = Instant::now() + BUDGET;
     while port_open(port).await {
-        assert!(Instant::now() < deadline, "the process still listens after the idle stop");
+        assert!(
+            Instant::now() < deadline,
+            "the process still listens after the idle stop"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // And the next request starts it again.
-    let (status, _, body) = get(activator.proxy, "py.test", "/index.html").await.expect("proxied");
+    let (status, _, body) = get(activator.proxy, "py.test", "/index.html")
+        .await
+        .expect("proxied");
     assert_eq!(status, StatusCode::OK, "{body}");
     let route = activator.admin_json("/routes").await;
     assert_eq!(route["web/py"]["coldStarts"], 2, "{route}");
     activator.stop().await;
-    assert!(!port_open(port).await, "the process is stopped with the activator");
+    assert!(
+        !port_open(port).await,
+        "the process is stopped with the activator"
+    );
 }
 
 #[tokio::test]
@@ -444,8 +526,109 @@ fn promtool_check(text: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool (apt-get install prometheus)");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("promtool runs");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "promtool: {report}");
+}
+
+#[tokio::test]
+async fn objects_added_and_removed_in_the_directory_are_followed() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = upstream.local_addr().expect("addr").port();
+    let _server = serve_echo(upstream);
+    let activator = Activator::start(&[object("one", "one.test", port, IDLE_COMMAND, "", "")], &[]).await;
+    let dir = activator._dir.path().to_path_buf();
+    common::fs::write_atomic(
+        &dir.join("two.yaml"),
+        object("two", "two.test", port, IDLE_COMMAND, "", ""),
+    );
+    let deadline = Instant::now() + BUDGET;
+    while activator.admin_json("/queue").await.get("web/two").is_none() {
+        assert!(Instant::now() < deadline, "the new object is never routed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, body) = get(activator.proxy, "two.test", "/").await.expect("proxied");
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    std::fs::remove_file(dir.join("route-0.yaml")).expect("remove");
+    while activator.admin_json("/queue").await.get("web/one").is_some() {
+        assert!(Instant::now() < deadline, "the removed object is still routed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, _) = get(activator.proxy, "one.test", "/").await.expect("answered");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_fails_instead_of_pinning_the_upstream() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = upstream.local_addr().expect("addr").port();
+    // An upstream that reads the whole body before answering.
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = upstream.accept().await {
+            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                let body = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                Ok::<_, Infallible>(Response::new(Full::new(body)))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let activator = Activator::start(
+        &[object("app", "app.test", port, IDLE_COMMAND, "", "")],
+        &["--request-body-timeout", "200ms"],
+    )
+    .await;
+    let mut raw = TcpStream::connect(activator.proxy).await.expect("connect");
+    raw.write_all(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(BUDGET, tokio::io::AsyncReadExt::read(&mut raw, &mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    activator.stop().await;
+}
+
+#[test]
+fn the_shipped_example_is_a_valid_local_route() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/activator");
+    let (routes, problems) = ebb::activator::load_local(&dir);
+    assert_eq!(problems, Vec::<String>::new());
+    assert_eq!(routes.len(), 1);
+    assert_eq!(&*routes[0].route.key, "default/hello");
+    assert_eq!(routes[0].local.port, 8081);
+    assert!(dir.join("site/index.html").is_file());
+}
+
+#[test]
+fn without_local_the_activator_says_the_cluster_mode_is_not_built_yet() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["activator", "--proxy-port", "0", "--metrics-port", "0"])
+        .env_remove("EBB_LOCAL")
+        .output()
+        .expect("ebb runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs --local DIR"), "{stderr}");
 }

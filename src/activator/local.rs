@@ -49,7 +49,12 @@ const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Runs `spec` for `target` until `retire` turns true (route removed or changed, or shutdown);
 /// a running process is stopped before this returns.
-pub async fn supervise(target: Arc<Target>, spec: LocalSpec, timing: LocalTiming, mut retire: watch::Receiver<bool>) {
+pub async fn supervise(
+    target: Arc<Target>,
+    spec: LocalSpec,
+    timing: LocalTiming,
+    mut retire: watch::Receiver<bool>,
+) {
     let key = target.route.key.clone();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, spec.port));
     let mut backoff: Option<Duration> = None;
@@ -172,7 +177,11 @@ async fn wait_for_port(addr: SocketAddr, timing: LocalTiming) {
 
 /// SIGTERM to the process group, SIGKILL after `grace`, then reap.
 async fn stop(child: &mut Child, key: &str, grace: Duration) {
-    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         // Already reaped.
         return;
     };

@@ -88,24 +88,56 @@ impl ActivatorMetrics {
     pub fn register(registry: &mut Registry) -> ActivatorMetrics {
         let m = ActivatorMetrics::detached();
         let r = registry.sub_registry_with_prefix("ebb_activator");
-        r.register("requests", "Requests answered by the activator, by route and status code", m.requests.clone());
+        r.register(
+            "requests",
+            "Requests answered by the activator, by route and status code",
+            m.requests.clone(),
+        );
         r.register(
             "request_duration_seconds",
             "Time from a request's arrival to its response headers, held time included",
             m.duration.clone(),
         );
-        r.register("concurrency", "Requests in flight per route, held ones included", m.concurrency.clone());
-        r.register("held_requests", "Requests held while the route's target is at zero or starting", m.held.clone());
-        r.register("hold_timeouts", "Held requests answered 504 because the target was not ready in time", m.timeouts.clone());
-        r.register("overflows", "Requests refused 503 because a hold cap was reached", m.overflows.clone());
-        r.register("upstream_errors", "Forwarded requests that failed upstream (502 or 504)", m.upstream_errors.clone());
-        r.register("cold_starts", "Starts of a target from zero", m.cold_starts.clone());
+        r.register(
+            "concurrency",
+            "Requests in flight per route, held ones included",
+            m.concurrency.clone(),
+        );
+        r.register(
+            "held_requests",
+            "Requests held while the route's target is at zero or starting",
+            m.held.clone(),
+        );
+        r.register(
+            "hold_timeouts",
+            "Held requests answered 504 because the target was not ready in time",
+            m.timeouts.clone(),
+        );
+        r.register(
+            "overflows",
+            "Requests refused 503 because a hold cap was reached",
+            m.overflows.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Forwarded requests that failed upstream (502 or 504)",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "cold_starts",
+            "Starts of a target from zero",
+            m.cold_starts.clone(),
+        );
         r.register(
             "cold_start_duration_seconds",
             "Time a request was held before it was forwarded",
             m.cold_start_duration.clone(),
         );
-        r.register("no_route_requests", "Requests that matched no route (404)", m.no_route.clone());
+        r.register(
+            "no_route_requests",
+            "Requests that matched no route (404)",
+            m.no_route.clone(),
+        );
         m
     }
 

@@ -109,15 +109,16 @@ pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desi
     let RoutePort::Number(port) = route.port else {
         return Err(LocalObjectError::PortName);
     };
-    let timeout = |field: &'static str, value: Option<&String>| -> Result<Option<Option<Duration>>, LocalObjectError> {
-        value
-            .map(|v| {
-                parse_duration(v)
-                    .map(|d| (!d.is_zero()).then_some(d))
-                    .map_err(|e| LocalObjectError::Duration(field, e.to_string()))
-            })
-            .transpose()
-    };
+    let timeout =
+        |field: &'static str, value: Option<&String>| -> Result<Option<Option<Duration>>, LocalObjectError> {
+            value
+                .map(|v| {
+                    parse_duration(v)
+                        .map(|d| (!d.is_zero()).then_some(d))
+                        .map_err(|e| LocalObjectError::Duration(field, e.to_string()))
+                })
+                .transpose()
+        };
     let timeouts = so.spec.timeouts.as_ref();
     let protocol = match annotations.get(APP_PROTOCOL_ANNOTATION).map(String::as_str) {
         None => None,
@@ -128,7 +129,10 @@ pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desi
     Ok(Desired {
         options: RouteOptions {
             hold_timeout: timeout("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?,
-            response_header_timeout: timeout("responseHeader", timeouts.and_then(|t| t.response_header.as_ref()))?,
+            response_header_timeout: timeout(
+                "responseHeader",
+                timeouts.and_then(|t| t.response_header.as_ref()),
+            )?,
             protocol,
         },
         local: LocalSpec {
@@ -159,7 +163,10 @@ pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
             .unwrap_or("<unnamed>");
         match desired_from_document(doc, dir) {
             Ok(d) if out.iter().any(|o| o.route.key == d.route.key) => {
-                problems.push(format!("HTTPScaledObject {} is defined twice; the first is kept", d.route.key));
+                problems.push(format!(
+                    "HTTPScaledObject {} is defined twice; the first is kept",
+                    d.route.key
+                ));
             }
             Ok(d) => out.push(d),
             Err(e) => problems.push(format!("HTTPScaledObject {name} skipped: {e}")),
@@ -208,8 +215,20 @@ fn apply(
                 }
                 let target = Target::new(d.route.clone(), Arc::clone(metrics));
                 let (retire, retired) = watch::channel(false);
-                tasks.spawn(local::supervise(Arc::clone(&target), d.local.clone(), timing, retired));
-                next.insert(key, Running { desired: d, target, retire });
+                tasks.spawn(local::supervise(
+                    Arc::clone(&target),
+                    d.local.clone(),
+                    timing,
+                    retired,
+                ));
+                next.insert(
+                    key,
+                    Running {
+                        desired: d,
+                        target,
+                        retire,
+                    },
+                );
             }
         }
     }
@@ -228,7 +247,11 @@ fn apply(
     });
 }
 
-async fn bind(addr: SocketAddr, port_flag: &'static str, address_flag: &'static str) -> Result<TcpListener, StartupError> {
+async fn bind(
+    addr: SocketAddr,
+    port_flag: &'static str,
+    address_flag: &'static str,
+) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr).await.map_err(|cause| {
         StartupError::Bind(BindError {
             addr,
@@ -293,7 +316,12 @@ pub async fn serve(
         retry_interval: args.dial_retry_interval,
         budget: DIAL_BUDGET,
     });
-    let proxy = Arc::new(Proxy::new(config, upstream, Arc::clone(&metrics), limits.log_interval));
+    let proxy = Arc::new(Proxy::new(
+        config,
+        upstream,
+        Arc::clone(&metrics),
+        limits.log_interval,
+    ));
     let timing = LocalTiming {
         probe_interval: args.probe_interval,
         probe_timeout: args.connect_timeout,
@@ -339,7 +367,12 @@ pub async fn serve(
                 async move { response }
             };
             if let Err(e) = admin_server
-                .serve(admin_listener, PlainTcp, handler, async move { shutdown.wait().await })
+                .serve(
+                    admin_listener,
+                    PlainTcp,
+                    handler,
+                    async move { shutdown.wait().await },
+                )
                 .await
             {
                 warn!(error = %e, "the admin server stopped");
@@ -352,7 +385,12 @@ pub async fn serve(
         async move {
             let handler = move |req, peer: Arc<SocketAddr>| Arc::clone(&proxy).handle(req, *peer);
             if let Err(e) = proxy_server
-                .serve(proxy_listener, PlainTcp, handler, async move { shutdown.wait().await })
+                .serve(
+                    proxy_listener,
+                    PlainTcp,
+                    handler,
+                    async move { shutdown.wait().await },
+                )
                 .await
             {
                 warn!(error = %e, "the proxy server stopped");

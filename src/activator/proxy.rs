@@ -76,7 +76,11 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// `Retry-After` from the hold deadline: a client retrying then finds the target started.
     pub fn retry_after_for(hold_timeout: Option<Duration>) -> u64 {
-        http_hold::retry_after(hold_timeout.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(30)))
+        http_hold::retry_after(
+            hold_timeout
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(30)),
+        )
     }
 }
 
@@ -92,13 +96,20 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Proxy {
     /// A proxy with no routes.
-    pub fn new(config: ProxyConfig, upstream: Upstream, metrics: Arc<ActivatorMetrics>, log_window: Duration) -> Proxy {
+    pub fn new(
+        config: ProxyConfig,
+        upstream: Upstream,
+        metrics: Arc<ActivatorMetrics>,
+        log_window: Duration,
+    ) -> Proxy {
         Proxy {
             routing: ArcSwap::from_pointee(Routing::default()),
             upstream,
@@ -127,7 +138,11 @@ impl Proxy {
     }
 
     /// Answers one request from `peer`.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let routing = self.routing.load_full();
         let host = request_authority(&request).unwrap_or_default().to_owned();
@@ -156,7 +171,9 @@ impl Proxy {
             method = %request.method(),
             path = request.uri().path(),
         );
-        self.serve(target, options, request, peer, host, started).instrument(span).await
+        self.serve(target, options, request, peer, host, started)
+            .instrument(span)
+            .await
     }
 
     async fn serve(
@@ -198,18 +215,28 @@ impl Proxy {
         .and_then(|r| r.map_err(Some));
         match result {
             Ok(mut response) => {
+                // Our side of the connection speaks HTTP/1.1 (or 2) whatever the upstream spoke.
+                *response.version_mut() = http::Version::HTTP_11;
                 strip_hop_by_hop(response.headers_mut());
-                response
-                    .headers_mut()
-                    .insert(COLD_START_HEADER, HeaderValue::from_static(if cold { "true" } else { "false" }));
+                response.headers_mut().insert(
+                    COLD_START_HEADER,
+                    HeaderValue::from_static(if cold { "true" } else { "false" }),
+                );
                 target.record_response(response.status().as_u16(), cold, started.elapsed());
                 response.map(|body| Guarded::new(body, in_flight).boxed_unsync())
             }
             Err(error) => {
                 target.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                target.metrics().upstream_errors.get_or_create(&target.labels).inc();
+                target
+                    .metrics()
+                    .upstream_errors
+                    .get_or_create(&target.labels)
+                    .inc();
                 let (code, text) = match &error {
-                    None => (StatusCode::GATEWAY_TIMEOUT, "the upstream did not answer in time\n"),
+                    None => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the upstream did not answer in time\n",
+                    ),
                     Some(_) => (StatusCode::BAD_GATEWAY, "the upstream failed\n"),
                 };
                 let describe = || match &error {
@@ -226,7 +253,11 @@ impl Proxy {
     }
 
     /// Holds a request until the target is ready; the error is the response to send instead.
-    async fn hold(&self, target: &Arc<Target>, options: &RouteOptions) -> Result<Endpoints, Response<ProxyBody>> {
+    async fn hold(
+        &self,
+        target: &Arc<Target>,
+        options: &RouteOptions,
+    ) -> Result<Endpoints, Response<ProxyBody>> {
         let held = match target.hold(&self.held_total, self.config.limits) {
             Ok(h) => h,
             Err(refusal) => {
@@ -238,7 +269,9 @@ impl Proxy {
                     Refusal::Total => "too many requests are waiting for targets to start\n",
                 };
                 let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, text);
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.config.retry_after));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(self.config.retry_after));
                 return Err(response);
             }
         };
@@ -254,7 +287,11 @@ impl Proxy {
         match outcome {
             Some(endpoints) => {
                 let waited = held.since().elapsed();
-                target.metrics().cold_start_duration.get_or_create(&target.labels).observe(waited.as_secs_f64());
+                target
+                    .metrics()
+                    .cold_start_duration
+                    .get_or_create(&target.labels)
+                    .observe(waited.as_secs_f64());
                 tracing::debug!(route = %target.route.key, waited_ms = waited.as_millis() as u64, "held request released");
                 Ok(endpoints)
             }
@@ -326,10 +363,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     // `TE: trailers` is what gRPC needs end to end; any other TE is hop-by-hop.
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    });
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -338,7 +375,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The request as the upstream sees it: hop-by-hop headers dropped, the add-on's forwarded
 /// headers added, `Host` kept, the body streamed under the body deadline.
-fn prepare(request: Request<Incoming>, peer: SocketAddr, host: &str, body_timeout: Option<Duration>) -> Request<ProxyBody> {
+fn prepare(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    host: &str,
+    body_timeout: Option<Duration>,
+) -> Request<ProxyBody> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let client_ip = peer.ip().to_canonical().to_string();
@@ -355,7 +397,9 @@ fn prepare(request: Request<Incoming>, peer: SocketAddr, host: &str, body_timeou
         parts.headers.insert(X_FORWARDED_HOST, v);
     }
     if !parts.headers.contains_key(X_FORWARDED_PROTO) {
-        parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        parts
+            .headers
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !parts.headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(host)
@@ -377,9 +421,10 @@ pub fn plain(code: StatusCode, text: &'static str) -> Response<ProxyBody> {
             .boxed_unsync(),
     );
     *response.status_mut() = code;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -390,7 +435,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_and_te_trailers_stays() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         headers.insert("x-private", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
@@ -399,7 +447,10 @@ mod tests {
         assert!(headers.get("x-private").is_none());
         assert!(headers.get(header::CONNECTION).is_none());
         assert!(headers.get("keep-alive").is_none());
-        assert_eq!(headers.get(header::TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert_eq!(
+            headers.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
         assert!(headers.get("x-kept").is_some());
     }
 

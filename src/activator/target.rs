@@ -137,7 +137,9 @@ impl Target {
             }
             // The total is shared by every route's lock: reserve it atomically.
             if total
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| (t < limits.total).then_some(t + 1))
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                    (t < limits.total).then_some(t + 1)
+                })
                 .is_err()
             {
                 return Err(Refusal::Total);
@@ -252,8 +254,14 @@ impl Target {
     /// Counts a response and its duration (arrival to response headers).
     pub fn record_response(&self, code: u16, cold_start: bool, elapsed: Duration) {
         self.answered.lock_or_recover().insert((code, cold_start));
-        self.metrics.requests.get_or_create(&self.labels.with_code(code, cold_start)).inc();
-        self.metrics.duration.get_or_create(&self.labels).observe(elapsed.as_secs_f64());
+        self.metrics
+            .requests
+            .get_or_create(&self.labels.with_code(code, cold_start))
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&self.labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Drops the route's metric series (the route was removed).
@@ -283,7 +291,11 @@ impl Drop for InFlight {
             a.last_active = Instant::now();
             a.in_flight == 0
         };
-        self.target.metrics.concurrency.get_or_create(&self.target.labels).dec();
+        self.target
+            .metrics
+            .concurrency
+            .get_or_create(&self.target.labels)
+            .dec();
         if quiet {
             self.target.idle.notify_waiters();
         }

@@ -84,10 +84,12 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let policy = self.0;
         Box::pin(async move {
-            let addr: SocketAddr = uri
-                .authority()
-                .and_then(|a| a.as_str().parse().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("not an endpoint: {uri}")))?;
+            let addr: SocketAddr =
+                uri.authority()
+                    .and_then(|a| a.as_str().parse().ok())
+                    .ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::InvalidInput, format!("not an endpoint: {uri}"))
+                    })?;
             dial(addr, policy).await.map(TokioIo::new)
         })
     }
@@ -125,7 +127,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("Upstream")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -217,7 +221,10 @@ impl Upstream {
         self.h2_map().remove(&addr);
     }
 
-    fn h2_map(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<ProxyBody>>> {
+    fn h2_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<ProxyBody>>>
+    {
         self.h2.lock_or_recover()
     }
 }
@@ -262,7 +269,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -271,7 +281,9 @@ where
             }
             Poll::Pending => {
                 if let Some(limit) = this.limit {
-                    let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    let timer = this
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
                     if timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Some(Err(Box::new(BodyStalled(limit)))));
                     }
@@ -316,7 +328,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(None | Some(Err(_))) = &polled {

@@ -264,14 +264,23 @@ status:
         let so: HTTPScaledObject = serde_yaml::from_str(yaml).expect("parses");
         let spec = &so.spec;
         assert_eq!(spec.hosts, ["app.example.com", "*.example.org"]);
-        assert_eq!(spec.headers[1], HeaderMatch { name: "X-Canary".into(), value: None });
+        assert_eq!(
+            spec.headers[1],
+            HeaderMatch {
+                name: "X-Canary".into(),
+                value: None
+            }
+        );
         assert_eq!(spec.scale_target_ref.port, Some(8081));
         assert_eq!(spec.scaledown_period, Some(30));
         let failover = spec.cold_start_timeout_failover_ref.as_ref().expect("failover");
         assert_eq!(failover.port_name.as_deref(), Some("http"));
         let rate = spec.scaling_metric.as_ref().and_then(|m| m.request_rate.as_ref());
         assert_eq!(rate.and_then(|r| r.window.as_deref()), Some("2m"));
-        assert_eq!(spec.timeouts.as_ref().and_then(|t| t.condition_wait.as_deref()), Some("20s"));
+        assert_eq!(
+            spec.timeouts.as_ref().and_then(|t| t.condition_wait.as_deref()),
+            Some("20s")
+        );
         let status = so.status.as_ref().expect("status");
         assert_eq!(status.conditions[0].last_transition_time, None);
     }

@@ -57,7 +57,10 @@ pub fn scale_down_in(in_flight: usize, idle_for: Duration, scaledown_period: Dur
 mod tests {
     use super::*;
 
-    const LIMITS: HoldLimits = HoldLimits { per_route: 2, total: 3 };
+    const LIMITS: HoldLimits = HoldLimits {
+        per_route: 2,
+        total: 3,
+    };
 
     #[test]
     fn requests_are_held_until_a_cap_is_reached() {
@@ -77,7 +80,13 @@ mod tests {
     fn scale_down_waits_for_the_last_request_then_the_period() {
         let period = Duration::from_secs(30);
         assert_eq!(scale_down_in(1, Duration::from_secs(99), period), None);
-        assert_eq!(scale_down_in(0, Duration::from_secs(10), period), Some(Duration::from_secs(20)));
-        assert_eq!(scale_down_in(0, Duration::from_secs(40), period), Some(Duration::ZERO));
+        assert_eq!(
+            scale_down_in(0, Duration::from_secs(10), period),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            scale_down_in(0, Duration::from_secs(40), period),
+            Some(Duration::ZERO)
+        );
     }
 }

@@ -85,7 +85,12 @@ pub const DEFAULT_SCALEDOWN_PERIOD: u32 = 300;
 impl Route {
     /// The route an HTTPScaledObject describes, or why it has none.
     pub fn from_http_scaled_object(so: &HTTPScaledObject) -> Result<Route, RouteError> {
-        let name = so.metadata.name.as_deref().filter(|n| !n.is_empty()).ok_or(RouteError::NoName)?;
+        let name = so
+            .metadata
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .ok_or(RouteError::NoName)?;
         let namespace = so.metadata.namespace.as_deref().unwrap_or("default");
         let spec = &so.spec;
         let target = &spec.scale_target_ref;
@@ -94,7 +99,10 @@ impl Route {
         }
         let port = match (target.port, target.port_name.as_deref()) {
             (Some(p), None) => RoutePort::Number(
-                u16::try_from(p).ok().filter(|p| *p > 0).ok_or(RouteError::PortRange(p))?,
+                u16::try_from(p)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or(RouteError::PortRange(p))?,
             ),
             (None, Some(n)) if !n.is_empty() => RoutePort::Name(n.to_owned()),
             _ => return Err(RouteError::PortChoice),
@@ -137,15 +145,21 @@ fn normalize_host_rule(host: &str) -> Option<String> {
     }
     let rest = host.strip_prefix("*.").unwrap_or(&host);
     let valid = !rest.is_empty()
-        && rest
-            .split('.')
-            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        && rest.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
     valid.then_some(host)
 }
 
 /// The non-empty segments of a path (`/a//b/` → `[a, b]`).
 fn segments(path: &str) -> Vec<String> {
-    path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The request's host without port, lower-cased (`[::1]:80` → `[::1]`).
@@ -154,7 +168,11 @@ pub fn request_host(authority: &str) -> String {
         authority.split_inclusive(']').next().unwrap_or(authority)
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) { h } else { authority }
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
         })
     };
     host.trim_end_matches('.').to_ascii_lowercase()
@@ -213,7 +231,11 @@ impl RouteTable {
             };
             for host in &hosts {
                 for prefix in &prefixes {
-                    let slot = index.entry(host.clone()).or_default().entry(prefix.clone()).or_default();
+                    let slot = index
+                        .entry(host.clone())
+                        .or_default()
+                        .entry(prefix.clone())
+                        .or_default();
                     if !slot.contains(&i) {
                         slot.push(i);
                     }
@@ -262,7 +284,10 @@ impl RouteTable {
                 let Some(slot) = by_prefix.get(segs[..len].join("/").as_str()) else {
                     continue;
                 };
-                if let Some(&i) = slot.iter().find(|&&i| headers_match(&self.routes[i].headers, &header)) {
+                if let Some(&i) = slot
+                    .iter()
+                    .find(|&&i| headers_match(&self.routes[i].headers, &header))
+                {
                     return Some(&self.routes[i]);
                 }
             }
@@ -320,7 +345,10 @@ mod tests {
             prefixes: prefixes.iter().map(|p| segments(p)).collect(),
             headers: headers
                 .iter()
-                .map(|(n, v)| HeaderMatch { name: n.to_string(), value: v.map(str::to_owned) })
+                .map(|(n, v)| HeaderMatch {
+                    name: n.to_string(),
+                    value: v.map(str::to_owned),
+                })
                 .collect(),
             service: "svc".into(),
             port: RoutePort::Number(80),
@@ -329,11 +357,20 @@ mod tests {
         }
     }
 
-    fn find<'t>(table: &'t RouteTable, host: &str, path: &str, headers: &[(&'static str, &'static str)]) -> Option<&'t str> {
+    fn find<'t>(
+        table: &'t RouteTable,
+        host: &str,
+        path: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Option<&'t str> {
         let headers = headers.to_vec();
         table
             .lookup(host, path, move |name| {
-                headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v).collect()
+                headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| *v)
+                    .collect()
             })
             .map(|r| &*r.key)
     }
@@ -383,12 +420,20 @@ mod tests {
             route("ns/plain", &["h"], &[], &[]),
             route("ns/present", &["h"], &[], &[("X-Canary", None)]),
             route("ns/valued", &["h"], &[], &[("X-Canary", Some("on"))]),
-            route("ns/two", &["h"], &[], &[("x-canary", Some("on")), ("x-tenant", None)]),
+            route(
+                "ns/two",
+                &["h"],
+                &[],
+                &[("x-canary", Some("on")), ("x-tenant", None)],
+            ),
         ]);
         assert_eq!(find(&table, "h", "/", &[]), Some("ns/plain"));
         assert_eq!(find(&table, "h", "/", &[("x-canary", "off")]), Some("ns/present"));
         assert_eq!(find(&table, "h", "/", &[("x-canary", "on")]), Some("ns/valued"));
-        assert_eq!(find(&table, "h", "/", &[("x-canary", "on"), ("x-tenant", "a")]), Some("ns/two"));
+        assert_eq!(
+            find(&table, "h", "/", &[("x-canary", "on"), ("x-tenant", "a")]),
+            Some("ns/two")
+        );
     }
 
     #[test]
@@ -399,7 +444,10 @@ mod tests {
         new.created = "2025-01-01T00:00:00Z".into();
         let table = RouteTable::new(vec![new, old]);
         assert_eq!(find(&table, "h", "/", &[]), Some("ns/b-old"));
-        let table = RouteTable::new(vec![route("ns/a", &["h"], &[], &[]), route("ns/b", &["h"], &[], &[])]);
+        let table = RouteTable::new(vec![
+            route("ns/a", &["h"], &[], &[]),
+            route("ns/b", &["h"], &[], &[]),
+        ]);
         assert_eq!(find(&table, "h", "/", &[]), Some("ns/b"));
     }
 
@@ -429,10 +477,19 @@ mod tests {
         assert_eq!(ok.hosts, ["app.test"]);
         assert_eq!(ok.port, RoutePort::Number(8080));
         assert_eq!(ok.scaledown_period, DEFAULT_SCALEDOWN_PERIOD);
-        assert_eq!(parse("{service: app, portName: http}").map(|r| r.port), Ok(RoutePort::Name("http".into())));
+        assert_eq!(
+            parse("{service: app, portName: http}").map(|r| r.port),
+            Ok(RoutePort::Name("http".into()))
+        );
         assert_eq!(parse("{service: app}"), Err(RouteError::PortChoice));
-        assert_eq!(parse("{service: app, port: 1, portName: x}"), Err(RouteError::PortChoice));
-        assert_eq!(parse("{service: app, port: 70000}"), Err(RouteError::PortRange(70000)));
+        assert_eq!(
+            parse("{service: app, port: 1, portName: x}"),
+            Err(RouteError::PortChoice)
+        );
+        assert_eq!(
+            parse("{service: app, port: 70000}"),
+            Err(RouteError::PortRange(70000))
+        );
         assert_eq!(parse("{service: '', port: 80}"), Err(RouteError::NoService));
         assert_eq!(normalize_host_rule("a.*.b"), None);
         assert_eq!(normalize_host_rule("*.B.c"), Some("*.b.c".into()));
