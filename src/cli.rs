@@ -90,7 +90,7 @@ pub struct ActivatorArgs {
     #[arg(long, env = "EBB_DIAL_RETRY_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub dial_retry_interval: Duration,
     /// How often a starting local target's port is tried.
-    #[arg(long, env = "EBB_PROBE_INTERVAL", default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, env = "EBB_PROBE_INTERVAL", default_value = "2ms", value_parser = parse_duration)]
     pub probe_interval: Duration,
     /// How long a stopped local target has after SIGTERM before SIGKILL.
     #[arg(long, env = "EBB_STOP_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
