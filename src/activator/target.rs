@@ -6,6 +6,7 @@
 //! retires a target only through [`Target::try_retire`], which rechecks the count under the lock.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -14,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use tokio::sync::{Notify, watch};
 
 use super::metrics::{ActivatorMetrics, RouteLabels};
@@ -67,8 +69,8 @@ pub struct Target {
     /// Signalled when the last request in flight ends (the idle clock starts).
     idle: Notify,
     next: AtomicUsize,
-    /// (code, cold start) pairs answered, so a removed route's series can all be dropped.
-    answered: Mutex<std::collections::BTreeSet<(u16, bool)>>,
+    /// The route's series, looked up once: the request path touches no label hash.
+    series: Series,
 }
 
 /// Why a request could not be held.
@@ -84,6 +86,7 @@ impl Target {
     /// A target at zero.
     pub fn new(route: Route, metrics: Arc<ActivatorMetrics>) -> Arc<Target> {
         let labels = RouteLabels::of(&route.key);
+        let series = Series::new(&metrics, &labels);
         Arc::new(Target {
             route,
             labels,
@@ -98,7 +101,7 @@ impl Target {
             wake: Notify::new(),
             idle: Notify::new(),
             next: AtomicUsize::new(0),
-            answered: Mutex::default(),
+            series,
         })
     }
 
@@ -115,7 +118,7 @@ impl Target {
             self.endpoints.borrow().clone()
         };
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        self.metrics.concurrency.get_or_create(&self.labels).inc();
+        self.series.concurrency.inc();
         (
             InFlight {
                 target: Arc::clone(self),
@@ -146,7 +149,7 @@ impl Target {
             }
             a.held += 1;
         }
-        self.metrics.held.get_or_create(&self.labels).inc();
+        self.series.held.inc();
         self.wake.notify_one();
         Ok(Held {
             target: Arc::clone(self),
@@ -253,26 +256,52 @@ impl Target {
 
     /// Counts a response and its duration (arrival to response headers).
     pub fn record_response(&self, code: u16, cold_start: bool, elapsed: Duration) {
-        self.answered.lock_or_recover().insert((code, cold_start));
-        self.metrics
-            .requests
-            .get_or_create(&self.labels.with_code(code, cold_start))
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&self.labels)
-            .observe(elapsed.as_secs_f64());
+        let counter = {
+            let mut requests = self.series.requests.lock_or_recover();
+            requests
+                .entry((code, cold_start))
+                .or_insert_with(|| {
+                    self.metrics
+                        .requests
+                        .get_or_create(&self.labels.with_code(code, cold_start))
+                        .clone()
+                })
+                .clone()
+        };
+        counter.inc();
+        self.series.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Drops the route's metric series (the route was removed).
     pub fn forget_metrics(&self) {
-        let answered = std::mem::take(&mut *self.answered.lock_or_recover());
+        let answered: Vec<(u16, bool)> = self.series.requests.lock_or_recover().keys().copied().collect();
         self.metrics.forget(&self.labels, answered);
     }
 
     /// The shared metrics.
     pub fn metrics(&self) -> &ActivatorMetrics {
         &self.metrics
+    }
+}
+
+/// Handles on one route's series (clones share the value with the registered family).
+#[derive(Debug)]
+struct Series {
+    concurrency: Gauge,
+    held: Gauge,
+    duration: Histogram,
+    /// Per (code, cold start), created on first use.
+    requests: Mutex<HashMap<(u16, bool), Counter>>,
+}
+
+impl Series {
+    fn new(metrics: &ActivatorMetrics, labels: &RouteLabels) -> Series {
+        Series {
+            concurrency: metrics.concurrency.get_or_create(labels).clone(),
+            held: metrics.held.get_or_create(labels).clone(),
+            duration: metrics.duration.get_or_create(labels).clone(),
+            requests: Mutex::default(),
+        }
     }
 }
 
@@ -291,11 +320,7 @@ impl Drop for InFlight {
             a.last_active = Instant::now();
             a.in_flight == 0
         };
-        self.target
-            .metrics
-            .concurrency
-            .get_or_create(&self.target.labels)
-            .dec();
+        self.target.series.concurrency.dec();
         if quiet {
             self.target.idle.notify_waiters();
         }
@@ -324,6 +349,6 @@ impl Drop for Held {
             a.held = a.held.saturating_sub(1);
         }
         self.total.fetch_sub(1, Ordering::AcqRel);
-        self.target.metrics.held.get_or_create(&self.target.labels).dec();
+        self.target.series.held.dec();
     }
 }
