@@ -1,0 +1,3 @@
+//! What KEDA and Kubernetes decide, as pure functions over data (no I/O, no clock, no `.await`).
+
+pub mod hpa_controller;
