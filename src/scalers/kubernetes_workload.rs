@@ -306,6 +306,10 @@ impl WorkloadScaler {
 }
 
 impl Scaler for WorkloadScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_value
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: self.metric_name(),

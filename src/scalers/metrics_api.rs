@@ -191,6 +191,10 @@ impl MetricsApiScaler {
 }
 
 impl Scaler for MetricsApiScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_target_value
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: metric_name(self.trigger_index, &format!("metric-api-{}", self.value_location)),

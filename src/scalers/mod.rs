@@ -277,6 +277,13 @@ pub trait Scaler: Send + Sync + fmt::Debug {
         &'a self,
         metric_name: &'a str,
     ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>>;
+
+    /// The value a metric must exceed for the trigger to be active (`activationThreshold` and
+    /// its per-scaler names; KEDA's default 0). `ebb simulate` and `ebb explain` decide and
+    /// show activity from it; the scaler's own read uses the same field.
+    fn activation_threshold(&self) -> f64 {
+        0.0
+    }
 }
 
 /// A shared scaler handle.

@@ -311,6 +311,10 @@ impl CloudWatchScaler {
 }
 
 impl Scaler for CloudWatchScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_target_metric_value
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: metric_name(self.config.trigger_index, "aws-cloudwatch"),

@@ -183,6 +183,10 @@ impl SqsScaler {
 }
 
 impl Scaler for SqsScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_queue_length as f64
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: metric_name(self.config.trigger_index, &format!("aws-sqs-{}", self.queue_name)),
