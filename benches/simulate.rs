@@ -72,7 +72,11 @@ fn trace_csv(days: i64) -> String {
         let a = (wave * 300.0 + burst).round();
         let b = (wave * 900.0 + ((t % 613) as f64)).round();
         let c = (wave * 150.0).round();
-        let error = if (t / 3600) % 29 == 5 && (t % 3600) < 120 { "s0" } else { "" };
+        let error = if (t / 3600) % 29 == 5 && (t % 3600) < 120 {
+            "s0"
+        } else {
+            ""
+        };
         out.push_str(&format!("{t},{a},{b},{c},{error}\n"));
     }
     out
@@ -192,7 +196,10 @@ fn main() {
         "simulate bench: {} days at 15 s, 3 triggers: {} HPA syncs, {} KEDA polls; median of {} rounds",
         opts.days, f.syncs, f.polls, opts.rounds
     );
-    println!("{:<38} {:>10} {:>14} {:>10}", "phase", "ms", "ns per sync", "× parse");
+    println!(
+        "{:<38} {:>10} {:>14} {:>10}",
+        "phase", "ms", "ns per sync", "× parse"
+    );
     for (name, d) in [
         ("parse the trace CSV (baseline)", f.parse),
         ("HPA controller model alone", f.model),

@@ -83,7 +83,11 @@ fn activation_then_cooldown_to_zero() {
     let first = &o.rows[0];
     assert_eq!((first.time_ms, first.replicas), (0, 1), "KEDA activates 0 → 1");
     assert!(first.events[0].starts_with("KEDAScaleTargetActivated"));
-    let hpa0 = o.rows.iter().find(|r| r.actor == replay::Actor::Hpa).expect("hpa row");
+    let hpa0 = o
+        .rows
+        .iter()
+        .find(|r| r.actor == replay::Actor::Hpa)
+        .expect("hpa row");
     assert_eq!((hpa0.replicas, hpa0.limit.as_str()), (4, "ScaleUpLimit"));
     assert_eq!(replicas_at(&o, 15), 5);
     // Last active poll at 90 s; cooldown 60 s: zero at the first poll after 150 s.
@@ -92,10 +96,18 @@ fn activation_then_cooldown_to_zero() {
     let deactivated = o
         .rows
         .iter()
-        .find(|r| r.events.iter().any(|e| e.starts_with("KEDAScaleTargetDeactivated")))
+        .find(|r| {
+            r.events
+                .iter()
+                .any(|e| e.starts_with("KEDAScaleTargetDeactivated"))
+        })
         .expect("deactivated");
     assert!(deactivated.time_ms <= 180_000 && deactivated.time_ms >= 150_000);
-    assert!(o.rows.last().is_some_and(|r| r.idle && r.limit == "ScalingDisabled"));
+    assert!(
+        o.rows
+            .last()
+            .is_some_and(|r| r.idle && r.limit == "ScalingDisabled")
+    );
     // Activation needs a value above 5: 5 itself keeps it at zero.
     let o = replay(PROM_SO, &csv(&[(0, "5,"), (300, "5,")]), &[]);
     assert!(o.rows.iter().all(|r| r.replicas == 0));
@@ -104,7 +116,11 @@ fn activation_then_cooldown_to_zero() {
 #[test]
 fn five_minute_stabilization_without_behavior() {
     let so = PROM_SO.replace("minReplicaCount: 0", "minReplicaCount: 1");
-    let o = replay(&so, &csv(&[(0, "50,"), (60, "10,"), (900, "10,")]), &["--replicas", "5"]);
+    let o = replay(
+        &so,
+        &csv(&[(0, "50,"), (60, "10,"), (900, "10,")]),
+        &["--replicas", "5"],
+    );
     assert_eq!(replicas_at(&o, 60), 5);
     // The 5 proposals of the first minute hold for 5 minutes after the last of them.
     assert_eq!(replicas_at(&o, 345), 5);
@@ -133,7 +149,11 @@ fn fallback_after_failure_threshold() {
     assert!(!falling.is_empty(), "fallback engages");
     assert!(falling[0].time_ms <= 120_000);
     assert_eq!(replicas_at(&o, 399), 7);
-    assert!(o.rows.iter().any(|r| r.metrics.iter().any(|(_, m)| m.fallback && m.value == Some(70.0))));
+    assert!(
+        o.rows
+            .iter()
+            .any(|r| r.metrics.iter().any(|(_, m)| m.fallback && m.value == Some(70.0)))
+    );
     // Recovery: real values again.
     assert_eq!(o.rows.last().map(|r| r.fallback), Some(false));
 }
@@ -160,7 +180,11 @@ spec:
 "#;
     let o = replay(so, "time,s0,s1\n0,20,30\n120,20,30\n", &["--replicas", "5"]);
     assert_eq!(o.metric_names, ["composite-metric"]);
-    let hpa = o.rows.iter().find(|r| r.actor == replay::Actor::Hpa).expect("hpa row");
+    let hpa = o
+        .rows
+        .iter()
+        .find(|r| r.actor == replay::Actor::Hpa)
+        .expect("hpa row");
     assert_eq!(hpa.metrics[0].1.value, Some(50.0));
     assert_eq!(hpa.metrics[0].1.proposal, Some(5));
 }
@@ -172,7 +196,11 @@ fn paused_replicas_hold_the_count() {
         "metadata: {name: w, namespace: ns, annotations: {autoscaling.keda.sh/paused-replicas: \"2\"}}",
     );
     let o = replay(&so, &csv(&[(0, "500,"), (300, "0,")]), &[]);
-    assert!(o.rows.iter().all(|r| r.replicas == 2 && r.actor == replay::Actor::Keda));
+    assert!(
+        o.rows
+            .iter()
+            .all(|r| r.replicas == 2 && r.actor == replay::Actor::Keda)
+    );
     assert!(o.rows.iter().all(|r| r.limit == "paused"));
     assert_eq!(o.summary.scale_events, 0);
 }
@@ -193,7 +221,10 @@ fn trace_columns_must_match_triggers() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("trace column \"s3\" names no trigger; known: s0-prometheus (s0)"), "{err}");
+    assert!(
+        err.contains("trace column \"s3\" names no trigger; known: s0-prometheus (s0)"),
+        "{err}"
+    );
 }
 
 /// Counts the chart's data series (polylines of more than two points; legend marks have two)
@@ -230,7 +261,13 @@ fn example_replays_as_json_lines_and_a_chart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let chart = dir.path().join("chart.svg");
     let out = ebb()
-        .args(["simulate", "-f", &example("scaledobject.yaml"), "--trace", &example("trace.csv")])
+        .args([
+            "simulate",
+            "-f",
+            &example("scaledobject.yaml"),
+            "--trace",
+            &example("trace.csv"),
+        ])
         .args(["--startup", "30s", "--output", "json", "--out"])
         .arg(&chart)
         .output()
@@ -281,13 +318,28 @@ fn example_replays_as_json_lines_and_a_chart() {
 #[test]
 fn table_output_has_a_summary() {
     let out = ebb()
-        .args(["simulate", "-f", &example("scaledobject.yaml"), "--trace", &example("trace.csv")])
+        .args([
+            "simulate",
+            "-f",
+            &example("scaledobject.yaml"),
+            "--trace",
+            &example("trace.csv"),
+        ])
         .output()
         .expect("run ebb simulate");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().next().is_some_and(|h| h.contains("desired") && h.contains("replicas")));
-    for part in ["summary over 2:00:00:", "replica-seconds", "under target", "scale events"] {
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|h| h.contains("desired") && h.contains("replicas"))
+    );
+    for part in [
+        "summary over 2:00:00:",
+        "replica-seconds",
+        "under target",
+        "scale events",
+    ] {
         assert!(text.contains(part), "{part}");
     }
 }
@@ -297,15 +349,18 @@ fn prometheus_range_feeds_the_replay() {
     let prom = common::prometheus::shared();
     let dir = tempfile::tempdir().expect("tempdir");
     let so = dir.path().join("so.yaml");
-    std::fs::write(
-        &so,
-        PROM_SO.replace("query: \"q\"", "query: \"vector(40) + 2\""),
-    )
-    .expect("write");
+    std::fs::write(&so, PROM_SO.replace("query: \"q\"", "query: \"vector(40) + 2\"")).expect("write");
     let out = ebb()
         .args(["simulate", "-f"])
         .arg(&so)
-        .args(["--prometheus", &prom.url, "--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T00:10:00Z"])
+        .args([
+            "--prometheus",
+            &prom.url,
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2026-01-01T00:10:00Z",
+        ])
         .args(["--step", "30s", "--output", "json"])
         .output()
         .expect("run");
@@ -316,7 +371,10 @@ fn prometheus_range_feeds_the_replay() {
         .collect();
     let (summary, steps) = lines.split_last().expect("lines");
     assert_eq!(summary["summary"]["duration_seconds"], 600.0);
-    assert!(steps.iter().all(|s| s["metrics"]["s0-prometheus"] == 42.0), "{steps:?}");
+    assert!(
+        steps.iter().all(|s| s["metrics"]["s0-prometheus"] == 42.0),
+        "{steps:?}"
+    );
     assert_eq!(summary["summary"]["max_replicas"], 5);
 
     // A query Prometheus refuses is reported with its reason.
@@ -329,5 +387,8 @@ fn prometheus_range_feeds_the_replay() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("prometheus query api returned error. status: 400"), "{err}");
+    assert!(
+        err.contains("prometheus query api returned error. status: 400"),
+        "{err}"
+    );
 }
