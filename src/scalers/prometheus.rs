@@ -38,6 +38,7 @@
 //! selection silently does; any other credential error fails the query. Signed requests use the
 //! scaler's client, so `unsafeSsl` applies to AMP too (KEDA's AMP transport ignores it).
 
+use crate::scalers::SingleMetric;
 use std::{
     collections::BTreeMap,
     fmt,
@@ -53,10 +54,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+    MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError,
     aws::{AwsShared, sigv4},
+    http_auth::HttpAuth,
+    http_client::{HttpProbe, build_http_client, upstream_error},
     metric_name,
-    params::{HttpAuth, HttpProbe, METADATA, METADATA_AUTH, Params, build_http_client, upstream_error},
+    params::{METADATA, METADATA_AUTH, Params},
 };
 use crate::{
     crd::scaled_object::MetricTargetType,
@@ -383,26 +386,23 @@ impl PrometheusScaler {
     }
 }
 
-impl Scaler for PrometheusScaler {
+impl SingleMetric for PrometheusScaler {
     fn activation_threshold(&self) -> f64 {
         self.activation_threshold
     }
 
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: metric_name(self.trigger_index, "prometheus"),
-            target: MetricTarget {
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            metric_name(self.trigger_index, "prometheus"),
+            MetricTarget {
                 kind: self.metric_type,
                 value: self.threshold,
                 integer: false,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
             let value = self.query_value().await?;
             Ok(MetricsAndActivity {
@@ -656,6 +656,7 @@ fn go_float(v: f64) -> String {
 mod tests {
     use super::*;
     use crate::crd::trigger_authentication::AuthPodIdentity;
+    use crate::scalers::{MetricSpec, Scaler};
 
     const SERVER: (&str, &str) = ("serverAddress", "http://prom:9090");
     const QUERY: (&str, &str) = ("query", "sum(rate(http_requests_total[1m]))");
