@@ -17,8 +17,9 @@ use std::{
 
 use clap::Parser;
 use ebb::{
+    cli::SimulateArgs,
     scaling::hpa_controller::{HpaConfig, HpaState, MetricConfig, Observed, TargetKind},
-    simulate::{SimulateArgs, load, output, replay, setup, trace::Trace},
+    tools::simulate::{load, output, replay, setup, trace::Trace},
 };
 
 const SO: &str = r#"
@@ -162,7 +163,7 @@ fn run(days: i64, rounds: usize) -> Figures {
     let output = time(rounds.min(3), || {
         let mut sink = Vec::with_capacity(1 << 24);
         output::json_lines(&mut sink, &outcome).expect("json");
-        ebb::simulate::chart::write_svg(&chart, &outcome).expect("chart");
+        ebb::tools::simulate::chart::write_svg(&chart, &outcome).expect("chart");
         sink.len()
     });
     Figures {

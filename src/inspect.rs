@@ -13,15 +13,15 @@ use chrono::Utc;
 use crate::{
     cache::ReadKind,
     engine::Engine,
-    operator::{
-        activation::pause_state,
-        fallback::{fallback_active, has_valid_fallback},
-    },
     scalers::{
         MetricSpec,
         registry::{ObjectKey, Resolved},
     },
-    scaling::explain::{ObjectView, PauseView, TriggerView, verdict},
+    scaling::{
+        activation::pause_state,
+        explain::{ObjectView, PauseView, TriggerView, verdict},
+        fallback::{fallback_active, has_valid_fallback},
+    },
 };
 
 /// The view of `namespace/name`, or `None` when the engine does not hold it.

@@ -1,7 +1,7 @@
 //! AdmissionReview handling: decode, route by kind, run the same checks as `ebb check` plus the
 //! cluster checks of KEDA's webhook (§14), and answer with the first problem.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{autoscaling::v2::HorizontalPodAutoscaler, core::v1::LimitRange};
 use kube::core::{
@@ -11,15 +11,31 @@ use kube::core::{
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::{ClusterError, ClusterView, WebhookContext};
+use super::cluster::{ClusterError, ClusterView};
 use crate::{
     crd::ScaledObject,
-    operator::{
+    keda_metrics::KedaMetrics,
+    quantity,
+    scaling::{
         hpa::hpa_name,
         validate::{Problem, deprecations, validate_scaled_object, validate_trigger_authentication},
     },
-    quantity,
 };
+
+/// Shared state of the webhook handlers.
+#[derive(Clone)]
+pub struct WebhookContext {
+    /// Where the cluster checks look.
+    pub cluster: Arc<dyn ClusterView>,
+    /// KEDA's webhook counters.
+    pub metrics: Arc<KedaMetrics>,
+}
+
+impl std::fmt::Debug for WebhookContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookContext").finish_non_exhaustive()
+    }
+}
 
 /// HPA annotation that opts an HPA out of the foreign-HPA check.
 pub const HPA_OWNERSHIP_ANNOTATION: &str = "validations.keda.sh/hpa-ownership";

@@ -17,22 +17,22 @@ use std::{
 use crate::{
     cli::{CheckArgs, RenderArgs},
     crd::ScaledObject,
-    operator::{
+    resolver::{
+        cluster_object_namespace,
+        files::{FileResolution, FileResolver, LocalObjects},
+    },
+    scalers::{
+        ScalerContext, ScalerError, SharedScaler, build_scaler,
+        registry::{build_trigger, object_key},
+    },
+    scaling::{
         hpa::{DesiredError, desired_hpa},
         validate::{
             Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
             validate_trigger_authentication,
         },
     },
-    resolver::{
-        cluster_object_namespace,
-        local::{FileResolution, FileResolver, LocalObjects},
-    },
-    scalers::{
-        ScalerContext, ScalerError, SharedScaler, build_scaler,
-        registry::{build_trigger, object_key},
-    },
-    source::local::{Parsed, manifest_files, parse_file},
+    source::files::{Parsed, manifest_files, parse_file},
 };
 
 /// Namespace assumed for objects without one, as `kubectl apply` without `-n` would.
@@ -177,7 +177,7 @@ fn analyse(so: &ScaledObject, objects: &LocalObjects, cluster_ns: &str) -> Analy
 /// `ebb render`: prints one YAML document per HPA; returns 1 when any file or object failed.
 pub fn run_render(args: &RenderArgs) -> i32 {
     let inputs = read_inputs(&args.files);
-    let cluster_ns = cluster_object_namespace();
+    let cluster_ns = cluster_object_namespace(args.cluster_objects.cluster_object_namespace.as_deref());
     let mut failed = false;
     let mut docs = Vec::new();
     for (path, parsed) in &inputs.files {
@@ -299,7 +299,7 @@ fn keda_kind_problem(api_version: &str, kind: &str) -> Option<(&'static str, Str
 /// `--allow-other-kinds`, and checking nothing at all always is.
 pub fn run_check(args: &CheckArgs) -> i32 {
     let inputs = read_inputs(&args.files);
-    let cluster_ns = cluster_object_namespace();
+    let cluster_ns = cluster_object_namespace(args.cluster_objects.cluster_object_namespace.as_deref());
     let mut problems = 0usize;
     let mut objects = 0usize;
     let mut out = std::io::stdout().lock();
