@@ -122,3 +122,45 @@ pub async fn view(engine: &Engine, namespace: &str, name: &str) -> Option<Object
     out.verdict = verdict(&out);
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::crd::ScaledObject;
+
+    #[tokio::test]
+    async fn view_reads_values_counters_and_broken_triggers() {
+        let engine = Engine::new(Duration::from_secs(1));
+        let so: ScaledObject = serde_yaml::from_str(
+            r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: w, namespace: ns, annotations: {autoscaling.keda.sh/paused-scale-in: "true"}}
+spec:
+  scaleTargetRef: {name: w}
+  maxReplicaCount: 7
+  triggers:
+    - type: cron
+      metadata: {timezone: Etc/UTC, start: "0 0 1 1 *", end: "1 0 1 1 *", desiredReplicas: "3"}
+    - type: prometheus
+      metadata: {query: "up"}
+"#,
+        )
+        .expect("yaml");
+        engine.registry.apply(&so);
+        assert!(view(&engine, "ns", "other").await.is_none());
+        let v = view(&engine, "ns", "w").await.expect("registered");
+        assert_eq!((v.max_replica_count, v.cooldown_period), (7, 300));
+        assert!(v.pause.scale_in);
+        let cron = &v.triggers[0];
+        assert!(cron.metric.as_deref().is_some_and(|m| m.starts_with("s0-cron-")));
+        assert_eq!((cron.target, cron.target_type.as_deref()), (Some(1.0), Some("AverageValue")));
+        assert_eq!(cron.value_source, "fresh read");
+        assert!(cron.value_age_seconds.is_some_and(|a| a < 60.0));
+        assert_eq!(cron.activation_threshold, Some(0.0));
+        assert!(v.triggers[1].broken.as_deref().is_some_and(|b| b.contains("serverAddress")));
+        assert!(v.verdict.starts_with("replicas unknown: broken: trigger 1 (prometheus)"), "{}", v.verdict);
+    }
+}
