@@ -156,11 +156,24 @@ spec:
         assert!(v.pause.scale_in);
         let cron = &v.triggers[0];
         assert!(cron.metric.as_deref().is_some_and(|m| m.starts_with("s0-cron-")));
-        assert_eq!((cron.target, cron.target_type.as_deref()), (Some(1.0), Some("AverageValue")));
+        assert_eq!(
+            (cron.target, cron.target_type.as_deref()),
+            (Some(1.0), Some("AverageValue"))
+        );
         assert_eq!(cron.value_source, "fresh read");
         assert!(cron.value_age_seconds.is_some_and(|a| a < 60.0));
         assert_eq!(cron.activation_threshold, Some(0.0));
-        assert!(v.triggers[1].broken.as_deref().is_some_and(|b| b.contains("serverAddress")));
-        assert!(v.verdict.starts_with("replicas unknown: broken: trigger 1 (prometheus)"), "{}", v.verdict);
+        assert!(
+            v.triggers[1]
+                .broken
+                .as_deref()
+                .is_some_and(|b| b.contains("serverAddress"))
+        );
+        assert!(
+            v.verdict
+                .starts_with("replicas unknown: broken: trigger 1 (prometheus)"),
+            "{}",
+            v.verdict
+        );
     }
 }
