@@ -2,7 +2,7 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     net::{Limits, parse_duration},
@@ -47,6 +47,8 @@ pub enum Command {
     Webhooks(WebhooksArgs),
     /// HTTP proxy that holds requests while a target is at zero and wakes it (HTTPScaledObjects).
     Activator(Box<ActivatorArgs>),
+    /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
+    Simulate(Box<SimulateArgs>),
 }
 
 /// Flags of `ebb activator` (defaults in docs/activator.md).
@@ -593,4 +595,65 @@ mod tests {
         assert_eq!(limits.idle_timeout, None);
         assert!(Cli::try_parse_from(["ebb", "metrics-server", "--idle-timeout", "90"]).is_err());
     }
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// A table for people, then a summary.
+    #[default]
+    Table,
+    /// One JSON object per line per step, then a summary object.
+    Json,
+}
+
+/// Flags of `ebb simulate`.
+#[derive(Debug, Args, Clone)]
+pub struct SimulateArgs {
+    /// The manifest holding the ScaledObject (and any TriggerAuthentications it uses).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub file: PathBuf,
+    /// The metric trace (CSV: `time`, one column per trigger, optional `ready` and `error`).
+    #[arg(long, required_unless_present = "prometheus", conflicts_with = "prometheus")]
+    pub trace: Option<PathBuf>,
+    /// Which object of the file, when it holds several.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replicas at the start (default: minReplicaCount).
+    #[arg(long)]
+    pub replicas: Option<i32>,
+    /// The HPA controller's sync period (`--horizontal-pod-autoscaler-sync-period`).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub sync_period: std::time::Duration,
+    /// Time a new pod takes to become ready.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub startup: std::time::Duration,
+    /// The controller's tolerance (`--horizontal-pod-autoscaler-tolerance`).
+    #[arg(long, default_value_t = 0.1)]
+    pub tolerance: f64,
+    /// The default scale-down stabilization (`--horizontal-pod-autoscaler-downscale-stabilization`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub downscale_stabilization: std::time::Duration,
+    /// Write a chart of metrics, targets and replicas over time (SVG).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Fetch each prometheus trigger's own query from this Prometheus instead of a trace file.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// Range start for --prometheus (RFC 3339 or Unix seconds).
+    #[arg(long, requires = "prometheus")]
+    pub start: Option<String>,
+    /// Range end for --prometheus (RFC 3339 or Unix seconds).
+    #[arg(long, requires = "prometheus")]
+    pub end: Option<String>,
+    /// Namespace of the Secrets and ConfigMaps ClusterTriggerAuthentications in the file
+    /// reference [default: the namespace ebb runs in, else `ebb`].
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    pub cluster_object_namespace: Option<String>,
+    /// Range step for --prometheus.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub step: std::time::Duration,
 }

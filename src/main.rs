@@ -34,7 +34,8 @@ async fn main() -> std::process::ExitCode {
         | Command::Operator(_)
         | Command::Run(_)
         | Command::Webhooks(_)
-        | Command::Activator(_) => {}
+        | Command::Activator(_)
+        | Command::Simulate(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -44,6 +45,10 @@ async fn main() -> std::process::ExitCode {
         tracing::error!("a rustls crypto provider was already installed");
         return std::process::ExitCode::FAILURE;
     }
+    // Tools that may reach a server (Prometheus, the API server) but run no component.
+    if let Command::Simulate(args) = cli.command {
+        return exit_code(ebb::tools::simulate::run(*args).await);
+    }
     let (trigger, signal) = shutdown::channel();
     tokio::spawn(shutdown::on_os_signal(trigger));
     let result: Result<(), ebb::startup::StartupError> = match cli.command {
@@ -52,7 +57,9 @@ async fn main() -> std::process::ExitCode {
         Command::Run(args) => ebb::run::run(*args, signal).await,
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await,
         Command::Activator(args) => ebb::activator::run(*args, signal).await,
-        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
+        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd | Command::Simulate(_) => {
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -24,9 +24,11 @@
 pub mod activation;
 pub mod conditions;
 pub mod events;
+pub mod explain;
 pub mod fallback;
 pub mod formula;
 pub mod hpa;
+pub mod hpa_controller;
 pub mod http_hold;
 pub mod http_route;
 pub mod reconcile;
