@@ -2,7 +2,7 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     net::{Limits, parse_duration},
@@ -45,6 +45,61 @@ pub enum Command {
     Certs(CertsArgs),
     /// Serve the admission webhooks for ScaledObjects and (Cluster)TriggerAuthentications.
     Webhooks(WebhooksArgs),
+    /// HTTP proxy that holds requests while a target is at zero and wakes it (HTTPScaledObjects).
+    Activator(Box<ActivatorArgs>),
+    /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
+    Simulate(Box<SimulateArgs>),
+}
+
+/// Flags of `ebb activator` (defaults in docs/activator.md).
+#[derive(Debug, Args, Clone)]
+pub struct ActivatorArgs {
+    /// Read HTTPScaledObjects from this directory and run each target as a local process
+    /// (annotation `activator.ebb/local-command`, port `scaleTargetRef.port` on loopback).
+    #[arg(long, env = "EBB_LOCAL")]
+    pub local: Option<PathBuf>,
+    /// Port the proxy listens on (the add-on's interceptor uses 8080).
+    #[arg(long, env = "EBB_PROXY_PORT", default_value_t = 8080)]
+    pub proxy_port: u16,
+    /// Address the proxy binds to.
+    #[arg(long, env = "EBB_PROXY_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub proxy_bind_address: IpAddr,
+    /// Plain-HTTP admin port: /queue, /routes, /metrics, /livez, /readyz.
+    #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Address the admin port binds to.
+    #[arg(long, env = "EBB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub metrics_bind_address: IpAddr,
+    /// How long a request is held for its target to become ready before a 504 (`timeouts.conditionWait` overrides per object; 0 holds until the client leaves).
+    #[arg(long, env = "EBB_HOLD_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub hold_timeout: Duration,
+    /// Requests held at most per route; past it a 503 with Retry-After.
+    #[arg(long, env = "EBB_MAX_HELD_PER_ROUTE", default_value_t = 1000)]
+    pub max_held_per_route: usize,
+    /// Requests held at most over every route.
+    #[arg(long, env = "EBB_MAX_HELD", default_value_t = 10000)]
+    pub max_held: usize,
+    /// How long the upstream may take to send response headers before a 504 (`timeouts.responseHeader` overrides; 0 disables).
+    #[arg(long, env = "EBB_RESPONSE_HEADER_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub response_header_timeout: Duration,
+    /// Longest pause between two pieces of a request body before the request fails (0 disables).
+    #[arg(long, env = "EBB_REQUEST_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_body_timeout: Duration,
+    /// One dial attempt to an upstream at most.
+    #[arg(long, env = "EBB_CONNECT_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Pause between dials refused by an upstream that is still starting.
+    #[arg(long, env = "EBB_DIAL_RETRY_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    pub dial_retry_interval: Duration,
+    /// How often a starting local target's port is tried.
+    #[arg(long, env = "EBB_PROBE_INTERVAL", default_value = "2ms", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// How long a stopped local target has after SIGTERM before SIGKILL.
+    #[arg(long, env = "EBB_STOP_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub stop_grace_period: Duration,
+    /// Connection deadlines and caps of the proxy and admin ports.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Flags of `ebb operator`.
@@ -540,4 +595,65 @@ mod tests {
         assert_eq!(limits.idle_timeout, None);
         assert!(Cli::try_parse_from(["ebb", "metrics-server", "--idle-timeout", "90"]).is_err());
     }
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// A table for people, then a summary.
+    #[default]
+    Table,
+    /// One JSON object per line per step, then a summary object.
+    Json,
+}
+
+/// Flags of `ebb simulate`.
+#[derive(Debug, Args, Clone)]
+pub struct SimulateArgs {
+    /// The manifest holding the ScaledObject (and any TriggerAuthentications it uses).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub file: PathBuf,
+    /// The metric trace (CSV: `time`, one column per trigger, optional `ready` and `error`).
+    #[arg(long, required_unless_present = "prometheus", conflicts_with = "prometheus")]
+    pub trace: Option<PathBuf>,
+    /// Which object of the file, when it holds several.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replicas at the start (default: minReplicaCount).
+    #[arg(long)]
+    pub replicas: Option<i32>,
+    /// The HPA controller's sync period (`--horizontal-pod-autoscaler-sync-period`).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub sync_period: std::time::Duration,
+    /// Time a new pod takes to become ready.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub startup: std::time::Duration,
+    /// The controller's tolerance (`--horizontal-pod-autoscaler-tolerance`).
+    #[arg(long, default_value_t = 0.1)]
+    pub tolerance: f64,
+    /// The default scale-down stabilization (`--horizontal-pod-autoscaler-downscale-stabilization`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub downscale_stabilization: std::time::Duration,
+    /// Write a chart of metrics, targets and replicas over time (SVG).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Fetch each prometheus trigger's own query from this Prometheus instead of a trace file.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// Range start for --prometheus (RFC 3339 or Unix seconds).
+    #[arg(long, requires = "prometheus")]
+    pub start: Option<String>,
+    /// Range end for --prometheus (RFC 3339 or Unix seconds).
+    #[arg(long, requires = "prometheus")]
+    pub end: Option<String>,
+    /// Namespace of the Secrets and ConfigMaps ClusterTriggerAuthentications in the file
+    /// reference [default: the namespace ebb runs in, else `ebb`].
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    pub cluster_object_namespace: Option<String>,
+    /// Range step for --prometheus.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub step: std::time::Duration,
 }

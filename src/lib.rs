@@ -14,6 +14,7 @@
 // from outside gets a typed error; an invariant gets a comment and a fallback that cannot panic.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod activator;
 pub mod admin;
 pub mod cache;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod crd;
 pub mod engine;
 pub mod external_metrics;
 pub mod hash;
+pub mod inspect;
 pub mod keda_metrics;
 pub mod lease;
 pub mod local_mode;

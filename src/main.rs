@@ -30,7 +30,12 @@ async fn main() -> std::process::ExitCode {
                 }
             };
         }
-        Command::MetricsServer(_) | Command::Operator(_) | Command::Run(_) | Command::Webhooks(_) => {}
+        Command::MetricsServer(_)
+        | Command::Operator(_)
+        | Command::Run(_)
+        | Command::Webhooks(_)
+        | Command::Activator(_)
+        | Command::Simulate(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -40,6 +45,10 @@ async fn main() -> std::process::ExitCode {
         tracing::error!("a rustls crypto provider was already installed");
         return std::process::ExitCode::FAILURE;
     }
+    // Tools that may reach a server (Prometheus, the API server) but run no component.
+    if let Command::Simulate(args) = cli.command {
+        return exit_code(ebb::tools::simulate::run(*args).await);
+    }
     let (trigger, signal) = shutdown::channel();
     tokio::spawn(shutdown::on_os_signal(trigger));
     let result: Result<(), ebb::startup::StartupError> = match cli.command {
@@ -47,7 +56,10 @@ async fn main() -> std::process::ExitCode {
         Command::Operator(args) => ebb::operator::controller::run(*args, signal).await,
         Command::Run(args) => ebb::run::run(*args, signal).await,
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await,
-        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
+        Command::Activator(args) => ebb::activator::run(*args, signal).await,
+        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd | Command::Simulate(_) => {
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -312,6 +312,10 @@ impl WorkloadScaler {
 }
 
 impl SingleMetric for WorkloadScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_value
+    }
+
     fn metric(&self) -> (String, MetricTarget) {
         (
             self.metric_name(),

@@ -330,6 +330,13 @@ pub trait Scaler: Send + Sync + fmt::Debug {
         &'a self,
         metric_name: &'a str,
     ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>>;
+
+    /// The value a metric must exceed for the trigger to be active (`activationThreshold` and
+    /// its per-scaler names; KEDA's default 0). `ebb simulate` and `ebb explain` decide and
+    /// show activity from it; the scaler's own read uses the same field.
+    fn activation_threshold(&self) -> f64 {
+        0.0
+    }
 }
 
 /// A scaler with one metric, the shape of most triggers: its name and target, and how to read
@@ -340,6 +347,11 @@ pub trait SingleMetric: Send + Sync + fmt::Debug {
 
     /// Reads the metric's current value and the trigger's activity.
     fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>>;
+
+    /// See [`Scaler::activation_threshold`].
+    fn activation_threshold(&self) -> f64 {
+        0.0
+    }
 }
 
 impl<T: SingleMetric> Scaler for T {
@@ -353,6 +365,10 @@ impl<T: SingleMetric> Scaler for T {
         _metric_name: &'a str,
     ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
         self.read_metric()
+    }
+
+    fn activation_threshold(&self) -> f64 {
+        SingleMetric::activation_threshold(self)
     }
 }
 

@@ -61,6 +61,57 @@ pub struct TriggerEntry {
     pub metric_names: Vec<String>,
     /// Serve reads from the value of the last poll.
     pub use_cached_metrics: bool,
+    /// Names (never values) of the parameters its TriggerAuthentication resolved, for
+    /// `ebb explain`.
+    pub auth_fields: Vec<String>,
+}
+
+/// The few spec fields `ebb explain` shows for an object the registry keeps no copy of.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSummary {
+    /// `minReplicaCount` (default 0).
+    pub min_replica_count: i32,
+    /// `maxReplicaCount` (default 100).
+    pub max_replica_count: i32,
+    /// `idleReplicaCount`.
+    pub idle_replica_count: Option<i32>,
+    /// `cooldownPeriod` seconds (default 300).
+    pub cooldown_period: i64,
+    /// The `autoscaling.keda.sh/*` annotations.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The scalingModifiers formula.
+    pub formula: Option<String>,
+}
+
+impl ObjectSummary {
+    /// Reads them from the object.
+    pub fn of(so: &ScaledObject) -> Self {
+        let spec = &so.spec;
+        ObjectSummary {
+            min_replica_count: spec.min_replica_count.unwrap_or(0),
+            max_replica_count: spec
+                .max_replica_count
+                .unwrap_or(crate::crd::scaled_object::DEFAULT_MAX_REPLICAS),
+            idle_replica_count: spec.idle_replica_count,
+            cooldown_period: i64::from(
+                spec.cooldown_period
+                    .unwrap_or(crate::crd::scaled_object::DEFAULT_COOLDOWN_PERIOD),
+            ),
+            annotations: so
+                .metadata
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("autoscaling.keda.sh/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            formula: spec
+                .advanced
+                .as_ref()
+                .and_then(|a| a.scaling_modifiers.as_ref())
+                .and_then(|m| m.formula.clone()),
+        }
+    }
 }
 
 /// A registered ScaledObject with its built scalers.
@@ -83,6 +134,8 @@ pub struct ObjectEntry {
     pub object: Option<Arc<ScaledObject>>,
     /// Rebuild when authentication sources change (see [`Registry::rebuild_all`]).
     pub depends_on_auth: bool,
+    /// Spec fields for `ebb explain`.
+    pub summary: ObjectSummary,
 }
 
 impl ObjectEntry {
@@ -420,13 +473,17 @@ impl Registry {
             .iter()
             .enumerate()
             .map(|(index, trigger)| {
-                let scaler = build_trigger(
+                let built = build_trigger_with_fields(
                     &so,
                     index,
                     settings.resolver.as_ref(),
                     &settings.context,
                     settings.http_timeout,
                 );
+                let (scaler, auth_fields) = match built {
+                    Ok((s, fields)) => (Ok(s), fields),
+                    Err(e) => (Err(e), Vec::new()),
+                };
                 let metric_names = match &scaler {
                     Ok(s) => s
                         .metric_specs()
@@ -445,6 +502,7 @@ impl Registry {
                     scaler,
                     metric_names,
                     use_cached_metrics: trigger.use_cached_metrics.unwrap_or(false),
+                    auth_fields,
                 }
             })
             .collect();
@@ -455,6 +513,7 @@ impl Registry {
             triggers,
             spec_hash,
             depends_on_auth,
+            summary: ObjectSummary::of(&so),
             object: (depends_on_auth || spec.fallback.is_some() || spec.uses_scaling_modifiers())
                 .then(|| so.clone()),
         }
@@ -494,8 +553,20 @@ pub fn build_trigger(
     ctx: &ScalerContext,
     http_timeout: Duration,
 ) -> Result<SharedScaler, ScalerError> {
+    build_trigger_with_fields(so, index, resolver, ctx, http_timeout).map(|(s, _)| s)
+}
+
+/// [`build_trigger`], also returning the names of the authentication parameters resolved.
+pub fn build_trigger_with_fields(
+    so: &ScaledObject,
+    index: usize,
+    resolver: &dyn AuthResolver,
+    ctx: &ScalerContext,
+    http_timeout: Duration,
+) -> Result<(SharedScaler, Vec<String>), ScalerError> {
     let mut config = trigger_config(so, index, http_timeout);
     resolver.resolve(so, index, &mut config)?;
+    let fields = config.auth_params.keys().cloned().collect();
     let scaler = build_scaler(&config, ctx)?;
     let trigger = so.spec.triggers.get(index);
     if let Some(t) = trigger
@@ -507,7 +578,7 @@ pub fn build_trigger(
             t.type_
         )));
     }
-    Ok(scaler)
+    Ok((scaler, fields))
 }
 
 /// The registry key of a ScaledObject (`default` namespace when unset, as kubectl applies it).

@@ -3,3 +3,4 @@
 //! `ebb explain` belong here too, each a module over `scaling`.
 
 pub mod render;
+pub mod simulate;

@@ -311,6 +311,10 @@ impl CloudWatchScaler {
 }
 
 impl SingleMetric for CloudWatchScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_target_metric_value
+    }
+
     fn metric(&self) -> (String, MetricTarget) {
         (
             metric_name(self.config.trigger_index, "aws-cloudwatch"),

@@ -183,6 +183,10 @@ impl SqsScaler {
 }
 
 impl SingleMetric for SqsScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_queue_length as f64
+    }
+
     fn metric(&self) -> (String, MetricTarget) {
         (
             metric_name(self.config.trigger_index, &format!("aws-sqs-{}", self.queue_name)),

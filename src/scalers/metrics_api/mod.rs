@@ -175,6 +175,10 @@ impl MetricsApiScaler {
 }
 
 impl SingleMetric for MetricsApiScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_target_value
+    }
+
     fn metric(&self) -> (String, MetricTarget) {
         (
             metric_name(self.trigger_index, &format!("metric-api-{}", self.value_location)),
