@@ -229,6 +229,32 @@ pub fn composite_nil_value(so: &ScaledObject, target: f64) -> Option<f64> {
     so.spec.fallback.as_ref().map(|f| f64::from(f.replicas) * target)
 }
 
+/// Why the `composite-metric` has no value; the texts are the ones the metrics server answers.
+#[derive(Debug, thiserror::Error)]
+pub enum CompositeError {
+    /// The formula does not compile or evaluate.
+    #[error("scalingModifiers formula: {0}")]
+    Formula(#[from] super::formula::FormulaError),
+    /// The formula gave nil and there is no `fallback` to stand in.
+    #[error("the formula evaluated to nil and no fallback is configured")]
+    NilWithoutFallback,
+}
+
+/// The `composite-metric` value from the per-trigger formula variables: the formula's value,
+/// or [`composite_nil_value`] when it is nil (the flag says that fallback value was used).
+pub fn composite_value(
+    so: &ScaledObject,
+    values: &HashMap<String, Option<f64>>,
+    target: f64,
+) -> Result<(f64, bool), CompositeError> {
+    match super::formula::evaluate_for(so, values)? {
+        Some(v) => Ok((v, false)),
+        None => composite_nil_value(so, target)
+            .map(|v| (v, true))
+            .ok_or(CompositeError::NilWithoutFallback),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
