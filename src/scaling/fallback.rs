@@ -411,4 +411,39 @@ mod tests {
         assert!(!has_valid_fallback(&with_target("2.5")));
         assert_eq!(composite_nil_value(&with_target("2"), 2.0), Some(12.0));
     }
+
+    #[test]
+    fn composite_value_sums_a_triggers_metrics_and_falls_back_on_nil() {
+        let so = |fallback: &str, formula: &str| -> ScaledObject {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: a}}\nspec: {{scaleTargetRef: {{name: t}}, {fallback}triggers: [{{type: cron, name: a, metadata: {{}}}}, {{type: cron, name: b, metadata: {{}}}}, {{type: cron, metadata: {{}}}}], advanced: {{scalingModifiers: {{formula: '{formula}', target: '2'}}}}}}"
+            ))
+            .expect("parses")
+        };
+        let fallback = "fallback: {failureThreshold: 3, replicas: 6}, ";
+        let mut values = HashMap::new();
+        super::super::formula::add_to_trigger(&mut values, "a", Some(1.0));
+        super::super::formula::add_to_trigger(&mut values, "a", Some(2.0));
+        super::super::formula::add_to_trigger(&mut values, "b", Some(4.0));
+        super::super::formula::add_to_trigger(&mut values, "", Some(100.0));
+        assert_eq!(values.len(), 2);
+        let sum = so(fallback, "a + b");
+        assert_eq!(composite_value(&sum, &values, 2.0).ok(), Some((7.0, false)));
+
+        // One nil metric makes its trigger nil; a nil formula value is replaced by fallback × target.
+        super::super::formula::add_to_trigger(&mut values, "b", None);
+        assert_eq!(values.get("b"), Some(&None));
+        assert_eq!(
+            composite_value(&so(fallback, "b ?? nil"), &values, 2.0).ok(),
+            Some((12.0, true))
+        );
+        assert_eq!(
+            composite_value(&so("", "b ?? nil"), &values, 2.0).map_err(|e| e.to_string()),
+            Err("the formula evaluated to nil and no fallback is configured".to_string())
+        );
+        assert!(
+            composite_value(&sum, &values, 2.0)
+                .is_err_and(|e| e.to_string().starts_with("scalingModifiers formula: "))
+        );
+    }
 }
