@@ -29,6 +29,7 @@ pub mod fallback;
 pub mod formula;
 pub mod hpa;
 pub mod hpa_controller;
+pub mod http_api;
 pub mod http_hold;
 pub mod http_route;
 pub mod reconcile;
