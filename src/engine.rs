@@ -122,6 +122,7 @@ impl Engine {
                 aws: AwsShared::default(),
                 clock: None,
                 metrics: None,
+                http: Default::default(),
             },
         );
         (engine, pods)

@@ -250,6 +250,7 @@ async fn run_local(
         aws: AwsShared::default(),
         clock: None,
         metrics: None,
+        http: Default::default(),
     };
     engine.configure(resolver.clone(), context);
     let files_source = source::files::LocalSource::new(dir.clone()).with_documents_callback(Box::new(

@@ -9,6 +9,7 @@ pub mod cron;
 pub mod cron_schedule;
 pub mod http_auth;
 pub mod http_client;
+pub mod http_push;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod params;
@@ -120,6 +121,8 @@ pub struct ScalerContext {
     pub clock: Option<cron::Clock>,
     /// KEDA's metrics, fed by the scalers' outbound HTTP requests.
     pub metrics: Option<Arc<crate::keda_metrics::KedaMetrics>>,
+    /// The HTTP add-on's objects and activator replicas, for `external-push`.
+    pub http: http_push::HttpShared,
 }
 
 impl fmt::Debug for ScalerContext {
@@ -390,6 +393,7 @@ pub fn build_scaler(config: &ScalerConfig, ctx: &ScalerContext) -> Result<Shared
         "aws-cloudwatch" => Ok(Arc::new(aws::cloudwatch::CloudWatchScaler::new(config, ctx)?)),
         "kubernetes-workload" => Ok(Arc::new(kubernetes_workload::WorkloadScaler::new(config, ctx)?)),
         "cpu" | "memory" => Ok(Arc::new(cpu_memory::CpuMemoryScaler::new(config)?)),
+        "external-push" => Ok(Arc::new(http_push::ExternalPushScaler::new(config, ctx)?)),
         other => Err(ScalerError::UnknownType(other.to_string())),
     }
 }
@@ -404,6 +408,7 @@ pub const KNOWN_TYPES: &[&str] = &[
     "kubernetes-workload",
     "cpu",
     "memory",
+    "external-push",
 ];
 
 /// KEDA's metric-name sanitiser: each of `/ . : % ( )` becomes `-`, nothing else changes.

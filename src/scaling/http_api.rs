@@ -8,7 +8,7 @@
 //! so; where ebb is stricter (a granularity under 1 s, a window shorter than its granularity,
 //! a duration Go cannot parse), docs/http-api.md says why.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -19,12 +19,18 @@ use crate::{
             HTTPScaledObject, HeaderMatch, HttpCondition, HttpScaledObjectStatus,
             ORPHAN_SCALED_OBJECT_ANNOTATION, PORT_CHOICE_MESSAGE, SKIP_SCALED_OBJECT_ANNOTATION,
         },
-        interceptor_route::{
-            COLD_START_MESSAGE, InterceptorRoute, SCALING_METRIC_MESSAGE, TARGET_PORT_MESSAGE, TargetRef,
-        },
+        interceptor_route::{COLD_START_MESSAGE, InterceptorRoute, TARGET_PORT_MESSAGE, TargetRef},
         scaled_object::{AdvancedConfig, ScaleTarget, ScaleTrigger, ScaledObject, ScaledObjectSpec},
     },
-    scalers::params::parse_go_duration,
+    scalers::{
+        http_push::{http_scaled_object_metrics, interceptor_route_metrics},
+        params::parse_go_duration,
+    },
+};
+
+pub use crate::scalers::http_push::{
+    BOTH_METRICS_MESSAGE, DEFAULT_GRANULARITY, DEFAULT_TARGET, DEFAULT_WINDOW, HttpMetrics, MetricsError,
+    QueueCounts, RateSpec, RateWindow, http_scaled_object_metric, interceptor_route_metric, request_delta,
 };
 
 /// The trigger type the add-on's generated ScaledObject uses.
@@ -37,163 +43,12 @@ pub const INTERCEPTOR_ROUTE_KEY: &str = "interceptorRoute";
 pub const SCALER_ADDRESS_KEY: &str = "scalerAddress";
 /// The add-on operator's hard-coded `pollingInterval` (since #829).
 pub const GENERATED_POLLING_INTERVAL: i32 = 15;
-/// The add-on's default target (concurrency or rate per replica).
-pub const DEFAULT_TARGET: i64 = 100;
-/// The add-on's default rate window.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
-/// The add-on's default rate granularity.
-pub const DEFAULT_GRANULARITY: Duration = Duration::from_secs(1);
 /// Reason of the Ready condition after a successful reconcile.
 pub const REASON_RECONCILED: &str = "Reconciled";
 /// Reason of the Ready condition when the ScaledObject could not be written.
 pub const REASON_CREATE_ERROR: &str = "CreateError";
 /// Message of the Ready condition after a successful reconcile (the add-on's words).
 pub const MESSAGE_RECONCILED: &str = "ScaledObject created and configured";
-/// The add-on's reconcile error when both metrics are set on an HTTPScaledObject.
-pub const BOTH_METRICS_MESSAGE: &str =
-    ".spec.scalingMetric.concurrency and .spec.scalingMetric.rate are mutually exclusive";
-
-/// What one route scales on, with defaults applied.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HttpMetrics {
-    /// Target concurrency per replica, when scaling on concurrency.
-    pub concurrency: Option<f64>,
-    /// Rate target and window, when scaling on request rate.
-    pub rate: Option<RateSpec>,
-}
-
-/// A request-rate metric: target per replica, window and bucket width.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RateSpec {
-    /// Target requests per second per replica.
-    pub target: f64,
-    /// Averaging window.
-    pub window: Duration,
-    /// Bucket width.
-    pub granularity: Duration,
-}
-
-impl Default for HttpMetrics {
-    /// The add-on's default when an object names no metric: concurrency, target 100.
-    fn default() -> Self {
-        HttpMetrics {
-            concurrency: Some(DEFAULT_TARGET as f64),
-            rate: None,
-        }
-    }
-}
-
-/// Why an object's metrics cannot be read.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct MetricsError {
-    /// The offending field.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn rate_spec(
-    field: &str,
-    target: Option<i64>,
-    window: Option<&str>,
-    granularity: Option<&str>,
-) -> Result<RateSpec, MetricsError> {
-    let duration = |name: &str, v: Option<&str>, default: Duration| -> Result<Duration, MetricsError> {
-        v.map(|s| {
-            parse_go_duration(s).map_err(|e| MetricsError {
-                field: format!("{field}.{name}"),
-                message: e.to_string(),
-            })
-        })
-        .unwrap_or(Ok(default))
-    };
-    let window = duration("window", window, DEFAULT_WINDOW)?;
-    let granularity = duration("granularity", granularity, DEFAULT_GRANULARITY)?;
-    // The add-on buckets by `unix_seconds / int(granularity.Seconds())`: under 1 s that divides
-    // by zero in its scaler.
-    if granularity < Duration::from_secs(1) {
-        return Err(MetricsError {
-            field: format!("{field}.granularity"),
-            message: format!(
-                "must be at least 1s (got {granularity:?}): the rate is counted in whole-second buckets"
-            ),
-        });
-    }
-    if window < granularity {
-        return Err(MetricsError {
-            field: format!("{field}.window"),
-            message: format!("must be at least the granularity ({granularity:?}), got {window:?}"),
-        });
-    }
-    Ok(RateSpec {
-        target: target.unwrap_or(DEFAULT_TARGET) as f64,
-        window,
-        granularity,
-    })
-}
-
-/// An HTTPScaledObject's metric (one of concurrency or rate), as the add-on's scaler reads it:
-/// `scalingMetric` first, else the deprecated `targetPendingRequests`, else concurrency 100.
-pub fn http_scaled_object_metrics(so: &HTTPScaledObject) -> Result<HttpMetrics, MetricsError> {
-    let spec = &so.spec;
-    let metric = spec.scaling_metric.as_ref();
-    match (
-        metric.and_then(|m| m.concurrency.as_ref()),
-        metric.and_then(|m| m.request_rate.as_ref()),
-    ) {
-        (Some(_), Some(_)) => Err(MetricsError {
-            field: "spec.scalingMetric".into(),
-            message: BOTH_METRICS_MESSAGE.into(),
-        }),
-        (Some(c), None) => Ok(HttpMetrics {
-            concurrency: Some(c.target_value.unwrap_or(DEFAULT_TARGET) as f64),
-            rate: None,
-        }),
-        (None, Some(r)) => Ok(HttpMetrics {
-            concurrency: None,
-            rate: Some(rate_spec(
-                "spec.scalingMetric.requestRate",
-                r.target_value,
-                r.window.as_deref(),
-                r.granularity.as_deref(),
-            )?),
-        }),
-        (None, None) => Ok(HttpMetrics {
-            concurrency: Some(spec.target_pending_requests.map_or(DEFAULT_TARGET, i64::from) as f64),
-            rate: None,
-        }),
-    }
-}
-
-/// An InterceptorRoute's metrics (one or both).
-pub fn interceptor_route_metrics(ir: &InterceptorRoute) -> Result<HttpMetrics, MetricsError> {
-    let m = &ir.spec.scaling_metric;
-    if m.concurrency.is_none() && m.request_rate.is_none() {
-        return Err(MetricsError {
-            field: "spec.scalingMetric".into(),
-            message: SCALING_METRIC_MESSAGE.into(),
-        });
-    }
-    Ok(HttpMetrics {
-        concurrency: m
-            .concurrency
-            .as_ref()
-            .map(|c| c.target_value.map_or(DEFAULT_TARGET, i64::from) as f64),
-        rate: m
-            .request_rate
-            .as_ref()
-            .map(|r| {
-                rate_spec(
-                    "spec.scalingMetric.requestRate",
-                    r.target_value.map(i64::from),
-                    r.window.as_deref(),
-                    r.granularity.as_deref(),
-                )
-            })
-            .transpose()?,
-    })
-}
 
 fn problem(field: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
@@ -370,6 +225,33 @@ pub fn validate_interceptor_route(ir: &InterceptorRoute) -> Vec<Problem> {
     out
 }
 
+/// The problems of one `http.keda.sh` document (`kind`, `apiVersion` and the object), or `None`
+/// when it is not of that API group: what `ebb check` and the admission webhook report.
+pub fn validate_http_document(doc: &serde_json::Value) -> Option<Vec<Problem>> {
+    let api_version = doc.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
+    let kind = doc.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
+    let version = api_version.strip_prefix("http.keda.sh/")?;
+    let parse_error = |e: serde_json::Error| vec![problem("spec", format!("not a valid {kind}: {e}"))];
+    Some(match (version, kind) {
+        ("v1alpha1", "HTTPScaledObject") => serde_json::from_value::<HTTPScaledObject>(doc.clone())
+            .map_or_else(parse_error, |so| validate_http_scaled_object(&so)),
+        ("v1beta1", "InterceptorRoute") => serde_json::from_value::<InterceptorRoute>(doc.clone())
+            .map_or_else(parse_error, |ir| validate_interceptor_route(&ir)),
+        (_, "HTTPScaledObject" | "InterceptorRoute") => vec![problem(
+            "apiVersion",
+            format!(
+                "{api_version} does not serve {kind}: HTTPScaledObject is http.keda.sh/v1alpha1, InterceptorRoute http.keda.sh/v1beta1"
+            ),
+        )],
+        (_, other) => vec![problem(
+            "kind",
+            format!(
+                "unknown kind `{other}` in {api_version} (its kinds: HTTPScaledObject, InterceptorRoute)"
+            ),
+        )],
+    })
+}
+
 fn annotation_true(so: &HTTPScaledObject, key: &str) -> bool {
     so.metadata
         .annotations
@@ -526,111 +408,6 @@ pub fn http_status(
     }
 }
 
-/// The add-on scaler's metric name for an HTTPScaledObject (`scaler/naming.go`): `http-` and
-/// `<namespace>/<name>` with every character outside `[-.0-9A-Za-z]` written as `_%04X`.
-pub fn http_scaled_object_metric(namespace: &str, name: &str) -> String {
-    let mut out = String::from("http-");
-    for c in format!("{namespace}/{name}").chars() {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-            out.push(c);
-        } else {
-            out.push_str(&format!("_{:04X}", u32::from(c)));
-        }
-    }
-    out
-}
-
-/// The add-on scaler's metric names for an InterceptorRoute: `http_<name>_concurrency`,
-/// `http_<name>_rate`.
-pub fn interceptor_route_metric(name: &str, rate: bool) -> String {
-    format!("http_{name}_{}", if rate { "rate" } else { "concurrency" })
-}
-
-/// Requests counted per time bucket over a sliding window (the add-on's `pkg/queue/bucketing.go`
-/// ring, kept exact): `record` adds a count at a time, `rate` is the per-second average over the
-/// filled part of the window, unrounded. Times are milliseconds since any fixed origin.
-#[derive(Clone, Debug)]
-pub struct RateWindow {
-    granularity_ms: u64,
-    buckets: Vec<(u64, f64)>,
-    first_bucket: Option<u64>,
-}
-
-impl RateWindow {
-    /// A window of ⌈window/granularity⌉ buckets; a granularity under 1 ms counts as 1 ms.
-    pub fn new(window: Duration, granularity: Duration) -> RateWindow {
-        let g = (granularity.as_millis() as u64).max(1);
-        let n = (window.as_millis() as u64).div_ceil(g).max(1);
-        RateWindow {
-            granularity_ms: g,
-            buckets: vec![(u64::MAX, 0.0); n as usize],
-            first_bucket: None,
-        }
-    }
-
-    fn slot(&self, bucket: u64) -> usize {
-        (bucket % self.buckets.len() as u64) as usize
-    }
-
-    /// Adds `count` requests at `now_ms`.
-    pub fn record(&mut self, now_ms: u64, count: f64) {
-        let bucket = now_ms / self.granularity_ms;
-        self.first_bucket.get_or_insert(bucket);
-        let slot = self.slot(bucket);
-        let entry = &mut self.buckets[slot];
-        if entry.0 != bucket {
-            *entry = (bucket, 0.0);
-        }
-        entry.1 += count;
-    }
-
-    fn live(&self, now_ms: u64) -> impl Iterator<Item = f64> + '_ {
-        let now = now_ms / self.granularity_ms;
-        let n = self.buckets.len() as u64;
-        self.buckets
-            .iter()
-            .filter(move |(b, _)| *b != u64::MAX && *b <= now && now - *b < n)
-            .map(|(_, c)| *c)
-    }
-
-    /// Requests per second over the window at `now_ms`: the live buckets' sum over the time they
-    /// cover (the whole window once it has filled, less before, never under one bucket).
-    pub fn rate(&self, now_ms: u64) -> f64 {
-        let Some(first) = self.first_bucket else {
-            return 0.0;
-        };
-        let now = now_ms / self.granularity_ms;
-        let filled = (now.saturating_sub(first) + 1).min(self.buckets.len() as u64);
-        let seconds = (filled * self.granularity_ms) as f64 / 1000.0;
-        self.live(now_ms).sum::<f64>() / seconds
-    }
-
-    /// True when any request was counted inside the window at `now_ms` (activity, whatever the
-    /// average rounds to: the add-on's #1692).
-    pub fn seen(&self, now_ms: u64) -> bool {
-        self.live(now_ms).any(|c| c > 0.0)
-    }
-}
-
-/// One activator replica's `/queue` counts for one route, as read.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct QueueCounts {
-    /// In flight, held included.
-    pub concurrency: f64,
-    /// Requests counted since the replica started (only grows).
-    pub request_count: u64,
-}
-
-/// The new requests since the previous read of a replica's counter: the difference, the whole
-/// value after a restart (a smaller counter), nothing on the first read (the add-on's rule).
-pub fn request_delta(previous: Option<u64>, current: u64) -> u64 {
-    match previous {
-        None => 0,
-        Some(p) if current >= p => current - p,
-        Some(_) => current,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,122 +418,6 @@ mod tests {
 
     const BASE: &str =
         "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata: {name: app, namespace: web}\n";
-
-    #[test]
-    fn rate_window_arithmetic() {
-        let s = Duration::from_secs;
-        // (window, granularity, records (ms, count), read at ms, expected rate)
-        let cases: &[(u64, u64, &[(u64, f64)], u64, f64)] = &[
-            // One request one second into a 60 s window: averaged over the 2 s seen so far.
-            (60, 1, &[(1_000, 1.0)], 2_000, 0.5),
-            (60, 1, &[(0, 60.0)], 59_999, 1.0),
-            // The bucket leaves the window after `window`.
-            (60, 1, &[(0, 60.0)], 60_000, 0.0),
-            (10, 2, &[(0, 4.0), (3_000, 6.0)], 9_999, 1.0),
-            (10, 2, &[(0, 4.0), (3_000, 6.0)], 10_000, 0.6),
-            // Unrounded: one request in a 10 min window is not zero.
-            (600, 1, &[(0, 1.0)], 599_000, 1.0 / 600.0),
-            (60, 1, &[], 5_000, 0.0),
-        ];
-        for (window, gran, records, at, want) in cases {
-            let mut w = RateWindow::new(s(*window), s(*gran));
-            for (t, c) in *records {
-                w.record(*t, *c);
-            }
-            let got = w.rate(*at);
-            assert!(
-                (got - want).abs() < 1e-12,
-                "w={window} g={gran} {records:?} at {at}: {got} != {want}"
-            );
-            assert_eq!(w.seen(*at), *want > 0.0, "seen at {at}");
-        }
-    }
-
-    #[test]
-    fn request_deltas() {
-        assert_eq!(request_delta(None, 17), 0);
-        assert_eq!(request_delta(Some(10), 17), 7);
-        assert_eq!(request_delta(Some(17), 17), 0);
-        assert_eq!(request_delta(Some(17), 3), 3);
-    }
-
-    #[test]
-    fn metric_names_escape_as_the_add_on() {
-        assert_eq!(
-            http_scaled_object_metric("default", "hello"),
-            "http-default_002Fhello"
-        );
-        assert_eq!(http_scaled_object_metric("a.b", "c_d"), "http-a.b_002Fc_005Fd");
-        assert_eq!(interceptor_route_metric("app", true), "http_app_rate");
-        assert_eq!(interceptor_route_metric("app", false), "http_app_concurrency");
-    }
-
-    #[test]
-    fn metrics_and_defaults() {
-        let target = "scaleTargetRef: {name: app, service: app, port: 80}";
-        let cases: &[(&str, Result<HttpMetrics, &str>)] = &[
-            ("{}", Ok(HttpMetrics::default())),
-            (
-                "{targetPendingRequests: 7}",
-                Ok(HttpMetrics {
-                    concurrency: Some(7.0),
-                    rate: None,
-                }),
-            ),
-            (
-                "{targetPendingRequests: 7, scalingMetric: {concurrency: {targetValue: 3}}}",
-                Ok(HttpMetrics {
-                    concurrency: Some(3.0),
-                    rate: None,
-                }),
-            ),
-            (
-                "{scalingMetric: {requestRate: {}}}",
-                Ok(HttpMetrics {
-                    concurrency: None,
-                    rate: Some(RateSpec {
-                        target: 100.0,
-                        window: DEFAULT_WINDOW,
-                        granularity: DEFAULT_GRANULARITY,
-                    }),
-                }),
-            ),
-            (
-                "{scalingMetric: {concurrency: {}, requestRate: {}}}",
-                Err("spec.scalingMetric"),
-            ),
-            (
-                "{scalingMetric: {requestRate: {granularity: 500ms}}}",
-                Err("spec.scalingMetric.requestRate.granularity"),
-            ),
-            (
-                "{scalingMetric: {requestRate: {granularity: 0s}}}",
-                Err("spec.scalingMetric.requestRate.granularity"),
-            ),
-            (
-                "{scalingMetric: {requestRate: {window: 5s, granularity: 10s}}}",
-                Err("spec.scalingMetric.requestRate.window"),
-            ),
-            (
-                "{scalingMetric: {requestRate: {window: soon}}}",
-                Err("spec.scalingMetric.requestRate.window"),
-            ),
-        ];
-        for (extra, want) in cases {
-            let mut so = httpso(&format!("{BASE}spec: {{{target}}}\n"));
-            let extra: serde_json::Value = serde_yaml::from_str(extra).expect("extra");
-            let mut spec = serde_json::to_value(&so.spec).expect("json");
-            for (k, v) in extra.as_object().expect("map") {
-                spec[k] = v.clone();
-            }
-            so.spec = serde_json::from_value(spec).expect("spec");
-            match (http_scaled_object_metrics(&so), want) {
-                (Ok(got), Ok(w)) => assert_eq!(&got, w, "{extra}"),
-                (Err(e), Err(field)) => assert_eq!(e.field, *field, "{extra}: {e}"),
-                (got, want) => panic!("{extra}: {got:?} vs {want:?}"),
-            }
-        }
-    }
 
     #[test]
     fn validation_table() {
@@ -805,6 +466,43 @@ mod tests {
                 .collect();
             assert_eq!(got, *want, "{spec}");
         }
+    }
+
+    #[test]
+    fn documents_by_group_and_kind() {
+        let doc = |v: &str, k: &str, spec: serde_json::Value| serde_json::json!({"apiVersion": v, "kind": k, "metadata": {"name": "a"}, "spec": spec});
+        assert_eq!(
+            validate_http_document(&doc("apps/v1", "Deployment", serde_json::json!({}))),
+            None
+        );
+        let ok = serde_json::json!({"scaleTargetRef": {"service": "s", "port": 80}});
+        assert_eq!(
+            validate_http_document(&doc("http.keda.sh/v1alpha1", "HTTPScaledObject", ok.clone())),
+            Some(vec![])
+        );
+        let fields = |d| -> Vec<String> {
+            validate_http_document(&d)
+                .expect("http")
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        assert_eq!(
+            fields(doc("http.keda.sh/v1beta1", "HTTPScaledObject", ok.clone())),
+            ["apiVersion"]
+        );
+        assert_eq!(
+            fields(doc("http.keda.sh/v1alpha1", "HTTPScaledObjekt", ok)),
+            ["kind"]
+        );
+        assert_eq!(
+            fields(doc(
+                "http.keda.sh/v1alpha1",
+                "HTTPScaledObject",
+                serde_json::json!({})
+            )),
+            ["spec"]
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::{
     },
     scaling::{
         hpa::{DesiredError, desired_hpa},
+        http_api::validate_http_document,
         validate::{
             Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
             validate_trigger_authentication,
@@ -348,12 +349,23 @@ pub fn run_check(args: &CheckArgs) -> i32 {
                 );
                 continue;
             }
+            let json = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
+            if let Some(found) = validate_http_document(&json) {
+                checked_here += 1;
+                for p in found {
+                    problems += 1;
+                    report(
+                        &mut out,
+                        format!("{file}: {}: {}: {}", doc_ref(doc, kind), p.field, p.message),
+                    );
+                }
+                continue;
+            }
             if !api_version.starts_with("keda.sh/") {
                 others.push(doc_ref(doc, kind));
                 continue;
             }
             checked_here += 1;
-            let json = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
             for p in validate_trigger_authentication(&json) {
                 problems += 1;
                 report(
