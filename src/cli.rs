@@ -204,6 +204,19 @@ pub struct ScalerArgs {
     /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
     #[command(flatten)]
     pub cluster_objects: ClusterObjectsArgs,
+    /// Admin URLs of the activator replicas the `external-push` trigger reads (`/queue`);
+    /// comma-separated or repeated. Set, no replica is discovered (what `--local` uses).
+    #[arg(
+        long = "activator-admin",
+        env = "EBB_ACTIVATOR_ADMIN",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub activator_admin: Vec<String>,
+    /// NAMESPACE/NAME of the activator's admin Service, whose EndpointSlices list the replicas
+    /// [default: the Service the trigger's `scalerAddress` names].
+    #[arg(long, env = "EBB_ACTIVATOR_SERVICE", value_name = "NAMESPACE/NAME")]
+    pub activator_service: Option<String>,
 }
 
 /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live (KEDA's variable, read
@@ -245,6 +258,19 @@ pub struct RenderArgs {
     /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
     #[command(flatten)]
     pub cluster_objects: ClusterObjectsArgs,
+    /// Admin URLs of the activator replicas the `external-push` trigger reads (`/queue`);
+    /// comma-separated or repeated. Set, no replica is discovered (what `--local` uses).
+    #[arg(
+        long = "activator-admin",
+        env = "EBB_ACTIVATOR_ADMIN",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub activator_admin: Vec<String>,
+    /// NAMESPACE/NAME of the activator's admin Service, whose EndpointSlices list the replicas
+    /// [default: the Service the trigger's `scalerAddress` names].
+    #[arg(long, env = "EBB_ACTIVATOR_SERVICE", value_name = "NAMESPACE/NAME")]
+    pub activator_service: Option<String>,
 }
 
 /// Flags of `ebb check`.
@@ -260,6 +286,19 @@ pub struct CheckArgs {
     /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
     #[command(flatten)]
     pub cluster_objects: ClusterObjectsArgs,
+    /// Admin URLs of the activator replicas the `external-push` trigger reads (`/queue`);
+    /// comma-separated or repeated. Set, no replica is discovered (what `--local` uses).
+    #[arg(
+        long = "activator-admin",
+        env = "EBB_ACTIVATOR_ADMIN",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub activator_admin: Vec<String>,
+    /// NAMESPACE/NAME of the activator's admin Service, whose EndpointSlices list the replicas
+    /// [default: the Service the trigger's `scalerAddress` names].
+    #[arg(long, env = "EBB_ACTIVATOR_SERVICE", value_name = "NAMESPACE/NAME")]
+    pub activator_service: Option<String>,
 }
 
 /// Flags of `ebb certs`.

@@ -17,6 +17,7 @@ use crate::{
     scalers::{
         ScalerContext,
         aws::AwsShared,
+        http_push::{ActivatorDiscovery, HttpIndex, HttpShared},
         kubernetes_workload::PodIndex,
         registry::{AuthResolver, ObjectKey, Registry, RegistryConfig},
     },
@@ -102,6 +103,7 @@ impl Engine {
         http_timeout: Duration,
         cluster_object_namespace: String,
         metrics: Arc<KedaMetrics>,
+        activators: ActivatorDiscovery,
         shutdown: &Signal,
     ) -> (Engine, PodIndex) {
         let mut engine = Engine::new(http_timeout);
@@ -122,7 +124,7 @@ impl Engine {
                 aws: AwsShared::default(),
                 clock: None,
                 metrics: None,
-                http: Default::default(),
+                http: HttpShared::new(HttpIndex::start(client.clone(), shutdown.clone()), activators),
             },
         );
         (engine, pods)

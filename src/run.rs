@@ -57,6 +57,10 @@ async fn run_on(args: RunArgs, client: Option<kube::Client>, shutdown: Signal) -
                 .as_deref(),
         ),
         metrics.keda.clone(),
+        crate::scalers::http_push::ActivatorDiscovery {
+            admin_urls: args.server.scalers.activator_admin.clone(),
+            service: args.server.scalers.activator_service.clone(),
+        },
         &shutdown,
     )
     .await;

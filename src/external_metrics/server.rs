@@ -32,7 +32,13 @@ use crate::{
     local_mode::{self, StateLock},
     net::{Server, ServerMetrics},
     resolver::files::LocalResolver,
-    scalers::{ScalerContext, aws::AwsShared, kubernetes_workload::PodIndex, registry::Registry},
+    scalers::{
+        ScalerContext,
+        aws::AwsShared,
+        http_push::{ActivatorDiscovery, HttpIndex, HttpShared},
+        kubernetes_workload::PodIndex,
+        registry::{Registry, object_key},
+    },
     shutdown::Signal,
     source,
     startup::{self, StartupError},
@@ -153,6 +159,10 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Startu
             args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
         ),
         metrics.keda.clone(),
+        crate::scalers::http_push::ActivatorDiscovery {
+            admin_urls: args.scalers.activator_admin.clone(),
+            service: args.scalers.activator_service.clone(),
+        },
         &shutdown,
     )
     .await;
@@ -244,18 +254,44 @@ async fn run_local(
             args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
         ),
     ));
+    // HTTPScaledObjects and InterceptorRoutes in the same files give `external-push` triggers
+    // their metric settings.
+    let http_index = HttpIndex::default();
     let context = ScalerContext {
         kube: None,
         pods: Some(resolver.pod_index()),
         aws: AwsShared::default(),
         clock: None,
         metrics: None,
-        http: Default::default(),
+        http: HttpShared::new(
+            http_index.clone(),
+            ActivatorDiscovery {
+                admin_urls: args.scalers.activator_admin.clone(),
+                service: args.scalers.activator_service.clone(),
+            },
+        ),
     };
     engine.configure(resolver.clone(), context);
+    let generated: std::sync::Mutex<Vec<crate::scalers::registry::ObjectKey>> = Default::default();
     let files_source = source::files::LocalSource::new(dir.clone()).with_documents_callback(Box::new(
         move |docs: &[serde_yaml::Value], registry: &Registry| {
-            if resolver.update(docs) {
+            // Each HTTPScaledObject serves its metric through the ScaledObject the operator
+            // would generate for it (docs/http-api.md), so `kubectl get --raw` finds it here too.
+            let wanted = local_generated_scaled_objects(docs);
+            let mut previous = crate::locks::LockExt::lock_or_recover(&generated);
+            for key in previous
+                .iter()
+                .filter(|k| !wanted.iter().any(|so| object_key(so) == **k))
+            {
+                registry.remove(key);
+            }
+            *previous = wanted.iter().map(object_key).collect();
+            drop(previous);
+            for so in &wanted {
+                registry.apply(so);
+            }
+            let http_changed = http_index.replace_from_documents(docs);
+            if resolver.update(docs) || http_changed {
                 registry.rebuild_all();
             }
         },
@@ -483,4 +519,23 @@ async fn requestheader_from_cluster(
     cfg.extra_prefixes = list("requestheader-extra-headers-prefix", &cfg.extra_prefixes);
     info!(allowed_names = ?cfg.allowed_names, "front-proxy settings read from kube-system/extension-apiserver-authentication");
     Ok(Some(cfg))
+}
+
+/// The ScaledObjects generated from the HTTPScaledObjects among `docs` (those without the
+/// skip annotation), as `--local` serves them.
+fn local_generated_scaled_objects(docs: &[serde_yaml::Value]) -> Vec<crate::crd::ScaledObject> {
+    use crate::crd::http_scaled_object::HTTPScaledObject;
+    use crate::scaling::http_api::{generated_scaled_object, skips_scaled_object};
+    docs.iter()
+        .filter(|d| {
+            d.get("apiVersion").and_then(|v| v.as_str()) == Some("http.keda.sh/v1alpha1")
+                && d.get("kind").and_then(|v| v.as_str()) == Some("HTTPScaledObject")
+        })
+        .filter_map(|d| serde_yaml::from_value::<HTTPScaledObject>(d.clone()).ok())
+        .filter(|h| !skips_scaled_object(h))
+        .map(|mut h| {
+            h.metadata.namespace.get_or_insert_with(|| "default".into());
+            generated_scaled_object(&h, "local")
+        })
+        .collect()
 }

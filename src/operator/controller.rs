@@ -66,6 +66,10 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), StartupErro
             args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
         ),
         metrics.clone(),
+        crate::scalers::http_push::ActivatorDiscovery {
+            admin_urls: args.scalers.activator_admin.clone(),
+            service: args.scalers.activator_service.clone(),
+        },
         &shutdown,
     )
     .await;

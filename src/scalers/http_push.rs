@@ -389,6 +389,63 @@ impl HttpIndex {
         changed
     }
 
+    /// An index kept current by watches of HTTPScaledObjects and InterceptorRoutes (all
+    /// namespaces) until `shutdown`.
+    pub fn start(client: kube::Client, shutdown: crate::shutdown::Signal) -> HttpIndex {
+        let index = HttpIndex::default();
+        let so_index = index.clone();
+        let (_, writer) = kube::runtime::reflector::store();
+        tokio::spawn(tracing::Instrument::in_current_span(
+            crate::kube_watch::reflect_until_shutdown(
+                kube::Api::<HTTPScaledObject>::all(client.clone()),
+                |_| {},
+                writer,
+                shutdown.clone(),
+                move |event| {
+                    so_index.on_event(event, HttpKind::HttpScaledObject, |i, so: &HTTPScaledObject| {
+                        i.apply_http_scaled_object(so)
+                    })
+                },
+            ),
+        ));
+        let ir_index = index.clone();
+        let (_, writer) = kube::runtime::reflector::store();
+        tokio::spawn(tracing::Instrument::in_current_span(
+            crate::kube_watch::reflect_until_shutdown(
+                kube::Api::<InterceptorRoute>::all(client),
+                |_| {},
+                writer,
+                shutdown,
+                move |event| {
+                    ir_index.on_event(event, HttpKind::InterceptorRoute, |i, ir: &InterceptorRoute| {
+                        i.apply_interceptor_route(ir)
+                    })
+                },
+            ),
+        ));
+        index
+    }
+
+    fn on_event<K: kube::Resource>(
+        &self,
+        event: Result<&kube::runtime::watcher::Event<K>, &kube::runtime::watcher::Error>,
+        kind: HttpKind,
+        apply: fn(&HttpIndex, &K),
+    ) {
+        use kube::runtime::watcher::Event;
+        match event {
+            // A (re-)list: the objects listed replace this kind's entries at InitDone.
+            Ok(Event::Init) => self.entries.write_or_recover().retain(|(k, _, _), _| *k != kind),
+            Ok(Event::Apply(o) | Event::InitApply(o)) => apply(self, o),
+            Ok(Event::Delete(o)) => {
+                let (ns, name) = ns_name(o.meta());
+                self.remove(kind, &ns, &name);
+            }
+            Ok(Event::InitDone) => {}
+            Err(e) => tracing::warn!(kind = ?kind, error = %e, "HTTP add-on object watch failed; retrying"),
+        }
+    }
+
     fn get(&self, kind: HttpKind, namespace: &str, name: &str) -> Option<IndexEntry> {
         self.entries
             .read_or_recover()
