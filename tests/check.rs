@@ -392,3 +392,86 @@ fn references_in_the_files_are_resolved_as_the_operator_would() {
         "{out}"
     );
 }
+
+const HTTPSO: &str = r#"
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata: {name: web, namespace: apps, labels: {team: blue}}
+spec:
+  hosts: [web.example.com]
+  scaleTargetRef: {name: web, apiVersion: apps/v1, kind: Deployment, service: web, port: 8080}
+  replicas: {min: 0, max: 5}
+  scaledownPeriod: 60
+  scalingMetric: {requestRate: {targetValue: 20, window: 2m, granularity: 2s}}
+"#;
+
+/// `ebb check` reads the HTTP add-on's objects with the add-on's rules (and a rate granularity
+/// of at least 1 s); `ebb render` prints the ScaledObject the operator generates and its HPA.
+#[test]
+fn http_add_on_objects_are_checked_and_rendered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write(dir.path(), "httpso.yaml", HTTPSO);
+    let (code, out, err) = ebb(&["check", "-f", &good]);
+    assert_eq!((code, out.as_str()), (0, "ok: 1 objects\n"), "{err}");
+
+    let cases = [
+        (
+            HTTPSO.replace("port: 8080}", "}"),
+            "spec.scaleTargetRef: must define either the 'portName' or the 'port'",
+        ),
+        (
+            HTTPSO.replace("granularity: 2s", "granularity: 100ms"),
+            "spec.scalingMetric.requestRate.granularity: must be at least 1s",
+        ),
+        (
+            HTTPSO.replace("window: 2m", "window: 1s"),
+            "spec.scalingMetric.requestRate.window: must be at least the granularity",
+        ),
+        (
+            HTTPSO.replace("v1alpha1", "v1beta1"),
+            "apiVersion: http.keda.sh/v1beta1 does not serve HTTPScaledObject",
+        ),
+    ];
+    for (text, want) in cases {
+        let bad = write(dir.path(), "bad.yaml", &text);
+        let (code, out, _) = ebb(&["check", "-f", &bad]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("{bad}: HTTPScaledObject apps/web: {want}")),
+            "{out}"
+        );
+    }
+
+    let (code, out, err) = ebb(&["render", "-f", &good]);
+    assert_eq!(code, 0, "{err}");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&out)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect();
+    assert_eq!(docs.len(), 2, "{out}");
+    assert_eq!(docs[0]["kind"], "ScaledObject");
+    assert_eq!(docs[0]["metadata"]["labels"]["team"], "blue");
+    assert_eq!(docs[0]["spec"]["pollingInterval"], 15);
+    assert_eq!(docs[0]["spec"]["cooldownPeriod"], 60);
+    assert_eq!(docs[0]["spec"]["triggers"][0]["type"], "external-push");
+    assert_eq!(
+        docs[0]["spec"]["triggers"][0]["metadata"]["httpScaledObject"],
+        "web"
+    );
+    assert_eq!(docs[1]["kind"], "HorizontalPodAutoscaler");
+    let metric = &docs[1]["spec"]["metrics"][0]["external"];
+    assert_eq!(metric["metric"]["name"], "s0-http-apps_002Fweb");
+    assert_eq!(metric["target"]["averageValue"], "20", "the requestRate target");
+
+    // skip-scaledobject-creation: nothing generated.
+    let skipped = write(
+        dir.path(),
+        "skip.yaml",
+        &HTTPSO.replace(
+            "labels: {team: blue}",
+            "annotations: {httpscaledobject.keda.sh/skip-scaledobject-creation: \"true\"}",
+        ),
+    );
+    let (code, out, err) = ebb(&["render", "-f", &skipped]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("no ScaledObject generated"), "{err}");
+}

@@ -462,7 +462,8 @@ fn manifests_match_the_webhook_server() {
         [
             ebb::webhooks::SCALED_OBJECT_PATH,
             ebb::webhooks::TRIGGER_AUTHENTICATION_PATH,
-            ebb::webhooks::CLUSTER_TRIGGER_AUTHENTICATION_PATH
+            ebb::webhooks::CLUSTER_TRIGGER_AUTHENTICATION_PATH,
+            ebb::webhooks::HTTP_ADD_ON_PATH
         ]
     );
 }
@@ -638,4 +639,110 @@ async fn unsupported_scalers_and_unknown_zones_are_refused() {
         resp["status"]["message"],
         "spec.triggers[0].metadata.timezone: error parsing cron metadata: unable to load timezone. Error: unknown time zone Europe/Berln"
     );
+}
+
+/// AdmissionReview v1 of an `http.keda.sh` object, as the API server sends it.
+fn http_review(group_version: &str, kind: &str, resource: &str, spec: Value) -> Vec<u8> {
+    let (group, version) = group_version.split_once('/').expect("group/version");
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "4e1b3f56-0c42-4b7e-9d59-0b1e2b6a9c11",
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": "web",
+            "namespace": "apps",
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": {
+                "apiVersion": group_version,
+                "kind": kind,
+                "metadata": {"name": "web", "namespace": "apps"},
+                "spec": spec
+            },
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    }))
+    .expect("json")
+}
+
+/// The HTTP add-on's objects: what the add-on refuses, plus a rate granularity under 1 s and a
+/// window shorter than its granularity.
+#[tokio::test]
+async fn http_add_on_objects_are_checked() {
+    let target = serde_json::json!({"name": "web", "service": "web", "port": 8080});
+    let cases: Vec<(&str, &str, &str, Value, Option<&str>)> = vec![
+        (
+            "http.keda.sh/v1alpha1",
+            "HTTPScaledObject",
+            "httpscaledobjects",
+            serde_json::json!({"scaleTargetRef": target}),
+            None,
+        ),
+        (
+            "http.keda.sh/v1alpha1",
+            "HTTPScaledObject",
+            "httpscaledobjects",
+            serde_json::json!({"scaleTargetRef": {"name": "web", "service": "web"}}),
+            Some("spec.scaleTargetRef: must define either the 'portName' or the 'port'"),
+        ),
+        (
+            "http.keda.sh/v1alpha1",
+            "HTTPScaledObject",
+            "httpscaledobjects",
+            serde_json::json!({"scaleTargetRef": target, "scalingMetric": {"requestRate": {"granularity": "500ms"}}}),
+            Some("spec.scalingMetric.requestRate.granularity: must be at least 1s"),
+        ),
+        (
+            "http.keda.sh/v1alpha1",
+            "HTTPScaledObject",
+            "httpscaledobjects",
+            serde_json::json!({"scaleTargetRef": target, "scalingMetric": {"requestRate": {"window": "2s", "granularity": "5s"}}}),
+            Some("spec.scalingMetric.requestRate.window: must be at least the granularity"),
+        ),
+        (
+            "http.keda.sh/v1alpha1",
+            "HTTPScaledObject",
+            "httpscaledobjects",
+            serde_json::json!({"scaleTargetRef": target, "scalingMetric": {"concurrency": {}, "requestRate": {}}}),
+            Some(
+                "spec.scalingMetric: .spec.scalingMetric.concurrency and .spec.scalingMetric.rate are mutually exclusive",
+            ),
+        ),
+        (
+            "http.keda.sh/v1beta1",
+            "InterceptorRoute",
+            "interceptorroutes",
+            serde_json::json!({"target": {"service": "web", "port": 8080}, "scalingMetric": {"concurrency": {"targetValue": 10}}}),
+            None,
+        ),
+        (
+            "http.keda.sh/v1beta1",
+            "InterceptorRoute",
+            "interceptorroutes",
+            serde_json::json!({"target": {"service": "web", "port": 8080}, "scalingMetric": {}}),
+            Some("spec.scalingMetric: at least one of 'concurrency' or 'requestRate' must be set"),
+        ),
+    ];
+    let (ctx, _) = context();
+    for (gv, kind, resource, spec, want) in cases {
+        let body = http_review(gv, kind, resource, spec.clone());
+        let out = serde_json::to_value(review(&body, &ctx).await).expect("serializes");
+        let resp = &out["response"];
+        assert_eq!(resp["uid"], "4e1b3f56-0c42-4b7e-9d59-0b1e2b6a9c11");
+        match want {
+            None => assert_eq!(resp["allowed"], true, "{kind} {spec}: {resp}"),
+            Some(prefix) => {
+                assert_eq!(resp["allowed"], false, "{kind} {spec}: {resp}");
+                assert_eq!(resp["status"]["code"], 403, "{resp}");
+                let msg = resp["status"]["message"].as_str().expect("message");
+                assert!(msg.starts_with(prefix), "{kind} {spec}: {msg}");
+            }
+        }
+    }
 }

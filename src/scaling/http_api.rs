@@ -41,6 +41,9 @@ pub const HTTP_SCALED_OBJECT_KEY: &str = "httpScaledObject";
 pub const INTERCEPTOR_ROUTE_KEY: &str = "interceptorRoute";
 /// Trigger metadata with the add-on scaler's gRPC address.
 pub const SCALER_ADDRESS_KEY: &str = "scalerAddress";
+/// The `scalerAddress` ebb writes into generated ScaledObjects: the activator's admin Service
+/// (manifests/activator.yaml), whose EndpointSlices list the replicas the metric is read from.
+pub const DEFAULT_SCALER_ADDRESS: &str = "ebb-activator-admin.ebb:9090";
 /// The add-on operator's hard-coded `pollingInterval` (since #829).
 pub const GENERATED_POLLING_INTERVAL: i32 = 15;
 /// Reason of the Ready condition after a successful reconcile.

@@ -16,18 +16,21 @@ use std::{
 
 use crate::{
     cli::{CheckArgs, RenderArgs},
-    crd::ScaledObject,
+    crd::{ScaledObject, http_scaled_object::HTTPScaledObject},
     resolver::{
         cluster_object_namespace,
         files::{FileResolution, FileResolver, LocalObjects},
     },
     scalers::{
         ScalerContext, ScalerError, SharedScaler, build_scaler,
+        http_push::{ActivatorDiscovery, HttpIndex, HttpShared},
         registry::{build_trigger, object_key},
     },
     scaling::{
         hpa::{DesiredError, desired_hpa},
-        http_api::validate_http_document,
+        http_api::{
+            DEFAULT_SCALER_ADDRESS, generated_scaled_object, skips_scaled_object, validate_http_document,
+        },
         validate::{
             Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
             validate_trigger_authentication,
@@ -80,6 +83,9 @@ fn load(path: &Path) -> Result<Parsed, String> {
 struct Inputs {
     files: Vec<(PathBuf, Result<Parsed, String>)>,
     objects: LocalObjects,
+    /// The scalers' context: the HTTPScaledObjects and InterceptorRoutes in the files give
+    /// `external-push` triggers their metric and target.
+    context: ScalerContext,
 }
 
 fn read_inputs(paths: &[PathBuf]) -> Inputs {
@@ -90,9 +96,15 @@ fn read_inputs(paths: &[PathBuf]) -> Inputs {
         .filter_map(|(_, p)| p.as_ref().ok())
         .flat_map(|p| p.others.iter().cloned())
         .collect();
+    let index = HttpIndex::default();
+    index.replace_from_documents(&docs);
     Inputs {
         files,
         objects: LocalObjects::from_documents(&docs),
+        context: ScalerContext {
+            http: HttpShared::new(index, ActivatorDiscovery::default()),
+            ..ScalerContext::default()
+        },
     }
 }
 
@@ -116,13 +128,23 @@ pub fn build_offline(
     objects: &LocalObjects,
     cluster_ns: &str,
 ) -> OfflineTrigger {
-    let ctx = ScalerContext::default();
+    build_offline_with(so, i, objects, cluster_ns, &ScalerContext::default())
+}
+
+/// [`build_offline`] with the scalers' context `ctx`.
+pub fn build_offline_with(
+    so: &ScaledObject,
+    i: usize,
+    objects: &LocalObjects,
+    cluster_ns: &str,
+    ctx: &ScalerContext,
+) -> OfflineTrigger {
     let resolver = FileResolver::new(objects, cluster_ns);
-    let built = build_trigger(so, i, &resolver, &ctx, HTTP_TIMEOUT);
+    let built = build_trigger(so, i, &resolver, ctx, HTTP_TIMEOUT);
     let resolution = resolver.resolution();
     let scaler = match (&resolution, so.spec.triggers.get(i)) {
         (FileResolution::NotChecked(_), Some(t)) => {
-            build_scaler(&offline_scaler_config_assuming_sources(so, i, t), &ctx)
+            build_scaler(&offline_scaler_config_assuming_sources(so, i, t), ctx)
         }
         _ => built,
     };
@@ -138,9 +160,10 @@ struct Analysis {
     triggers: Vec<OfflineTrigger>,
 }
 
-fn analyse(so: &ScaledObject, objects: &LocalObjects, cluster_ns: &str) -> Analysis {
+fn analyse(so: &ScaledObject, inputs: &Inputs, cluster_ns: &str) -> Analysis {
+    let objects = &inputs.objects;
     let triggers: Vec<OfflineTrigger> = (0..so.spec.triggers.len())
-        .map(|i| build_offline(so, i, objects, cluster_ns))
+        .map(|i| build_offline_with(so, i, objects, cluster_ns, &inputs.context))
         .collect();
     let ref_field = |i: usize| {
         let has_ref = so.spec.triggers[i].authentication_ref.is_some();
@@ -190,9 +213,47 @@ pub fn run_render(args: &RenderArgs) -> i32 {
                 continue;
             }
         };
-        for so in &parsed.scaled_objects {
+        // Each HTTPScaledObject: the ScaledObject the operator generates, then its HPA.
+        let mut generated = Vec::new();
+        for doc in &parsed.others {
+            let json = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
+            if str_at(doc, &["kind"]) != Some("HTTPScaledObject") {
+                continue;
+            }
+            let who = format!("{}: {}", path.display(), doc_ref(doc, "HTTPScaledObject"));
+            if let Some(problems) = validate_http_document(&json)
+                && !problems.is_empty()
+            {
+                for p in &problems {
+                    eprintln!("{who}: {}: {}", p.field, p.message);
+                }
+                failed = true;
+                continue;
+            }
+            let Ok(mut h) = serde_json::from_value::<HTTPScaledObject>(json) else {
+                continue;
+            };
+            if skips_scaled_object(&h) {
+                eprintln!("{who}: skip-scaledobject-creation is \"true\": no ScaledObject generated");
+                continue;
+            }
+            h.metadata
+                .namespace
+                .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string());
+            let so = generated_scaled_object(&h, DEFAULT_SCALER_ADDRESS);
+            match serde_yaml::to_string(&so) {
+                Ok(yaml) => docs.push(yaml),
+                Err(e) => {
+                    eprintln!("{who}: {e}");
+                    failed = true;
+                    continue;
+                }
+            }
+            generated.push(so);
+        }
+        for so in parsed.scaled_objects.iter().chain(&generated) {
             let who = format!("{}: ScaledObject {}", path.display(), so_ref(so));
-            let analysis = analyse(so, &inputs.objects, &cluster_ns);
+            let analysis = analyse(so, &inputs, &cluster_ns);
             for w in &analysis.warnings {
                 eprintln!("{who}: {}: warning: {}", w.field, w.message);
             }
@@ -317,7 +378,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
         let mut checked_here = parsed.scaled_objects.len();
         for so in &parsed.scaled_objects {
             let who = format!("{file}: ScaledObject {}", so_ref(so));
-            let analysis = analyse(so, &inputs.objects, &cluster_ns);
+            let analysis = analyse(so, &inputs, &cluster_ns);
             for p in &analysis.problems {
                 problems += 1;
                 report(&mut out, format!("{who}: {}: {}", p.field, p.message));

@@ -18,6 +18,7 @@ use crate::{
     quantity,
     scaling::{
         hpa::hpa_name,
+        http_api::validate_http_document,
         validate::{Problem, deprecations, validate_scaled_object, validate_trigger_authentication},
     },
 };
@@ -90,6 +91,7 @@ pub async fn review_request(
     match req.kind.kind.as_str() {
         "ScaledObject" => review_scaled_object(req, resp, ctx).await,
         "TriggerAuthentication" | "ClusterTriggerAuthentication" => review_trigger_authentication(req, resp),
+        "HTTPScaledObject" | "InterceptorRoute" => review_http_add_on(req, resp),
         other => {
             warn!(kind = other, uid = %req.uid, "admission review for a kind ebb does not validate; allowed");
             resp
@@ -133,6 +135,32 @@ fn review_trigger_authentication(
         map.insert("kind".into(), Value::String(req.kind.kind.clone()));
     }
     let problems = validate_trigger_authentication(&value);
+    log_problems(req, &problems);
+    match problems.first() {
+        Some(p) => deny_problem(resp, p),
+        None => resp,
+    }
+}
+
+/// HTTPScaledObject and InterceptorRoute: what the add-on's schema, CEL rules and operator
+/// refuse, plus ebb's rate checks ([`validate_http_document`]).
+fn review_http_add_on(req: &AdmissionRequest<DynamicObject>, resp: AdmissionResponse) -> AdmissionResponse {
+    let Some(obj) = req.object.as_ref() else {
+        return deny(resp, 400, "request has no object".to_string());
+    };
+    let mut value = match serde_json::to_value(obj) {
+        Ok(v) => v,
+        Err(e) => return deny(resp, 400, format!("could not read {}: {e}", req.kind.kind)),
+    };
+    // The request's kind decides how the object is read, whatever the body says.
+    if let Some(map) = value.as_object_mut() {
+        map.insert("kind".into(), Value::String(req.kind.kind.clone()));
+        map.insert(
+            "apiVersion".into(),
+            Value::String(format!("{}/{}", req.kind.group, req.kind.version)),
+        );
+    }
+    let problems = validate_http_document(&value).unwrap_or_default();
     log_problems(req, &problems);
     match problems.first() {
         Some(p) => deny_problem(resp, p),

@@ -36,6 +36,8 @@ pub const TRIGGER_AUTHENTICATION_PATH: &str = "/validate-keda-sh-v1alpha1-trigge
 /// Path of the ClusterTriggerAuthentication webhook.
 pub const CLUSTER_TRIGGER_AUTHENTICATION_PATH: &str =
     "/validate-keda-sh-v1alpha1-clustertriggerauthentication";
+/// Path of the HTTP add-on's webhook (HTTPScaledObject and InterceptorRoute).
+pub const HTTP_ADD_ON_PATH: &str = "/validate-http-keda-sh";
 /// The API server sends at most a 3 MiB object twice (object and oldObject) plus the envelope.
 const MAX_BODY_BYTES: usize = 8 << 20;
 
@@ -145,7 +147,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>
     json(code, body.to_string().into_bytes())
 }
 
-/// Answers one HTTPS request: the three webhook paths and `/healthz`.
+/// Answers one HTTPS request: the webhook paths and `/healthz`.
 pub async fn handle<B>(ctx: &WebhookContext, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: hyper::body::Body,
@@ -154,7 +156,10 @@ where
     let path = req.uri().path();
     let is_webhook = matches!(
         path,
-        SCALED_OBJECT_PATH | TRIGGER_AUTHENTICATION_PATH | CLUSTER_TRIGGER_AUTHENTICATION_PATH
+        SCALED_OBJECT_PATH
+            | TRIGGER_AUTHENTICATION_PATH
+            | CLUSTER_TRIGGER_AUTHENTICATION_PATH
+            | HTTP_ADD_ON_PATH
     );
     if path == "/healthz" || path == "/livez" || path == "/readyz" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
