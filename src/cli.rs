@@ -139,6 +139,14 @@ pub struct RunArgs {
 /// What only the operator's leader does, shared by `ebb operator` and `ebb run`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LeaderArgs {
+    /// `scalerAddress` written into the ScaledObjects generated from HTTPScaledObjects: the
+    /// activator's admin Service, whose EndpointSlices the metrics server reads replicas from.
+    #[arg(
+        long,
+        env = "EBB_HTTP_SCALER_ADDRESS",
+        default_value = "ebb-activator-admin.ebb:9090"
+    )]
+    pub http_scaler_address: String,
     /// Only the holder of the `ebb-operator` Lease writes; `--leader-elect=false` disables it.
     #[arg(
         long,

@@ -56,6 +56,8 @@ pub struct Context {
     pub loops: Mutex<HashMap<ObjectKey, LoopHandle>>,
     /// Start scale loops from reconcile (false in tests that drive iterations by hand).
     pub spawn_loops: bool,
+    /// `scalerAddress` of the ScaledObjects generated from HTTPScaledObjects.
+    pub http_scaler_address: String,
 }
 
 impl std::fmt::Debug for Context {
@@ -92,6 +94,7 @@ impl Context {
             plurals: Default::default(),
             loops: Mutex::new(HashMap::new()),
             spawn_loops: true,
+            http_scaler_address: crate::scaling::http_api::DEFAULT_SCALER_ADDRESS.to_string(),
         }
     }
 

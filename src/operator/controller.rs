@@ -101,6 +101,7 @@ pub async fn run_with_engine(
         Context::new(client.clone(), engine.registry, engine.cache).reporting_as(options.pod.name.clone());
     ctx.health = engine.health;
     ctx.metrics = Some(metrics);
+    ctx.http_scaler_address = options.http_scaler_address.clone();
     let ctx = Arc::new(ctx);
     // Keeps the always-leader channel open when election is off.
     let (_always, always_rx) = watch::channel(true);
@@ -183,6 +184,8 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
         .reflect(writer);
     let hpas = watcher(hpas, watcher::Config::default()).default_backoff();
     let auth = Arc::new(AuthContext::new(ctx.clone()));
+    let (http_client, http_namespace) = (ctx.client.clone(), namespace.clone());
+    let http_scaler_address = ctx.http_scaler_address.clone();
     let scaled_objects = Controller::for_stream(changes_only(scaled_objects, scaled_object_key), reader)
         .owns_stream(changes_only(hpas, hpa_key))
         .run(reconcile_guarded, error_policy_guarded, ctx)
@@ -195,6 +198,7 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
     async move {
         tokio::join!(
             scaled_objects,
+            super::http_scaled_object::run(http_client, http_namespace, http_scaler_address),
             trigger_auth::run::<TriggerAuthentication>(auth.clone(), namespace),
             trigger_auth::run::<ClusterTriggerAuthentication>(auth, None),
         );

@@ -15,6 +15,7 @@
 pub mod context;
 pub mod controller;
 pub mod error;
+pub mod http_scaled_object;
 pub mod reconcile;
 pub mod scale_loop;
 pub mod status;

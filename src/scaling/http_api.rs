@@ -22,15 +22,13 @@ use crate::{
         interceptor_route::{COLD_START_MESSAGE, InterceptorRoute, TARGET_PORT_MESSAGE, TargetRef},
         scaled_object::{AdvancedConfig, ScaleTarget, ScaleTrigger, ScaledObject, ScaledObjectSpec},
     },
-    scalers::{
-        http_push::{http_scaled_object_metrics, interceptor_route_metrics},
-        params::parse_go_duration,
-    },
+    scalers::params::parse_go_duration,
 };
 
 pub use crate::scalers::http_push::{
     BOTH_METRICS_MESSAGE, DEFAULT_GRANULARITY, DEFAULT_TARGET, DEFAULT_WINDOW, HttpMetrics, MetricsError,
-    QueueCounts, RateSpec, RateWindow, http_scaled_object_metric, interceptor_route_metric, request_delta,
+    QueueCounts, RateSpec, RateWindow, http_scaled_object_metric, http_scaled_object_metrics,
+    interceptor_route_metric, interceptor_route_metrics, request_delta,
 };
 
 /// The trigger type the add-on's generated ScaledObject uses.
