@@ -292,7 +292,8 @@ fn services_and_webhooks_point_at_the_right_ports() {
         [
             "vscaledobject.kb.io",
             "vstriggerauthentication.kb.io",
-            "vsclustertriggerauthentication.kb.io"
+            "vsclustertriggerauthentication.kb.io",
+            "vhttpaddon.ebb.dev"
         ]
     );
     for w in &hooks {
