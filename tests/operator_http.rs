@@ -9,6 +9,8 @@ use http::{Method, Request, Response, StatusCode};
 use kube::{Client, client::Body};
 use serde_json::{Value, json};
 
+mod common;
+
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 const STEP: Duration = Duration::from_secs(30);
@@ -286,4 +288,139 @@ async fn deletion_removes_the_add_ons_finalizer() {
         json!({"metadata": {"finalizers": ["other/keep"], "resourceVersion": "41"}})
     );
     assert_eq!(done(task).await.expect("ok"), Applied::Finalized);
+}
+
+mod scale_loop_activity {
+    //! The operator's scale loop reads the `external-push` trigger like any other: a request
+    //! held on an activator replica (counted in its `/queue` concurrency) is activity, so a
+    //! target past its cooldown is not scaled to zero while requests wait.
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{DateTime, TimeZone, Utc};
+    use ebb::{
+        cache::MetricCache,
+        crd::ScaledObject,
+        operator::{context::Context, scale_loop},
+        scalers::{
+            ScalerContext,
+            http_push::{ActivatorDiscovery, HttpShared},
+            registry::{Registry, RegistryConfig},
+        },
+    };
+    use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
+
+    use super::*;
+
+    use super::common::activator_admin;
+
+    const SCALE: &str = "/apis/apps/v1/namespaces/web/deployments/app/scale";
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn scale(replicas: i32) -> Value {
+        serde_json::to_value(Scale {
+            metadata: kube::api::ObjectMeta {
+                name: Some("app".into()),
+                namespace: Some("web".into()),
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            spec: Some(ScaleSpec {
+                replicas: Some(replicas),
+            }),
+            status: Some(ScaleStatus {
+                replicas,
+                selector: Some("app=app".into()),
+            }),
+        })
+        .expect("json")
+    }
+
+    #[tokio::test]
+    async fn a_held_request_keeps_the_target_up_past_its_cooldown() {
+        let queue = Arc::new(Mutex::new(Some(
+            r#"{"web/app": {"Concurrency": 1, "RequestCount": 1}}"#.to_string(),
+        )));
+        let admin = activator_admin::admin_server(queue).await;
+        let (svc, mut h) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let registry = Arc::new(Registry::new(RegistryConfig {
+            context: ScalerContext {
+                http: HttpShared::new(
+                    Default::default(),
+                    ActivatorDiscovery {
+                        admin_urls: vec![admin],
+                        service: None,
+                    },
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
+        let mut ctx = Context::new(
+            client,
+            registry,
+            Arc::new(MetricCache::new(Duration::from_secs(5))),
+        );
+        ctx.spawn_loops = false;
+        ctx.clock = Arc::new(now);
+        let ctx = Arc::new(ctx);
+        let mut so = expected_scaled_object(json!({}));
+        so["metadata"]["uid"] = json!("so-1");
+        so["status"] = json!({
+            "scaleTargetKind": "apps/v1.Deployment",
+            "scaleTargetGVKR": {"group": "apps", "version": "v1", "kind": "Deployment", "resource": "deployments"},
+            // Active twenty minutes ago; the cooldown is two.
+            "lastActiveTime": "2026-12-01T11:40:00Z",
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling"},
+                {"type": "Active", "status": "False", "reason": "ScalerNotActive", "message": "Scaling is not performed because triggers are not active"},
+                {"type": "Fallback", "status": "False", "reason": "NoFallbackFound", "message": "No fallbacks are active on this scaled object"},
+                {"type": "Paused", "status": "False"}
+            ]
+        });
+        let typed: ScaledObject = serde_json::from_value(so.clone()).expect("ScaledObject");
+        let task = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { scale_loop::iterate(&ctx, &typed).await }
+        });
+        expect(&mut h, Method::GET, SCALE, StatusCode::OK, scale(1)).await;
+        // No PUT to 0: the next request is the status patch marking the object active.
+        let status = expect(
+            &mut h,
+            Method::PATCH,
+            &format!("{SO}/status"),
+            StatusCode::OK,
+            so.clone(),
+        )
+        .await;
+        let active = status["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Active"))
+            .expect("Active condition");
+        assert_eq!(active["status"], "True", "{status}");
+        assert_eq!(status["status"]["lastActiveTime"], "2026-12-01T12:00:00Z");
+        // Whatever else it sends (an activation event), it never sets replicas to 0.
+        while let Ok(Some((req, send))) =
+            tokio::time::timeout(Duration::from_millis(500), h.next_request()).await
+        {
+            assert_ne!(req.method(), Method::PUT, "{}", req.uri());
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(Body::from(b"{}".to_vec()))
+                    .expect("response"),
+            );
+        }
+        tokio::time::timeout(STEP, task)
+            .await
+            .expect("ended")
+            .expect("joined")
+            .expect("iterated");
+    }
 }
