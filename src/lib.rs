@@ -23,6 +23,7 @@ pub mod render;
 pub mod report;
 pub mod resolver;
 pub mod scalers;
+pub mod scaling;
 pub mod selector;
 pub mod shutdown;
 pub mod source;
