@@ -10,6 +10,7 @@ pub mod loop_;
 pub mod reconcile;
 pub mod runtime;
 pub mod scale;
+pub mod scaled_job;
 pub mod status;
 pub mod trigger_auth;
 pub mod validate;

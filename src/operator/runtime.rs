@@ -86,6 +86,19 @@ impl AuthResolver for LateResolver {
             None => NoAuthResolver.resolve(so, index, config),
         }
     }
+
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        template: &k8s_openapi::api::core::v1::PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        match self.0.get() {
+            Some(r) => r.resolve_for_job(so, index, template, config),
+            None => NoAuthResolver.resolve(so, index, config),
+        }
+    }
 }
 
 /// Runs the operator until `shutdown`.
@@ -229,16 +242,25 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
     let auth = Arc::new(AuthContext::new(ctx.clone()));
     let scaled_objects = Controller::for_stream(changes_only(scaled_objects, scaled_object_key), reader)
         .owns_stream(changes_only(hpas, hpa_key))
-        .run(reconcile_guarded, error_policy_guarded, ctx)
+        .run(reconcile_guarded, error_policy_guarded, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 debug!(error = %e, "reconcile error");
             }
         });
-    // KEDA runs the (Cluster)TriggerAuthentication controllers beside the ScaledObject one.
+    // KEDA runs the ScaledJob and (Cluster)TriggerAuthentication controllers beside the
+    // ScaledObject one; the ScaledJob one builds its scalers as the ScaledObjects' are built.
+    let mut jobs = super::scaled_job::JobContext::new(
+        ctx.client.clone(),
+        ctx.registry.config(),
+        ctx.metrics.clone(),
+    );
+    jobs.clock = ctx.clock.clone();
+    let scaled_jobs = super::scaled_job::run(Arc::new(jobs), namespace.clone());
     async move {
         tokio::join!(
             scaled_objects,
+            scaled_jobs,
             trigger_auth::run::<TriggerAuthentication>(auth.clone(), namespace),
             trigger_auth::run::<ClusterTriggerAuthentication>(auth, None),
         );

@@ -270,6 +270,17 @@ impl AuthResolver for LocalResolver {
         let objects = self.objects.load();
         resolve_into(&**objects, &self.cluster_object_namespace, so, index, config)
     }
+
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        template: &k8s_openapi::api::core::v1::PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        let objects = self.objects.load();
+        super::resolve_job_into(&**objects, &self.cluster_object_namespace, so, index, template, config)
+    }
 }
 
 /// What resolving one trigger against the objects in files found (`ebb check`, `ebb render`).

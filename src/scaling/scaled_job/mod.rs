@@ -324,8 +324,8 @@ pub fn decide(
 
 /// The ScaledJob's triggers as a ScaledObject the scaler registry, the trigger checks and the
 /// authentication resolver understand: same name, namespace, labels, annotations, polling
-/// interval and triggers; the scale target names the ScaledJob (its pod template is the Job's,
-/// see the controller's resolver). No min/max, fallback or modifiers: those are ScaledObject rules.
+/// interval and triggers; the scale target is the ScaledJob itself, whose pod template the
+/// resolver reads from `jobTargetRef` (`AuthResolver::resolve_for_job`). No min/max, fallback or modifiers: those are ScaledObject rules.
 pub fn as_scaled_object(sj: &ScaledJob) -> ScaledObject {
     let mut metadata = sj.metadata.clone();
     metadata.managed_fields = None;
@@ -334,8 +334,8 @@ pub fn as_scaled_object(sj: &ScaledJob) -> ScaledObject {
         spec: ScaledObjectSpec {
             scale_target_ref: ScaleTarget {
                 name: sj.metadata.name.clone().unwrap_or_default(),
-                api_version: Some("batch/v1".to_string()),
-                kind: Some("Job".to_string()),
+                api_version: Some("keda.sh/v1alpha1".to_string()),
+                kind: Some("ScaledJob".to_string()),
                 env_source_container_name: sj.spec.env_source_container_name.clone(),
             },
             polling_interval: sj.spec.polling_interval,
