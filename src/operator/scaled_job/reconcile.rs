@@ -258,8 +258,8 @@ async fn rollout(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
         return Ok(());
     }
     let key = key_of(sj);
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let listed = api
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let listed = jobs_api
         .list(&ListParams::default().labels(&format!("{SCALED_JOB_NAME_LABEL}={}", key.name)))
         .await
         .map_err(|e| format!("Not able to list jobs: {e}"))?;
@@ -279,7 +279,7 @@ async fn rollout(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
         Propagation::Background => DeleteParams::background(),
     };
     for job in &plan.delete {
-        if let Err(e) = api.delete(job, &params).await {
+        if let Err(e) = jobs_api.delete(job, &params).await {
             events.push(Event::warning(
                 reason::ROLLOUT_FAILED,
                 format!("Failed to delete job {job}: {e}"),
