@@ -628,7 +628,9 @@ impl KedaMetrics {
 
     /// Counts a ScaledJob error: a failed scaler read or a failed scaler build.
     pub fn record_scaled_job_error(&self, namespace: &str, scaled_job: &str) {
-        self.job_errors.get_or_create(&job_labels(namespace, scaled_job)).inc();
+        self.job_errors
+            .get_or_create(&job_labels(namespace, scaled_job))
+            .inc();
     }
 
     /// Drops the per-object series of a deleted ScaledJob.

@@ -20,6 +20,7 @@ pub mod net;
 pub mod operator;
 pub mod quantity;
 pub mod render;
+pub mod render_scaled_job;
 pub mod report;
 pub mod resolver;
 pub mod scalers;

@@ -115,9 +115,29 @@ pub fn build_offline(
     objects: &LocalObjects,
     cluster_ns: &str,
 ) -> OfflineTrigger {
+    build_offline_with(so, i, objects, cluster_ns, None)
+}
+
+/// [`build_offline`]; for a ScaledJob (as a ScaledObject), `job_template` is its pod template.
+pub fn build_offline_with(
+    so: &ScaledObject,
+    i: usize,
+    objects: &LocalObjects,
+    cluster_ns: &str,
+    job_template: Option<&k8s_openapi::api::core::v1::PodSpec>,
+) -> OfflineTrigger {
     let ctx = ScalerContext::default();
     let resolver = FileResolver::new(objects, cluster_ns);
-    let built = build_trigger(so, i, &resolver, &ctx, HTTP_TIMEOUT);
+    let built = match job_template {
+        Some(template) => {
+            let for_job = crate::resolver::ForJob {
+                inner: &resolver,
+                template,
+            };
+            build_trigger(so, i, &for_job, &ctx, HTTP_TIMEOUT)
+        }
+        None => build_trigger(so, i, &resolver, &ctx, HTTP_TIMEOUT),
+    };
     let resolution = resolver.resolution();
     let scaler = match (&resolution, so.spec.triggers.get(i)) {
         (FileResolution::NotChecked(_), Some(t)) => {
@@ -222,6 +242,36 @@ pub fn run_render(args: &RenderArgs) -> i32 {
             }
         }
     }
+    for (path, parsed) in &inputs.files {
+        let Ok(parsed) = parsed else { continue };
+        for doc in parsed
+            .others
+            .iter()
+            .filter(|d| str_at(d, &["kind"]) == Some("ScaledJob"))
+        {
+            let who = format!("{}: {}", path.display(), doc_ref(doc, "ScaledJob"));
+            let rendered = crate::render_scaled_job::parse(doc).and_then(|sj| {
+                let analysis = crate::render_scaled_job::analyse(&sj, &inputs.objects, &cluster_ns);
+                if analysis.problems.is_empty() {
+                    crate::render_scaled_job::render(&sj, &args.version_label)
+                } else {
+                    Err(analysis
+                        .problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.field, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                }
+            });
+            match rendered {
+                Ok(yaml) => docs.push(yaml),
+                Err(e) => {
+                    eprintln!("{who}: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(docs.join("---\n").as_bytes());
     i32::from(failed)
@@ -263,11 +313,7 @@ fn keda_kind_problem(api_version: &str, kind: &str) -> Option<(&'static str, Str
         ));
     }
     match kind {
-        "TriggerAuthentication" | "ClusterTriggerAuthentication" => None,
-        "ScaledJob" => Some((
-            "kind",
-            "ScaledJob is not supported by ebb yet (see docs/compatibility.md)".to_string(),
-        )),
+        "TriggerAuthentication" | "ClusterTriggerAuthentication" | "ScaledJob" => None,
         other => {
             let nearest = KEDA_KINDS
                 .iter()
@@ -353,6 +399,16 @@ pub fn run_check(args: &CheckArgs) -> i32 {
                 continue;
             }
             checked_here += 1;
+            if kind == "ScaledJob" {
+                problems += check_scaled_job(
+                    &mut out,
+                    &format!("{file}: {}", doc_ref(doc, kind)),
+                    doc,
+                    &inputs.objects,
+                    &cluster_ns,
+                );
+                continue;
+            }
             let json = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
             for p in validate_trigger_authentication(&json) {
                 problems += 1;
@@ -373,7 +429,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             report(
                 &mut out,
                 format!(
-                    "{file}: no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication to check (found: {found}); \
+                    "{file}: no ScaledObject, ScaledJob, TriggerAuthentication or ClusterTriggerAuthentication to check (found: {found}); \
                      --allow-other-kinds accepts files without one"
                 ),
             );
@@ -382,7 +438,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
     if objects == 0 && problems == 0 {
         report(
             &mut out,
-            "no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication found in the given files"
+            "no ScaledObject, ScaledJob, TriggerAuthentication or ClusterTriggerAuthentication found in the given files"
                 .to_string(),
         );
         return 1;
@@ -392,6 +448,38 @@ pub fn run_check(args: &CheckArgs) -> i32 {
     }
     report(&mut out, format!("ok: {objects} objects"));
     0
+}
+
+/// Reports one ScaledJob document as `check` does; returns the number of problems.
+fn check_scaled_job(
+    out: &mut std::io::StdoutLock<'_>,
+    who: &str,
+    doc: &serde_yaml::Value,
+    objects: &LocalObjects,
+    cluster_ns: &str,
+) -> usize {
+    let sj = match crate::render_scaled_job::parse(doc) {
+        Ok(sj) => sj,
+        Err(e) => {
+            report(out, format!("{who}: {e}"));
+            return 1;
+        }
+    };
+    let analysis = crate::render_scaled_job::analyse(&sj, objects, cluster_ns);
+    for p in &analysis.problems {
+        report(out, format!("{who}: {}: {}", p.field, p.message));
+    }
+    for (field, what) in &analysis.not_checked {
+        let verb = if what.len() == 1 { "is" } else { "are" };
+        report(
+            out,
+            format!(
+                "{who}: {field}: not checked: {} {verb} not in the given files",
+                what.join(", ")
+            ),
+        );
+    }
+    analysis.problems.len()
 }
 
 fn report(out: &mut std::io::StdoutLock<'_>, line: String) {
@@ -418,6 +506,6 @@ mod tests {
         let (field, m) = keda_kind_problem("keda.k8s.io/v1alpha1", "ScaledObject").expect("refused");
         assert_eq!(field, "apiVersion");
         assert!(m.contains("KEDA 1.x"), "{m}");
-        assert!(keda_kind_problem("keda.sh/v1alpha1", "ScaledJob").is_some());
+        assert_eq!(keda_kind_problem("keda.sh/v1alpha1", "ScaledJob"), None);
     }
 }

@@ -508,7 +508,12 @@ fn committed_crds_match_the_rust_types() {
         crds[3].spec.names.short_names.as_deref(),
         Some(&["sj".to_string()][..])
     );
-    assert!(crds[3].spec.versions[0].subresources.as_ref().is_some_and(|s| s.status.is_some()));
+    assert!(
+        crds[3].spec.versions[0]
+            .subresources
+            .as_ref()
+            .is_some_and(|s| s.status.is_some())
+    );
     let sj_columns: Vec<&str> = crds[3].spec.versions[0]
         .additional_printer_columns
         .iter()
@@ -517,7 +522,16 @@ fn committed_crds_match_the_rust_types() {
         .collect();
     assert_eq!(
         sj_columns,
-        ["Min", "Max", "Ready", "Active", "Paused", "Triggers", "Authentications", "Age"]
+        [
+            "Min",
+            "Max",
+            "Ready",
+            "Active",
+            "Paused",
+            "Triggers",
+            "Authentications",
+            "Age"
+        ]
     );
     assert_eq!(
         crds[0].spec.names.short_names.as_deref(),

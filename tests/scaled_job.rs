@@ -32,7 +32,9 @@ const NS_PODS: &str = "/api/v1/namespaces/ns/pods";
 const SJ_BASE: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledjobs/";
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 /// The API server's state.
@@ -94,7 +96,13 @@ fn selector_matches(labels: &Value, query: &str) -> bool {
     })
 }
 
-fn answer(s: &mut Server, method: &Method, path: &str, query: &str, body: &Value) -> Option<(StatusCode, Value)> {
+fn answer(
+    s: &mut Server,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &Value,
+) -> Option<(StatusCode, Value)> {
     if query.contains("watch=true") || query.contains("watch=1") {
         return None;
     }
@@ -102,7 +110,10 @@ fn answer(s: &mut Server, method: &Method, path: &str, query: &str, body: &Value
     if let Some(rest) = path.strip_prefix(SJ_BASE) {
         let (name, sub) = rest.split_once('/').unwrap_or((rest, ""));
         let Some(sj) = s.scaled_jobs.get_mut(name) else {
-            return Some((StatusCode::NOT_FOUND, status(404, "NotFound", "scaledjob not found")));
+            return Some((
+                StatusCode::NOT_FOUND,
+                status(404, "NotFound", "scaledjob not found"),
+            ));
         };
         return match (method.as_str(), sub) {
             ("GET", "") => ok(sj.clone()),
@@ -114,12 +125,17 @@ fn answer(s: &mut Server, method: &Method, path: &str, query: &str, body: &Value
         };
     }
     match (method.as_str(), path) {
-        ("GET", "/apis/keda.sh/v1alpha1/scaledjobs") => {
-            ok(list("keda.sh/v1alpha1", "ScaledJobList", s.scaled_jobs.values().cloned().collect()))
-        }
+        ("GET", "/apis/keda.sh/v1alpha1/scaledjobs") => ok(list(
+            "keda.sh/v1alpha1",
+            "ScaledJobList",
+            s.scaled_jobs.values().cloned().collect(),
+        )),
         ("GET", NS_JOBS) => {
             if s.fail_job_list {
-                return Some((StatusCode::INTERNAL_SERVER_ERROR, status(500, "InternalError", "etcd down")));
+                return Some((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    status(500, "InternalError", "etcd down"),
+                ));
             }
             let items = s
                 .jobs
@@ -275,7 +291,10 @@ impl Harness {
 
     async fn reconcile(&self, name: &str) -> Result<(), String> {
         let sj = self.get(name);
-        reconcile(&self.ctx, &sj).await.map(|_| ()).map_err(|e| e.to_string())
+        reconcile(&self.ctx, &sj)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn poll(&self, name: &str) -> PollReport {
@@ -297,7 +316,8 @@ impl Harness {
     fn finish(&self, job: &str, condition: &str, at: &str) {
         self.with(|s| {
             for j in s.jobs.iter_mut().filter(|j| j["metadata"]["name"] == json!(job)) {
-                j["status"] = json!({"conditions": [{"type": condition, "status": "True"}], "completionTime": at});
+                j["status"] =
+                    json!({"conditions": [{"type": condition, "status": "True"}], "completionTime": at});
             }
         });
     }
@@ -370,9 +390,18 @@ async fn reconcile_then_a_poll_creates_the_jobs_keda_would() {
     h.put(scaled_job("encode", &up.url, json!({})));
     h.reconcile("encode").await.expect("reconciled");
     let sj = h.get("encode");
-    assert_eq!(sj.metadata.finalizers.as_deref(), Some(&[FINALIZER.to_string()][..]));
-    assert_eq!(h.condition("encode", "Ready"), ("True".into(), "ScaledJobReady".into()));
-    assert_eq!(h.condition("encode", "Paused"), ("False".into(), "ScaledJobUnpaused".into()));
+    assert_eq!(
+        sj.metadata.finalizers.as_deref(),
+        Some(&[FINALIZER.to_string()][..])
+    );
+    assert_eq!(
+        h.condition("encode", "Ready"),
+        ("True".into(), "ScaledJobReady".into())
+    );
+    assert_eq!(
+        h.condition("encode", "Paused"),
+        ("False".into(), "ScaledJobUnpaused".into())
+    );
     let status = h.with(|s| s.scaled_jobs["encode"]["status"].clone());
     assert_eq!(status["triggersTypes"], "metrics-api");
     assert!(h.event_reasons().contains(&"ScaledJobReady".to_string()));
@@ -400,13 +429,23 @@ async fn reconcile_then_a_poll_creates_the_jobs_keda_would() {
     );
     assert_eq!(job["spec"]["backoffLimit"], 1);
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "OnFailure");
-    assert_eq!(job["spec"]["template"]["metadata"]["labels"]["scaledjob.keda.sh/name"], "encode");
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["scaledjob.keda.sh/name"],
+        "encode"
+    );
     assert_eq!(h.event_notes("KEDAJobsCreated"), ["Created 3 jobs"]);
-    assert_eq!(h.condition("encode", "Active"), ("True".into(), "ScalerActive".into()));
+    assert_eq!(
+        h.condition("encode", "Active"),
+        ("True".into(), "ScalerActive".into())
+    );
     let status = h.with(|s| s.scaled_jobs["encode"]["status"].clone());
     assert_eq!(status["lastActiveTime"], "2026-12-01T12:00:00Z");
     assert_eq!(status["triggersActivity"]["s0-metric-api-v"]["isActive"], true);
-    assert!(h.with(|s| s.unexpected.is_empty()), "{:?}", h.with(|s| s.unexpected.clone()));
+    assert!(
+        h.with(|s| s.unexpected.is_empty()),
+        "{:?}",
+        h.with(|s| s.unexpected.clone())
+    );
 }
 
 #[tokio::test]
@@ -442,7 +481,11 @@ async fn strategies_decide_against_running_and_pending_jobs() {
     for (strategy, first, second) in [("default", 4, 0), ("eager", 4, 2), ("accurate", 4, 0)] {
         let h = Harness::new();
         let up = Upstream::start(Some(4.0));
-        h.put(scaled_job("s", &up.url, json!({"spec": {"scalingStrategy": {"strategy": strategy}}})));
+        h.put(scaled_job(
+            "s",
+            &up.url,
+            json!({"spec": {"scalingStrategy": {"strategy": strategy}}}),
+        ));
         h.reconcile("s").await.expect("reconciled");
         assert_eq!(h.poll("s").await.created.len(), first, "{strategy}");
         assert_eq!(h.poll("s").await.created.len(), second, "{strategy}");
@@ -450,7 +493,11 @@ async fn strategies_decide_against_running_and_pending_jobs() {
     // accurate with 6 queued and 4 pending: 6 − 4 more.
     let h = Harness::new();
     let up = Upstream::start(Some(4.0));
-    h.put(scaled_job("a", &up.url, json!({"spec": {"scalingStrategy": {"strategy": "accurate"}}})));
+    h.put(scaled_job(
+        "a",
+        &up.url,
+        json!({"spec": {"scalingStrategy": {"strategy": "accurate"}}}),
+    ));
     h.reconcile("a").await.expect("reconciled");
     assert_eq!(h.poll("a").await.created.len(), 4);
     up.set(Some(6.0));
@@ -489,12 +536,20 @@ async fn history_cleanup_deletes_the_oldest_finished_jobs() {
 async fn rollout_immediate_deletes_old_generations_and_gradual_keeps_them() {
     let h = Harness::new();
     let up = Upstream::start(Some(2.0));
-    h.put(scaled_job("r", &up.url, json!({"spec": {"rollout": {"propagationPolicy": "foreground"}}})));
+    h.put(scaled_job(
+        "r",
+        &up.url,
+        json!({"spec": {"rollout": {"propagationPolicy": "foreground"}}}),
+    ));
     h.reconcile("r").await.expect("reconciled");
     h.poll("r").await;
     assert_eq!(h.jobs_of("r").len(), 2);
     // A spec change: generation 2. Both generation-1 Jobs go, with Foreground propagation.
-    h.with(|s| s.scaled_jobs.get_mut("r").map(|v| v["metadata"]["generation"] = json!(2)));
+    h.with(|s| {
+        s.scaled_jobs
+            .get_mut("r")
+            .map(|v| v["metadata"]["generation"] = json!(2))
+    });
     h.reconcile("r").await.expect("reconciled");
     assert!(h.jobs_of("r").is_empty());
     let deletes = h.with(|s| s.deletes.clone());
@@ -510,10 +565,18 @@ async fn rollout_immediate_deletes_old_generations_and_gradual_keeps_them() {
     assert_eq!(h.jobs_of("r").len(), 2);
 
     let g = Harness::new();
-    g.put(scaled_job("g", &up.url, json!({"spec": {"rollout": {"strategy": "gradual"}}})));
+    g.put(scaled_job(
+        "g",
+        &up.url,
+        json!({"spec": {"rollout": {"strategy": "gradual"}}}),
+    ));
     g.reconcile("g").await.expect("reconciled");
     g.poll("g").await;
-    g.with(|s| s.scaled_jobs.get_mut("g").map(|v| v["metadata"]["generation"] = json!(2)));
+    g.with(|s| {
+        s.scaled_jobs
+            .get_mut("g")
+            .map(|v| v["metadata"]["generation"] = json!(2))
+    });
     g.reconcile("g").await.expect("reconciled");
     assert_eq!(g.jobs_of("g").len(), 2);
     assert!(g.with(|s| s.deletes.is_empty()));
@@ -523,9 +586,16 @@ async fn rollout_immediate_deletes_old_generations_and_gradual_keeps_them() {
 async fn pause_and_unpause() {
     let h = Harness::new();
     let up = Upstream::start(Some(2.0));
-    h.put(scaled_job("p", &up.url, json!({"metadata": {"annotations": {"autoscaling.keda.sh/paused": "true"}}})));
+    h.put(scaled_job(
+        "p",
+        &up.url,
+        json!({"metadata": {"annotations": {"autoscaling.keda.sh/paused": "true"}}}),
+    ));
     h.reconcile("p").await.expect("reconciled");
-    assert_eq!(h.condition("p", "Paused"), ("True".into(), "ScaledJobPaused".into()));
+    assert_eq!(
+        h.condition("p", "Paused"),
+        ("True".into(), "ScaledJobPaused".into())
+    );
     // Paused reads Ready=True with KEDA's pause message.
     assert_eq!(h.condition("p", "Ready").0, "True");
     assert!(h.event_reasons().contains(&"ScaledJobPaused".to_string()));
@@ -536,7 +606,10 @@ async fn pause_and_unpause() {
             .map(|v| v["metadata"]["annotations"]["autoscaling.keda.sh/paused"] = json!("false"))
     });
     h.reconcile("p").await.expect("reconciled");
-    assert_eq!(h.condition("p", "Paused"), ("False".into(), "ScaledJobUnpaused".into()));
+    assert_eq!(
+        h.condition("p", "Paused"),
+        ("False".into(), "ScaledJobUnpaused".into())
+    );
     assert!(h.event_reasons().contains(&"ScaledJobUnpaused".to_string()));
     assert_eq!(h.poll("p").await.created.len(), 2);
 }
@@ -553,7 +626,10 @@ async fn deletion_removes_the_finalizer_and_says_so() {
             .map(|v| v["metadata"]["deletionTimestamp"] = json!("2026-12-01T12:00:00Z"))
     });
     h.reconcile("d").await.expect("finalized");
-    assert_eq!(h.with(|s| s.scaled_jobs["d"]["metadata"]["finalizers"].clone()), json!([]));
+    assert_eq!(
+        h.with(|s| s.scaled_jobs["d"]["metadata"]["finalizers"].clone()),
+        json!([])
+    );
     assert_eq!(h.event_notes("ScaledJobDeleted"), ["ScaledJob was deleted"]);
     // Jobs are left to Kubernetes' garbage collector (owner references).
     assert!(h.with(|s| s.deletes.is_empty()));
@@ -569,8 +645,14 @@ async fn a_broken_scaled_job_beside_a_healthy_one() {
     h.put(broken);
     let err = h.reconcile("broken").await.expect_err("fails");
     assert!(err.contains("missing"), "{err}");
-    assert_eq!(h.condition("broken", "Ready"), ("False".into(), "ScaledJobCheckFailed".into()));
-    assert_eq!(h.condition("broken", "Active"), ("Unknown".into(), "UnknownState".into()));
+    assert_eq!(
+        h.condition("broken", "Ready"),
+        ("False".into(), "ScaledJobCheckFailed".into())
+    );
+    assert_eq!(
+        h.condition("broken", "Active"),
+        ("Unknown".into(), "UnknownState".into())
+    );
     assert!(h.event_reasons().contains(&"ScaledJobCheckFailed".to_string()));
     h.reconcile("healthy").await.expect("reconciled");
     assert_eq!(h.poll("healthy").await.created.len(), 2);
@@ -578,7 +660,9 @@ async fn a_broken_scaled_job_beside_a_healthy_one() {
 
     // A ScaledJob without jobTargetRef.
     let mut no_template = scaled_job("bare", &up.url, json!({}));
-    no_template["spec"].as_object_mut().map(|s| s.remove("jobTargetRef"));
+    no_template["spec"]
+        .as_object_mut()
+        .map(|s| s.remove("jobTargetRef"));
     h.put(no_template);
     let err = h.reconcile("bare").await.expect_err("fails");
     assert!(err.contains("ScaledJob.spec.jobTargetRef not found"), "{err}");
@@ -598,11 +682,18 @@ async fn a_failing_scaler_never_creates_jobs() {
     assert!(h.event_reasons().contains(&"KEDAScalerFailed".to_string()));
     // With a standing pool the pool is kept, nothing more.
     let p = Harness::new();
-    p.put(scaled_job("pool", &up.url, json!({"spec": {"minReplicaCount": 1}})));
+    p.put(scaled_job(
+        "pool",
+        &up.url,
+        json!({"spec": {"minReplicaCount": 1}}),
+    ));
     p.reconcile("pool").await.expect("reconciled");
     let r = p.poll("pool").await;
     assert_eq!(r.created.len(), 1);
-    assert_eq!(p.condition("pool", "Ready"), ("Unknown".into(), "PartialTriggerError".into()));
+    assert_eq!(
+        p.condition("pool", "Ready"),
+        ("Unknown".into(), "PartialTriggerError".into())
+    );
     // Jobs that cannot be counted are not guessed at.
     up.set(Some(3.0));
     h.with(|s| s.fail_job_list = true);

@@ -4,8 +4,7 @@
 //! and never written back, so a created object reads back as written.
 
 use k8s_openapi::{
-    api::batch::v1::JobSpec,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::batch::v1::JobSpec, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -147,9 +146,7 @@ pub fn scaled_job_crd() -> CustomResourceDefinition {
     let Ok(mut v) = serde_json::to_value(&crd) else {
         return crd;
     };
-    if let Some(spec) =
-        v.pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec")
-    {
+    if let Some(spec) = v.pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties/spec") {
         constrain_spec(spec);
     }
     serde_json::from_value(v).unwrap_or(crd)

@@ -250,11 +250,8 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
         });
     // KEDA runs the ScaledJob and (Cluster)TriggerAuthentication controllers beside the
     // ScaledObject one; the ScaledJob one builds its scalers as the ScaledObjects' are built.
-    let mut jobs = super::scaled_job::JobContext::new(
-        ctx.client.clone(),
-        ctx.registry.config(),
-        ctx.metrics.clone(),
-    );
+    let mut jobs =
+        super::scaled_job::JobContext::new(ctx.client.clone(), ctx.registry.config(), ctx.metrics.clone());
     jobs.clock = ctx.clock.clone();
     let scaled_jobs = super::scaled_job::run(Arc::new(jobs), namespace.clone());
     async move {

@@ -279,7 +279,14 @@ impl AuthResolver for LocalResolver {
         config: &mut ScalerConfig,
     ) -> Result<(), ScalerError> {
         let objects = self.objects.load();
-        super::resolve_job_into(&**objects, &self.cluster_object_namespace, so, index, template, config)
+        super::resolve_job_into(
+            &**objects,
+            &self.cluster_object_namespace,
+            so,
+            index,
+            template,
+            config,
+        )
     }
 }
 
@@ -390,6 +397,24 @@ impl AuthResolver for FileResolver<'_> {
             outside.clear();
         }
         let result = resolve_into(self, self.cluster_object_namespace, so, index, config);
+        if let Ok(mut error) = self.error.lock() {
+            *error = result.as_ref().err().cloned();
+        }
+        result
+    }
+
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        template: &PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        if let Ok(mut outside) = self.outside.lock() {
+            outside.clear();
+        }
+        let result =
+            super::resolve_job_into(self, self.cluster_object_namespace, so, index, template, config);
         if let Ok(mut error) = self.error.lock() {
             *error = result.as_ref().err().cloned();
         }

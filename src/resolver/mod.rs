@@ -679,7 +679,10 @@ impl AuthSources for JobTemplate<'_> {
         self.inner.trigger_authentication(namespace, name)
     }
 
-    fn cluster_trigger_authentication(&self, name: &str) -> Option<Result<TriggerAuthenticationSpec, String>> {
+    fn cluster_trigger_authentication(
+        &self,
+        name: &str,
+    ) -> Option<Result<TriggerAuthenticationSpec, String>> {
         self.inner.cluster_trigger_authentication(name)
     }
 
@@ -720,6 +723,21 @@ pub(crate) fn resolve_job_into(
     resolve_into(&sources, cluster_object_namespace, so, index, config)
 }
 
+/// An [`AuthResolver`] for one ScaledJob: every trigger is resolved with `template` (its
+/// `jobTargetRef` pod spec) as the scale target's pod template.
+pub struct ForJob<'a> {
+    /// The resolver of everything else.
+    pub inner: &'a dyn AuthResolver,
+    /// `jobTargetRef.template.spec`.
+    pub template: &'a PodSpec,
+}
+
+impl AuthResolver for ForJob<'_> {
+    fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
+        self.inner.resolve_for_job(so, index, self.template, config)
+    }
+}
+
 /// A resolver over a fixed set of sources; handy in tests and tools.
 pub struct StaticResolver<S> {
     /// The lookups.
@@ -740,6 +758,13 @@ impl<S: AuthSources + Send + Sync> AuthResolver for StaticResolver<S> {
         template: &PodSpec,
         config: &mut ScalerConfig,
     ) -> Result<(), ScalerError> {
-        resolve_job_into(&self.sources, &self.cluster_object_namespace, so, index, template, config)
+        resolve_job_into(
+            &self.sources,
+            &self.cluster_object_namespace,
+            so,
+            index,
+            template,
+            config,
+        )
     }
 }

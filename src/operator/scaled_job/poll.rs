@@ -12,16 +12,18 @@ use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use tracing::{debug, warn};
 
-use super::{JobContext, key_of, reconcile::{JobError, patch_status}};
+use super::{
+    JobContext, key_of,
+    reconcile::{JobError, patch_status},
+};
 use crate::{
     cache::Outcome,
-    crd::{
-        ScaledJob,
-        scaled_job::SCALED_JOB_NAME_LABEL,
-        scaled_object::TriggerActivity,
-    },
+    crd::{ScaledJob, scaled_job::SCALED_JOB_NAME_LABEL, scaled_object::TriggerActivity},
     keda_metrics::{ScaledResourceType, ScalerLabels, scaler_label},
-    scalers::{MetricSpec, registry::{ObjectEntry, Resolved}},
+    scalers::{
+        MetricSpec,
+        registry::{ObjectEntry, Resolved},
+    },
     scaling::scaled_job::{
         Combined, Decision, Reading,
         jobs::{self, Counts},
@@ -205,7 +207,12 @@ pub async fn poll(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<PollReport, J
         },
         conditions_wanted,
     );
-    let (combined, decision) = plan(&sj.spec, &report.readings, report.counts.running, report.counts.pending);
+    let (combined, decision) = plan(
+        &sj.spec,
+        &report.readings,
+        report.counts.running,
+        report.counts.pending,
+    );
     report.combined = combined;
     report.decision = decision;
 

@@ -8,7 +8,10 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{controller::Action, events::{Event as KubeEvent, EventType}},
+    runtime::{
+        controller::Action,
+        events::{Event as KubeEvent, EventType},
+    },
 };
 use serde_json::json;
 use tracing::{info, warn};
@@ -73,7 +76,11 @@ pub async fn reconcile_guarded(
 }
 
 /// Retries a failed reconcile after a minute (KEDA requeues with a back-off).
-pub fn error_policy(_obj: Arc<DeserializeGuard<ScaledJob>>, _error: &JobError, _ctx: Arc<JobContext>) -> Action {
+pub fn error_policy(
+    _obj: Arc<DeserializeGuard<ScaledJob>>,
+    _error: &JobError,
+    _ctx: Arc<JobContext>,
+) -> Action {
     Action::requeue(RETRY)
 }
 
@@ -119,12 +126,7 @@ pub async fn reconcile(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<Action, 
     let key = key_of(sj);
     let name = sj.metadata.name.clone().ok_or(JobError::Unnamed)?;
     let api: Api<ScaledJob> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let has_finalizer = sj
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == FINALIZER);
+    let has_finalizer = sj.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER);
 
     if sj.metadata.deletion_timestamp.is_some() {
         if has_finalizer {
@@ -227,7 +229,9 @@ async fn prepare(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
         return Err(all.join("; "));
     }
     rollout(ctx, sj, events).await?;
-    let entry = ctx.register(sj).ok_or_else(|| "ScaledJob could not be registered".to_string())?;
+    let entry = ctx
+        .register(sj)
+        .ok_or_else(|| "ScaledJob could not be registered".to_string())?;
     let mut broken = Vec::new();
     for t in &entry.triggers {
         match &t.scaler {
@@ -298,7 +302,11 @@ async fn rollout(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
 }
 
 /// Merge-patches `status` (the reconcile and the loop each send what they own).
-pub async fn patch_status(ctx: &JobContext, sj: &ScaledJob, status: &serde_json::Value) -> Result<(), JobError> {
+pub async fn patch_status(
+    ctx: &JobContext,
+    sj: &ScaledJob,
+    status: &serde_json::Value,
+) -> Result<(), JobError> {
     let key = key_of(sj);
     let api: Api<ScaledJob> = Api::namespaced(ctx.client.clone(), &key.namespace);
     api.patch_status(

@@ -59,7 +59,12 @@ pub fn parse_go_bool(v: &str) -> Option<bool> {
 /// The Job KEDA would create for `sj` (without a name: the API server adds the suffix to
 /// `generateName`). `version` is the `app.kubernetes.io/version` label value.
 pub fn generate_job(sj: &ScaledJob, version: &str) -> Result<Job, JobError> {
-    let name = sj.metadata.name.clone().filter(|n| !n.is_empty()).ok_or(JobError::Unnamed)?;
+    let name = sj
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or(JobError::Unnamed)?;
     if name.len() > 63 {
         return Err(JobError::NameTooLong(name));
     }
@@ -187,7 +192,9 @@ pub fn is_pending(pods: Option<&[Pod]>, pending_pod_conditions: &[String]) -> bo
         }
         met.len()
     };
-    !pods.iter().any(|p| fulfilled_on(p) == pending_pod_conditions.len())
+    !pods
+        .iter()
+        .any(|p| fulfilled_on(p) == pending_pod_conditions.len())
 }
 
 /// Running (unfinished, pending included) and pending Job counts.
@@ -422,11 +429,19 @@ spec:
     #[test]
     fn keeps_an_explicit_restart_policy_and_refuses_what_cannot_be_created() {
         let mut s = sj(BASE);
-        if let Some(pod) = s.spec.job_target_ref.as_mut().and_then(|j| j.template.spec.as_mut()) {
+        if let Some(pod) = s
+            .spec
+            .job_target_ref
+            .as_mut()
+            .and_then(|j| j.template.spec.as_mut())
+        {
             pod.restart_policy = Some("Never".into());
         }
         let job = generate_job(&s, "main").expect("job");
-        let policy = job.spec.and_then(|s| s.template.spec).and_then(|p| p.restart_policy);
+        let policy = job
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|p| p.restart_policy);
         assert_eq!(policy.as_deref(), Some("Never"));
         let mut s = sj(BASE);
         s.spec.job_target_ref = None;
@@ -436,7 +451,12 @@ spec:
         assert!(matches!(generate_job(&s, "main"), Err(JobError::NameTooLong(_))));
     }
 
-    fn job(name: &str, state: Option<(&str, &str)>, completed: Option<&str>, generation: Option<&str>) -> Job {
+    fn job(
+        name: &str,
+        state: Option<(&str, &str)>,
+        completed: Option<&str>,
+        generation: Option<&str>,
+    ) -> Job {
         let mut v = serde_json::json!({"metadata": {"name": name}, "spec": {"template": {}}, "status": {}});
         if let Some((t, s)) = state {
             v["status"]["conditions"] = serde_json::json!([{"type": t, "status": s}]);
@@ -461,11 +481,23 @@ spec:
 
     #[test]
     fn what_finishes_a_job() {
-        assert_eq!(finished(&job("a", Some(("Complete", "True")), None, None)), Some(Finished::Succeeded));
-        assert_eq!(finished(&job("a", Some(("Failed", "True")), None, None)), Some(Finished::Failed));
+        assert_eq!(
+            finished(&job("a", Some(("Complete", "True")), None, None)),
+            Some(Finished::Succeeded)
+        );
+        assert_eq!(
+            finished(&job("a", Some(("Failed", "True")), None, None)),
+            Some(Finished::Failed)
+        );
         assert_eq!(finished(&job("a", Some(("Failed", "False")), None, None)), None);
-        assert_eq!(finished(&job("a", Some(("SuccessCriteriaMet", "True")), None, None)), None);
-        assert_eq!(finished(&job("a", Some(("FailureTarget", "True")), None, None)), None);
+        assert_eq!(
+            finished(&job("a", Some(("SuccessCriteriaMet", "True")), None, None)),
+            None
+        );
+        assert_eq!(
+            finished(&job("a", Some(("FailureTarget", "True")), None, None)),
+            None
+        );
         assert_eq!(finished(&job("a", Some(("Suspended", "True")), None, None)), None);
         assert_eq!(finished(&job("a", None, None, None)), None);
     }
@@ -489,10 +521,20 @@ spec:
             (Some(vec![pod("Running", &[("Ready", "False")])]), &ready, true),
             (Some(vec![pod("Pending", &[("Ready", "True")])]), &ready, false),
             (Some(vec![pod("Running", &[("Ready", "True")])]), &two, true),
-            (Some(vec![pod("Running", &[("Initialized", "True"), ("Ready", "True")])]), &two, false),
+            (
+                Some(vec![pod(
+                    "Running",
+                    &[("Initialized", "True"), ("Ready", "True")],
+                )]),
+                &two,
+                false,
+            ),
             // Every listed type on ONE pod (#6980): split across two pods is still pending.
             (
-                Some(vec![pod("Running", &[("Initialized", "True")]), pod("Running", &[("Ready", "True")])]),
+                Some(vec![
+                    pod("Running", &[("Initialized", "True")]),
+                    pod("Running", &[("Ready", "True")]),
+                ]),
                 &two,
                 true,
             ),
@@ -504,7 +546,11 @@ spec:
             (Some(vec![pod("Running", &[("ready", "True")])]), &ready, true),
         ];
         for (pods, conditions, want) in cases {
-            assert_eq!(is_pending(pods.as_deref(), conditions), want, "{pods:?} {conditions:?}");
+            assert_eq!(
+                is_pending(pods.as_deref(), conditions),
+                want,
+                "{pods:?} {conditions:?}"
+            );
         }
     }
 
@@ -528,7 +574,13 @@ spec:
                 _ => None,
             }
         };
-        assert_eq!(count(&jobs, pods_of, &[]), Counts { running: 3, pending: 2 });
+        assert_eq!(
+            count(&jobs, pods_of, &[]),
+            Counts {
+                running: 3,
+                pending: 2
+            }
+        );
     }
 
     #[test]
@@ -537,11 +589,26 @@ spec:
         s.spec.successful_jobs_history_limit = Some(1);
         s.spec.failed_jobs_history_limit = Some(1);
         let jobs = vec![
-            job("ok-new", Some(("Complete", "True")), Some("2026-01-01T00:03:00Z"), None),
+            job(
+                "ok-new",
+                Some(("Complete", "True")),
+                Some("2026-01-01T00:03:00Z"),
+                None,
+            ),
             job("failed-a", Some(("Failed", "True")), None, None),
             job("running", None, None, None),
-            job("ok-old", Some(("Complete", "True")), Some("2026-01-01T00:01:00Z"), None),
-            job("ok-mid", Some(("Complete", "True")), Some("2026-01-01T00:02:00Z"), None),
+            job(
+                "ok-old",
+                Some(("Complete", "True")),
+                Some("2026-01-01T00:01:00Z"),
+                None,
+            ),
+            job(
+                "ok-mid",
+                Some(("Complete", "True")),
+                Some("2026-01-01T00:02:00Z"),
+                None,
+            ),
             job("failed-b", Some(("Failed", "True")), None, None),
         ];
         // Successful group first, oldest first; failed Jobs without a time keep list order.

@@ -13,9 +13,7 @@ pub mod jobs;
 pub mod status;
 pub mod validate;
 
-use crate::crd::{
-    ScaledJob, ScaledJobSpec, ScaledObject, ScaledObjectSpec, scaled_object::ScaleTarget,
-};
+use crate::crd::{ScaledJob, ScaledJobSpec, ScaledObject, ScaledObjectSpec, scaled_object::ScaleTarget};
 
 /// KEDA's default `pollingInterval` (seconds).
 pub const DEFAULT_POLLING_INTERVAL: i32 = 30;
@@ -256,7 +254,10 @@ impl Strategy {
             } => {
                 // Go's int64(float64) truncates toward zero; `as` does too (and saturates).
                 let running_share = (r as f64 * percentage) as i64;
-                (m.saturating_sub(deduction).saturating_sub(running_share).min(x), s)
+                (
+                    m.saturating_sub(deduction).saturating_sub(running_share).min(x),
+                    s,
+                )
             }
             Self::Accurate => {
                 if m.saturating_add(r).saturating_sub(p) > x {
@@ -477,7 +478,11 @@ mod tests {
             (Strategy::Default, 2, 5, 0, 10, 2, (-3, 2)),
         ];
         for (s, m, run, p, x, sc, want) in cases {
-            assert_eq!(s.effective_max(m, run, p, x, sc), want, "{s:?} M{m} r{run} p{p} X{x} S{sc}");
+            assert_eq!(
+                s.effective_max(m, run, p, x, sc),
+                want,
+                "{s:?} M{m} r{run} p{p} X{x} S{sc}"
+            );
         }
     }
 
@@ -509,8 +514,14 @@ mod tests {
         );
         // No percentage (or an unparseable one): default, deduction ignored.
         assert_eq!(Strategy::of(&with("custom", None, Some(3))), Strategy::Default);
-        assert_eq!(Strategy::of(&with("custom", Some("half"), Some(3))), Strategy::Default);
-        assert_eq!(Strategy::of(&with("custom", Some(" 0.5"), None)), Strategy::Default);
+        assert_eq!(
+            Strategy::of(&with("custom", Some("half"), Some(3))),
+            Strategy::Default
+        );
+        assert_eq!(
+            Strategy::of(&with("custom", Some(" 0.5"), None)),
+            Strategy::Default
+        );
         assert_eq!(Strategy::of(&with("accurate", None, None)), Strategy::Accurate);
         assert_eq!(Strategy::of(&with("eager", None, None)), Strategy::Eager);
         assert_eq!(Strategy::of(&with("bogus", None, None)), Strategy::Default);
@@ -519,20 +530,27 @@ mod tests {
     #[test]
     fn whole_polls() {
         // (strategy, calc, min, max, readings, running, pending) → Jobs created
-        let s = |strategy: Option<&str>, calc: Option<&str>, min: Option<i32>, max: Option<i32>| ScaledJobSpec {
-            min_replica_count: min,
-            max_replica_count: max,
-            scaling_strategy: Some(ScalingStrategy {
-                strategy: strategy.map(str::to_string),
-                multiple_scalers_calculation: calc.map(str::to_string),
+        let s =
+            |strategy: Option<&str>, calc: Option<&str>, min: Option<i32>, max: Option<i32>| ScaledJobSpec {
+                min_replica_count: min,
+                max_replica_count: max,
+                scaling_strategy: Some(ScalingStrategy {
+                    strategy: strategy.map(str::to_string),
+                    multiple_scalers_calculation: calc.map(str::to_string),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
+            };
         let cases: Vec<(ScaledJobSpec, Vec<Reading>, i64, i64, i64)> = vec![
             // Queue 6, 3 running, max 10: default creates 3, eager 6 (#5114).
             (s(None, None, None, Some(10)), vec![r(6.0, 1.0, true)], 3, 0, 3),
-            (s(Some("eager"), None, None, Some(10)), vec![r(6.0, 1.0, true)], 3, 0, 6),
+            (
+                s(Some("eager"), None, None, Some(10)),
+                vec![r(6.0, 1.0, true)],
+                3,
+                0,
+                6,
+            ),
             // min 2 + 3 messages at target 1 ⇒ the pool first, then 3 more (docs example).
             (s(None, None, Some(2), Some(10)), vec![r(3.0, 1.0, true)], 0, 0, 2),
             (s(None, None, Some(2), Some(10)), vec![r(3.0, 1.0, true)], 2, 0, 3),
@@ -544,22 +562,62 @@ mod tests {
             // Target below 1: never more Jobs than items in the queue.
             (s(None, None, None, Some(10)), vec![r(2.0, 0.1, true)], 0, 0, 2),
             // Eager with target < 1 fills up to the cap.
-            (s(Some("eager"), None, None, Some(10)), vec![r(2.0, 0.1, true)], 0, 0, 10),
+            (
+                s(Some("eager"), None, None, Some(10)),
+                vec![r(2.0, 0.1, true)],
+                0,
+                0,
+                10,
+            ),
             // Accurate subtracts pending Jobs.
-            (s(Some("accurate"), None, None, Some(10)), vec![r(5.0, 1.0, true)], 3, 3, 2),
+            (
+                s(Some("accurate"), None, None, Some(10)),
+                vec![r(5.0, 1.0, true)],
+                3,
+                3,
+                2,
+            ),
             (s(None, None, None, Some(10)), vec![r(5.0, 1.0, true)], 3, 3, 2),
             // At the cap.
             (s(None, None, None, Some(4)), vec![r(50.0, 1.0, true)], 4, 0, 0),
-            (s(Some("eager"), None, None, Some(4)), vec![r(50.0, 1.0, true)], 4, 0, 0),
+            (
+                s(Some("eager"), None, None, Some(4)),
+                vec![r(50.0, 1.0, true)],
+                4,
+                0,
+                0,
+            ),
             // Failed triggers are simply absent: an empty reading list creates nothing.
             (s(None, None, None, None), vec![], 0, 0, 0),
-            (s(None, Some("sum"), None, Some(20)), vec![r(3.0, 1.0, true), r(4.0, 1.0, true)], 0, 0, 7),
-            (s(None, Some("min"), None, Some(20)), vec![r(3.0, 1.0, true), r(4.0, 1.0, true)], 0, 0, 3),
-            (s(None, Some("avg"), None, Some(20)), vec![r(3.0, 1.0, true), r(4.0, 1.0, true)], 0, 0, 4),
+            (
+                s(None, Some("sum"), None, Some(20)),
+                vec![r(3.0, 1.0, true), r(4.0, 1.0, true)],
+                0,
+                0,
+                7,
+            ),
+            (
+                s(None, Some("min"), None, Some(20)),
+                vec![r(3.0, 1.0, true), r(4.0, 1.0, true)],
+                0,
+                0,
+                3,
+            ),
+            (
+                s(None, Some("avg"), None, Some(20)),
+                vec![r(3.0, 1.0, true), r(4.0, 1.0, true)],
+                0,
+                0,
+                4,
+            ),
         ];
         for (spec, readings, running, pending, want) in cases {
             let (_, d) = plan(&spec, &readings, running, pending);
-            assert_eq!(d.create, want, "{:?} {readings:?} running {running} pending {pending}", spec.scaling_strategy);
+            assert_eq!(
+                d.create, want,
+                "{:?} {readings:?} running {running} pending {pending}",
+                spec.scaling_strategy
+            );
         }
     }
 

@@ -88,15 +88,20 @@ impl Event {
 
 /// KEDA's `GetInitializedConditions` for a ScaledJob.
 pub fn initial_conditions() -> Vec<Condition> {
-    [(READY, "Unknown"), (ACTIVE, "Unknown"), (FALLBACK, "Unknown"), (PAUSED, "False")]
-        .into_iter()
-        .map(|(t, s)| Condition {
-            type_: t.to_string(),
-            status: s.to_string(),
-            reason: None,
-            message: None,
-        })
-        .collect()
+    [
+        (READY, "Unknown"),
+        (ACTIVE, "Unknown"),
+        (FALLBACK, "Unknown"),
+        (PAUSED, "False"),
+    ]
+    .into_iter()
+    .map(|(t, s)| Condition {
+        type_: t.to_string(),
+        status: s.to_string(),
+        reason: None,
+        message: None,
+    })
+    .collect()
 }
 
 /// Adds the initial conditions missing from `conditions`; true when something was added.
@@ -180,7 +185,13 @@ pub fn reconciled(conditions: &mut Vec<Condition>, outcome: &Reconciled) -> Vec<
     match outcome {
         Reconciled::Failed(msg) => {
             set(conditions, READY, "False", reason::CHECK_FAILED, msg);
-            set(conditions, ACTIVE, "Unknown", "UnknownState", "ScaledJob check failed");
+            set(
+                conditions,
+                ACTIVE,
+                "Unknown",
+                "UnknownState",
+                "ScaledJob check failed",
+            );
             vec![Event::warning(reason::CHECK_FAILED, msg.clone())]
         }
         Reconciled::Ready | Reconciled::Paused => {
@@ -209,7 +220,13 @@ pub fn paused(conditions: &mut Vec<Condition>, paused: bool) -> Vec<Event> {
             return vec![Event::normal(reason::PAUSED, "ScaledJob is paused")];
         }
     } else {
-        set(conditions, PAUSED, "False", reason::UNPAUSED, "ScaledJob is unpaused");
+        set(
+            conditions,
+            PAUSED,
+            "False",
+            reason::UNPAUSED,
+            "ScaledJob is unpaused",
+        );
         if was {
             return vec![Event::normal(reason::UNPAUSED, "ScaledJob is unpaused")];
         }
@@ -265,9 +282,17 @@ pub fn polled(conditions: &mut Vec<Condition>, active: bool, error: bool) -> Vec
 pub fn created(prefix: &str, attempted: i64, failures: &[String]) -> Vec<Event> {
     let mut out: Vec<Event> = failures
         .iter()
-        .map(|e| Event::warning(reason::JOB_CREATE_FAILED, format!("Failed to create job {prefix}: {e}")))
+        .map(|e| {
+            Event::warning(
+                reason::JOB_CREATE_FAILED,
+                format!("Failed to create job {prefix}: {e}"),
+            )
+        })
         .collect();
-    out.push(Event::normal(reason::JOBS_CREATED, format!("Created {attempted} jobs")));
+    out.push(Event::normal(
+        reason::JOBS_CREATED,
+        format!("Created {attempted} jobs"),
+    ));
     out
 }
 
@@ -287,7 +312,10 @@ mod tests {
         assert!(!ensure_conditions(&mut cs));
         assert_eq!(get(&cs, PAUSED), ("False", ""));
         let ev = reconciled(&mut cs, &Reconciled::Ready);
-        assert_eq!(ev, [Event::normal(reason::READY, "ScaledJob is ready for scaling")]);
+        assert_eq!(
+            ev,
+            [Event::normal(reason::READY, "ScaledJob is ready for scaling")]
+        );
         // Already ready: no second event.
         assert!(reconciled(&mut cs, &Reconciled::Ready).is_empty());
         let ev = reconciled(&mut cs, &Reconciled::Failed("bad trigger".into()));
@@ -343,7 +371,13 @@ mod tests {
     #[test]
     fn created_events_count_failures() {
         let ev = created("encode-", 3, &["quota exceeded".to_string()]);
-        assert_eq!(ev[0], Event::warning(reason::JOB_CREATE_FAILED, "Failed to create job encode-: quota exceeded"));
+        assert_eq!(
+            ev[0],
+            Event::warning(
+                reason::JOB_CREATE_FAILED,
+                "Failed to create job encode-: quota exceeded"
+            )
+        );
         assert_eq!(ev[1], Event::normal(reason::JOBS_CREATED, "Created 3 jobs"));
     }
 }

@@ -50,7 +50,10 @@ pub fn validate_scaled_job_with(sj: &ScaledJob, resolved: &dyn Fn(usize) -> Reso
                     "incorrect-target",
                 ));
             }
-            if let Some(c) = spec.env_source_container_name.as_deref().filter(|c| !c.is_empty())
+            if let Some(c) = spec
+                .env_source_container_name
+                .as_deref()
+                .filter(|c| !c.is_empty())
                 && !containers.is_empty()
                 && !containers.iter().any(|have| have.name == c)
             {
@@ -104,7 +107,11 @@ fn schema(sj: &ScaledJob) -> Vec<Problem> {
     let mut out = Vec::new();
     for (field, value, min) in [
         ("pollingInterval", spec.polling_interval, 1),
-        ("successfulJobsHistoryLimit", spec.successful_jobs_history_limit, 0),
+        (
+            "successfulJobsHistoryLimit",
+            spec.successful_jobs_history_limit,
+            0,
+        ),
         ("failedJobsHistoryLimit", spec.failed_jobs_history_limit, 0),
         ("minReplicaCount", spec.min_replica_count, 0),
         ("maxReplicaCount", spec.max_replica_count, 1),
@@ -122,7 +129,11 @@ fn schema(sj: &ScaledJob) -> Vec<Problem> {
     let rollout = spec.rollout.as_ref();
     let strategy = spec.scaling_strategy.as_ref();
     let enums: [(&str, Option<&str>, &[&str]); 5] = [
-        ("rolloutStrategy", spec.rollout_strategy.as_deref(), &["gradual", "immediate"]),
+        (
+            "rolloutStrategy",
+            spec.rollout_strategy.as_deref(),
+            &["gradual", "immediate"],
+        ),
         (
             "rollout.strategy",
             rollout.and_then(|r| r.strategy.as_deref()),
@@ -203,14 +214,23 @@ mod tests {
             ("  minReplicaCount: -1\n", "spec.minReplicaCount"),
             ("  failedJobsHistoryLimit: -1\n", "spec.failedJobsHistoryLimit"),
             ("  rollout: {strategy: default}\n", "spec.rollout.strategy"),
-            ("  rollout: {propagationPolicy: orphan}\n", "spec.rollout.propagationPolicy"),
+            (
+                "  rollout: {propagationPolicy: orphan}\n",
+                "spec.rollout.propagationPolicy",
+            ),
             ("  rolloutStrategy: fast\n", "spec.rolloutStrategy"),
-            ("  scalingStrategy: {strategy: greedy}\n", "spec.scalingStrategy.strategy"),
+            (
+                "  scalingStrategy: {strategy: greedy}\n",
+                "spec.scalingStrategy.strategy",
+            ),
             (
                 "  scalingStrategy: {multipleScalersCalculation: median}\n",
                 "spec.scalingStrategy.multipleScalersCalculation",
             ),
-            ("  envSourceContainerName: sidecar\n", "spec.envSourceContainerName"),
+            (
+                "  envSourceContainerName: sidecar\n",
+                "spec.envSourceContainerName",
+            ),
         ];
         for (extra, field) in cases {
             assert_eq!(fields(&sj(extra)), [field], "{extra}");
@@ -237,7 +257,12 @@ mod tests {
         s.spec.job_target_ref = None;
         assert_eq!(fields(&s), ["spec.jobTargetRef"]);
         let mut s = sj("");
-        if let Some(p) = s.spec.job_target_ref.as_mut().and_then(|j| j.template.spec.as_mut()) {
+        if let Some(p) = s
+            .spec
+            .job_target_ref
+            .as_mut()
+            .and_then(|j| j.template.spec.as_mut())
+        {
             p.restart_policy = Some("Always".into());
         }
         assert_eq!(fields(&s), ["spec.jobTargetRef.template.spec.restartPolicy"]);
