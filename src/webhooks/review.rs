@@ -73,6 +73,7 @@ pub async fn review_request(
     }
     match req.kind.kind.as_str() {
         "ScaledObject" => review_scaled_object(req, resp, ctx).await,
+        "ScaledJob" => super::scaled_job::review_scaled_job(req, resp, ctx),
         "TriggerAuthentication" | "ClusterTriggerAuthentication" => review_trigger_authentication(req, resp),
         other => {
             warn!(kind = other, uid = %req.uid, "admission review for a kind ebb does not validate; allowed");
@@ -81,18 +82,18 @@ pub async fn review_request(
     }
 }
 
-fn deny(resp: AdmissionResponse, code: u16, message: String) -> AdmissionResponse {
+pub(super) fn deny(resp: AdmissionResponse, code: u16, message: String) -> AdmissionResponse {
     let mut resp = resp.deny(&message);
     resp.result =
         Status::failure(&message, if code == 400 { "BadRequest" } else { "Forbidden" }).with_code(code);
     resp
 }
 
-fn deny_problem(resp: AdmissionResponse, p: &Problem) -> AdmissionResponse {
+pub(super) fn deny_problem(resp: AdmissionResponse, p: &Problem) -> AdmissionResponse {
     deny(resp, 403, format!("{}: {}", p.field, p.message))
 }
 
-fn action(op: &Operation) -> &'static str {
+pub(super) fn action(op: &Operation) -> &'static str {
     match op {
         Operation::Create => "create",
         Operation::Update => "update",
@@ -124,7 +125,7 @@ fn review_trigger_authentication(
     }
 }
 
-fn log_problems(req: &AdmissionRequest<DynamicObject>, problems: &[Problem]) {
+pub(super) fn log_problems(req: &AdmissionRequest<DynamicObject>, problems: &[Problem]) {
     for p in problems {
         info!(
             kind = %req.kind.kind,
