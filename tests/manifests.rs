@@ -291,6 +291,7 @@ fn services_and_webhooks_point_at_the_right_ports() {
         names,
         [
             "vscaledobject.kb.io",
+            "vscaledjob.kb.io",
             "vstriggerauthentication.kb.io",
             "vsclustertriggerauthentication.kb.io"
         ]
