@@ -57,7 +57,7 @@ use ebb::{
     },
     scalers::{
         MetricSpec, ScalerConfig, ScalerContext, build_scaler,
-        params::build_http_client,
+        http_client::build_http_client,
         registry::{ObjectEntry, Registry, RegistryConfig, object_key},
     },
 };

@@ -276,6 +276,7 @@ mod tests {
                 scaler: Ok(scaler),
                 metric_names: vec!["s0-fake".into()],
                 use_cached_metrics: cached,
+                auth_fields: Vec::new(),
             }],
             spec_hash: 0,
             object: None,

@@ -42,6 +42,8 @@ pub enum Command {
     Certs(CertsArgs),
     /// Serve the admission webhooks for ScaledObjects and (Cluster)TriggerAuthentications.
     Webhooks(WebhooksArgs),
+    /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
+    Simulate(Box<crate::simulate::SimulateArgs>),
 }
 
 /// Flags of `ebb operator`.

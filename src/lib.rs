@@ -27,6 +27,7 @@ pub mod scalers;
 pub mod scaling;
 pub mod selector;
 pub mod shutdown;
+pub mod simulate;
 pub mod source;
 pub mod telemetry;
 pub mod tls;

@@ -28,7 +28,11 @@ async fn main() -> std::process::ExitCode {
                 }
             };
         }
-        Command::MetricsServer(_) | Command::Operator(_) | Command::Run(_) | Command::Webhooks(_) => {}
+        Command::MetricsServer(_)
+        | Command::Operator(_)
+        | Command::Run(_)
+        | Command::Webhooks(_)
+        | Command::Simulate(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -37,6 +41,10 @@ async fn main() -> std::process::ExitCode {
     {
         tracing::error!("a rustls crypto provider was already installed");
         return std::process::ExitCode::FAILURE;
+    }
+    // Tools that may reach a server (Prometheus, the API server) but run no component.
+    if let Command::Simulate(args) = cli.command {
+        return exit_code(ebb::simulate::run(*args).await);
     }
     let (trigger, signal) = shutdown::channel();
     tokio::spawn(shutdown::on_os_signal(trigger));
@@ -51,7 +59,9 @@ async fn main() -> std::process::ExitCode {
             .await
             .map_err(Into::into),
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await.map_err(Into::into),
-        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd => Ok(()),
+        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd | Command::Simulate(_) => {
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

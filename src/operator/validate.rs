@@ -15,8 +15,7 @@ use crate::{
     },
     operator::{activation::pause_state, formula, hpa::hpa_name},
     scalers::{
-        ScalerConfig, ScalerError, build_scaler, cpu_memory,
-        params::{self, Source},
+        ScalerConfig, ScalerError, build_scaler, cpu_memory, http_auth, params::Source,
         registry::trigger_config,
     },
 };
@@ -403,7 +402,7 @@ fn check_trigger_metadata(
                 {
                     Ok(())
                 }
-                Err(e) if t.authentication_ref.is_some() && params::is_missing_credential(&e) => Ok(()),
+                Err(e) if t.authentication_ref.is_some() && http_auth::is_missing_credential(&e) => Ok(()),
                 other => other.map(|_| ()),
             }
         }

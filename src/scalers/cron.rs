@@ -4,6 +4,7 @@
 //! Activity follows KEDA: with `nextStart`/`nextEnd` the next fire times strictly after now, we
 //! are inside a window exactly when the end comes first (or at the same instant).
 
+use crate::scalers::SingleMetric;
 use std::{fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -11,7 +12,7 @@ use chrono_tz::Tz;
 use futures::future::BoxFuture;
 
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerError,
+    MetricTarget, MetricsAndActivity, ScalerConfig, ScalerError,
     cron_schedule::{SEARCH_YEARS, Schedule},
     metric_name,
     params::Params,
@@ -149,22 +150,19 @@ impl CronScaler {
     }
 }
 
-impl Scaler for CronScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: self.metric_name(),
-            target: MetricTarget {
+impl SingleMetric for CronScaler {
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            self.metric_name(),
+            MetricTarget {
                 kind: self.metric_type,
                 value: 1.0,
                 integer: true,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         let result = self.measure();
         Box::pin(async move { result })
     }
@@ -175,6 +173,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::scalers::{MetricSpec, Scaler};
 
     fn config(meta: &[(&str, &str)]) -> ScalerConfig {
         ScalerConfig {

@@ -3,6 +3,7 @@
 //!
 //! Pods come from a [`PodIndex`], a watch cache, so a read never lists pods from the API server.
 
+use crate::scalers::SingleMetric;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
@@ -25,8 +26,7 @@ use kube::{
 use tracing::{info, warn};
 
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
-    metric_name, params::Params,
+    MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError, metric_name, params::Params,
 };
 use crate::{crd::scaled_object::MetricTargetType, selector::Selector};
 
@@ -305,22 +305,23 @@ impl WorkloadScaler {
     }
 }
 
-impl Scaler for WorkloadScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: self.metric_name(),
-            target: MetricTarget {
+impl SingleMetric for WorkloadScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_value
+    }
+
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            self.metric_name(),
+            MetricTarget {
                 kind: self.metric_type,
                 value: self.value,
                 integer: false,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         let result = self.measure();
         Box::pin(async move { result })
     }
@@ -331,6 +332,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
+    use crate::scalers::{MetricSpec, Scaler};
 
     fn config(meta: &[(&str, &str)]) -> ScalerConfig {
         ScalerConfig {

@@ -7,6 +7,8 @@ pub mod aws;
 pub mod cpu_memory;
 pub mod cron;
 pub mod cron_schedule;
+pub mod http_auth;
+pub mod http_client;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod params;
@@ -277,6 +279,46 @@ pub trait Scaler: Send + Sync + fmt::Debug {
         &'a self,
         metric_name: &'a str,
     ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>>;
+
+    /// The value a metric must exceed for the trigger to be active (`activationThreshold` and
+    /// its per-scaler names; KEDA's default 0). `ebb simulate` and `ebb explain` decide and
+    /// show activity from it; the scaler's own read uses the same field.
+    fn activation_threshold(&self) -> f64 {
+        0.0
+    }
+}
+
+/// A scaler with one metric, the shape of most triggers: its name and target, and how to read
+/// it. [`Scaler`] follows from it, so each such scaler does not write the spec list out by hand.
+pub trait SingleMetric: Send + Sync + fmt::Debug {
+    /// The metric's name and target.
+    fn metric(&self) -> (String, MetricTarget);
+
+    /// Reads the metric's current value and the trigger's activity.
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>>;
+
+    /// See [`Scaler::activation_threshold`].
+    fn activation_threshold(&self) -> f64 {
+        0.0
+    }
+}
+
+impl<T: SingleMetric> Scaler for T {
+    fn metric_specs(&self) -> Vec<MetricSpec> {
+        let (name, target) = self.metric();
+        vec![MetricSpec::External { name, target }]
+    }
+
+    fn get_metrics_and_activity<'a>(
+        &'a self,
+        _metric_name: &'a str,
+    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+        self.read_metric()
+    }
+
+    fn activation_threshold(&self) -> f64 {
+        SingleMetric::activation_threshold(self)
+    }
 }
 
 /// A shared scaler handle.

@@ -1,5 +1,5 @@
-//! Typed trigger-parameter lookup with KEDA's "typed config" rules (spec §11.2), and the shared
-//! HTTP auth block used by the HTTP-based scalers.
+//! Typed trigger-parameter lookup with KEDA's "typed config" rules (spec §11.2). The shared HTTP
+//! auth block built from these parameters is in [`super::http_auth`].
 //!
 //! A scaler asks [`Params::get`] for a parameter by its names (aliases) in an ordered list of
 //! [`Source`]s, then converts it with [`Param::required`], [`Param::optional`], [`Param::or`],
@@ -7,15 +7,9 @@
 //! `ParseBool`, Go durations or plain milliseconds) so manifests written for KEDA behave the same.
 //! Errors are returned on the first bad parameter rather than joined, which keeps messages short.
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use super::{ScalerConfig, ScalerError};
-use crate::keda_metrics::{HttpRequestLabels, KedaMetrics};
 
 /// Where a parameter value may come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,8 +134,8 @@ impl<'a> Param<'a> {
         }
     }
 
-    fn parse_error(&self, msg: impl fmt::Display) -> ScalerError {
-        ScalerError::Config(format!("error parsing {}: {msg}", self.name))
+    fn parse_error(&self, e: ParamError) -> ScalerError {
+        ScalerError::Config(format!("error parsing {}: {e}", self.name))
     }
 
     /// Converts the value; absent → `missing required parameter` error.
@@ -176,7 +170,7 @@ impl<'a> Param<'a> {
         match self.raw {
             None => Ok(None),
             Some(raw) if allowed.contains(&raw) => Ok(Some(raw.to_string())),
-            Some(raw) => Err(self.parse_error(enum_message(raw, allowed))),
+            Some(raw) => Err(self.parse_error(ParamError::not_one_of(raw, allowed))),
         }
     }
 
@@ -186,67 +180,123 @@ impl<'a> Param<'a> {
             return Ok(None);
         };
         if let Some(bad) = items.iter().find(|i| !allowed.contains(&i.as_str())) {
-            return Err(self.parse_error(enum_message(bad, allowed)));
+            return Err(self.parse_error(ParamError::not_one_of(bad, allowed)));
         }
         Ok(Some(items))
     }
 }
 
-fn enum_message(value: &str, allowed: &[&str]) -> String {
-    format!("value {value:?} must be one of [{}]", allowed.join(" "))
+/// Why a raw parameter value does not convert; the text follows `error parsing <name>: `.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// Not a JSON number.
+    #[error("invalid number {0:?}")]
+    InvalidNumber(String),
+    /// A JSON number too large for a float.
+    #[error("number {0:?} out of range")]
+    NumberOutOfRange(String),
+    /// Not a JSON integer.
+    #[error("invalid integer {0:?}")]
+    InvalidInteger(String),
+    /// A JSON integer too large for 64 bits.
+    #[error("integer {0:?} out of range")]
+    IntegerOutOfRange(String),
+    /// An integer too large for 32 bits.
+    #[error("value {0:?} out of range for int32")]
+    Int32OutOfRange(String),
+    /// Not a value Go's `strconv.ParseBool` accepts.
+    #[error("invalid boolean {0:?}")]
+    InvalidBool(String),
+    /// Not a Go duration.
+    #[error("invalid duration {0:?}")]
+    InvalidDuration(String),
+    /// A duration below zero.
+    #[error("negative duration {0:?}")]
+    NegativeDuration(String),
+    /// A duration number without its unit.
+    #[error("missing unit in duration {0:?}")]
+    MissingUnit(String),
+    /// A duration unit Go does not know.
+    #[error("unknown unit {unit:?} in duration {text:?}")]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The whole duration.
+        text: String,
+    },
+    /// A `key=value` list element that is not one pair.
+    #[error("expected format key=value, got {0:?}")]
+    NotAPair(String),
+    /// A value outside an enumeration.
+    #[error("value {value:?} must be one of [{}]", allowed.join(" "))]
+    NotOneOf {
+        /// The value as written.
+        value: String,
+        /// The accepted values.
+        allowed: Vec<String>,
+    },
+}
+
+impl ParamError {
+    fn not_one_of(value: &str, allowed: &[&str]) -> Self {
+        Self::NotOneOf {
+            value: value.to_string(),
+            allowed: allowed.iter().map(|a| (*a).to_string()).collect(),
+        }
+    }
 }
 
 /// A type a parameter can be converted into.
 pub trait FromParam: Sized {
     /// Converts a trimmed, non-empty raw value.
-    fn from_param(raw: &str) -> Result<Self, String>;
+    fn from_param(raw: &str) -> Result<Self, ParamError>;
 }
 
 impl FromParam for String {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         Ok(raw.to_string())
     }
 }
 
 impl FromParam for f64 {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         parse_json_f64(raw)
     }
 }
 
 impl FromParam for i64 {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         parse_json_i64(raw)
     }
 }
 
 impl FromParam for i32 {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         let v = parse_json_i64(raw)?;
-        i32::try_from(v).map_err(|_| format!("value {raw:?} out of range for int32"))
+        i32::try_from(v).map_err(|_| ParamError::Int32OutOfRange(raw.to_string()))
     }
 }
 
 impl FromParam for bool {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         parse_go_bool(raw)
     }
 }
 
 impl FromParam for Duration {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         parse_duration(raw)
     }
 }
 
 impl FromParam for BTreeMap<String, String> {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         parse_map(raw)
     }
 }
 
 impl FromParam for Vec<String> {
-    fn from_param(raw: &str) -> Result<Self, String> {
+    fn from_param(raw: &str) -> Result<Self, ParamError> {
         Ok(parse_list(raw, ","))
     }
 }
@@ -294,47 +344,47 @@ fn is_json_number(s: &str) -> bool {
 }
 
 /// Parses a float the way Go's JSON decoder does (`1e3` ok; `.5`, `+5`, `0x10`, `NaN` fail).
-pub fn parse_json_f64(s: &str) -> Result<f64, String> {
+pub fn parse_json_f64(s: &str) -> Result<f64, ParamError> {
     if !is_json_number(s) {
-        return Err(format!("invalid number {s:?}"));
+        return Err(ParamError::InvalidNumber(s.to_string()));
     }
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(format!("number {s:?} out of range")),
+        _ => Err(ParamError::NumberOutOfRange(s.to_string())),
     }
 }
 
 /// Parses an integer the way Go's JSON decoder does (`1.5`, `1e3` fail).
-pub fn parse_json_i64(s: &str) -> Result<i64, String> {
+pub fn parse_json_i64(s: &str) -> Result<i64, ParamError> {
     if !is_json_number(s) || s.contains(['.', 'e', 'E']) {
-        return Err(format!("invalid integer {s:?}"));
+        return Err(ParamError::InvalidInteger(s.to_string()));
     }
     s.parse::<i64>()
-        .map_err(|_| format!("integer {s:?} out of range"))
+        .map_err(|_| ParamError::IntegerOutOfRange(s.to_string()))
 }
 
 /// Go's `strconv.ParseBool`.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+pub fn parse_go_bool(s: &str) -> Result<bool, ParamError> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("invalid boolean {s:?}")),
+        _ => Err(ParamError::InvalidBool(s.to_string())),
     }
 }
 
 /// A KEDA duration: a plain integer is milliseconds, otherwise a Go duration string; negative fails.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ParamError> {
     if let Ok(ms) = s.parse::<i64>() {
         return u64::try_from(ms)
             .map(Duration::from_millis)
-            .map_err(|_| format!("negative duration {s:?}"));
+            .map_err(|_| ParamError::NegativeDuration(s.to_string()));
     }
     parse_go_duration(s)
 }
 
 /// Go's `time.ParseDuration` (`300ms`, `1.5h`, `1m30s`), restricted to non-negative values.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {s:?}");
+pub fn parse_go_duration(s: &str) -> Result<Duration, ParamError> {
+    let invalid = || ParamError::InvalidDuration(s.to_string());
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -371,8 +421,13 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(format!("missing unit in duration {s:?}")),
-            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
+            "" => return Err(ParamError::MissingUnit(s.to_string())),
+            other => {
+                return Err(ParamError::UnknownUnit {
+                    unit: other.to_string(),
+                    text: s.to_string(),
+                });
+            }
         };
         rest = &rest[unit_len..];
         let whole: u128 = if int_part.is_empty() {
@@ -396,7 +451,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             .ok_or_else(invalid)?;
     }
     if negative && total > 0 {
-        return Err(format!("negative duration {s:?}"));
+        return Err(ParamError::NegativeDuration(s.to_string()));
     }
     let secs = u64::try_from(total / 1_000_000_000).map_err(|_| invalid())?;
     let nanos = u32::try_from(total % 1_000_000_000).map_err(|_| invalid())?;
@@ -404,12 +459,12 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses `k1=v1,k2=v2`; every element must split into exactly two parts on `=`.
-pub fn parse_map(s: &str) -> Result<BTreeMap<String, String>, String> {
+pub fn parse_map(s: &str) -> Result<BTreeMap<String, String>, ParamError> {
     let mut map = BTreeMap::new();
     for pair in s.split(',') {
         let parts: Vec<&str> = pair.split('=').collect();
         let [k, v] = parts.as_slice() else {
-            return Err(format!("expected format key=value, got {pair:?}"));
+            return Err(ParamError::NotAPair(pair.to_string()));
         };
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
@@ -421,440 +476,25 @@ pub fn parse_list(s: &str, separator: &str) -> Vec<String> {
     s.split(separator).map(|e| e.trim().to_string()).collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// Shared HTTP auth block
-// ---------------------------------------------------------------------------------------------
-
-/// Auth modes the shared block accepts.
-pub const AUTH_MODES: &[&str] = &["apiKey", "basic", "tls", "bearer", "custom", "oauth"];
-
-/// Where an API key goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ApiKeyMethod {
-    /// A request header (default `X-API-KEY`).
-    Header,
-    /// A query parameter (default `api_key`).
-    Query,
-}
-
-/// `apiKey` auth mode.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    /// The key.
-    pub key: String,
-    /// Header or query.
-    pub method: ApiKeyMethod,
-    /// `keyParamName` override.
-    pub param_name: Option<String>,
-}
-
-impl ApiKey {
-    /// Header/query name, with KEDA's defaults.
-    pub fn effective_param_name(&self) -> &str {
-        match (&self.param_name, self.method) {
-            (Some(name), _) => name,
-            (None, ApiKeyMethod::Header) => "X-API-KEY",
-            (None, ApiKeyMethod::Query) => "api_key",
-        }
+/// A trigger with these metadata, auth params and resolved env, for the scalers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_config(
+    meta: &[(&str, &str)],
+    auth: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> ScalerConfig {
+    let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    ScalerConfig {
+        metadata: map(meta),
+        auth_params: map(auth),
+        resolved_env: map(env),
+        ..Default::default()
     }
-}
-
-/// `basic` auth mode.
-#[derive(Clone, PartialEq, Eq)]
-pub struct BasicAuth {
-    /// User name (required).
-    pub username: String,
-    /// Password (optional).
-    pub password: Option<String>,
-}
-
-/// `tls` auth mode: PEM client certificate and key, optional extra CA.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TlsAuth {
-    /// PEM certificate (chain).
-    pub cert: String,
-    /// PEM private key.
-    pub key: String,
-    /// Optional PEM CA bundle added to the trusted roots.
-    pub ca: Option<String>,
-}
-
-/// `custom` auth mode: one arbitrary header.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CustomAuth {
-    /// Header name.
-    pub header: String,
-    /// Header value.
-    pub value: String,
-}
-
-/// The parsed shared HTTP auth block.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct HttpAuth {
-    /// `apiKey` mode.
-    pub api_key: Option<ApiKey>,
-    /// `basic` mode.
-    pub basic: Option<BasicAuth>,
-    /// `bearer` mode token.
-    pub bearer: Option<String>,
-    /// `tls` mode.
-    pub tls: Option<TlsAuth>,
-    /// `custom` mode.
-    pub custom: Option<CustomAuth>,
-}
-
-// Secrets must not end up in logs through `{:?}` of a scaler.
-impl fmt::Debug for HttpAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpAuth")
-            .field(
-                "api_key",
-                &self
-                    .api_key
-                    .as_ref()
-                    .map(|k| (k.method, k.effective_param_name())),
-            )
-            .field("basic", &self.basic.as_ref().map(|b| &b.username))
-            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
-            .field("tls", &self.tls.as_ref().map(|t| t.ca.is_some()))
-            .field("custom", &self.custom.as_ref().map(|c| &c.header))
-            .finish()
-    }
-}
-
-/// True for an auth-block error about credentials KEDA reads from `authParams` (a
-/// TriggerAuthentication): `error parsing auth: X is required for Y auth mode`.
-pub fn is_missing_credential(e: &ScalerError) -> bool {
-    matches!(e, ScalerError::Config(m) if m.starts_with("error parsing auth: ") && m.contains(" required for "))
-}
-
-impl HttpAuth {
-    /// Parses `authModes` and its fields from metadata/auth params (spec §11.2 "Shared HTTP auth block").
-    pub fn parse(params: &Params<'_>) -> Result<Self, ScalerError> {
-        let modes = params
-            .get(&["authModes", "authMode"], METADATA_AUTH)
-            .list_one_of(",", AUTH_MODES)?
-            .unwrap_or_default();
-        let has = |m: &str| modes.iter().any(|x| x == m);
-        let exclusive = ["bearer", "basic", "oauth"].iter().filter(|m| has(m)).count();
-        if exclusive > 1 {
-            return Err(ScalerError::Config(
-                "error parsing authModes: only one of bearer, basic or oauth auth modes can be set".into(),
-            ));
-        }
-        let auth_str = |names: &[&str]| params.get(names, AUTH).raw().map(str::to_string);
-        let mut out = HttpAuth::default();
-        if has("bearer") {
-            let token = auth_str(&["bearerToken", "token"]).ok_or_else(|| {
-                ScalerError::Config("error parsing auth: bearerToken is required for bearer auth mode".into())
-            })?;
-            out.bearer = Some(token);
-        }
-        if has("basic") {
-            let username = auth_str(&["username"]).ok_or_else(|| {
-                ScalerError::Config("error parsing auth: username is required for basic auth mode".into())
-            })?;
-            out.basic = Some(BasicAuth {
-                username,
-                password: auth_str(&["password"]),
-            });
-        }
-        if has("tls") {
-            let (Some(cert), Some(key)) = (auth_str(&["cert"]), auth_str(&["key"])) else {
-                return Err(ScalerError::Config(
-                    "error parsing auth: cert and key are required for tls auth mode".into(),
-                ));
-            };
-            out.tls = Some(TlsAuth {
-                cert,
-                key,
-                ca: auth_str(&["ca"]),
-            });
-        }
-        if has("custom") {
-            let (Some(header), Some(value)) =
-                (auth_str(&["customAuthHeader"]), auth_str(&["customAuthValue"]))
-            else {
-                return Err(ScalerError::Config(
-                    "error parsing auth: customAuthHeader and customAuthValue are required for custom auth mode"
-                        .into(),
-                ));
-            };
-            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return Err(ScalerError::Config(format!(
-                    "error parsing auth: invalid customAuthHeader {header:?}"
-                )));
-            }
-            out.custom = Some(CustomAuth { header, value });
-        }
-        if has("apiKey") {
-            let key = params.get(&["apiKey"], METADATA_AUTH).raw().ok_or_else(|| {
-                ScalerError::Config("error parsing auth: apiKey is required for apiKey auth mode".into())
-            })?;
-            let method = match params
-                .get(&["method"], METADATA_AUTH)
-                .one_of(&["header", "query"])?
-                .as_deref()
-            {
-                Some("query") => ApiKeyMethod::Query,
-                _ => ApiKeyMethod::Header,
-            };
-            out.api_key = Some(ApiKey {
-                key: key.to_string(),
-                method,
-                param_name: params
-                    .get(&["keyParamName"], METADATA_AUTH)
-                    .raw()
-                    .map(str::to_string),
-            });
-        }
-        if has("oauth") {
-            if auth_str(&["oauthTokenURI"]).is_none() || auth_str(&["clientID"]).is_none() {
-                return Err(ScalerError::Config(
-                    "error parsing auth: oauthTokenURI and clientID are required for oauth auth mode".into(),
-                ));
-            }
-            return Err(ScalerError::Config("oauth auth mode is not supported yet".into()));
-        }
-        Ok(out)
-    }
-
-    /// True when no auth mode is enabled.
-    pub fn is_empty(&self) -> bool {
-        *self == HttpAuth::default()
-    }
-
-    /// Adds the API key to `url` when it goes in the query (the only auth that changes the URL).
-    pub fn apply_to_url(&self, url: &mut reqwest::Url) {
-        if let Some(k) = self.api_key.as_ref().filter(|k| k.method == ApiKeyMethod::Query) {
-            url.query_pairs_mut()
-                .append_pair(k.effective_param_name(), &k.key);
-        }
-    }
-
-    /// Adds auth headers and basic auth to a request (query keys: [`Self::apply_to_url`]; TLS lives in the client).
-    pub fn apply(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if let Some(k) = self.api_key.as_ref().filter(|k| k.method == ApiKeyMethod::Header) {
-            req = req.header(k.effective_param_name(), &k.key);
-        }
-        if let Some(b) = &self.basic {
-            req = req.basic_auth(&b.username, b.password.as_deref());
-        }
-        if let Some(token) = &self.bearer {
-            req = req.bearer_auth(token);
-        }
-        if let Some(c) = &self.custom {
-            req = req.header(&c.header, &c.value);
-        }
-        req
-    }
-
-    /// A `method url` request with every part of this auth applied.
-    pub fn request(
-        &self,
-        client: &reqwest::Client,
-        method: reqwest::Method,
-        url: &str,
-    ) -> Result<reqwest::RequestBuilder, ScalerError> {
-        let mut url =
-            reqwest::Url::parse(url).map_err(|e| ScalerError::Config(format!("invalid url {url:?}: {e}")))?;
-        self.apply_to_url(&mut url);
-        Ok(self.apply(client.request(method, url)))
-    }
-}
-
-/// Builds an HTTP client: `timeout` (zero = none, as in Go), `unsafe_ssl` skips certificate
-/// verification, `tls` adds a client identity and extra trusted roots.
-pub fn build_http_client(
-    timeout: Duration,
-    unsafe_ssl: bool,
-    tls: Option<&TlsAuth>,
-) -> Result<reqwest::Client, ScalerError> {
-    static CLIENTS: std::sync::OnceLock<HttpClients> = std::sync::OnceLock::new();
-    CLIENTS
-        .get_or_init(HttpClients::new)
-        .get(timeout, unsafe_ssl, tls)
-}
-
-/// HTTP clients shared by triggers with the same settings.
-///
-/// Building a client reads and parses the system trust store (about 3 ms and 100 KB each,
-/// measured by benches/reconcile.rs), so triggers with the same settings share one; the key
-/// is the settings themselves, never a hash, so no trigger can get another's client identity.
-struct HttpClients {
-    clients: moka::sync::Cache<String, reqwest::Client>,
-    /// Clients this cache built (not served from it); tests check sharing with it.
-    built: std::sync::atomic::AtomicUsize,
-}
-
-impl HttpClients {
-    fn new() -> Self {
-        Self {
-            clients: moka::sync::Cache::builder()
-                .max_capacity(1024)
-                // Rotated client certificates leave their old client unused; it goes after an hour.
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
-            built: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    fn get(
-        &self,
-        timeout: Duration,
-        unsafe_ssl: bool,
-        tls: Option<&TlsAuth>,
-    ) -> Result<reqwest::Client, ScalerError> {
-        let key = match tls {
-            None => format!("{}|{unsafe_ssl}", timeout.as_millis()),
-            Some(t) => format!(
-                "{}|{unsafe_ssl}|{}|{}|{}",
-                timeout.as_millis(),
-                t.cert,
-                t.key,
-                t.ca.as_deref().unwrap_or_default()
-            ),
-        };
-        if let Some(c) = self.clients.get(&key) {
-            return Ok(c);
-        }
-        let client = new_http_client(timeout, unsafe_ssl, tls)?;
-        self.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.clients.insert(key, client.clone());
-        Ok(client)
-    }
-}
-
-/// One scaler's outbound HTTP calls: each is counted in KEDA's `keda_scaler_http_requests_total`
-/// and `keda_scaler_http_request_duration_seconds`, and a failure becomes an error naming the
-/// upstream and the root cause (see [`crate::report::root_cause`]).
-#[derive(Clone)]
-pub struct HttpProbe {
-    metrics: Option<Arc<KedaMetrics>>,
-    labels: HttpRequestLabels,
-}
-
-impl fmt::Debug for HttpProbe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpProbe")
-            .field("metric_name", &self.labels.metric_name)
-            .field("metrics", &self.metrics.is_some())
-            .finish()
-    }
-}
-
-impl HttpProbe {
-    /// A probe for the trigger `config` describes, serving `metric_name`; records nothing without `metrics`.
-    pub fn new(config: &ScalerConfig, metrics: Option<Arc<KedaMetrics>>, metric_name: &str) -> Self {
-        Self {
-            metrics,
-            labels: HttpRequestLabels {
-                namespace: config.namespace.clone(),
-                scaled_resource: config.scaled_object.clone(),
-                // KEDA labels these requests with the trigger *type*.
-                scaler: config.trigger_type.clone(),
-                trigger_name: config.trigger_name.clone(),
-                metric_name: metric_name.to_string(),
-                status_code: String::new(),
-            },
-        }
-    }
-
-    /// Records into `metrics` from now on (scalers are built before they know where to record).
-    pub fn set_metrics(&mut self, metrics: Option<Arc<KedaMetrics>>) {
-        self.metrics = metrics;
-    }
-
-    /// Counts one request that ended with `status` (`None`: no HTTP answer) after `elapsed`.
-    pub fn record(&self, status: Option<u16>, elapsed: Duration) {
-        if let Some(m) = &self.metrics {
-            let mut labels = self.labels.clone();
-            labels.status_code = status.map_or_else(|| "error".to_string(), |s| s.to_string());
-            m.record_http_request(&labels, elapsed);
-        }
-    }
-
-    /// Sends `request` on `client`, recording it; `timeout` is the client's, for the message.
-    pub async fn send(
-        &self,
-        client: &reqwest::Client,
-        request: reqwest::Request,
-        timeout: Duration,
-    ) -> Result<reqwest::Response, ScalerError> {
-        let target = request_target(&request);
-        let started = Instant::now();
-        let result = client.execute(request).await;
-        self.record(
-            result.as_ref().ok().map(|r| r.status().as_u16()),
-            started.elapsed(),
-        );
-        result.map_err(|e| upstream_error(&target, timeout, &e))
-    }
-}
-
-/// `GET http://host:port/path` of a request, without credentials or query string.
-pub fn request_target(request: &reqwest::Request) -> String {
-    format!(
-        "{} {}",
-        request.method(),
-        crate::report::display_url(request.url())
-    )
-}
-
-/// A failed call to `target` as a [`ScalerError`]: a timeout stays a timeout (504 on the API),
-/// anything else names the root cause found in the error's source chain.
-pub fn upstream_error(target: &str, timeout: Duration, e: &reqwest::Error) -> ScalerError {
-    if e.is_timeout() {
-        ScalerError::UpstreamTimeout {
-            upstream: target.to_string(),
-            after: timeout,
-        }
-    } else {
-        ScalerError::Upstream(format!("{target}: {}", crate::report::root_cause(e)))
-    }
-}
-
-fn new_http_client(
-    timeout: Duration,
-    unsafe_ssl: bool,
-    tls: Option<&TlsAuth>,
-) -> Result<reqwest::Client, ScalerError> {
-    // reqwest panics without a process-wide provider; ring is the only one compiled in, and
-    // installing fails harmlessly when the binary already did it.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder().danger_accept_invalid_certs(unsafe_ssl);
-    if !timeout.is_zero() {
-        builder = builder.timeout(timeout);
-    }
-    if let Some(tls) = tls {
-        let pem = format!("{}\n{}\n", tls.cert.trim(), tls.key.trim());
-        let identity = reqwest::Identity::from_pem(pem.as_bytes())
-            .map_err(|e| ScalerError::Config(format!("error parsing tls cert/key: {e}")))?;
-        builder = builder.identity(identity);
-        if let Some(ca) = &tls.ca {
-            let roots = reqwest::Certificate::from_pem_bundle(ca.as_bytes())
-                .map_err(|e| ScalerError::Config(format!("error parsing tls ca: {e}")))?;
-            builder = builder.tls_certs_merge(roots);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| ScalerError::Config(format!("error building http client: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn config(meta: &[(&str, &str)], auth: &[(&str, &str)], env: &[(&str, &str)]) -> ScalerConfig {
-        let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        ScalerConfig {
-            metadata: map(meta),
-            auth_params: map(auth),
-            resolved_env: map(env),
-            ..Default::default()
-        }
-    }
+    use super::{test_config as config, *};
 
     #[test]
     fn lookup_order_aliases_trimming_and_env_indirection() {
@@ -993,119 +633,5 @@ mod tests {
             err.as_deref(),
             Some("error parsing one: value \"y\" must be one of [a b]")
         );
-    }
-
-    fn auth(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> Result<HttpAuth, ScalerError> {
-        let c = config(meta, auth, &[]);
-        HttpAuth::parse(&Params::new(&c))
-    }
-
-    #[test]
-    fn http_auth_block() {
-        assert!(auth(&[], &[]).map(|a| a.is_empty()).unwrap_or(false));
-        let a = auth(&[("authModes", "bearer")], &[("bearerToken", "tok")]).ok();
-        assert_eq!(a.and_then(|a| a.bearer).as_deref(), Some("tok"));
-        let a = auth(&[], &[("authMode", "bearer"), ("token", "tok2")]).ok();
-        assert_eq!(a.and_then(|a| a.bearer).as_deref(), Some("tok2"));
-        // Bearer token is authParams-only.
-        assert!(auth(&[("authModes", "bearer"), ("bearerToken", "tok")], &[]).is_err());
-        let a = auth(&[("authMode", "basic")], &[("username", "u")])
-            .ok()
-            .and_then(|a| a.basic);
-        assert_eq!(a.map(|b| (b.username, b.password)), Some(("u".into(), None)));
-        assert!(auth(&[("authMode", "basic")], &[("password", "p")]).is_err());
-        assert!(
-            auth(
-                &[("authModes", "basic,bearer")],
-                &[("username", "u"), ("bearerToken", "t")]
-            )
-            .is_err()
-        );
-        assert!(auth(&[("authModes", "tls")], &[("cert", "c")]).is_err());
-        let a = auth(
-            &[("authModes", "tls, custom")],
-            &[
-                ("cert", "c"),
-                ("key", "k"),
-                ("customAuthHeader", "X-A"),
-                ("customAuthValue", "v"),
-            ],
-        )
-        .ok();
-        assert!(a.as_ref().is_some_and(|a| a.tls.is_some() && a.custom.is_some()));
-        assert!(
-            auth(
-                &[("authModes", "custom")],
-                &[("customAuthHeader", "bad header"), ("customAuthValue", "v")]
-            )
-            .is_err()
-        );
-        assert!(auth(&[("authModes", "nope")], &[]).is_err());
-        let a = auth(&[("authModes", "apiKey"), ("apiKey", "k")], &[])
-            .ok()
-            .and_then(|a| a.api_key);
-        assert_eq!(
-            a.as_ref().map(|k| (k.method, k.effective_param_name())),
-            Some((ApiKeyMethod::Header, "X-API-KEY"))
-        );
-        let a = auth(
-            &[("authModes", "apiKey"), ("method", "query")],
-            &[("apiKey", "k")],
-        )
-        .ok()
-        .and_then(|a| a.api_key);
-        assert_eq!(
-            a.as_ref().map(|k| (k.method, k.effective_param_name())),
-            Some((ApiKeyMethod::Query, "api_key"))
-        );
-        assert!(
-            auth(
-                &[("authModes", "apiKey"), ("method", "cookie"), ("apiKey", "k")],
-                &[]
-            )
-            .is_err()
-        );
-        assert!(auth(&[("authModes", "apiKey")], &[]).is_err());
-        let err = auth(
-            &[("authModes", "oauth")],
-            &[("oauthTokenURI", "https://x"), ("clientID", "c")],
-        )
-        .err();
-        assert_eq!(
-            err.map(|e| e.to_string()).as_deref(),
-            Some("oauth auth mode is not supported yet")
-        );
-        assert!(auth(&[("authModes", "oauth")], &[]).is_err());
-    }
-
-    #[test]
-    fn debug_redacts_secrets() {
-        let a = auth(&[("authModes", "bearer")], &[("bearerToken", "s3cret")]).unwrap_or_default();
-        assert!(!format!("{a:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn client_builds_and_rejects_bad_pem() {
-        assert!(build_http_client(Duration::from_secs(1), true, None).is_ok());
-        // The same settings share one client (one connection pool, one parsed trust store). A
-        // cache of its own: other tests build clients through the shared one concurrently.
-        let clients = HttpClients::new();
-        for _ in 0..3 {
-            clients
-                .get(Duration::from_millis(1234), false, None)
-                .expect("client");
-        }
-        clients
-            .get(Duration::from_millis(1235), false, None)
-            .expect("client");
-        let built = clients.built.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(built, 2, "{built} clients built for two settings");
-        let bad = TlsAuth {
-            cert: "nope".into(),
-            key: "nope".into(),
-            ca: None,
-        };
-        assert!(build_http_client(Duration::ZERO, false, Some(&bad)).is_err());
-        assert!(clients.get(Duration::ZERO, false, Some(&bad)).is_err());
     }
 }

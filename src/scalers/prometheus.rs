@@ -38,6 +38,7 @@
 //! selection silently does; any other credential error fails the query. Signed requests use the
 //! scaler's client, so `unsafeSsl` applies to AMP too (KEDA's AMP transport ignores it).
 
+use crate::scalers::SingleMetric;
 use std::{
     collections::BTreeMap,
     fmt,
@@ -53,10 +54,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+    MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError,
     aws::{AwsShared, sigv4},
+    http_auth::HttpAuth,
+    http_client::{HttpProbe, build_http_client, upstream_error},
     metric_name,
-    params::{HttpAuth, HttpProbe, METADATA, METADATA_AUTH, Params, build_http_client, upstream_error},
+    params::{METADATA, METADATA_AUTH, Params},
 };
 use crate::{
     crd::scaled_object::MetricTargetType,
@@ -319,6 +322,50 @@ impl PrometheusScaler {
         }
     }
 
+    /// Runs this trigger's query over a range (`/api/v1/query_range`) with the trigger's own
+    /// server, namespace, query parameters, headers, auth and signing; for `ebb simulate`.
+    /// Returns `(unix milliseconds, value)` of the single series (none when empty).
+    pub async fn query_range(
+        &self,
+        start: &str,
+        end: &str,
+        step_seconds: f64,
+    ) -> Result<Vec<(i64, f64)>, ScalerError> {
+        let mut url = query_endpoint(&self.server);
+        url.set_path(&format!("{}_range", url.path()));
+        let mut pairs: Vec<(String, String)> = vec![
+            ("query".into(), self.query.clone()),
+            ("start".into(), start.to_string()),
+            ("end".into(), end.to_string()),
+            ("step".into(), format!("{step_seconds}")),
+        ];
+        if let Some(ns) = &self.namespace {
+            pairs.push(("namespace".into(), ns.clone()));
+        }
+        pairs.extend(self.query_parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let raw = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        url.set_query(Some(&raw));
+        let target = format!("GET {}", crate::report::display_url(&url));
+        let mut request = self
+            .client
+            .get(url)
+            .headers(self.headers.clone())
+            .build()
+            .map_err(|e| ScalerError::Config(format!("invalid request to {target}: {e}")))?;
+        if let Some(region) = &self.aws_region {
+            self.sign(&mut request, region).await?;
+        }
+        let response = self.probe.send(&self.client, request, self.timeout).await?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| upstream_error(&target, self.timeout, &e))?;
+        parse_range_response(status, &body, &self.query)
+    }
+
     /// Runs the query and applies `ignoreNullValues`; a JSON null gives -1.
     pub async fn query_value(&self) -> Result<f64, ScalerError> {
         let (status, body) = self.send().await?;
@@ -339,22 +386,23 @@ impl PrometheusScaler {
     }
 }
 
-impl Scaler for PrometheusScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: metric_name(self.trigger_index, "prometheus"),
-            target: MetricTarget {
+impl SingleMetric for PrometheusScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_threshold
+    }
+
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            metric_name(self.trigger_index, "prometheus"),
+            MetricTarget {
                 kind: self.metric_type,
                 value: self.threshold,
                 integer: false,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
             let value = self.query_value().await?;
             Ok(MetricsAndActivity {
@@ -483,6 +531,46 @@ struct ApiError {
     error: String,
 }
 
+/// A `query_range` answer: the single series' `(unix ms, value)` points; non-numeric points
+/// are dropped. Errors as [`parse_response`] words them.
+pub fn parse_range_response(status: u16, body: &[u8], query: &str) -> Result<Vec<(i64, f64)>, ScalerError> {
+    if !(200..=299).contains(&status) {
+        // Same wording as an instant query's failure.
+        return parse_response(status, body, query).map(|_| Vec::new());
+    }
+    #[derive(serde::Deserialize)]
+    struct Range {
+        data: RangeData,
+    }
+    #[derive(serde::Deserialize)]
+    struct RangeData {
+        result: Vec<RangeSeries>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RangeSeries {
+        #[serde(default)]
+        values: Vec<(f64, String)>,
+    }
+    let parsed: Range = serde_json::from_slice(body)
+        .map_err(|e| ScalerError::Upstream(format!("error parsing prometheus response: {e}")))?;
+    match parsed.data.result.as_slice() {
+        [] => Ok(Vec::new()),
+        [one] => Ok(one
+            .values
+            .iter()
+            .filter_map(|(t, v)| {
+                Some((
+                    (t * 1000.0).round() as i64,
+                    v.parse::<f64>().ok().filter(|v| v.is_finite())?,
+                ))
+            })
+            .collect()),
+        _ => Err(ScalerError::Upstream(format!(
+            "prometheus query {query} returned multiple elements"
+        ))),
+    }
+}
+
 /// Interprets a `/api/v1/query` response (status and body) the way KEDA does.
 pub fn parse_response(status: u16, body: &[u8], query: &str) -> Result<Answer, ScalerError> {
     if !(200..=299).contains(&status) {
@@ -568,6 +656,7 @@ fn go_float(v: f64) -> String {
 mod tests {
     use super::*;
     use crate::crd::trigger_authentication::AuthPodIdentity;
+    use crate::scalers::{MetricSpec, Scaler};
 
     const SERVER: (&str, &str) = ("serverAddress", "http://prom:9090");
     const QUERY: (&str, &str) = ("query", "sum(rate(http_requests_total[1m]))");

@@ -60,6 +60,9 @@ pub struct TriggerEntry {
     pub metric_names: Vec<String>,
     /// Serve reads from the value of the last poll.
     pub use_cached_metrics: bool,
+    /// Names (never values) of the parameters its TriggerAuthentication resolved, for
+    /// `ebb explain`.
+    pub auth_fields: Vec<String>,
 }
 
 /// A registered ScaledObject with its built scalers.
@@ -442,13 +445,17 @@ impl Registry {
             .iter()
             .enumerate()
             .map(|(index, trigger)| {
-                let scaler = build_trigger(
+                let built = build_trigger_with_fields(
                     &so,
                     index,
                     settings.resolver.as_ref(),
                     &settings.context,
                     settings.http_timeout,
                 );
+                let (scaler, auth_fields) = match built {
+                    Ok((s, fields)) => (Ok(s), fields),
+                    Err(e) => (Err(e), Vec::new()),
+                };
                 let metric_names = match &scaler {
                     Ok(s) => s
                         .metric_specs()
@@ -467,6 +474,7 @@ impl Registry {
                     scaler,
                     metric_names,
                     use_cached_metrics: trigger.use_cached_metrics.unwrap_or(false),
+                    auth_fields,
                 }
             })
             .collect();
@@ -516,8 +524,20 @@ pub fn build_trigger(
     ctx: &ScalerContext,
     http_timeout: Duration,
 ) -> Result<SharedScaler, ScalerError> {
+    build_trigger_with_fields(so, index, resolver, ctx, http_timeout).map(|(s, _)| s)
+}
+
+/// [`build_trigger`], also returning the names of the authentication parameters resolved.
+pub fn build_trigger_with_fields(
+    so: &ScaledObject,
+    index: usize,
+    resolver: &dyn AuthResolver,
+    ctx: &ScalerContext,
+    http_timeout: Duration,
+) -> Result<(SharedScaler, Vec<String>), ScalerError> {
     let mut config = trigger_config(so, index, http_timeout);
     resolver.resolve(so, index, &mut config)?;
+    let fields = config.auth_params.keys().cloned().collect();
     let scaler = build_scaler(&config, ctx)?;
     let trigger = so.spec.triggers.get(index);
     if let Some(t) = trigger
@@ -529,7 +549,7 @@ pub fn build_trigger(
             t.type_
         )));
     }
-    Ok(scaler)
+    Ok((scaler, fields))
 }
 
 /// The registry key of a ScaledObject (`default` namespace when unset, as kubectl applies it).

@@ -1,4 +1,5 @@
-//! What KEDA decides, as pure functions over data: no I/O, no `.await`, no clock. Components
-//! feed them what they observed and apply the plans they return.
+//! What KEDA and Kubernetes decide, as pure functions over data (no I/O, no clock, no `.await`).
 
+pub mod explain;
+pub mod hpa_controller;
 pub mod scaled_job;

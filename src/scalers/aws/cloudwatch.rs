@@ -2,6 +2,7 @@
 //! ends at (now − `metricEndTimeOffset`) truncated to `metricStatPeriod`; the newest value of the
 //! first result is the metric.
 
+use crate::scalers::SingleMetric;
 use std::{
     fmt,
     sync::Arc,
@@ -18,8 +19,7 @@ use super::{AwsShared, call_timeout, credential_source, sdk_error, trigger_conte
 use crate::{
     crd::scaled_object::MetricTargetType,
     scalers::{
-        MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
-        metric_name,
+        MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError, metric_name,
         params::{METADATA, METADATA_AUTH, Params},
     },
 };
@@ -310,22 +310,23 @@ impl CloudWatchScaler {
     }
 }
 
-impl Scaler for CloudWatchScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: metric_name(self.config.trigger_index, "aws-cloudwatch"),
-            target: MetricTarget {
+impl SingleMetric for CloudWatchScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_target_metric_value
+    }
+
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            metric_name(self.config.trigger_index, "aws-cloudwatch"),
+            MetricTarget {
                 kind: self.metric_type,
                 value: self.target_metric_value,
                 integer: false,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
             let value = tokio::time::timeout(self.timeout, self.metric_value())
                 .await
@@ -350,6 +351,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::scalers::{MetricSpec, Scaler};
 
     fn config(meta: &[(&str, &str)]) -> ScalerConfig {
         let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {

@@ -5,6 +5,7 @@
 //! (`https://sqs.<region>.amazonaws.com/<account>/<name>`): the region is then taken from the
 //! host. An explicit `awsRegion` always wins.
 
+use crate::scalers::SingleMetric;
 use std::{fmt, time::Duration};
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -14,8 +15,7 @@ use super::{AwsShared, call_timeout, credential_source, sdk_error, trigger_conte
 use crate::{
     crd::scaled_object::MetricTargetType,
     scalers::{
-        MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
-        metric_name,
+        MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError, metric_name,
         params::{METADATA_AUTH, METADATA_ENV, Params},
     },
 };
@@ -182,22 +182,23 @@ impl SqsScaler {
     }
 }
 
-impl Scaler for SqsScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: metric_name(self.config.trigger_index, &format!("aws-sqs-{}", self.queue_name)),
-            target: MetricTarget {
+impl SingleMetric for SqsScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_queue_length as f64
+    }
+
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            metric_name(self.config.trigger_index, &format!("aws-sqs-{}", self.queue_name)),
+            MetricTarget {
                 kind: self.metric_type,
                 value: self.queue_length as f64,
                 integer: true,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
             let count = tokio::time::timeout(self.timeout, self.queue_messages())
                 .await
@@ -222,6 +223,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::scalers::{MetricSpec, Scaler};
 
     fn config(meta: &[(&str, &str)], auth: &[(&str, &str)], env: &[(&str, &str)]) -> ScalerConfig {
         let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {

@@ -15,43 +15,25 @@
 //! - `prometheus`: text exposition; `valueLocation` is `metric` or `metric{label="v",...}`, every
 //!   matcher (`=`, `!=`, `=~`, `!~`) compared as plain equality, first matching sample wins.
 //!
-//! Strings are read as Kubernetes quantities (`"1k"` → 1000).
+//! Strings are read as Kubernetes quantities (`"1k"` → 1000). The formats live in [`format`];
+//! this module reads the trigger and fetches the body.
 
+pub mod format;
+
+use crate::scalers::SingleMetric;
 use std::{fmt, time::Duration};
 
 use futures::future::BoxFuture;
 
+use self::format::{Format, extract_value};
 use super::{
-    MetricSpec, MetricTarget, MetricsAndActivity, Scaler, ScalerConfig, ScalerContext, ScalerError,
+    MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError,
+    http_auth::HttpAuth,
+    http_client::{HttpProbe, build_http_client, request_target, upstream_error},
     metric_name,
-    params::{HttpAuth, HttpProbe, METADATA, Params, build_http_client, request_target, upstream_error},
+    params::{METADATA, Params},
 };
 use crate::crd::scaled_object::MetricTargetType;
-
-/// Body format named by the `format` metadata key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// JSON with a GJSON-style path.
-    Json,
-    /// XML with a dot path below the root element.
-    Xml,
-    /// YAML with a dot path.
-    Yaml,
-    /// Prometheus text exposition with a series selector.
-    Prometheus,
-}
-
-impl Format {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "json" => Some(Format::Json),
-            "xml" => Some(Format::Xml),
-            "yaml" => Some(Format::Yaml),
-            "prometheus" => Some(Format::Prometheus),
-            _ => None,
-        }
-    }
-}
 
 /// `aggregationType` (only meaningful with endpoint aggregation, which ebb does not do yet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +89,7 @@ impl MetricsApiScaler {
         let value_location: String = p.meta("valueLocation").required()?;
         let format = p
             .meta("format")
-            .one_of(&["json", "xml", "yaml", "prometheus"])?
+            .one_of(Format::NAMES)?
             .and_then(|f| Format::parse(&f))
             .unwrap_or(Format::Json);
         let target_value: f64 = p.meta("targetValue").or_zero()?;
@@ -187,25 +169,27 @@ impl MetricsApiScaler {
             .await
             .map_err(|e| upstream_error(&target, self.timeout, &e))?;
         extract_value(self.format, &body, &self.value_location)
+            .map_err(|e| ScalerError::Upstream(e.to_string()))
     }
 }
 
-impl Scaler for MetricsApiScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
-        vec![MetricSpec::External {
-            name: metric_name(self.trigger_index, &format!("metric-api-{}", self.value_location)),
-            target: MetricTarget {
+impl SingleMetric for MetricsApiScaler {
+    fn activation_threshold(&self) -> f64 {
+        self.activation_target_value
+    }
+
+    fn metric(&self) -> (String, MetricTarget) {
+        (
+            metric_name(self.trigger_index, &format!("metric-api-{}", self.value_location)),
+            MetricTarget {
                 kind: self.metric_type,
                 value: self.target_value,
                 integer: false,
             },
-        }]
+        )
     }
 
-    fn get_metrics_and_activity<'a>(
-        &'a self,
-        _metric_name: &'a str,
-    ) -> BoxFuture<'a, Result<MetricsAndActivity, ScalerError>> {
+    fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
             let value = self.fetch().await?;
             Ok(MetricsAndActivity {
@@ -216,423 +200,6 @@ impl Scaler for MetricsApiScaler {
     }
 }
 
-/// Pulls the number at `location` out of a response body in `format`.
-pub fn extract_value(format: Format, body: &[u8], location: &str) -> Result<f64, ScalerError> {
-    match format {
-        Format::Json => json_value(body, location),
-        Format::Yaml => yaml_value(body, location),
-        Format::Xml => xml_value(body, location),
-        Format::Prometheus => prometheus_value(body, location),
-    }
-    .map_err(ScalerError::Upstream)
-}
-
-/// A string value as a number: plain decimals directly, anything else as a Kubernetes quantity.
-fn quantity_value(s: &str) -> Result<f64, String> {
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    let plain = {
-        let mut parts = digits.splitn(2, '.');
-        let int_ok = parts
-            .next()
-            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
-        let frac_ok = parts
-            .next()
-            .is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
-        int_ok && frac_ok
-    };
-    let value = if plain {
-        s.parse::<f64>().map_err(|e| e.to_string())?
-    } else {
-        crate::quantity::parse_quantity(s).map_err(|e| format!("{s:?} is not a quantity: {e}"))?
-    };
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(format!("{s:?} is not a finite quantity"))
-    }
-}
-
-fn wrong_type(path: &str, kind: &str) -> String {
-    format!(
-        "valueLocation {path:?} must point to value of type number or a string representing a Quantity got: '{kind}'"
-    )
-}
-
-/// The GJSON type name KEDA's message uses for a value that is not a number (Go's `Type.String()`).
-fn gjson_type_name(kind: gjson::Kind) -> &'static str {
-    match kind {
-        gjson::Kind::Null => "Null",
-        gjson::Kind::False => "False",
-        gjson::Kind::True => "True",
-        gjson::Kind::Number => "Number",
-        gjson::Kind::String => "String",
-        gjson::Kind::Array | gjson::Kind::Object => "JSON",
-    }
-}
-
-/// KEDA evaluates `valueLocation` with GJSON (wildcards, `#` counts and `#(...)` queries,
-/// `@` modifiers, `\` escapes); the `gjson` crate implements the same syntax. The body is
-/// validated first because GJSON reads invalid JSON without complaint.
-fn json_value(body: &[u8], path: &str) -> Result<f64, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("error parsing json response: {e}"))?;
-    if !gjson::valid(text) {
-        return Err("error parsing json response: the body is not valid JSON".to_string());
-    }
-    let v = gjson::get(text, path);
-    match v.kind() {
-        gjson::Kind::Number => {
-            let n = v.f64();
-            if n.is_finite() {
-                Ok(n)
-            } else {
-                Err(format!(
-                    "valueLocation {path:?}: number {} out of range",
-                    v.json()
-                ))
-            }
-        }
-        gjson::Kind::String => quantity_value(v.str()),
-        other => Err(wrong_type(path, gjson_type_name(other))),
-    }
-}
-
-fn yaml_scalar(path: &str, v: &serde_yaml::Value) -> Result<f64, String> {
-    use serde_yaml::Value;
-    match v {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| format!("valueLocation {path:?}: number {n} out of range")),
-        Value::String(s) => quantity_value(s),
-        Value::Tagged(t) => yaml_scalar(path, &t.value),
-        Value::Null => Err(wrong_type(path, "null")),
-        Value::Bool(_) => Err(wrong_type(path, "bool")),
-        Value::Sequence(_) => Err(wrong_type(path, "list")),
-        Value::Mapping(_) => Err(wrong_type(path, "map")),
-    }
-}
-
-fn yaml_value(body: &[u8], path: &str) -> Result<f64, String> {
-    use serde_yaml::Value;
-    let doc: Value = serde_yaml::from_slice(body).map_err(|e| format!("error parsing yaml response: {e}"))?;
-    let mut cur = &doc;
-    for seg in path.split('.') {
-        let next = match cur {
-            Value::Mapping(map) => map.get(seg).or_else(|| {
-                // Non-string keys (`1: x`) are addressed by their text, as after Go's conversion.
-                map.iter()
-                    .find(|(k, _)| yaml_key_text(k).as_deref() == Some(seg))
-                    .map(|(_, v)| v)
-            }),
-            Value::Sequence(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        };
-        let next = next.ok_or_else(|| format!("key '{seg}' not found in path"))?;
-        match next {
-            Value::Mapping(_) | Value::Sequence(_) => cur = next,
-            scalar => return yaml_scalar(path, scalar),
-        }
-    }
-    yaml_scalar(path, cur)
-}
-
-fn yaml_key_text(k: &serde_yaml::Value) -> Option<String> {
-    match k {
-        serde_yaml::Value::String(s) => Some(s.clone()),
-        serde_yaml::Value::Number(n) => Some(n.to_string()),
-        serde_yaml::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// One XML element: local name, concatenated text, child elements.
-#[derive(Debug, Default)]
-struct XmlElement {
-    name: String,
-    text: String,
-    children: Vec<XmlElement>,
-}
-
-fn parse_xml(body: &[u8]) -> Result<XmlElement, String> {
-    use quick_xml::events::Event;
-    let err = |e: &dyn fmt::Display| format!("error parsing xml response: {e}");
-    let mut reader = quick_xml::Reader::from_reader(body);
-    let mut stack: Vec<XmlElement> = Vec::new();
-    let mut root: Option<XmlElement> = None;
-    let name_of =
-        |e: &quick_xml::events::BytesStart<'_>| String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-    loop {
-        let event = reader.read_event().map_err(|e| err(&e))?;
-        match event {
-            Event::Start(e) => stack.push(XmlElement {
-                name: name_of(&e),
-                ..Default::default()
-            }),
-            Event::Empty(e) => {
-                let el = XmlElement {
-                    name: name_of(&e),
-                    ..Default::default()
-                };
-                attach(&mut stack, &mut root, el)?;
-            }
-            Event::End(_) => {
-                let el = stack.pop().ok_or_else(|| err(&"unexpected closing tag"))?;
-                attach(&mut stack, &mut root, el)?;
-            }
-            Event::Text(t) => {
-                let text = t.decode().map_err(|e| err(&e))?;
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&text);
-                }
-            }
-            Event::CData(t) => {
-                let text = t.decode().map_err(|e| err(&e))?;
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&text);
-                }
-            }
-            Event::GeneralRef(r) => {
-                let name = r.decode().map_err(|e| err(&e))?;
-                let entity = format!("&{name};");
-                let text = quick_xml::escape::unescape(&entity).map_err(|e| err(&e))?;
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&text);
-                }
-            }
-            Event::Eof => break,
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
-        }
-    }
-    if !stack.is_empty() {
-        return Err(err(&"unexpected end of document"));
-    }
-    root.ok_or_else(|| err(&"no root element"))
-}
-
-fn attach(stack: &mut [XmlElement], root: &mut Option<XmlElement>, el: XmlElement) -> Result<(), String> {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(el),
-        None if root.is_none() => *root = Some(el),
-        None => return Err("error parsing xml response: more than one root element".into()),
-    }
-    Ok(())
-}
-
-fn xml_value(body: &[u8], path: &str) -> Result<f64, String> {
-    let root = parse_xml(body)?;
-    // Either one element, or a run of same-named siblings awaiting an index segment.
-    let mut cur: Vec<&XmlElement> = vec![&root];
-    for seg in path.split('.') {
-        if let [el] = cur.as_slice()
-            && el.children.is_empty()
-        {
-            break;
-        }
-        cur = match cur.as_slice() {
-            [el] => el.children.iter().filter(|c| c.name == seg).collect(),
-            many => seg
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| many.get(i).copied())
-                .into_iter()
-                .collect(),
-        };
-        if cur.is_empty() {
-            return Err(format!("key '{seg}' not found in path"));
-        }
-    }
-    match cur.as_slice() {
-        [el] if el.children.is_empty() => {
-            let text = el.text.trim();
-            if text.is_empty() {
-                Err(wrong_type(path, "empty element"))
-            } else {
-                quantity_value(text)
-            }
-        }
-        [_] => Err(wrong_type(path, "element with children")),
-        _ => Err(wrong_type(path, "list of elements")),
-    }
-}
-
-/// Label pairs in the order written.
-type Labels = Vec<(String, String)>;
-
-/// A parsed `metric{label="v",...}` selector.
-#[derive(Debug, PartialEq)]
-struct Selector {
-    name: String,
-    labels: Vec<(String, String)>,
-}
-
-fn is_name_char(c: char, first: bool) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || c == ':' || (!first && c.is_ascii_digit())
-}
-
-/// Reads a metric or label name from the start of `s`.
-fn take_name(s: &str) -> (&str, &str) {
-    let end = s
-        .char_indices()
-        .find(|&(i, c)| !is_name_char(c, i == 0))
-        .map_or(s.len(), |(i, _)| i);
-    s.split_at(end)
-}
-
-/// Reads a double-quoted string with `\\`, `\"`, `\n` escapes from the start of `s`.
-fn take_quoted(s: &str) -> Result<(String, &str), String> {
-    let rest = s.strip_prefix('"').ok_or("expected '\"'")?;
-    let mut out = String::new();
-    let mut chars = rest.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Ok((out, &rest[i + 1..])),
-            '\\' => match chars.next() {
-                Some((_, 'n')) => out.push('\n'),
-                Some((_, other)) => out.push(other),
-                None => break,
-            },
-            other => out.push(other),
-        }
-    }
-    Err("unterminated string".into())
-}
-
-/// Reads `{name op "value", ...}` (the leading `{` included); `ops` are the accepted operators.
-fn take_labels<'s>(s: &'s str, ops: &[&str]) -> Result<(Labels, &'s str), String> {
-    let mut rest = s.strip_prefix('{').ok_or("expected '{'")?.trim_start();
-    let mut labels = Vec::new();
-    loop {
-        if let Some(after) = rest.strip_prefix('}') {
-            return Ok((labels, after));
-        }
-        let (name, after) = take_name(rest);
-        if name.is_empty() {
-            return Err(format!("expected label name at {rest:?}"));
-        }
-        let after = after.trim_start();
-        // Longest operators first so `!=` is not read as `!`.
-        let op = ops
-            .iter()
-            .find(|op| after.starts_with(**op))
-            .ok_or_else(|| format!("expected label operator after {name:?}"))?;
-        let (value, after) = take_quoted(after[op.len()..].trim_start())?;
-        labels.push((name.to_string(), value));
-        rest = after.trim_start();
-        if let Some(after) = rest.strip_prefix(',') {
-            rest = after.trim_start();
-        } else if !rest.starts_with('}') {
-            return Err(format!("expected ',' or '}}' at {rest:?}"));
-        }
-    }
-}
-
-fn parse_selector(location: &str) -> Result<Selector, String> {
-    let s = location.trim();
-    let (name, rest) = take_name(s);
-    if name.is_empty() {
-        return Err(format!("invalid prometheus selector {location:?}"));
-    }
-    let rest = rest.trim_start();
-    let labels = if rest.is_empty() {
-        Vec::new()
-    } else {
-        let (labels, tail) = take_labels(rest, &["=~", "!~", "!=", "="])
-            .map_err(|e| format!("invalid prometheus selector {location:?}: {e}"))?;
-        if !tail.trim().is_empty() {
-            return Err(format!("invalid prometheus selector {location:?}"));
-        }
-        labels
-    };
-    Ok(Selector {
-        name: name.to_string(),
-        labels,
-    })
-}
-
-/// One sample line: name, labels, value (timestamp ignored).
-fn parse_sample(line: &str) -> Result<(&str, Labels, f64), String> {
-    let (name, rest) = take_name(line);
-    if name.is_empty() {
-        return Err("expected metric name".into());
-    }
-    let (labels, rest) = if rest.starts_with('{') {
-        take_labels(rest, &["="])?
-    } else {
-        (Vec::new(), rest)
-    };
-    let mut fields = rest.split_whitespace();
-    let value_text = fields.next().ok_or("missing value")?;
-    let value = value_text
-        .parse::<f64>()
-        .map_err(|_| format!("invalid value {value_text:?}"))?;
-    if let Some(ts) = fields.next() {
-        ts.parse::<i64>()
-            .map_err(|_| format!("invalid timestamp {ts:?}"))?;
-    }
-    if fields.next().is_some() {
-        return Err("unexpected text after timestamp".into());
-    }
-    Ok((name, labels, value))
-}
-
-fn prometheus_value(body: &[u8], location: &str) -> Result<f64, String> {
-    let selector = parse_selector(location)?;
-    let text = std::str::from_utf8(body).map_err(|e| format!("prometheus format error: {e}"))?;
-    let mut types: Vec<(&str, &str)> = Vec::new();
-    let mut samples = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut words = comment.split_whitespace();
-            if words.next() == Some("TYPE")
-                && let (Some(name), Some(kind)) = (words.next(), words.next())
-            {
-                types.push((name, kind));
-            }
-            continue;
-        }
-        let sample =
-            parse_sample(line).map_err(|e| format!("prometheus format error: line {}: {e}", n + 1))?;
-        samples.push(sample);
-    }
-    let type_of = |name: &str| types.iter().find(|(n, _)| *n == name).map(|(_, k)| *k);
-    // Histogram/summary series belong to their base family; they are not families of their own.
-    let is_child_series = ["_bucket", "_sum", "_count"].iter().any(|suffix| {
-        selector
-            .name
-            .strip_suffix(suffix)
-            .and_then(type_of)
-            .is_some_and(|k| k == "histogram" || k == "summary")
-    });
-    let family: Vec<_> = samples
-        .iter()
-        .filter(|(name, _, _)| *name == selector.name)
-        .collect();
-    if family.is_empty() || is_child_series {
-        return Err(format!("metric {:?} not found", selector.name));
-    }
-    if let Some(kind @ ("histogram" | "summary")) = type_of(&selector.name) {
-        return Err(format!("metric {:?} has unsupported type {kind}", selector.name));
-    }
-    family
-        .iter()
-        .find(|(_, labels, _)| {
-            selector
-                .labels
-                .iter()
-                .all(|want| labels.iter().any(|have| have == want))
-        })
-        .map(|(_, _, value)| *value)
-        .ok_or_else(|| {
-            format!(
-                "no series of metric {:?} matches labels {:?}",
-                selector.name, selector.labels
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use std::{
@@ -641,6 +208,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::scalers::{MetricSpec, Scaler};
 
     fn config(meta: &[(&str, &str)], auth: &[(&str, &str)]) -> ScalerConfig {
         let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -802,7 +370,7 @@ mod tests {
 
     #[test]
     fn metadata_auth_modes() {
-        use crate::scalers::params::ApiKeyMethod;
+        use crate::scalers::http_auth::ApiKeyMethod;
         let s = build(
             &[URL, LOC, TARGET, ("authMode", "apiKey"), ("method", "query")],
             &[("apiKey", "k")],
@@ -829,249 +397,6 @@ mod tests {
         );
         let s = build(&[URL, LOC, TARGET, ("authMode", "bearer")], &[("token", "t")]);
         assert_eq!(s.ok().and_then(|s| s.auth.bearer).as_deref(), Some("t"));
-    }
-
-    fn value(format: Format, body: &str, loc: &str) -> Result<f64, String> {
-        extract_value(format, body.as_bytes(), loc).map_err(|e| e.to_string())
-    }
-
-    const JSON_BODY: &str = r#"{
-        "components": [{"id": "a", "tasks": 32, "str": "64", "neg": "-2.5", "nan": "NaN", "flag": true, "none": null}],
-        "nested": {"a.b": {"c": 7.5}},
-        "items": [1, 2, 3],
-        "obj": {"0": 9}
-    }"#;
-
-    #[test]
-    fn json_extraction() {
-        let ok = [
-            ("components.0.tasks", 32.0),
-            ("components.0.str", 64.0),
-            ("components.0.neg", -2.5),
-            (r"nested.a\.b.c", 7.5),
-            ("items.#", 3.0),
-            ("items.2", 3.0),
-            ("obj.0", 9.0),
-        ];
-        for (loc, want) in ok {
-            assert_eq!(value(Format::Json, JSON_BODY, loc), Ok(want), "{loc}");
-        }
-        for (loc, kind) in [
-            ("components.0.flag", "True"),
-            ("components.0.none", "Null"),
-            ("components.0.missing", "Null"),
-            ("components.5.tasks", "Null"),
-            ("components.0", "JSON"),
-            ("nested.a.b.c", "Null"),
-        ] {
-            let e = value(Format::Json, JSON_BODY, loc).err().unwrap_or_default();
-            assert!(
-                e.contains(&format!("got: '{kind}'")) && e.contains(loc),
-                "{loc}: {e}"
-            );
-        }
-        assert!(value(Format::Json, JSON_BODY, "components.0.nan").is_err());
-        assert!(value(Format::Json, JSON_BODY, "items.#.x").is_err());
-        assert!(value(Format::Json, "{not json", "a").is_err());
-    }
-
-    /// KEDA's `TestGetValueFromResponse` JSON cases.
-    #[test]
-    fn keda_get_value_from_response_json() {
-        let body = r#"{"components":[{"id": "82328e93e", "tasks": 32, "str": "64", "k":"1k","wrong":"NaN"}],"count":2.43}"#;
-        assert_eq!(value(Format::Json, body, "count"), Ok(2.43));
-        assert_eq!(value(Format::Json, body, "components.0.str"), Ok(64.0));
-        assert_eq!(value(Format::Json, body, "components.0.tasks"), Ok(32.0));
-        assert_eq!(value(Format::Json, body, "components.0.k"), Ok(1000.0));
-        assert!(value(Format::Json, body, "components.0.wrong").is_err());
-    }
-
-    proptest::proptest! {
-        /// `valueLocation` is user input and the body comes from upstream: no path panics.
-        #[test]
-        fn no_gjson_path_panics(path in r#"[a-z0-9#@()|.*?\\=!<>%"\[\]{},: -]{0,40}"#) {
-            let body = r#"{"a": [{"b": 1, "c": "x"}, {"b": [2, 3]}], "d": {"e.f": true}, "g": null}"#;
-            let _ = value(Format::Json, body, &path);
-        }
-    }
-
-    /// GJSON beyond plain paths, as users write it for KEDA: queries, wildcards, modifiers, escapes.
-    #[test]
-    fn full_gjson_syntax() {
-        let body = r#"{
-            "items": [
-                {"name": "a", "value": 3, "tags": ["x"]},
-                {"name": "x", "value": 7, "tags": ["y", "z"]},
-                {"name": "y", "value": "2k"}
-            ],
-            "queues": {"mail": {"depth": 11}, "sms": {"depth": 4}},
-            "fav.movie": 5,
-            "a*b": 6,
-            "nested": [[1, 2], [3, 4, 5]]
-        }"#;
-        let cases = [
-            (r#"items.#(name=="x").value"#, 7.0),
-            (r#"items.#(name=="y").value"#, 2000.0),
-            ("items.#(value>5).value", 7.0),
-            (r#"items.#(name%"x*").value"#, 7.0),
-            ("items.#(tags.#>1).value", 7.0),
-            ("items.#", 3.0),
-            (r#"items.#(name!="a")#|#"#, 2.0),
-            ("queues.m*l.depth", 11.0),
-            ("queues.s?s.depth", 4.0),
-            ("items.@reverse.0.value", 2000.0),
-            ("items.@reverse|0.value", 2000.0),
-            (r"fav\.movie", 5.0),
-            (r"a\*b", 6.0),
-            ("nested.1.#", 3.0),
-            ("nested.@flatten.#", 5.0),
-            ("items.1.tags.#", 2.0),
-        ];
-        for (loc, want) in cases {
-            assert_eq!(value(Format::Json, body, loc), Ok(want), "{loc}");
-        }
-        // A query without a match, or one returning all matches, is not a number.
-        for (loc, kind) in [
-            (r#"items.#(name=="nope").value"#, "Null"),
-            ("items.#(value>1)#.value", "JSON"),
-            ("queues.*", "JSON"),
-        ] {
-            let e = value(Format::Json, body, loc).err().unwrap_or_default();
-            assert!(e.contains(&format!("got: '{kind}'")), "{loc}: {e}");
-        }
-    }
-
-    /// Needs `crate::quantity::parse_quantity` (written in parallel); passes once it lands.
-    #[test]
-    fn json_quantity_strings_need_parse_quantity() {
-        assert_eq!(value(Format::Json, r#"{"v": "1k"}"#, "v"), Ok(1000.0));
-        assert_eq!(value(Format::Yaml, "v: 500m\n", "v"), Ok(0.5));
-    }
-
-    const YAML_BODY: &str = "
-components:
-  - id: a
-    tasks: 32
-    ratio: 0.25
-    str: '64'
-    flag: true
-    none: ~
-top: 5
-1: 11
-";
-
-    #[test]
-    fn yaml_extraction() {
-        for (loc, want) in [
-            ("components.0.tasks", 32.0),
-            ("components.0.ratio", 0.25),
-            ("components.0.str", 64.0),
-            ("top", 5.0),
-            // Walking stops at the first scalar; the extra segments are ignored.
-            ("top.extra.segments", 5.0),
-            ("1", 11.0),
-        ] {
-            assert_eq!(value(Format::Yaml, YAML_BODY, loc), Ok(want), "{loc}");
-        }
-        for loc in [
-            "components.0.flag",
-            "components.0.none",
-            "components.0.missing",
-            "components.9",
-            "components",
-            "components.0",
-        ] {
-            assert!(value(Format::Yaml, YAML_BODY, loc).is_err(), "{loc}");
-        }
-        assert!(
-            value(Format::Yaml, YAML_BODY, "nope").is_err_and(|e| e.contains("key 'nope' not found in path"))
-        );
-        assert!(value(Format::Yaml, "a: [unclosed", "a").is_err());
-    }
-
-    const XML_BODY: &str = r#"<?xml version="1.0"?>
-<!-- stats -->
-<root xmlns:m="urn:x">
-  <metrics>
-    <queue>5</queue>
-    <m:depth> 12.5 </m:depth>
-    <str><![CDATA[64]]></str>
-    <empty/>
-  </metrics>
-  <items><item>1</item><item>2</item></items>
-  <single><item>7</item></single>
-</root>"#;
-
-    #[test]
-    fn xml_extraction() {
-        for (loc, want) in [
-            ("metrics.queue", 5.0),
-            ("metrics.depth", 12.5),
-            ("metrics.str", 64.0),
-            ("items.item.1", 2.0),
-            ("items.item.0", 1.0),
-            ("single.item", 7.0),
-            ("metrics.queue.extra", 5.0),
-        ] {
-            assert_eq!(value(Format::Xml, XML_BODY, loc), Ok(want), "{loc}");
-        }
-        for loc in [
-            "root.metrics.queue",
-            "metrics",
-            "metrics.empty",
-            "metrics.nope",
-            "items.item",
-            "items.item.5",
-        ] {
-            assert!(value(Format::Xml, XML_BODY, loc).is_err(), "{loc}");
-        }
-        assert!(value(Format::Xml, "<a><b>1</a>", "b").is_err());
-        assert!(value(Format::Xml, "<a>1</a><b>2</b>", "a").is_err());
-    }
-
-    const PROM_BODY: &str = r#"# HELP http_requests_total The total number of HTTP requests.
-# TYPE http_requests_total counter
-http_requests_total{method="post",code="200"} 1027 1395066363000
-http_requests_total{method="post",code="400"}    3 1395066363000
-http_requests_total{method="get",code="200",path="say \"hi\""} 44
-# TYPE queue_depth gauge
-queue_depth 17
-untyped_metric{a="b",} 2.5
-# TYPE rpc_duration_seconds summary
-rpc_duration_seconds{quantile="0.5"} 4773
-rpc_duration_seconds_sum 1.7560473e+07
-rpc_duration_seconds_count 2693
-last_no_newline{x="1"} 8"#;
-
-    #[test]
-    fn prometheus_extraction() {
-        for (loc, want) in [
-            ("queue_depth", 17.0),
-            ("http_requests_total", 1027.0),
-            (r#"http_requests_total{code="400"}"#, 3.0),
-            (r#"http_requests_total{code="200", method="get"}"#, 44.0),
-            (r#"http_requests_total{path="say \"hi\""}"#, 44.0),
-            // Every matcher is plain equality.
-            (r#"http_requests_total{code!="400"}"#, 3.0),
-            (r#"http_requests_total{code=~"200"}"#, 1027.0),
-            ("untyped_metric", 2.5),
-            (r#"last_no_newline{x="1"}"#, 8.0),
-        ] {
-            assert_eq!(value(Format::Prometheus, PROM_BODY, loc), Ok(want), "{loc}");
-        }
-        for loc in [
-            "missing_metric",
-            r#"http_requests_total{code="500"}"#,
-            "rpc_duration_seconds",
-            "rpc_duration_seconds_sum",
-            "{a=\"b\"}",
-            "queue_depth{",
-            r#"queue_depth{a="b"} extra"#,
-        ] {
-            assert!(value(Format::Prometheus, PROM_BODY, loc).is_err(), "{loc}");
-        }
-        assert!(value(Format::Prometheus, "queue_depth seventeen\n", "queue_depth").is_err());
-        assert!(value(Format::Prometheus, "m{a=\"1} 2\n", "m").is_err());
     }
 
     // ---- real HTTP against a local hyper server ----
