@@ -701,3 +701,40 @@ async fn a_failing_scaler_never_creates_jobs() {
     assert!(poll(&h.ctx, &sj).await.is_err());
     assert!(h.jobs_of("f").is_empty());
 }
+
+/// `ebb simulate` on a ScaledJob: the shipped example replays, as a table and as JSON lines.
+#[test]
+fn simulate_replays_the_shipped_scaled_job_example() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args([
+                "simulate",
+                "-f",
+                "examples/simulate/scaledjob.yaml",
+                "--trace",
+                "examples/simulate/scaledjob-trace.csv",
+            ])
+            .args(extra)
+            .output()
+            .expect("ebb runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let table = run(&["--running", "2", "--job-duration", "100"]);
+    assert!(
+        table.starts_with("    time s0-aws-sqs-encodes    queue active running pending"),
+        "{table}"
+    );
+    assert!(table.contains("strategy accurate: 9 polls"), "{table}");
+    let json = run(&["--output", "json"]);
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 10);
+    // 12 queued at 5 per Job: 3 Jobs.
+    assert_eq!(lines[1]["created"], 3);
+    assert_eq!(lines[4]["triggers"][0]["error"], true);
+    assert_eq!(lines[4]["created"], 0);
+    assert_eq!(lines[9]["summary"]["strategy"], "accurate");
+}
