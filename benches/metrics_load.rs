@@ -1007,7 +1007,7 @@ fn self_check() {
     let types: Vec<String> = serde_yaml::Deserializer::from_str(&mixed)
         .map(|d| {
             let so: ebb::crd::ScaledObject = serde::Deserialize::deserialize(d).expect("ScaledObject");
-            let problems = ebb::operator::validate::validate_scaled_object(&so);
+            let problems = ebb::scaling::validate::validate_scaled_object(&so);
             assert!(problems.is_empty(), "{problems:?}");
             so.spec.triggers[0].type_.clone()
         })

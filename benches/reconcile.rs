@@ -37,28 +37,27 @@ use ebb::{
     cache::MetricCache,
     crd::{
         ScaledObject, ScaledObjectStatus,
-        scaled_object::{Condition, HealthStatus, MetricTargetType, SCALED_OBJECT_NAME_LABEL},
+        scaled_object::{HealthStatus, MetricTargetType, SCALED_OBJECT_NAME_LABEL},
     },
     operator::{
-        activation::{self, LoopInput, PauseState, TriggerOutcome, pause_state},
         context::Context,
-        fallback::{self, Step, has_valid_fallback},
-        hpa::{
-            COMPOSITE_METRIC_NAME, external_metric_names, needs_update, render_hpa, resource_metric_names,
-        },
         reconcile::{FINALIZER, error_chain, reconcile},
-        status::{
-            ACTIVE, CondUpdate, FALLBACK, FALLBACK_EXISTS_MESSAGE, NO_FALLBACK_MESSAGE, PAUSED,
-            PAUSED_MESSAGE, READY, READY_MESSAGE, UNPAUSED_MESSAGE, authentications_types, condition_status,
-            initial_conditions, needs_initial_conditions, scale_target_gvkr, scale_target_kind,
-            triggers_types,
-        },
-        validate::{offline_scaler_config, validate_scaled_object},
     },
     scalers::{
         MetricSpec, ScalerConfig, ScalerContext, build_scaler,
         http_client::build_http_client,
         registry::{ObjectEntry, Registry, RegistryConfig, object_key},
+    },
+    scaling::{
+        activation::{self, LoopInput, PauseState, TriggerOutcome, pause_state},
+        conditions::{READY, initial_conditions},
+        events::Event,
+        fallback::{self, Step, has_valid_fallback},
+        hpa::{hpa_name, needs_update, render_hpa},
+        reconcile::{PauseStep, Plan},
+        scale_loop::{self, Plan as LoopPlan},
+        target::{Resolution, resolution, scale_target_gvkr, scale_target_kind},
+        validate::{offline_scaler_config, validate_scaled_object},
     },
 };
 use http::{Method, Request, Response, StatusCode, header::CONTENT_TYPE};
@@ -882,48 +881,34 @@ fn specs_of(entry: Option<&ObjectEntry>) -> Option<Specs> {
     Some(specs)
 }
 
-/// The status reconcile writes for a valid, unpaused-or-scale-paused object (steps 3–10 without
-/// the API calls); returns it and whether it differs from the object's current status.
-fn reconcile_status(so: &ScaledObject, specs: &Specs, replicas: i32) -> (ScaledObjectStatus, bool) {
-    let before = so.status.clone().unwrap_or_default();
-    let mut status = before.clone();
-    let mut conditions = status.conditions.take().unwrap_or_default();
-    if needs_initial_conditions(&conditions) {
-        conditions = initial_conditions();
+/// The status and events reconcile writes for an object whose target answers with `replicas`:
+/// every step of reconcile's plan, without the API calls between them (validation and the HPA
+/// render have rows of their own).
+fn reconcile_status(
+    so: &ScaledObject,
+    specs: &Specs,
+    replicas: i32,
+) -> (Option<ScaledObjectStatus>, Vec<Event>) {
+    let mut plan = Plan::new(so);
+    if let PauseStep::FullyPaused { replicas, .. } = plan.pause(so) {
+        match replicas {
+            Ok(count) => plan.fully_paused(count),
+            Err(e) => plan.check_failed(e.to_string()),
+        }
+        return plan.finish();
     }
-    let pause = pause_state(so.metadata.annotations.as_ref());
-    if pause.any() {
-        CondUpdate::new("True", "ScaledObjectPaused", PAUSED_MESSAGE).apply(&mut conditions, PAUSED);
-    } else if condition_status(&conditions, PAUSED) == Some("True") {
-        CondUpdate::new("False", "ScaledObjectUnpaused", UNPAUSED_MESSAGE).apply(&mut conditions, PAUSED);
+    if plan.target_named(so).is_err() {
+        return plan.finish();
     }
-    status.paused_replica_count = None;
-    let gvkr = scale_target_gvkr(so);
-    status.original_replica_count.get_or_insert(replicas);
-    status.scale_target_kind = Some(scale_target_kind(&gvkr));
-    status.scale_target_gvkr = Some(gvkr);
-    status.triggers_types = Some(triggers_types(so));
-    let auths = authentications_types(so);
-    status.authentications_types = (!auths.is_empty()).then_some(auths);
-    status.hpa_name = Some(ebb::operator::hpa::hpa_name(so));
-    let external = external_metric_names(specs);
-    if let Some(health) = status.health.as_mut() {
-        health.retain(|k, _| external.contains(k));
+    let gvkr = match resolution(so, plan.status.scale_target_gvkr.as_ref()) {
+        Resolution::Known(g) | Resolution::Discover(g) => g,
+    };
+    if plan.scale_target(&gvkr, Ok(replicas)).is_err() || plan.validation(so, &[], &[]).is_err() {
+        return plan.finish();
     }
-    status.external_metric_names = Some(external);
-    let resource = resource_metric_names(specs);
-    status.resource_metric_names = (!resource.is_empty()).then_some(resource);
-    status.composite_scaler_name = so
-        .spec
-        .uses_scaling_modifiers()
-        .then(|| COMPOSITE_METRIC_NAME.to_string());
-    CondUpdate::new("True", "ScaledObjectReady", READY_MESSAGE).apply(&mut conditions, READY);
-    if !has_valid_fallback(so) {
-        CondUpdate::new("False", "NoFallbackFound", NO_FALLBACK_MESSAGE).apply(&mut conditions, FALLBACK);
-    }
-    status.conditions = Some(conditions);
-    let changed = status != before;
-    (status, changed)
+    plan.hpa_applied(so, &hpa_name(so), specs);
+    plan.ready(so);
+    plan.finish()
 }
 
 /// What one scale-loop iteration learns from outside (scaler reads, `/scale`, the status),
@@ -937,6 +922,12 @@ struct LoopPrep {
     read_active: Vec<bool>,
     /// Per trigger: (is cpu/memory, index range into `externals`).
     triggers: Vec<(bool, std::ops::Range<usize>)>,
+    /// Per trigger: its name (empty when unnamed).
+    trigger_names: Vec<String>,
+    /// One value per external metric, as the scaler answered.
+    values: Vec<f64>,
+    /// The status the previous iterations left (health, conditions, lastActiveTime).
+    status: ScaledObjectStatus,
     /// `status.health` as the previous iterations left it.
     health: BTreeMap<String, HealthStatus>,
     /// Named trigger values for a scalingModifiers formula.
@@ -944,7 +935,6 @@ struct LoopPrep {
     current_replicas: i32,
     last_active: Option<DateTime<Utc>>,
     created: Option<DateTime<Utc>>,
-    conditions: Vec<Condition>,
 }
 
 fn now() -> DateTime<Utc> {
@@ -956,6 +946,8 @@ fn now() -> DateTime<Utc> {
 fn loop_prep(i: usize, so: &ScaledObject, entry: Option<&ObjectEntry>, specs: Option<&Specs>) -> LoopPrep {
     let mut externals = Vec::new();
     let mut triggers = Vec::new();
+    let mut trigger_names = Vec::new();
+    let mut values = Vec::new();
     let mut named = HashMap::new();
     for t in entry.map(|e| e.triggers.as_slice()).unwrap_or_default() {
         let from = externals.len();
@@ -971,9 +963,11 @@ fn loop_prep(i: usize, so: &ScaledObject, entry: Option<&ObjectEntry>, specs: Op
                 })
                 .unwrap_or((1.0, MetricTargetType::AverageValue));
             externals.push((name.clone(), value, kind));
+            values.push((mix(i, t.index) % 40) as f64);
         }
         let resource = t.scaler.is_ok() && t.metric_names.is_empty();
         triggers.push((resource, from..externals.len()));
+        trigger_names.push(t.trigger_name.clone());
         if !t.trigger_name.is_empty() {
             named.insert(t.trigger_name.clone(), Some((mix(i, t.index) % 40) as f64));
         }
@@ -1018,17 +1012,25 @@ fn loop_prep(i: usize, so: &ScaledObject, entry: Option<&ObjectEntry>, specs: Op
         0 => None,
         k => Some(now() - chrono::Duration::minutes((k * 7) as i64)),
     };
+    let status = ScaledObjectStatus {
+        health: (!health.is_empty()).then(|| health.clone()),
+        conditions: Some(initial_conditions()),
+        last_active_time: last_active.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ..ScaledObjectStatus::default()
+    };
     LoopPrep {
         externals,
         read_ok,
         read_active,
         triggers,
+        trigger_names,
+        values,
+        status,
         health,
         named,
         current_replicas: (mix(i, 500) % 4) as i32,
         last_active,
         created,
-        conditions: initial_conditions(),
     }
 }
 
@@ -1124,32 +1126,37 @@ fn decide(
     })
 }
 
-/// One scale-loop iteration's pure work end to end: the parts above plus the condition updates.
-fn loop_decision(so: &ScaledObject, p: &LoopPrep) -> Vec<Condition> {
-    let pause = pause_state(so.metadata.annotations.as_ref());
-    let (per_metric, falling_back, health) = fallback_step(so, p);
-    let composite = ebb::operator::loop_::composite(so, &p.named);
-    let (outs, names) = outcomes(p, &per_metric);
-    let kind = scale_target_kind(&scale_target_gvkr(so));
-    let d = decide(so, &pause, p, &outs, &names, composite, &kind);
-    let mut conditions = p.conditions.clone();
-    for (c, t) in [
-        (&d.active_condition, ACTIVE),
-        (&d.ready_condition, READY),
-        (&d.paused_condition, PAUSED),
-    ] {
-        if let Some(c) = c {
-            c.apply(&mut conditions, t);
+/// One scale-loop iteration's pure work end to end, as `operator::scale_loop::iterate` runs it
+/// between its reads: the loop plan over every metric's answer, the decision, the conditions,
+/// the status and events to write.
+fn loop_decision(so: &ScaledObject, p: &LoopPrep) -> (Option<ScaledObjectStatus>, Vec<Event>) {
+    let mut plan = LoopPlan::from_status(so, p.status.clone());
+    for (t, (resource, range)) in p.triggers.iter().enumerate() {
+        let mut outcome = TriggerOutcome::default();
+        if *resource {
+            plan.resource_trigger(&mut outcome);
+        } else if range.is_empty() {
+            plan.scaler_failed(&mut outcome, "no scaler".to_string());
         }
+        for m in range.clone() {
+            let name = &p.externals[m].0;
+            let mut health = plan.health(name).cloned().unwrap_or_default();
+            let ok = p.read_ok[m];
+            let step = fallback::on_result(so, &mut health, ok);
+            let read = if ok {
+                Ok((p.values[m], p.read_active[m]))
+            } else {
+                Err("connection refused".to_string())
+            };
+            plan.metric(&mut outcome, &p.trigger_names[t], name, (step, health), read);
+        }
+        plan.trigger_done(outcome);
     }
-    let update = if falling_back {
-        CondUpdate::new("True", "FallbackExists", FALLBACK_EXISTS_MESSAGE)
-    } else {
-        CondUpdate::new("False", "NoFallbackFound", NO_FALLBACK_MESSAGE)
-    };
-    update.apply(&mut conditions, FALLBACK);
-    black_box((&d, health));
-    conditions
+    let gvkr = plan.scale_target(so);
+    let d = plan.decide(so, &gvkr, p.current_replicas, now());
+    plan.scaled(&d, Ok(()), now());
+    plan.fallback(so);
+    plan.finish()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1333,7 +1340,7 @@ fn run(n: usize, rounds: usize, deadline: Duration, phases: Phases, kinds: &[Kin
                     if let Some(c) = status
                         .as_ref()
                         .and_then(|s| s.conditions.as_ref())
-                        .and_then(|c| c.iter().find(|c| c.type_ == READY))
+                        .and_then(|c| c.iter().find(|c| c.type_ == READY.as_str()))
                     {
                         *counts
                             .entry((c.status.clone(), c.reason.clone().unwrap_or_default()))
@@ -1542,7 +1549,7 @@ fn pure_phases(
     rows.push(row);
     drop(previous);
 
-    let mut row = Row::new("status + conditions (reconcile's helpers)", n);
+    let mut row = Row::new("status + conditions (reconcile's plan)", n);
     for _ in 0..rounds {
         row.samples.push(sample(|| {
             let empty = Vec::new();
@@ -1606,7 +1613,7 @@ fn pure_phases(
         row.samples.push(sample(|| {
             let mut out = Vec::with_capacity(n);
             let r = timed(objects, deadline, |i, so| {
-                out.push(ebb::operator::loop_::composite(so, &preps[i].named))
+                out.push(scale_loop::composite(so, &preps[i].named))
             });
             composites = out;
             r
@@ -1645,7 +1652,7 @@ fn pure_phases(
             })
         }));
     }
-    row.note = "the five rows above plus conditions, per iteration".into();
+    row.note = "the loop's plan end to end: reads, decision, conditions, status".into();
     rows.push(row);
     drop(preps);
     drop(per_metric);

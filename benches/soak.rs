@@ -1117,7 +1117,7 @@ fn pure_checks() {
         (cron_object(61, 30), None),
     ] {
         let so: ebb::crd::ScaledObject = serde_yaml::from_str(&text).expect("ScaledObject");
-        let problems = ebb::operator::validate::validate_scaled_object(&so);
+        let problems = ebb::scaling::validate::validate_scaled_object(&so);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(so.spec.triggers[0].use_cached_metrics, cached);
     }

@@ -10,6 +10,7 @@
 //! allocation), the lookup is moka's synchronous `get`, and the rendered response body is
 //! kept beside the value so a hit does not serialise JSON again.
 
+use crate::locks::LockExt;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, OnceLock},
@@ -177,7 +178,7 @@ impl MetricCache {
     /// flight is retired, so no reader can fall between the two and query again.
     async fn coalesced(&self, key: CacheKey, resolved: &Resolved, ttl: Option<Duration>) -> Outcome {
         let cell = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.inflight.lock_or_recover();
             map.entry(key).or_default().clone()
         };
         let outcome = cell.get_or_init(|| self.query(resolved)).await.clone();
@@ -191,7 +192,7 @@ impl MetricCache {
                 },
             );
         }
-        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.inflight.lock_or_recover();
         if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             map.remove(&key);
         }

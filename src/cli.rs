@@ -4,7 +4,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::net::{Limits, parse_duration};
+use crate::{
+    net::{Limits, parse_duration},
+    telemetry::LogFormat,
+};
 
 /// ebb: KEDA-compatible event-driven autoscaling.
 #[derive(Debug, Parser)]
@@ -43,7 +46,7 @@ pub enum Command {
     /// Serve the admission webhooks for ScaledObjects and (Cluster)TriggerAuthentications.
     Webhooks(WebhooksArgs),
     /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
-    Simulate(Box<crate::simulate::SimulateArgs>),
+    Simulate(Box<SimulateArgs>),
 }
 
 /// Flags of `ebb operator`.
@@ -64,9 +67,9 @@ pub struct OperatorArgs {
     /// Watch only this namespace (default: KEDA's WATCH_NAMESPACE, else all).
     #[arg(long, env = "EBB_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
-    /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
-    #[arg(long, env = "EBB_HTTP_DEFAULT_TIMEOUT", default_value_t = 3000)]
-    pub http_default_timeout: u64,
+    /// Scaler settings.
+    #[command(flatten)]
+    pub scalers: ScalerArgs,
 }
 
 /// Flags of `ebb run`: every `ebb metrics-server` flag, plus the operator's own.
@@ -104,6 +107,77 @@ pub struct LeaderArgs {
         action = clap::ArgAction::Set
     )]
     pub enable_cert_rotation: bool,
+    /// Who this replica is (the Deployment's downward API).
+    #[command(flatten)]
+    pub pod: PodArgs,
+}
+
+/// What the Deployment tells a replica about itself through its environment (the downward API);
+/// hidden flags, so every variable ebb reads is read here, by clap.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PodArgs {
+    /// The pod's name: the leader-election identity and the events' reporting instance.
+    #[arg(long = "pod-name", env = "POD_NAME", hide = true)]
+    pub name: Option<String>,
+    /// The namespace ebb runs in: the Lease's and the certificate Secret's (default `ebb`).
+    #[arg(long = "pod-namespace", env = "POD_NAMESPACE", hide = true)]
+    pub namespace: Option<String>,
+    /// The host name, the identity when `POD_NAME` is not set.
+    #[arg(long = "pod-hostname", env = "HOSTNAME", hide = true)]
+    pub hostname: Option<String>,
+}
+
+impl PodArgs {
+    /// The namespace ebb runs in: `POD_NAMESPACE`, else `ebb`.
+    pub fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "ebb".to_string())
+    }
+}
+
+/// Settings of the scalers a process builds.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ScalerArgs {
+    /// Default timeout of scaler HTTP calls in milliseconds [default: 3000, or KEDA's
+    /// KEDA_HTTP_DEFAULT_TIMEOUT when set].
+    #[arg(long, env = "EBB_HTTP_DEFAULT_TIMEOUT")]
+    pub http_default_timeout: Option<u64>,
+    /// KEDA's variable for the same timeout, used when neither the flag nor
+    /// EBB_HTTP_DEFAULT_TIMEOUT is given.
+    #[arg(long, env = "KEDA_HTTP_DEFAULT_TIMEOUT", hide = true)]
+    pub keda_http_default_timeout: Option<String>,
+    /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
+    #[command(flatten)]
+    pub cluster_objects: ClusterObjectsArgs,
+}
+
+/// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live (KEDA's variable, read
+/// here like every other setting rather than behind clap's back).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterObjectsArgs {
+    /// Namespace of the Secrets and ConfigMaps ClusterTriggerAuthentications reference
+    /// [default: the namespace ebb runs in, else `ebb`].
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    pub cluster_object_namespace: Option<String>,
+}
+
+impl ScalerArgs {
+    /// The scaler HTTP timeout: the flag, else KEDA's variable, else 3 s; KEDA turns a
+    /// non-positive value into 300 ms.
+    pub fn http_timeout(&self) -> Duration {
+        let keda = self
+            .keda_http_default_timeout
+            .as_deref()
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        let ms = match (self.http_default_timeout, keda) {
+            (Some(flag), _) => i64::try_from(flag).unwrap_or(i64::MAX),
+            (None, Some(keda)) => keda,
+            (None, None) => 3000,
+        };
+        Duration::from_millis(u64::try_from(ms).ok().filter(|t| *t > 0).unwrap_or(300))
+    }
 }
 
 /// Flags of `ebb render`.
@@ -115,6 +189,9 @@ pub struct RenderArgs {
     /// Value of the `app.kubernetes.io/version` label on the rendered HPAs.
     #[arg(long, env = "EBB_HPA_VERSION_LABEL", default_value = env!("CARGO_PKG_VERSION"))]
     pub version_label: String,
+    /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
+    #[command(flatten)]
+    pub cluster_objects: ClusterObjectsArgs,
 }
 
 /// Flags of `ebb check`.
@@ -127,6 +204,9 @@ pub struct CheckArgs {
     /// kinds, e.g. a Deployment or a Secret); by default such a file is an error.
     #[arg(long)]
     pub allow_other_kinds: bool,
+    /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
+    #[command(flatten)]
+    pub cluster_objects: ClusterObjectsArgs,
 }
 
 /// Flags of `ebb certs`.
@@ -167,18 +247,6 @@ pub struct WebhooksArgs {
     /// Run without a cluster: other ScaledObjects, HPAs, workloads and LimitRanges come from YAML in DIR.
     #[arg(long, env = "EBB_LOCAL", value_name = "DIR")]
     pub local: Option<PathBuf>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-    /// One JSON object per line with KEDA's zap field names (`ts`, `level`, `logger`, `caller`,
-    /// `msg`, `ScaledObject.Namespace`, …), for log queries written for KEDA.
-    KedaJson,
 }
 
 /// Logging flags.
@@ -296,9 +364,9 @@ pub struct MetricsServerArgs {
     /// Address the admin port binds to (default 0.0.0.0; 127.0.0.1 with `--local`).
     #[arg(long, env = "EBB_METRICS_BIND_ADDRESS")]
     pub metrics_bind_address: Option<IpAddr>,
-    /// Default timeout of scaler HTTP calls in milliseconds (KEDA_HTTP_DEFAULT_TIMEOUT is honoured too).
-    #[arg(long, env = "EBB_HTTP_DEFAULT_TIMEOUT", default_value_t = 3000)]
-    pub http_default_timeout: u64,
+    /// Scaler settings.
+    #[command(flatten)]
+    pub scalers: ScalerArgs,
     /// How often certificate and CA files are checked for changes, in milliseconds.
     #[arg(long, env = "EBB_CERT_RELOAD_INTERVAL", default_value_t = 2000)]
     pub cert_reload_interval: u64,
@@ -473,5 +541,81 @@ mod tests {
         assert_eq!(limits.read_header_timeout, Some(Duration::from_millis(250)));
         assert_eq!(limits.idle_timeout, None);
         assert!(Cli::try_parse_from(["ebb", "metrics-server", "--idle-timeout", "90"]).is_err());
+    }
+}
+
+/// Output formats of `ebb simulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum SimulateOutput {
+    /// A table for people, then a summary.
+    #[default]
+    Table,
+    /// One JSON object per line per step, then a summary object.
+    Json,
+}
+
+/// Flags of `ebb simulate`.
+#[derive(Debug, Args, Clone)]
+pub struct SimulateArgs {
+    /// The manifest holding the ScaledObject (and any TriggerAuthentications it uses).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub file: PathBuf,
+    /// The metric trace (CSV: `time`, one column per trigger, optional `ready` and `error`).
+    #[arg(long, required_unless_present = "prometheus", conflicts_with = "prometheus")]
+    pub trace: Option<PathBuf>,
+    /// Which object of the file, when it holds several.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replicas at the start (default: minReplicaCount).
+    #[arg(long)]
+    pub replicas: Option<i32>,
+    /// The HPA controller's sync period (`--horizontal-pod-autoscaler-sync-period`).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub sync_period: std::time::Duration,
+    /// Time a new pod takes to become ready.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub startup: std::time::Duration,
+    /// The controller's tolerance (`--horizontal-pod-autoscaler-tolerance`).
+    #[arg(long, default_value_t = 0.1)]
+    pub tolerance: f64,
+    /// The default scale-down stabilization (`--horizontal-pod-autoscaler-downscale-stabilization`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub downscale_stabilization: std::time::Duration,
+    /// Write a chart of metrics, targets and replicas over time (SVG).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SimulateOutput::Table)]
+    pub output: SimulateOutput,
+    /// Fetch each prometheus trigger's own query from this Prometheus instead of a trace file.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// Range start for --prometheus (RFC 3339 or Unix seconds).
+    #[arg(long, requires = "prometheus")]
+    pub start: Option<String>,
+    /// Range end for --prometheus (RFC 3339 or Unix seconds).
+    #[arg(long, requires = "prometheus")]
+    pub end: Option<String>,
+    /// Range step for --prometheus.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub step: std::time::Duration,
+    /// ScaledJob: Jobs already running at the start.
+    #[arg(long, default_value_t = 0)]
+    pub running: u32,
+    /// ScaledJob: Jobs pending at the start (they start running after --startup).
+    #[arg(long, default_value_t = 0)]
+    pub pending: u32,
+    /// ScaledJob: how long each Job runs once started (seconds or a duration such as 90s);
+    /// Jobs never finish when not given.
+    #[arg(long, value_parser = parse_job_duration)]
+    pub job_duration: Option<std::time::Duration>,
+}
+
+/// Parses `--job-duration`: seconds, or a Go duration (`90s`, `5m`).
+pub fn parse_job_duration(text: &str) -> Result<std::time::Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(std::time::Duration::from_secs_f64(s)),
+        Ok(_) => Err(format!("invalid job duration {text:?}")),
+        Err(_) => crate::net::parse_duration(text),
     }
 }

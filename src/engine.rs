@@ -2,6 +2,7 @@
 //! fallback counters. Under `ebb run` the metrics server and the operator hold the same engine,
 //! so a metric read and the scale loop meet in one cache with no network hop between them.
 
+use crate::locks::LockExt;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -12,11 +13,15 @@ use crate::{
     cache::MetricCache,
     crd::ScaledObject,
     keda_metrics::{KedaMetrics, RegisteredResource},
-    operator::{activation::pause_state, fallback::HealthStore},
+    resolver::kube::KubeResolver,
     scalers::{
         ScalerContext,
+        aws::AwsShared,
+        kubernetes_workload::PodIndex,
         registry::{AuthResolver, ObjectKey, Registry, RegistryConfig},
     },
+    scaling::{activation::pause_state, fallback::HealthStore},
+    shutdown::Signal,
 };
 
 /// Registry, cache and fallback counters, wired so removals and rebuilds reach all three.
@@ -88,6 +93,40 @@ impl Engine {
         self.metrics = Some(metrics);
     }
 
+    /// An engine whose scalers reach the cluster through `client`: feeding `metrics`, reading
+    /// pods from a watch, and resolving authentication from the watch caches of
+    /// (Cluster)TriggerAuthentications, Secrets and ConfigMaps (synced before this returns).
+    /// Every component that runs against a cluster builds its engine here.
+    pub async fn connect(
+        client: &kube::Client,
+        http_timeout: Duration,
+        cluster_object_namespace: String,
+        metrics: Arc<KedaMetrics>,
+        shutdown: &Signal,
+    ) -> (Engine, PodIndex) {
+        let mut engine = Engine::new(http_timeout);
+        engine.observe(metrics);
+        let pods = PodIndex::start(client.clone(), shutdown.clone());
+        let resolver = KubeResolver::start(
+            client.clone(),
+            engine.registry.clone(),
+            cluster_object_namespace,
+            shutdown.clone(),
+        )
+        .await;
+        engine.configure(
+            Arc::new(resolver),
+            ScalerContext {
+                kube: Some(client.clone()),
+                pods: Some(pods.clone()),
+                aws: AwsShared::default(),
+                clock: None,
+                metrics: None,
+            },
+        );
+        (engine, pods)
+    }
+
     /// Gives the registry its resolver and scaler context, with this engine's metrics in it.
     pub fn configure(&self, resolver: Arc<dyn AuthResolver>, mut context: ScalerContext) {
         context.metrics = self.metrics.clone();
@@ -106,7 +145,7 @@ impl Tally {
     fn applied(&self, metrics: &KedaMetrics, key: &ObjectKey, so: &ScaledObject) {
         let types: Vec<String> = so.spec.triggers.iter().map(|t| t.type_.clone()).collect();
         let previous = {
-            let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+            let mut objects = self.objects.lock_or_recover();
             if objects.get(key) == Some(&types) {
                 None
             } else {
@@ -125,24 +164,13 @@ impl Tally {
     }
 
     fn removed(&self, metrics: &KedaMetrics, key: &ObjectKey) {
-        let removed = self.objects.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let removed = self.objects.lock_or_recover().remove(key);
         if let Some(types) = removed {
             types.iter().for_each(|t| metrics.dec_trigger_registered(t));
             metrics.dec_resource_registered(RegisteredResource::ScaledObject, &key.namespace);
         }
         metrics.remove_scaled_object(&key.namespace, &key.name);
     }
-}
-
-/// The scaler HTTP timeout: `KEDA_HTTP_DEFAULT_TIMEOUT` (milliseconds) unless
-/// `EBB_HTTP_DEFAULT_TIMEOUT` is set, else the flag; KEDA turns a non-positive value into 300 ms.
-pub fn http_timeout(flag_ms: u64) -> Duration {
-    let ms = std::env::var("KEDA_HTTP_DEFAULT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .filter(|_| std::env::var_os("EBB_HTTP_DEFAULT_TIMEOUT").is_none())
-        .unwrap_or(i64::try_from(flag_ms).unwrap_or(i64::MAX));
-    Duration::from_millis(u64::try_from(ms).ok().filter(|t| *t > 0).unwrap_or(300))
 }
 
 #[cfg(test)]
@@ -241,7 +269,7 @@ mod tests {
         let key = ObjectKey::new("ns", "a");
         // The fourth failure in a row, counted from the loop's published three, falls back.
         let (step, h) = engine.health.step(&so, &key, "s0-cron", None, false);
-        assert_eq!(step, crate::operator::fallback::Step::Synthetic);
+        assert_eq!(step, crate::scaling::fallback::Step::Synthetic);
         assert_eq!(h.number_of_failures, Some(4));
         // Once this process counts, a stale published count does not overwrite it.
         engine.health.step(&so, &key, "s0-cron", None, true);

@@ -14,7 +14,7 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::shutdown::Signal;
 
@@ -39,12 +39,13 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// Lease `ebb-operator` in `POD_NAMESPACE` (default `ebb`), identity `POD_NAME` or the hostname.
-    pub fn from_env() -> Self {
-        let identity = std::env::var("POD_NAME")
-            .ok()
+    /// Lease `ebb-operator` in `namespace`; this replica is `pod_name`, else `hostname`, else
+    /// what `/etc/hostname` says (the values the operator's command line read).
+    pub fn for_replica(pod_name: Option<&str>, hostname: Option<&str>, namespace: String) -> Self {
+        let identity = pod_name
             .filter(|s| !s.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .or(hostname.filter(|s| !s.is_empty()))
+            .map(str::to_string)
             .or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
                     .ok()
@@ -53,10 +54,7 @@ impl LeaseConfig {
             .unwrap_or_else(|| "ebb-operator".to_string());
         Self {
             name: LEASE_NAME.to_string(),
-            namespace: std::env::var("POD_NAMESPACE")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "ebb".to_string()),
+            namespace,
             identity,
             duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
@@ -209,6 +207,6 @@ pub fn spawn(client: Client, cfg: LeaseConfig, shutdown: Signal) -> watch::Recei
                 _ = tokio::time::sleep(cfg.renew_every) => {}
             }
         }
-    });
+    }.in_current_span());
     rx
 }

@@ -1,5 +1,7 @@
 //! The `ebb` binary: parse, install the TLS crypto provider, start logging, run one component.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::Parser;
 use ebb::report::error_chain;
 use ebb::{
@@ -10,11 +12,11 @@ use ebb::{
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.log);
+    telemetry::init(cli.log.log_format, &cli.log.log_level);
     // Offline tools: no TLS, no signals, just an exit code.
     match &cli.command {
-        Command::Render(args) => return exit_code(ebb::render::run_render(args)),
-        Command::Check(args) => return exit_code(ebb::render::run_check(args)),
+        Command::Render(args) => return exit_code(ebb::tools::render::run_render(args)),
+        Command::Check(args) => return exit_code(ebb::tools::render::run_check(args)),
         Command::Certs(args) => return certs(args),
         Command::Crd => {
             return match ebb::crd::crds_yaml() {
@@ -44,21 +46,15 @@ async fn main() -> std::process::ExitCode {
     }
     // Tools that may reach a server (Prometheus, the API server) but run no component.
     if let Command::Simulate(args) = cli.command {
-        return exit_code(ebb::simulate::run(*args).await);
+        return exit_code(ebb::tools::simulate::run(*args).await);
     }
     let (trigger, signal) = shutdown::channel();
     tokio::spawn(shutdown::on_os_signal(trigger));
-    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal)
-            .await
-            .map_err(Into::into),
-        Command::Operator(args) => ebb::operator::runtime::run(*args, signal)
-            .await
-            .map_err(Into::into),
-        Command::Run(args) => ebb::external_metrics::server::run_with(args.server, Some(args.leader), signal)
-            .await
-            .map_err(Into::into),
-        Command::Webhooks(args) => ebb::webhooks::run(args, signal).await.map_err(Into::into),
+    let result: Result<(), ebb::startup::StartupError> = match cli.command {
+        Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal).await,
+        Command::Operator(args) => ebb::operator::controller::run(*args, signal).await,
+        Command::Run(args) => ebb::run::run(*args, signal).await,
+        Command::Webhooks(args) => ebb::webhooks::run(args, signal).await,
         Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd | Command::Simulate(_) => {
             Ok(())
         }
@@ -66,7 +62,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            telemetry::fatal(&error_chain(e.as_ref()));
+            telemetry::fatal(&error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -79,17 +75,17 @@ fn exit_code(code: i32) -> std::process::ExitCode {
 
 /// `ebb certs`: write the files and print what to paste into the registration objects.
 fn certs(args: &ebb::cli::CertsArgs) -> std::process::ExitCode {
-    match ebb::certs::write_bundle(&args.out, &args.namespace, &args.cluster_domain) {
+    match ebb::cluster_certs::write_bundle(&args.out, &args.namespace, &args.cluster_domain) {
         Ok(bundle) => {
             println!("wrote ca.crt, ca.key, tls.crt, tls.key to {}", args.out.display());
             println!(
                 "kubectl -n {} create secret generic {} --from-file={}",
                 args.namespace,
-                ebb::certs::SECRET_NAME,
+                ebb::cluster_certs::SECRET_NAME,
                 args.out.display()
             );
             println!("caBundle (APIService spec.caBundle, webhooks[].clientConfig.caBundle):");
-            println!("{}", ebb::certs::ca_bundle_base64(&bundle.ca_crt));
+            println!("{}", ebb::cluster_certs::ca_bundle_base64(&bundle.ca_crt));
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

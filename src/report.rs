@@ -99,7 +99,8 @@ pub struct BindError {
     pub addr: SocketAddr,
     /// The flag that sets the port (`--secure-port`, `--metrics-port`, …).
     pub port_flag: &'static str,
-    /// The flag that sets the address (`--bind-address`, `--metrics-bind-address`).
+    /// The flag that sets the address (`--bind-address`, `--metrics-bind-address`); empty when
+    /// no flag does (the address is fixed).
     pub address_flag: &'static str,
     /// What the OS said (kept out of `source()` so the message says it once).
     pub cause: io::Error,
@@ -117,6 +118,7 @@ fn explain_bind(cause: &io::Error, port_flag: &str, address_flag: &str) -> Strin
         io::ErrorKind::AddrNotAvailable => {
             format!("the address is not on this machine; choose another with {address_flag}")
         }
+        _ if address_flag.is_empty() => format!("{cause} (the port is set by {port_flag})"),
         _ => format!("{cause} (the port is set by {port_flag}, the address by {address_flag})"),
     }
 }

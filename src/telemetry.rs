@@ -17,7 +17,17 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
-use crate::cli::{LogArgs, LogFormat};
+/// Log output format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// One JSON object per line with KEDA's zap field names (`ts`, `level`, `logger`, `caller`,
+    /// `msg`, `ScaledObject.Namespace`, …), for log queries written for KEDA.
+    KedaJson,
+}
 
 /// The format [`init`] installed, so [`fatal`] reports a failure once, in that format.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
@@ -43,12 +53,12 @@ pub fn parse_filter(value: &str) -> Result<String, String> {
 
 /// Installs the global subscriber; a filter that does not parse (only reachable by bypassing
 /// the command line's check) falls back to `info` with a warning.
-pub fn init(args: &LogArgs) {
-    let (filter, bad) = match EnvFilter::try_new(&args.log_level) {
+pub fn init(format: LogFormat, level: &str) {
+    let (filter, bad) = match EnvFilter::try_new(level) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e.to_string())),
     };
-    let _ = FORMAT.set(args.log_format);
+    let _ = FORMAT.set(format);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -56,7 +66,7 @@ pub fn init(args: &LogArgs) {
         .with_ansi(ansi);
     // TLS warnings about what a client sent are the client's choice: rate-limit them.
     let peer_noise = crate::net::PeerNoiseLayer::new(crate::net::logthrottle::DEFAULT_WINDOW);
-    let _ = match args.log_format {
+    let _ = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -73,7 +83,7 @@ pub fn init(args: &LogArgs) {
         LogFormat::Text => builder.finish().with(peer_noise).try_init(),
     };
     if let Some(e) = bad {
-        tracing::warn!(filter = %args.log_level, error = %e, "invalid --log-level; using info");
+        tracing::warn!(filter = %level, error = %e, "invalid --log-level; using info");
     }
 }
 
@@ -216,6 +226,7 @@ impl tracing::field::Visit for Fields {
 
 #[cfg(test)]
 mod tests {
+    use crate::locks::LockExt;
     use std::sync::{Arc, Mutex};
 
     use clap::Parser;
@@ -254,10 +265,7 @@ mod tests {
 
     impl std::io::Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(buf);
+            self.0.lock_or_recover().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {

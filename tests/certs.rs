@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ebb::certs::{self, CertManager, SecretAction};
+use ebb::cluster_certs::{self as certs, CertManager, SecretAction};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::{
     ByteString,

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use ebb::{
     crd::{ScaledObject, scaled_object::MetricTargetType},
-    operator::{
+    resolver::files::LocalObjects,
+    scalers::{MetricSpec, MetricTarget},
+    scaling::{
         hpa::{metric_specs, needs_update, render_hpa},
         validate::validate_scaled_object,
     },
-    render::build_offline,
-    resolver::local::LocalObjects,
-    scalers::{MetricSpec, MetricTarget},
+    tools::render::build_offline,
 };
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 

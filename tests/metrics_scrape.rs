@@ -119,7 +119,8 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
         // Prometheus whose query matches nothing (the empty-upstream family).
         let dir = tempfile::tempdir().expect("tempdir");
         let objects = dir.path().join("objects");
-        ebb::local::write_examples(&objects, SocketAddr::from(([127, 0, 0, 1], admin))).expect("examples");
+        ebb::local_mode::write_examples(&objects, SocketAddr::from(([127, 0, 0, 1], admin)))
+            .expect("examples");
         std::fs::write(
             objects.join("dashboards.yaml"),
             format!(
@@ -167,7 +168,7 @@ async fn prometheus_scrapes_every_documented_family_after_real_reads() {
     };
 
     // Every external metric of every object, read with kubectl as the HPA reads it.
-    let (parsed, errors) = ebb::source::local::load_dir(&objects);
+    let (parsed, errors) = ebb::source::files::load_dir(&objects);
     assert!(errors.is_empty(), "{errors:?}");
     let registry = Registry::new(RegistryConfig::default());
     for so in &parsed.scaled_objects {

@@ -11,14 +11,14 @@ use ebb::{
     crd::ScaledObject,
     operator::{
         context::Context,
-        hpa::render_hpa,
-        loop_,
         reconcile::{FINALIZER, reconcile},
+        scale_loop,
     },
     scalers::{
         ScalerContext,
         registry::{Registry, RegistryConfig, object_key},
     },
+    scaling::hpa::render_hpa,
 };
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
@@ -175,17 +175,17 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 fn spawn_reconcile(
     ctx: &Arc<Context>,
     v: &Value,
-) -> JoinHandle<Result<kube::runtime::controller::Action, ebb::operator::context::Error>> {
+) -> JoinHandle<Result<kube::runtime::controller::Action, ebb::operator::error::Error>> {
     let so = Arc::new(so(v));
     let ctx = ctx.clone();
     tokio::spawn(async move { reconcile(so, ctx).await })
 }
 
 /// Runs one scale-loop iteration of `v` in the background.
-fn spawn_iterate(ctx: &Arc<Context>, v: &Value) -> JoinHandle<Result<(), ebb::operator::context::Error>> {
+fn spawn_iterate(ctx: &Arc<Context>, v: &Value) -> JoinHandle<Result<(), ebb::operator::error::Error>> {
     let so = so(v);
     let ctx = ctx.clone();
-    tokio::spawn(async move { loop_::iterate(&ctx, &so).await })
+    tokio::spawn(async move { scale_loop::iterate(&ctx, &so).await })
 }
 
 /// Expects the ScaledObject status patch and answers it; returns the query and the patch.
@@ -550,7 +550,7 @@ async fn non_leader_makes_no_write() {
     let (ctx, mut handle) = context();
     let (trigger, signal) = ebb::shutdown::channel();
     let leader = ebb::lease::spawn(ctx.client.clone(), lease_config(), signal.clone());
-    let gated = tokio::spawn(ebb::operator::runtime::run_gated(
+    let gated = tokio::spawn(ebb::operator::controller::run_gated(
         ctx.clone(),
         leader,
         None,
@@ -577,7 +577,7 @@ async fn leader_starts_the_controller() {
     let (ctx, mut handle) = context();
     let (trigger, signal) = ebb::shutdown::channel();
     let leader = ebb::lease::spawn(ctx.client.clone(), lease_config(), signal.clone());
-    let gated = tokio::spawn(ebb::operator::runtime::run_gated(
+    let gated = tokio::spawn(ebb::operator::controller::run_gated(
         ctx.clone(),
         leader,
         None,
@@ -1290,7 +1290,7 @@ async fn render_prints_the_hpa_the_operator_applies_for_every_fixture() {
         let registry = Arc::new(Registry::new(RegistryConfig::default()));
         registry.configure(
             Arc::new(
-                ebb::resolver::local::LocalResolver::from_documents(&auth_docs)
+                ebb::resolver::files::LocalResolver::from_documents(&auth_docs)
                     .with_cluster_object_namespace("ebb"),
             ),
             Default::default(),

@@ -12,7 +12,7 @@ use ebb::{
             TriggerAuthenticationSpec,
         },
     },
-    resolver::{AuthSources, Resolved, expand, kube::KubeResolver, local::LocalResolver, resolve_trigger},
+    resolver::{AuthSources, Resolved, expand, files::LocalResolver, kube::KubeResolver, resolve_trigger},
     scalers::{ScalerConfig, kubernetes_workload::PodIndex, registry::AuthResolver},
     selector,
 };
@@ -574,7 +574,7 @@ status:
 "#;
 
 fn docs(text: &str) -> Vec<serde_yaml::Value> {
-    ebb::source::local::parse_file(std::path::Path::new("auth.yaml"), text)
+    ebb::source::files::parse_file(std::path::Path::new("auth.yaml"), text)
         .expect("parses")
         .others
 }
@@ -846,7 +846,7 @@ spec:
 #[test]
 fn local_directory_heals_a_trigger_when_its_secret_appears() {
     use ebb::scalers::registry::{ObjectKey, Registry, RegistryConfig};
-    use ebb::source::local::LocalSource;
+    use ebb::source::files::LocalSource;
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("so.yaml"), HEALING_SO).expect("write");

@@ -252,12 +252,7 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
             panic!("parsed as run");
         };
         assert!(!args.leader.leader_elect);
-        let running = tokio::spawn(ebb::external_metrics::server::run_on(
-            args.server,
-            Some(args.leader),
-            Some(client.clone()),
-            signal.clone(),
-        ));
+        let running = tokio::spawn(ebb::run::run_with_client(*args, client.clone(), signal.clone()));
         // Both ports are bound before anything else starts, so the admin port accepting means
         // the server is up; binding fails at once, ending the task.
         let deadline = Instant::now() + DEADLINE;

@@ -277,7 +277,7 @@ pub struct ScaledObjectStatus {
 }
 
 /// `status.scaleTargetGVKR`.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct GroupVersionKindResource {
     /// API group.
     #[serde(default)]

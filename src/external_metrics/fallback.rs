@@ -15,18 +15,18 @@ use kube::{Api, api::DynamicObject};
 use super::error::ApiError;
 use crate::{
     cache::{MetricCache, Outcome},
+    cluster::scale::{Plurals, resolve_gvkr, target_api},
     crd::{ScaledObject, scaled_object::MetricTargetType},
-    operator::{
-        fallback::{self, BEHAVIOR_STATIC, HealthStore, Step},
-        formula,
-        hpa::modifiers_target,
-        scale::{Plurals, resolve_gvkr, target_api},
-        status::scale_target_gvkr,
-    },
     scalers::{
         MetricSpec,
         kubernetes_workload::PodIndex,
         registry::{ObjectEntry, ObjectKey, Resolved},
+    },
+    scaling::{
+        fallback::{self, BEHAVIOR_STATIC, HealthStore, Step},
+        formula,
+        hpa::modifiers_target,
+        target::scale_target_gvkr,
     },
     selector,
 };

@@ -1,5 +1,6 @@
 //! Routing and handlers of the external metrics API; testable without sockets.
 
+use crate::locks::LockExt;
 use std::{
     sync::{
         Arc,
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use percent_encoding::percent_decode_str;
-use tracing::{info, warn};
+use tracing::{Instrument, Span, field::Empty, info, info_span, warn};
 
 use super::{
     auth::{AuthError, Authenticator, Authorizer, check},
@@ -54,7 +55,7 @@ pub struct ApiState {
     /// KEDA-named scaler metrics, recorded whenever a read reached the upstream.
     pub keda: Option<Arc<crate::keda_metrics::KedaMetrics>>,
     /// Consecutive-failure counters for fallback (shared with the scale loop under `ebb run`).
-    pub health: Arc<crate::operator::fallback::HealthStore>,
+    pub health: Arc<crate::scaling::fallback::HealthStore>,
     /// Reads the scale target for fallback values; `None` in `--local` mode.
     pub targets: Option<super::fallback::TargetReader>,
 }
@@ -65,7 +66,7 @@ impl ApiState {
         if error.is_none() && !self.any_errors.load(Ordering::Relaxed) {
             return;
         }
-        let mut last = self.last_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_errors.lock_or_recover();
         let slot = (key.clone(), trigger);
         match error {
             Some(e) if last.get(&slot).map(String::as_str) != Some(e) => {
@@ -105,7 +106,19 @@ pub async fn handle<B>(state: &ApiState, req: Request<B>, conn: &ConnInfo) -> Re
     let route = Route::of(uri.path());
     let resp = match check(&state.authn, &state.authz, conn, &method, &uri, &mut headers).await {
         Err(e) => auth_error(e).into_response(),
-        Ok(_user) => route_request(state, route, &method, uri.path(), uri.query(), &headers).await,
+        Ok(user) => {
+            // One span per metric read: who asked, for which object and metric, and whether
+            // the cache answered, so a log line of the read (or of its upstream call) leads
+            // back to them. Other routes log nothing per request.
+            let span = if route == Route::Metric {
+                info_span!("metric_read", user = %user.name, metric = Empty, object = Empty, cache = Empty)
+            } else {
+                Span::none()
+            };
+            route_request(state, route, &method, uri.path(), uri.query(), &headers)
+                .instrument(span)
+                .await
+        }
     };
     state
         .metrics
@@ -344,8 +357,11 @@ async fn read_metric(
         return Ok(empty_list(pretty));
     };
     let key = ObjectKey::new(namespace, so_name);
+    let span = Span::current();
+    span.record("metric", metric);
+    span.record("object", tracing::field::display(&key));
     // The name is compared first so ordinary reads pay no second registry lookup.
-    if metric.eq_ignore_ascii_case(crate::operator::hpa::COMPOSITE_METRIC_NAME)
+    if metric.eq_ignore_ascii_case(crate::scaling::hpa::COMPOSITE_METRIC_NAME)
         && let Some(entry) = state.registry.get(&key)
         && fallback::uses_scaling_modifiers(&entry)
     {
@@ -358,7 +374,7 @@ async fn read_metric(
         .await?;
         // KEDA records the composite under the scaler name `composite-metric`, trigger index 0.
         if let Some(keda) = &state.keda {
-            let composite = crate::operator::hpa::COMPOSITE_METRIC_NAME;
+            let composite = crate::scaling::hpa::COMPOSITE_METRIC_NAME;
             let labels = crate::keda_metrics::ScalerLabels {
                 namespace: key.namespace.clone(),
                 metric: composite.to_string(),
@@ -380,6 +396,7 @@ async fn read_metric(
     })?;
     let started = Instant::now();
     let (outcome, kind) = state.cache.read(&resolved).await;
+    span.record("cache", if kind == ReadKind::Hit { "hit" } else { "miss" });
     let trigger = resolved.trigger();
     state.metrics.observe_read(kind == ReadKind::Hit);
     let labels = || crate::keda_metrics::ScalerLabels {

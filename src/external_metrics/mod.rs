@@ -15,4 +15,4 @@ pub mod metrics;
 pub mod server;
 pub mod types;
 
-pub use server::{ServerError, run};
+pub use server::run;

@@ -1,15 +1,22 @@
-//! `ebb metrics-server`: wiring of certificates, authentication, the ScaledObject source,
-//! the scaler registry and cache, the admin port and the TLS listener.
+//! `ebb metrics-server`: the ports, certificates, authentication, the ScaledObject source, the
+//! engine, and the TLS listener of the external metrics API.
+//!
+//! [`run`] is the subcommand: [`bind`] the ports, build an engine (from `--local` files, or
+//! connected to the cluster), then serve. `ebb run` ([`crate::run`]) binds the same way and
+//! hands [`run_with_engine`] the engine it shares with the operator.
 
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::{
     auth::{Authenticator, Authorizer, AuthzMode, RequestHeaderConfig},
@@ -19,95 +26,66 @@ use super::{
 };
 use crate::{
     admin::{self, AdminState},
-    cli::{LeaderArgs, MetricsServerArgs},
+    cli::MetricsServerArgs,
     engine::Engine,
-    local,
-    resolver::{kube::KubeResolver, local::LocalResolver},
+    keda_metrics::KedaMetrics,
+    local_mode::{self, StateLock},
+    net::{Server, ServerMetrics},
+    report::BindError,
+    resolver::files::LocalResolver,
     scalers::{ScalerContext, aws::AwsShared, kubernetes_workload::PodIndex, registry::Registry},
     shutdown::Signal,
     source,
+    startup::StartupError,
     tls::{self, CertReloader, ReloadableRoots, RequestClientCert, certgen},
 };
 
-/// Why the metrics server could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// A port could not be bound; the message names the flag that moves it.
-    #[error(transparent)]
-    Bind(crate::report::BindError),
-    /// `--local` set-up failed.
-    #[error("failed to prepare --local mode")]
-    Local(#[source] local::LocalError),
-    /// Certificates or CA files could not be loaded.
-    #[error("failed to load certificates")]
-    Certs(#[source] tls::ReloadError),
-    /// A self-signed certificate could not be created in `--cert-dir`.
-    #[error("failed to create a self-signed certificate in {0}")]
-    SelfSigned(PathBuf, #[source] certgen::CertError),
-    /// No cluster could be reached outside `--local`.
-    #[error("failed to create a Kubernetes client (use --local to run without a cluster)")]
-    Kube(#[source] kube::Error),
-    /// A kubeconfig could not be read.
-    #[error("failed to read kubeconfig {0}")]
-    Kubeconfig(PathBuf, #[source] kube::config::KubeconfigError),
-    /// The extension-apiserver-authentication ConfigMap was unusable.
-    #[error("failed to read kube-system/extension-apiserver-authentication")]
-    AuthConfigMap(#[source] kube::Error),
-    /// Serving failed.
-    #[error("the TLS server failed")]
-    Serve(#[source] tls::TlsError),
-    /// `ebb run` was given `--local`.
-    #[error(
-        "ebb run drives a cluster and cannot use --local; `ebb metrics-server --local` is the offline demo"
-    )]
-    RunNeedsCluster,
+/// The metrics one metrics-server process exports on its admin port.
+pub struct Metrics {
+    /// What `/metrics` serves.
+    pub prom: prometheus_client::registry::Registry,
+    /// The external metrics API's request metrics.
+    pub api: Arc<ApiMetrics>,
+    /// KEDA's metric families (fed by the engine, and by the operator under `ebb run`).
+    pub keda: Arc<KedaMetrics>,
+    /// Connection metrics of both ports.
+    pub server: Arc<ServerMetrics>,
 }
 
-/// Runs the metrics server until `shutdown`.
-pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), ServerError> {
-    run_with(args, None, shutdown).await
-}
-
-/// Runs the metrics server and, when `operator` is given, the operator on the same engine.
-pub async fn run_with(
-    args: MetricsServerArgs,
-    operator: Option<LeaderArgs>,
-    shutdown: Signal,
-) -> Result<(), ServerError> {
-    run_on(args, operator, None, shutdown).await
-}
-
-/// [`run_with`] on a given client instead of one built from the kubeconfig (tests drive it
-/// with a scripted API server).
-pub async fn run_on(
-    args: MetricsServerArgs,
-    operator: Option<LeaderArgs>,
-    client: Option<kube::Client>,
-    shutdown: Signal,
-) -> Result<(), ServerError> {
-    if operator.is_some() && args.local.is_some() {
-        return Err(ServerError::RunNeedsCluster);
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
-    let mut prom = prometheus_client::registry::Registry::default();
-    let api_metrics = Arc::new(ApiMetrics::register(&mut prom));
-    let keda_metrics = Arc::new(crate::keda_metrics::KedaMetrics::register(&mut prom));
-    let server_metrics = Arc::new(crate::net::ServerMetrics::register(&mut prom));
-    let limits = args.connections.limits();
-    let api_server = crate::net::Server {
-        name: "api",
-        limits: limits.clone(),
-        metrics: server_metrics.clone(),
-    };
-    let admin_server = crate::net::Server {
-        name: "admin",
-        limits,
-        metrics: server_metrics,
-    };
-    let mut engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
-    engine.observe(keda_metrics.clone());
-    let registry = engine.registry.clone();
-    let ready = Arc::new(AtomicBool::new(false));
+}
 
+impl Metrics {
+    /// Registers every family in a new registry.
+    pub fn register() -> Self {
+        let mut prom = prometheus_client::registry::Registry::default();
+        let api = Arc::new(ApiMetrics::register(&mut prom));
+        let keda = Arc::new(KedaMetrics::register(&mut prom));
+        let server = Arc::new(ServerMetrics::register(&mut prom));
+        Metrics {
+            prom,
+            api,
+            keda,
+            server,
+        }
+    }
+}
+
+/// The bound ports (and, with `--local`, the state directory's lock, held while serving).
+#[derive(Debug)]
+pub struct Listeners {
+    api: TcpListener,
+    api_addr: SocketAddr,
+    admin: TcpListener,
+    admin_addr: SocketAddr,
+    state_lock: Option<StateLock>,
+}
+
+/// Binds the HTTPS and admin ports, so a port in use fails before anything else starts.
+pub async fn bind(args: &MetricsServerArgs) -> Result<Listeners, StartupError> {
     // A laptop demo should not be reachable from the network unless asked to be.
     let default_ip = if args.local.is_some() {
         IpAddr::from([127, 0, 0, 1])
@@ -117,12 +95,12 @@ pub async fn run_on(
     // Taken before the ports: a second `--local` on other ports must not overwrite this
     // directory's kubeconfig, whatever its ports.
     let mut state_lock = match &args.local {
-        Some(_) => Some(local::lock_state(&args.state_dir).map_err(ServerError::Local)?),
+        Some(_) => Some(local_mode::lock_state(&args.state_dir).map_err(StartupError::Local)?),
         None => None,
     };
     let secure_addr = SocketAddr::new(args.bind_address.unwrap_or(default_ip), args.secure_port);
     let listener = TcpListener::bind(secure_addr).await.map_err(|cause| {
-        ServerError::Bind(crate::report::BindError {
+        StartupError::Bind(BindError {
             addr: secure_addr,
             port_flag: "--secure-port",
             address_flag: "--bind-address",
@@ -132,7 +110,7 @@ pub async fn run_on(
     let secure_addr = listener.local_addr().unwrap_or(secure_addr);
     let admin_addr = SocketAddr::new(args.metrics_bind_address.unwrap_or(default_ip), args.metrics_port);
     let admin_listener = admin::bind(admin_addr).await.map_err(|cause| {
-        ServerError::Bind(crate::report::BindError {
+        StartupError::Bind(BindError {
             addr: admin_addr,
             port_flag: "--metrics-port",
             address_flag: "--metrics-bind-address",
@@ -146,132 +124,261 @@ pub async fn run_on(
             std::process::id()
         ));
     }
+    Ok(Listeners {
+        api: listener,
+        api_addr: secure_addr,
+        admin: admin_listener,
+        admin_addr,
+        state_lock,
+    })
+}
 
-    let mut reloader = CertReloader::new(Duration::from_millis(args.cert_reload_interval.max(50)));
-    let local_mode = args.local.is_some();
-    let mut targets = None;
-    let (cert_file, key_file, client_ca_file, kube_client) = if let Some(dir) = &args.local {
-        let setup = local::prepare(&args.state_dir, secure_addr).map_err(ServerError::Local)?;
-        let dir = match dir {
-            Some(d) => d.clone(),
-            None => {
-                let d = args.state_dir.join("scaledobjects");
-                local::write_examples(&d, admin_addr).map_err(ServerError::Local)?;
-                d
-            }
-        };
-        let resolver = Arc::new(LocalResolver::from_documents(&[]));
-        let context = ScalerContext {
-            kube: None,
-            pods: Some(resolver.pod_index()),
-            aws: AwsShared::default(),
-            clock: None,
-            metrics: None,
-        };
-        engine.configure(resolver.clone(), context);
-        let source = source::local::LocalSource::new(dir.clone()).with_documents_callback(Box::new(
-            move |docs: &[serde_yaml::Value], registry: &Registry| {
-                if resolver.update(docs) {
-                    registry.rebuild_all();
-                }
-            },
-        ));
-        tokio::spawn(source.run(
-            registry.clone(),
-            ready.clone(),
-            Duration::from_millis(args.local_poll_interval.max(50)),
-            shutdown.clone(),
-        ));
-        info!(dir = %dir.display(), "local mode: ScaledObjects from files; no cluster is contacted, and any authenticated client is allowed");
-        let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
-            (Some(c), Some(k)) => (c.clone(), k.clone()),
-            _ => (setup.serving_cert.clone(), setup.serving_key.clone()),
-        };
-        let client_ca = args.client_ca_file.clone().unwrap_or(setup.ca_file.clone());
-        {
-            // The banner names an object actually loaded, so it waits for the first read of DIR.
-            let (registry, ready, shutdown) = (registry.clone(), ready.clone(), shutdown.clone());
-            let kubeconfig = setup.kubeconfig.clone();
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                while !ready.load(std::sync::atomic::Ordering::Relaxed)
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::select! {
-                        _ = shutdown.wait() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    }
-                }
-                print!(
-                    "{}",
-                    local::banner(&kubeconfig, secure_addr, admin_addr, &dir, &registry)
-                );
-            });
-        }
-        (cert, key, Some(client_ca), None)
-    } else {
-        let client = match client {
-            Some(c) => c,
-            None => crate::cluster::client(args.kubeconfig.as_deref()).await?,
-        };
-        let context = ScalerContext {
-            kube: Some(client.clone()),
-            pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
-            aws: AwsShared::default(),
-            clock: None,
-            metrics: None,
-        };
-        targets = Some(TargetReader {
-            client: client.clone(),
-            pods: context.pods.clone(),
-            plurals: Default::default(),
-        });
-        let resolver = KubeResolver::start(client.clone(), registry.clone(), shutdown.clone()).await;
-        engine.configure(Arc::new(resolver), context);
-        if let Some(op) = &operator {
-            tokio::spawn(crate::operator::runtime::drive(
-                client.clone(),
-                engine.clone(),
-                keda_metrics.clone(),
-                op.clone(),
-                crate::cli::watch_namespace(args.watch_namespace.as_deref()),
-                shutdown.clone(),
-            ));
-        }
-        tokio::spawn(source::kube::run(
+/// An engine connected to the cluster, and what else the server reads there.
+pub struct Cluster {
+    /// Cluster access.
+    pub client: kube::Client,
+    /// The engine ([`Engine::connect`]).
+    pub engine: Engine,
+    /// Pods, for fallback values of `Value` targets.
+    pub pods: PodIndex,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `kube::Client` is not `Debug`.
+        f.debug_struct("Cluster").finish_non_exhaustive()
+    }
+}
+
+/// `ebb metrics-server`: serves until `shutdown`, on ScaledObjects from `--local` files or from
+/// the cluster.
+pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), StartupError> {
+    let listeners = bind(&args).await?;
+    let metrics = Metrics::register();
+    if let Some(dir) = args.local.clone() {
+        return run_local(args, dir, listeners, metrics, shutdown).await;
+    }
+    let client = crate::cluster::client(args.kubeconfig.as_deref())
+        .await
+        .map_err(|e| StartupError::from(e).offering_local())?;
+    let (engine, pods) = Engine::connect(
+        &client,
+        args.scalers.http_timeout(),
+        crate::resolver::cluster_object_namespace(
+            args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
+        ),
+        metrics.keda.clone(),
+        &shutdown,
+    )
+    .await;
+    run_with_engine(
+        args,
+        listeners,
+        metrics,
+        Cluster { client, engine, pods },
+        shutdown,
+    )
+    .await
+}
+
+/// Serves on `listeners` with ScaledObjects watched in the cluster, read through `cluster`'s
+/// engine (`ebb metrics-server`, and `ebb run`, whose operator shares the engine).
+pub async fn run_with_engine(
+    args: MetricsServerArgs,
+    listeners: Listeners,
+    metrics: Metrics,
+    cluster: Cluster,
+    shutdown: Signal,
+) -> Result<(), StartupError> {
+    let Cluster { client, engine, pods } = cluster;
+    let ready = Arc::new(AtomicBool::new(false));
+    let targets = TargetReader {
+        client: client.clone(),
+        pods: Some(pods),
+        plurals: Default::default(),
+    };
+    tokio::spawn(
+        source::kube::run(
             client.clone(),
             crate::cli::watch_namespace(args.watch_namespace.as_deref()),
-            registry.clone(),
+            engine.registry.clone(),
             ready.clone(),
             shutdown.clone(),
-        ));
-        let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
-            (Some(c), Some(k)) => (c.clone(), k.clone()),
-            _ => certgen::ensure_self_signed(&args.cert_dir, &["localhost".to_string()])
-                .map_err(|e| ServerError::SelfSigned(args.cert_dir.clone(), e))?,
-        };
-        (cert, key, args.client_ca_file.clone(), Some(client))
+        )
+        .instrument(info_span!("scaledobject_watch")),
+    );
+    let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => certgen::ensure_self_signed(&args.cert_dir, &["localhost".to_string()])
+            .map_err(|e| StartupError::SelfSigned(args.cert_dir.clone(), e))?,
     };
+    let files = Files {
+        cert,
+        key,
+        client_ca: args.client_ca_file.clone(),
+    };
+    serve(
+        &args,
+        listeners,
+        metrics,
+        &engine,
+        files,
+        Some(client),
+        Some(targets),
+        ready,
+        shutdown,
+    )
+    .await
+}
 
+/// `--local DIR`: ScaledObjects (and the TriggerAuthentications, Secrets and pods they need)
+/// from files, polled; no cluster is contacted.
+async fn run_local(
+    args: MetricsServerArgs,
+    dir: Option<PathBuf>,
+    listeners: Listeners,
+    metrics: Metrics,
+    shutdown: Signal,
+) -> Result<(), StartupError> {
+    let mut engine = Engine::new(args.scalers.http_timeout());
+    engine.observe(metrics.keda.clone());
+    let registry = engine.registry.clone();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (secure_addr, admin_addr) = (listeners.api_addr, listeners.admin_addr);
+    let setup = local_mode::prepare(&args.state_dir, secure_addr).map_err(StartupError::Local)?;
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let d = args.state_dir.join("scaledobjects");
+            local_mode::write_examples(&d, admin_addr).map_err(StartupError::Local)?;
+            d
+        }
+    };
+    let resolver = Arc::new(LocalResolver::from_documents(&[]).with_cluster_object_namespace(
+        crate::resolver::cluster_object_namespace(
+            args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
+        ),
+    ));
+    let context = ScalerContext {
+        kube: None,
+        pods: Some(resolver.pod_index()),
+        aws: AwsShared::default(),
+        clock: None,
+        metrics: None,
+    };
+    engine.configure(resolver.clone(), context);
+    let files_source = source::files::LocalSource::new(dir.clone()).with_documents_callback(Box::new(
+        move |docs: &[serde_yaml::Value], registry: &Registry| {
+            if resolver.update(docs) {
+                registry.rebuild_all();
+            }
+        },
+    ));
+    tokio::spawn(
+        files_source
+            .run(
+                registry.clone(),
+                ready.clone(),
+                Duration::from_millis(args.local_poll_interval.max(50)),
+                shutdown.clone(),
+            )
+            .instrument(info_span!("scaledobject_files", dir = %dir.display())),
+    );
+    info!(dir = %dir.display(), "local mode: ScaledObjects from files; no cluster is contacted, and any authenticated client is allowed");
+    let (cert, key) = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => (setup.serving_cert.clone(), setup.serving_key.clone()),
+    };
+    let client_ca = args.client_ca_file.clone().unwrap_or(setup.ca_file.clone());
+    {
+        // The banner names an object actually loaded, so it waits for the first read of DIR.
+        let (registry, ready, shutdown) = (registry.clone(), ready.clone(), shutdown.clone());
+        let kubeconfig = setup.kubeconfig.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !ready.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            print!(
+                "{}",
+                local_mode::banner(&kubeconfig, secure_addr, admin_addr, &dir, &registry)
+            );
+        });
+    }
+    let files = Files {
+        cert,
+        key,
+        client_ca: Some(client_ca),
+    };
+    serve(
+        &args, listeners, metrics, &engine, files, None, None, ready, shutdown,
+    )
+    .await
+}
+
+/// The serving certificate, its key, and the CA client certificates are checked against.
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+}
+
+/// Certificates, authentication, the admin port and the TLS listener, until `shutdown`.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    args: &MetricsServerArgs,
+    listeners: Listeners,
+    metrics: Metrics,
+    engine: &Engine,
+    files: Files,
+    kube_client: Option<kube::Client>,
+    targets: Option<TargetReader>,
+    ready: Arc<AtomicBool>,
+    shutdown: Signal,
+) -> Result<(), StartupError> {
+    let Listeners {
+        api: listener,
+        api_addr: secure_addr,
+        admin: admin_listener,
+        state_lock: _state_lock,
+        ..
+    } = listeners;
+    let offline = args.local.is_some();
+    let limits = args.connections.limits();
+    let api_server = Server {
+        name: "api",
+        limits: limits.clone(),
+        metrics: metrics.server.clone(),
+    };
+    let admin_server = Server {
+        name: "admin",
+        limits,
+        metrics: metrics.server.clone(),
+    };
+    let mut reloader = CertReloader::new(Duration::from_millis(args.cert_reload_interval.max(50)));
     let resolver = reloader
-        .watch_serving(&cert_file, &key_file)
-        .map_err(ServerError::Certs)?;
-    let client_ca = client_ca_file
+        .watch_serving(&files.cert, &files.key)
+        .map_err(StartupError::Certs)?;
+    let client_ca = files
+        .client_ca
         .as_ref()
         .map(|p| reloader.watch_roots(p))
         .transpose()
-        .map_err(ServerError::Certs)?;
+        .map_err(StartupError::Certs)?;
     let requestheader = match &args.requestheader_client_ca_file {
         Some(p) => Some(request_header_config(
-            &args,
-            reloader.watch_roots(p).map_err(ServerError::Certs)?,
+            args,
+            reloader.watch_roots(p).map_err(StartupError::Certs)?,
         )),
         None => match &kube_client {
-            Some(client) => requestheader_from_cluster(client, &args).await?,
+            Some(client) => requestheader_from_cluster(client, args).await?,
             None => None,
         },
     };
-    if requestheader.is_none() && !local_mode {
+    if requestheader.is_none() && !offline {
         warn!("no requestheader CA configured: requests proxied by kube-apiserver cannot be authenticated");
     }
     let hint_roots: Vec<&ReloadableRoots> = client_ca
@@ -282,7 +389,7 @@ pub async fn run_on(
     let verifier = Arc::new(RequestClientCert::from_reloadable(&hint_roots));
     let config = tls::server_config(resolver, verifier);
     let authn = Arc::new(Authenticator::new(requestheader, client_ca, kube_client.clone()));
-    let authz_mode = match (&kube_client, local_mode) {
+    let authz_mode = match (&kube_client, offline) {
         (Some(c), false) => AuthzMode::Delegated(c.clone()),
         _ => AuthzMode::AllowAuthenticated,
     };
@@ -292,32 +399,37 @@ pub async fn run_on(
     );
 
     let state = Arc::new(ApiState {
-        registry,
+        registry: engine.registry.clone(),
         cache: engine.cache.clone(),
         health: engine.health.clone(),
         targets,
         authn,
         authz,
-        metrics: api_metrics,
+        metrics: metrics.api,
         ready: ready.clone(),
         last_errors: Default::default(),
         any_errors: AtomicBool::new(false),
-        keda: Some(keda_metrics),
+        keda: Some(metrics.keda),
     });
     let admin_state = Arc::new(AdminState {
-        registry: prom,
+        registry: metrics.prom,
         ready,
-        demo: local_mode,
+        demo: offline,
     });
     {
         let shutdown = shutdown.clone();
         tokio::spawn(
-            async move { admin::run_with(&admin_server, admin_listener, admin_state, shutdown).await },
+            async move { admin::run_with(&admin_server, admin_listener, admin_state, shutdown).await }
+                .instrument(info_span!("admin_server")),
         );
     }
     {
         let shutdown = shutdown.clone();
-        tokio::spawn(reloader.run(async move { shutdown.wait().await }));
+        tokio::spawn(
+            reloader
+                .run(async move { shutdown.wait().await })
+                .instrument(info_span!("cert_reload")),
+        );
     }
     info!(addr = %secure_addr, "external metrics API listening");
     let handler = move |req, conn: Arc<tls::ConnInfo>| {
@@ -328,7 +440,7 @@ pub async fn run_on(
         shutdown.wait().await
     })
     .await
-    .map_err(ServerError::Serve)
+    .map_err(StartupError::Serve)
 }
 
 fn request_header_config(args: &MetricsServerArgs, ca: Arc<ReloadableRoots>) -> RequestHeaderConfig {
@@ -352,13 +464,13 @@ fn request_header_config(args: &MetricsServerArgs, ca: Arc<ReloadableRoots>) -> 
 async fn requestheader_from_cluster(
     client: &kube::Client,
     args: &MetricsServerArgs,
-) -> Result<Option<RequestHeaderConfig>, ServerError> {
+) -> Result<Option<RequestHeaderConfig>, StartupError> {
     use k8s_openapi::api::core::v1::ConfigMap;
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), "kube-system");
     let cm = match api.get_opt("extension-apiserver-authentication").await {
         Ok(Some(cm)) => cm,
         Ok(None) => return Ok(None),
-        Err(e) => return Err(ServerError::AuthConfigMap(e)),
+        Err(e) => return Err(StartupError::AuthConfigMap(e)),
     };
     let data = cm.data.unwrap_or_default();
     let Some(pem) = data.get("requestheader-client-ca-file") else {
@@ -385,13 +497,4 @@ async fn requestheader_from_cluster(
     cfg.extra_prefixes = list("requestheader-extra-headers-prefix", &cfg.extra_prefixes);
     info!(allowed_names = ?cfg.allowed_names, "front-proxy settings read from kube-system/extension-apiserver-authentication");
     Ok(Some(cfg))
-}
-
-impl From<crate::cluster::ClientError> for ServerError {
-    fn from(e: crate::cluster::ClientError) -> Self {
-        match e {
-            crate::cluster::ClientError::Kubeconfig(path, source) => ServerError::Kubeconfig(path, source),
-            crate::cluster::ClientError::Kube(source) => ServerError::Kube(source),
-        }
-    }
 }

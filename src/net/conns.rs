@@ -1,6 +1,7 @@
 //! The connections a server holds open: per-connection state that the serving loop and the
 //! handler share, and a table that caps their number by shedding unauthenticated ones first.
 
+use crate::locks::LockExt;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -194,7 +195,7 @@ impl ConnTable {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ConnState>>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        self.open.lock_or_recover()
     }
 
     /// Counts a new connection in, shedding one near the cap; refuses it at the cap when no

@@ -6,6 +6,7 @@
 //! one line when the window closes ("N requests refused in the last 10s, last from …"): at most
 //! two lines per window and kind, whatever the client does.
 
+use crate::locks::LockExt;
 use std::{
     borrow::Cow,
     sync::{Arc, Mutex, Weak},
@@ -130,7 +131,7 @@ impl LogThrottle {
     }
 
     fn admit_at(&self, now: Instant, describe: impl FnOnce() -> String) -> Decision {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_or_recover();
         let mut due = None;
         if state.window_start.is_some_and(|start| now >= start + self.window) {
             due = Self::take(&mut state, self.window);
@@ -163,7 +164,7 @@ impl LogThrottle {
 
     /// Closes the window if it is over at `now`, returning its summary if anything was counted.
     fn flush_at(&self, now: Instant) -> Option<Summary> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_or_recover();
         match state.window_start {
             Some(start) if now >= start + self.window => Self::take(&mut state, self.window),
             _ => None,
@@ -193,7 +194,7 @@ impl LogThrottle {
             }
             // Without a runtime the summary is written by the first event after the window.
             Err(_) => {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut state = self.state.lock_or_recover();
                 state.flush_for = None;
             }
         }

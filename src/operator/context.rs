@@ -1,30 +1,24 @@
 //! What every reconcile and scale-loop iteration shares: the client, the scaler registry and
 //! metric cache (shared with the metrics server under `ebb run`), the event recorder, the clock.
 
+use crate::locks::LockExt;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use chrono::{DateTime, Utc};
-use kube::{
-    Client,
-    runtime::events::{EventType, Recorder},
-};
+use kube::{Client, runtime::events::Recorder};
 
 use crate::{
     cache::MetricCache,
-    crd::ScaledObject,
     keda_metrics::KedaMetrics,
-    operator::fallback::HealthStore,
-    scalers::registry::{ObjectKey, Registry, object_key},
+    scalers::registry::{ObjectKey, Registry},
+    scaling::fallback::HealthStore,
 };
 
 /// Source of "now"; tests inject a fixed instant.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// Event reason when a scale loop is stopped (pause or deletion).
-pub const EVENT_SCALERS_STOPPED: &str = "KEDAScalersStopped";
 
 /// Field manager of every server-side apply ebb's operator makes.
 pub const FIELD_MANAGER: &str = "ebb-operator";
@@ -57,7 +51,7 @@ pub struct Context {
     /// Value of `app.kubernetes.io/version` on the HPAs.
     pub version: String,
     /// Resource names of scale-target kinds found by discovery.
-    pub plurals: super::scale::Plurals,
+    pub plurals: crate::cluster::scale::Plurals,
     /// Scale loops by ScaledObject.
     pub loops: Mutex<HashMap<ObjectKey, LoopHandle>>,
     /// Start scale loops from reconcile (false in tests that drive iterations by hand).
@@ -73,15 +67,21 @@ impl std::fmt::Debug for Context {
     }
 }
 
+/// The event recorder of ebb's operator, as reporting instance `instance`.
+fn recorder(client: &Client, instance: Option<String>) -> Recorder {
+    let reporter = kube::runtime::events::Reporter {
+        controller: FIELD_MANAGER.to_string(),
+        instance,
+    };
+    Recorder::new(client.clone(), reporter)
+}
+
 impl Context {
-    /// A context on `client` with the system clock and no exported metrics.
+    /// A context on `client` with the system clock and no exported metrics; its events name no
+    /// reporting instance until [`Context::reporting_as`].
     pub fn new(client: Client, registry: Arc<Registry>, cache: Arc<MetricCache>) -> Self {
-        let reporter = kube::runtime::events::Reporter {
-            controller: FIELD_MANAGER.to_string(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: recorder(&client, None),
             client,
             registry,
             cache,
@@ -95,9 +95,15 @@ impl Context {
         }
     }
 
+    /// Events name `instance` (the pod) as their reporting instance.
+    pub fn reporting_as(mut self, instance: Option<String>) -> Self {
+        self.recorder = recorder(&self.client, instance);
+        self
+    }
+
     /// Stops the scale loop of `key`; true when one was running.
     pub fn stop_loop(&self, key: &ObjectKey) -> bool {
-        let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loops = self.loops.lock_or_recover();
         match loops.remove(key) {
             Some(h) => {
                 h.abort.abort();
@@ -107,72 +113,11 @@ impl Context {
         }
     }
 
-    /// Stops the scale loop of `so` and, when one was running, says so with KEDA's
-    /// `KEDAScalersStopped` event (KEDA emits it when a paused or deleted object's loop ends).
-    pub async fn stop_scalers(&self, so: &ScaledObject) {
-        if self.stop_loop(&object_key(so)) {
-            super::reconcile::publish(
-                self,
-                so,
-                vec![(
-                    EventType::Normal,
-                    EVENT_SCALERS_STOPPED,
-                    "Stopped scalers watch".to_string(),
-                )],
-            )
-            .await;
-        }
-    }
-
     /// Stops every scale loop (shutdown or lost leadership).
     pub fn stop_all_loops(&self) {
-        let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loops = self.loops.lock_or_recover();
         for (_, h) in loops.drain() {
             h.abort.abort();
         }
     }
 }
-
-/// Why a reconcile or a scale-loop step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A Kubernetes API call failed.
-    #[error("{action} failed")]
-    Kube {
-        /// What was attempted, e.g. `apply HPA ns/keda-hpa-web`.
-        action: String,
-        /// The cause.
-        #[source]
-        source: kube::Error,
-    },
-    /// Adding or removing the finalizer, or the cleanup behind it, failed.
-    #[error("finalizer")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    /// The object cannot be serialised (cannot happen for valid objects).
-    #[error("serialising {0}")]
-    Serialize(&'static str, #[source] serde_json::Error),
-    /// The ScaledObject has no namespace or name.
-    #[error("ScaledObject without namespace or name")]
-    Unnamed,
-}
-
-impl Error {
-    /// Stable, low-cardinality label for metrics and logs.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube { .. } => "kube",
-            Error::Finalizer(_) => "finalizer",
-            Error::Serialize(..) => "serialize",
-            Error::Unnamed => "unnamed",
-        }
-    }
-
-    /// Wraps a kube error with what was attempted.
-    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-        let action = action.into();
-        move |source| Error::Kube { action, source }
-    }
-}
-
-/// Result of reconcile steps.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

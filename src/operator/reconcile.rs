@@ -1,63 +1,41 @@
-//! `reconcile()` and `error_policy()` for ScaledObjects: KEDA's step order (spec §3), each step
-//! a call into the pure modules (`status`, `validate`, `hpa`, `activation`) or one API request.
+//! `reconcile()` and `error_policy()` for ScaledObjects: the API calls of KEDA's reconcile, in
+//! KEDA's order; every decision between them is a step of [`scaling::reconcile::Plan`].
 
-pub use crate::report::error_chain;
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event as KubeEvent, EventType},
         finalizer::{Event as FinalizerEvent, finalizer},
     },
 };
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::{
-    activation::pause_state,
-    context::{Context, Error, FIELD_MANAGER, Result},
-    fallback::has_valid_fallback,
-    hpa::{
-        COMPOSITE_METRIC_NAME, DesiredError, desired_hpa, external_metric_names, hpa_name, needs_update,
-        resource_metric_names,
-    },
-    loop_, scale,
-    status::{
-        ACTIVE, CHECK_FAILED_ACTIVE_MESSAGE, CondUpdate, FALLBACK, NO_FALLBACK_MESSAGE, PAUSED,
-        PAUSED_MESSAGE, READY, READY_MESSAGE, UNPAUSED_MESSAGE, authentications_types, condition_status,
-        initial_conditions, needs_initial_conditions, scale_target_gvkr, scale_target_kind, triggers_types,
-    },
-    validate::{deprecations, validate_scaled_object},
+    context::{Context, FIELD_MANAGER},
+    error::{Error, Result},
+    scale_loop,
+    status::{Writer, patch_status, publish},
 };
+pub use crate::report::error_chain;
 use crate::{
-    crd::{
-        ScaledObject, ScaledObjectStatus,
-        scaled_object::{Condition, GroupVersionKindResource, SCALED_OBJECT_NAME_LABEL},
-    },
+    cluster::{CallError, scale},
+    crd::{ScaledObject, scaled_object::SCALED_OBJECT_NAME_LABEL},
     scalers::registry::object_key,
+    scaling::{
+        activation::pause_state,
+        hpa::needs_update,
+        reconcile::{PauseStep, Plan, Requeue},
+        target::resolution,
+        validate::{deprecations, validate_scaled_object},
+    },
 };
 
-/// KEDA's finalizer, so objects created under KEDA keep working when ebb takes over.
-pub const FINALIZER: &str = "finalizer.keda.sh";
-
-/// Event reason after a failed check (KEDA's `ScaledObjectCheckFailed`).
-pub const EVENT_CHECK_FAILED: &str = "ScaledObjectCheckFailed";
-/// Event reason when the object becomes Ready.
-pub const EVENT_READY: &str = "ScaledObjectReady";
-/// Event reason when the scale loop starts.
-pub const EVENT_SCALERS_STARTED: &str = "KEDAScalersStarted";
-/// Event reason when a pause annotation takes effect.
-pub const EVENT_PAUSED: &str = "ScaledObjectPaused";
-/// Event reason when the pause annotations are removed.
-pub const EVENT_UNPAUSED: &str = "ScaledObjectUnpaused";
-/// Event reason for a setting KEDA 2.17 accepts but has deprecated (ebb's own reason).
-pub const EVENT_DEPRECATED: &str = "ScaledObjectDeprecatedSetting";
-/// Event reason after the object was deleted.
-pub const EVENT_DELETED: &str = "ScaledObjectDeleted";
+pub use crate::scaling::reconcile::FINALIZER;
 
 /// How long to wait before retrying a failed reconcile or a target that is not there yet.
 const RETRY: Duration = Duration::from_secs(30);
@@ -65,6 +43,14 @@ const RETRY: Duration = Duration::from_secs(30);
 /// Reconciles one ScaledObject (kube `Controller` callback).
 pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Action> {
     let ns = so.namespace().ok_or(Error::Unnamed)?;
+    // One span per reconcile, so every log line of it (and of the API calls it makes) names
+    // the object and the generation it acted on.
+    let span = info_span!(
+        "reconcile",
+        namespace = %ns,
+        name = %so.name_any(),
+        generation = so.metadata.generation.unwrap_or_default(),
+    );
     let objects: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&objects, FINALIZER, so, |event| async {
         match event {
@@ -72,6 +58,7 @@ pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Actio
             FinalizerEvent::Cleanup(so) => cleanup(&so, &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
@@ -93,7 +80,7 @@ pub fn error_policy(so: Arc<ScaledObject>, error: &Error, ctx: Arc<Context>) -> 
 /// Deletion: stop the loop, optionally restore the original replica count; the HPA goes by GC.
 async fn cleanup(so: &ScaledObject, ctx: &Context) -> Result<Action> {
     let key = object_key(so);
-    ctx.stop_scalers(so).await;
+    scale_loop::stop(ctx, so).await;
     let status = so.status.clone().unwrap_or_default();
     let restore = so
         .spec
@@ -117,11 +104,11 @@ async fn cleanup(so: &ScaledObject, ctx: &Context) -> Result<Action> {
         {
             Ok(_) => {}
             // A target that is already gone has nothing to restore.
-            Err(Error::Kube {
+            Err(CallError {
                 source: kube::Error::Api(ae),
                 ..
             }) if ae.code == 404 => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     ctx.registry.remove(&key);
@@ -132,113 +119,57 @@ async fn cleanup(so: &ScaledObject, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// Events to publish once the status is written.
-type Events = Vec<(EventType, &'static str, String)>;
-
-/// Everything a reconcile changes in the status, plus its events.
-struct Work {
-    status: ScaledObjectStatus,
-    conditions: Vec<Condition>,
-    events: Events,
-}
-
-impl Work {
-    fn set(&mut self, type_: &str, update: CondUpdate) -> bool {
-        update.apply(&mut self.conditions, type_)
-    }
-
-    /// Ready=False/ScaledObjectCheckFailed with `message`, Active=Unknown, and a Warning event.
-    fn check_failed(&mut self, message: String) {
-        self.set(
-            READY,
-            CondUpdate::new("False", EVENT_CHECK_FAILED, message.clone()),
-        );
-        self.set(
-            ACTIVE,
-            CondUpdate::new("Unknown", "UnknownState", CHECK_FAILED_ACTIVE_MESSAGE),
-        );
-        self.events
-            .push((EventType::Warning, EVENT_CHECK_FAILED, message));
-    }
-}
-
-/// The Apply branch: everything after the finalizer is in place.
+/// The Apply branch: everything after the finalizer is in place. The plan so far is written
+/// even when a step's API call failed, and the failure returned after it.
 async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action> {
-    let ns = so.namespace().ok_or(Error::Unnamed)?;
     let key = object_key(so);
-    let before = so.status.clone().unwrap_or_default();
-    let mut status = before.clone();
-    let mut conditions = status.conditions.take().unwrap_or_default();
-    if needs_initial_conditions(&conditions) {
-        conditions = initial_conditions();
+    let mut plan = Plan::new(so);
+    let outcome = steps(so, ctx, &mut plan).await;
+    let (status, events) = plan.finish();
+    if let Some(status) = status {
+        patch_status(ctx, so, &status, Writer::Reconcile).await?;
     }
-    let mut w = Work {
-        status,
-        conditions,
-        events: Vec::new(),
-    };
-    let action = steps(so, ctx, &ns, &mut w).await;
-    finish(so, ctx, &before, w).await?;
+    publish(ctx, so, events).await;
     if let Some(m) = &ctx.metrics {
         let paused = pause_state(so.metadata.annotations.as_ref()).any();
         m.set_paused(&key.namespace, &key.name, paused);
     }
-    action
+    Ok(match outcome? {
+        Requeue::AwaitChange => Action::await_change(),
+        Requeue::Retry => Action::requeue(RETRY),
+    })
 }
 
-/// Steps 3–10 of KEDA's reconcile; a failed check is recorded in `w` and ends the run early.
-async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) -> Result<Action> {
+/// Steps 3–10 of KEDA's reconcile: each API call, then the plan's step for its answer.
+async fn steps(so: &ScaledObject, ctx: &Arc<Context>, plan: &mut Plan) -> Result<Requeue> {
+    let ns = so.namespace().ok_or(Error::Unnamed)?;
     let key = object_key(so);
-    let hpa_api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
-    let pause = pause_state(so.metadata.annotations.as_ref());
-    let target = so.spec.scale_target_ref.name.clone();
+    let hpa_api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
 
-    if pause.is_fully_paused() {
-        ctx.stop_scalers(so).await;
-        let hpa = w.status.hpa_name.clone().unwrap_or_else(|| hpa_name(so));
+    if let PauseStep::FullyPaused {
+        hpa,
+        replicas,
+        scale_to,
+    } = plan.pause(so)
+    {
+        scale_loop::stop(ctx, so).await;
         delete_hpa(&hpa_api, &hpa).await?;
-        let count = match pause.paused_replica_count() {
-            Ok(c) => c,
-            Err(e) => {
-                w.check_failed(e.to_string());
-                return Ok(Action::await_change());
+        match replicas {
+            Err(e) => plan.check_failed(e.to_string()),
+            Ok(count) => {
+                if let Some(to) = scale_to {
+                    scale::set(&ctx.client, &ns, &to.gvkr, &to.name, to.replicas).await?;
+                }
+                plan.fully_paused(count);
             }
-        };
-        if let Some(n) = count
-            && !target.is_empty()
-        {
-            let gvkr = w
-                .status
-                .scale_target_gvkr
-                .clone()
-                .unwrap_or_else(|| scale_target_gvkr(so));
-            scale::set(&ctx.client, ns, &gvkr, &target, n).await?;
         }
-        w.status.paused_replica_count = count;
-        if w.set(PAUSED, CondUpdate::new("True", EVENT_PAUSED, PAUSED_MESSAGE)) {
-            w.events
-                .push((EventType::Normal, EVENT_PAUSED, PAUSED_MESSAGE.to_string()));
-        }
-        return Ok(Action::await_change());
+        return Ok(Requeue::AwaitChange);
     }
-    if pause.any() {
-        if w.set(PAUSED, CondUpdate::new("True", EVENT_PAUSED, PAUSED_MESSAGE)) {
-            w.events
-                .push((EventType::Normal, EVENT_PAUSED, PAUSED_MESSAGE.to_string()));
-        }
-    } else if condition_status(&w.conditions, PAUSED) == Some("True") {
-        w.set(PAUSED, CondUpdate::new("False", EVENT_UNPAUSED, UNPAUSED_MESSAGE));
-        w.events
-            .push((EventType::Normal, EVENT_UNPAUSED, UNPAUSED_MESSAGE.to_string()));
-    }
-    w.status.paused_replica_count = None;
-
-    if target.is_empty() {
-        w.check_failed("ScaledObject.spec.scaleTargetRef.name is missing".to_string());
-        return Ok(Action::await_change());
+    if let Err(requeue) = plan.target_named(so) {
+        return Ok(requeue);
     }
     let labeled;
-    let so = match ensure_name_label(so, ctx, ns).await? {
+    let so = match ensure_name_label(so, ctx, &ns).await? {
         Some(updated) => {
             labeled = updated;
             &labeled
@@ -246,137 +177,67 @@ async fn steps(so: &ScaledObject, ctx: &Arc<Context>, ns: &str, w: &mut Work) ->
         None => so,
     };
 
-    let gvkr = match resolve_gvkr(ctx, so, w.status.scale_target_gvkr.as_ref()).await {
+    let target = &so.spec.scale_target_ref.name;
+    let found = resolution(so, plan.status.scale_target_gvkr.as_ref());
+    let gvkr = match scale::resolve(&ctx.client, &ctx.plurals, found).await {
         Ok(g) => g,
-        Err(e) => {
-            w.check_failed(format!("Failed to parse Group, Version, Kind, Resource: {e}"));
-            return Ok(Action::requeue(RETRY));
-        }
+        Err(e) => return Ok(plan.target_unresolved(&e)),
     };
-    match scale::get(&ctx.client, ns, &gvkr, &target).await {
-        Ok(s) => {
-            if w.status.original_replica_count.is_none() {
-                w.status.original_replica_count = Some(scale::replicas(&s));
-            }
-            w.status.scale_target_kind = Some(scale_target_kind(&gvkr));
-            w.status.scale_target_gvkr = Some(gvkr.clone());
-        }
-        Err(e) => {
-            let why = scale::explain_failure(&ctx.client, ns, &gvkr, &target).await;
-            w.check_failed(format!("{why}: {}", error_chain(&e)));
-            return Ok(Action::requeue(RETRY));
-        }
+    let read = match scale::get(&ctx.client, &ns, &gvkr, target).await {
+        Ok(s) => Ok(scale::replicas(&s)),
+        Err(e) => Err((
+            scale::explain_failure(&ctx.client, &ns, &gvkr, target).await,
+            error_chain(&e),
+        )),
+    };
+    if let Err(requeue) = plan.scale_target(&gvkr, read) {
+        return Ok(requeue);
     }
 
-    let problems = validate_scaled_object(so);
-    if !problems.is_empty() {
-        let message = problems
-            .iter()
-            .map(|p| p.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        w.check_failed(message);
-        return Ok(Action::await_change());
-    }
-    for d in deprecations(so) {
+    let deprecated = deprecations(so);
+    for d in &deprecated {
         warn!(scaledobject = %key, field = %d.field, "{}", d.message);
-        w.events.push((
-            EventType::Warning,
-            EVENT_DEPRECATED,
-            format!("{}: {}", d.field, d.message),
-        ));
     }
-    w.status.triggers_types = Some(triggers_types(so));
-    let auths = authentications_types(so);
-    w.status.authentications_types = (!auths.is_empty()).then_some(auths);
+    if let Err(requeue) = plan.validation(so, &validate_scaled_object(so), &deprecated) {
+        return Ok(requeue);
+    }
 
     ctx.registry.apply(so);
     let Some(entry) = ctx.registry.get(&key) else {
-        return Ok(Action::requeue(RETRY));
+        return Ok(Requeue::Retry);
     };
     let scalers = entry.triggers.iter().map(|t| (t.index, &t.scaler));
-    let (desired, specs) = match desired_hpa(so, scalers, &ctx.version) {
+    let desired = match plan.hpa(so, scalers, &ctx.version) {
         Ok(d) => d,
-        Err(DesiredError::Scalers(errors)) => {
-            let (index, e) = &errors[0];
-            let type_ = so
-                .spec
-                .triggers
-                .get(*index)
-                .map(|t| t.type_.as_str())
-                .unwrap_or_default();
-            w.check_failed(format!(
-                "Failed to ensure HPA is correctly created for ScaledObject: error getting scaler for trigger #{index} ({type_}): {e}"
-            ));
-            return Ok(Action::requeue(RETRY));
-        }
-        Err(DesiredError::Hpa(e)) => {
-            w.check_failed(format!(
-                "Failed to ensure HPA is correctly created for ScaledObject: {e}"
-            ));
-            return Ok(Action::await_change());
-        }
+        Err(requeue) => return Ok(requeue),
     };
-    let desired_name = hpa_name(so);
-    if let Some(old) = w.status.hpa_name.clone()
-        && old != desired_name
-    {
-        delete_hpa(&hpa_api, &old).await?;
+    if let Some(old) = &desired.replaces {
+        delete_hpa(&hpa_api, old).await?;
     }
     let live = hpa_api
-        .get_opt(&desired_name)
+        .get_opt(&desired.name)
         .await
-        .map_err(Error::kube(format!("get HPA {ns}/{desired_name}")))?;
+        .map_err(Error::kube(format!("get HPA {ns}/{}", desired.name)))?;
     let created = live.is_none();
-    if live.as_ref().is_none_or(|l| needs_update(&desired, l)) {
+    if live.as_ref().is_none_or(|l| needs_update(&desired.hpa, l)) {
         hpa_api
             .patch(
-                &desired_name,
+                &desired.name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
+                &Patch::Apply(&desired.hpa),
             )
             .await
-            .map_err(Error::kube(format!("apply HPA {ns}/{desired_name}")))?;
-        info!(scaledobject = %key, hpa = %desired_name, created, "HPA applied");
+            .map_err(Error::kube(format!("apply HPA {ns}/{}", desired.name)))?;
+        info!(scaledobject = %key, hpa = %desired.name, created, "HPA applied");
     }
-    w.status.hpa_name = Some(desired_name);
-    let external = external_metric_names(&specs);
-    if let Some(health) = w.status.health.as_mut() {
-        health.retain(|k, _| external.contains(k));
-    }
-    w.status.external_metric_names = Some(external);
-    let resource = resource_metric_names(&specs);
-    w.status.resource_metric_names = (!resource.is_empty()).then_some(resource);
-    w.status.composite_scaler_name = so
-        .spec
-        .uses_scaling_modifiers()
-        .then(|| COMPOSITE_METRIC_NAME.to_string());
+    plan.hpa_applied(so, &desired.name, &desired.specs);
 
-    if ctx.spawn_loops && loop_::needs_restart(ctx, &key, so.metadata.generation, created) {
-        loop_::start(ctx, so);
-        w.events.push((
-            EventType::Normal,
-            EVENT_SCALERS_STARTED,
-            "Started scalers watch".to_string(),
-        ));
+    if ctx.spawn_loops && scale_loop::needs_restart(ctx, &key, so.metadata.generation, created) {
+        scale_loop::start(ctx, so);
+        plan.scalers_started();
     }
-
-    let was_ready = condition_status(&w.conditions, READY) == Some("True");
-    w.set(READY, CondUpdate::new("True", EVENT_READY, READY_MESSAGE));
-    if !was_ready {
-        w.events.push((
-            EventType::Normal,
-            EVENT_READY,
-            "ScaledObject is ready for scaling".to_string(),
-        ));
-    }
-    if !has_valid_fallback(so) {
-        w.set(
-            FALLBACK,
-            CondUpdate::new("False", "NoFallbackFound", NO_FALLBACK_MESSAGE),
-        );
-    }
-    Ok(Action::await_change())
+    plan.ready(so);
+    Ok(Requeue::AwaitChange)
 }
 
 /// KEDA labels every ScaledObject with `scaledobject.keda.sh/name` (the HPA inherits it);
@@ -408,113 +269,5 @@ async fn delete_hpa(hpas: &Api<HorizontalPodAutoscaler>, name: &str) -> Result<(
             action: format!("delete HPA {name}"),
             source: e,
         }),
-    }
-}
-
-/// Writes the status when it changed, then publishes the events.
-async fn finish(so: &ScaledObject, ctx: &Context, before: &ScaledObjectStatus, w: Work) -> Result<()> {
-    let mut status = w.status;
-    status.conditions = Some(w.conditions);
-    if status != *before {
-        patch_status(ctx, so, &status, Writer::Reconcile).await?;
-    }
-    publish(ctx, so, w.events).await;
-    Ok(())
-}
-
-/// The target's group, version, kind and resource, from `status.scaleTargetGVKR` when it was
-/// resolved before, else through [`scale::resolve_gvkr`].
-async fn resolve_gvkr(
-    ctx: &Context,
-    so: &ScaledObject,
-    known: Option<&GroupVersionKindResource>,
-) -> Result<GroupVersionKindResource, String> {
-    let wanted = scale_target_gvkr(so);
-    if let Some(k) = known
-        && (k.group.as_str(), k.version.as_str(), k.kind.as_str())
-            == (
-                wanted.group.as_str(),
-                wanted.version.as_str(),
-                wanted.kind.as_str(),
-            )
-        && !k.resource.is_empty()
-    {
-        return Ok(k.clone());
-    }
-    scale::resolve_gvkr(&ctx.client, &ctx.plurals, wanted).await
-}
-
-/// Server-side applies the whole status under ebb's field manager.
-///
-/// Reconcile and scale loop run concurrently on different snapshots, so each applies only the
-/// fields it computes, under its own field manager: a stale snapshot then cannot remove or roll
-/// back the other's fields. The loop owns `lastActiveTime`, `triggersActivity` and `health`;
-/// conditions are shared and every writer sends the whole list.
-pub async fn patch_status(
-    ctx: &Context,
-    so: &ScaledObject,
-    status: &ScaledObjectStatus,
-    writer: Writer,
-) -> Result<()> {
-    let ns = so.namespace().ok_or(Error::Unnamed)?;
-    let name = so.meta().name.clone().ok_or(Error::Unnamed)?;
-    let objects: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
-    let (manager, status) = match writer {
-        Writer::Reconcile => {
-            let mut s = status.clone();
-            s.last_active_time = None;
-            s.triggers_activity = None;
-            (FIELD_MANAGER, serde_json::to_value(s))
-        }
-        Writer::ScaleLoop => (
-            LOOP_FIELD_MANAGER,
-            serde_json::to_value(ScaledObjectStatus {
-                conditions: status.conditions.clone(),
-                last_active_time: status.last_active_time.clone(),
-                triggers_activity: status.triggers_activity.clone(),
-                health: status.health.clone(),
-                ..ScaledObjectStatus::default()
-            }),
-        ),
-    };
-    let status = status.map_err(|e| Error::Serialize("status", e))?;
-    let body = json!({
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "status": status,
-    });
-    objects
-        .patch_status(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube(format!("patch status of ScaledObject {ns}/{name}")))?;
-    Ok(())
-}
-
-/// Which component writes the status (see [`patch_status`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Writer {
-    /// The reconciler: everything but the loop's fields.
-    Reconcile,
-    /// The scale loop: conditions, lastActiveTime, triggersActivity, health.
-    ScaleLoop,
-}
-
-/// Field manager of the scale loop's status writes.
-pub const LOOP_FIELD_MANAGER: &str = "ebb-scale-loop";
-
-/// Publishes events on the ScaledObject; a failed event is logged, never fatal.
-pub async fn publish(ctx: &Context, so: &ScaledObject, events: Events) {
-    let reference = so.object_ref(&());
-    for (type_, reason, message) in events {
-        let ev = KubeEvent {
-            type_,
-            reason: reason.to_string(),
-            note: Some(message),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-            warn!(error = %e, reason, "event not recorded");
-        }
     }
 }

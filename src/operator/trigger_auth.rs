@@ -7,6 +7,7 @@
 //! "ClusterTriggerAuthentication" (`eventreason.TriggerAuthenticationUpdated` is spelled that way
 //! in KEDA); they are kept as KEDA emits them, so event queries written for KEDA match.
 
+use crate::locks::LockExt;
 use std::{collections::HashMap, fmt::Debug, sync::Arc, sync::Mutex};
 
 use futures::StreamExt;
@@ -16,7 +17,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event as KubeEvent, EventType},
         finalizer::{Event as FinalizerEvent, finalizer},
         reflector, watcher,
     },
@@ -24,13 +24,14 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{debug, warn};
 
-use super::{
-    context::{Context, Error},
-    reconcile::FINALIZER,
-};
+use super::{context::Context, error::Error, status::publish, watch::changes_only};
 use crate::{
     crd::{ClusterTriggerAuthentication, TriggerAuthentication},
     keda_metrics::RegisteredResource,
+    scaling::{
+        events::{Event, EventReason},
+        reconcile::FINALIZER,
+    },
 };
 
 /// What differs between the two authentication kinds.
@@ -42,13 +43,13 @@ pub trait AuthKind:
     /// Its `type` label in `keda_resource_registered_total`.
     const RESOURCE: RegisteredResource;
     /// Event reason on generation 1.
-    const ADDED: &'static str;
+    const ADDED: EventReason;
     /// Event message on generation 1.
     const ADDED_MESSAGE: &'static str;
     /// Event reason on later generations.
-    const UPDATED: &'static str;
+    const UPDATED: EventReason;
     /// Event reason once deleted.
-    const DELETED: &'static str;
+    const DELETED: EventReason;
     /// Event message on a later generation.
     fn updated_message(name: &str) -> String;
     /// The API the object is written through.
@@ -60,11 +61,11 @@ pub trait AuthKind:
 impl AuthKind for TriggerAuthentication {
     const KIND: &'static str = "TriggerAuthentication";
     const RESOURCE: RegisteredResource = RegisteredResource::TriggerAuthentication;
-    const ADDED: &'static str = "TriggerAuthenticationAdded";
+    const ADDED: EventReason = EventReason::TriggerAuthenticationAdded;
     const ADDED_MESSAGE: &'static str = "New TriggerAuthentication configured";
     // KEDA's constant and message, spelled as KEDA spells them (module docs).
-    const UPDATED: &'static str = "ClusterTriggerAuthenticationUpdated";
-    const DELETED: &'static str = "TriggerAuthenticationDeleted";
+    const UPDATED: EventReason = EventReason::ClusterTriggerAuthenticationUpdated;
+    const DELETED: EventReason = EventReason::TriggerAuthenticationDeleted;
     fn updated_message(name: &str) -> String {
         format!("ClusterTriggerAuthentication {name} is updated")
     }
@@ -85,10 +86,10 @@ impl AuthKind for TriggerAuthentication {
 impl AuthKind for ClusterTriggerAuthentication {
     const KIND: &'static str = "ClusterTriggerAuthentication";
     const RESOURCE: RegisteredResource = RegisteredResource::ClusterTriggerAuthentication;
-    const ADDED: &'static str = "ClusterTriggerAuthenticationAdded";
+    const ADDED: EventReason = EventReason::ClusterTriggerAuthenticationAdded;
     const ADDED_MESSAGE: &'static str = "New ClusterTriggerAuthentication configured";
-    const UPDATED: &'static str = "ClusterTriggerAuthenticationUpdated";
-    const DELETED: &'static str = "ClusterTriggerAuthenticationDeleted";
+    const UPDATED: EventReason = EventReason::ClusterTriggerAuthenticationUpdated;
+    const DELETED: EventReason = EventReason::ClusterTriggerAuthenticationDeleted;
     fn updated_message(name: &str) -> String {
         format!("ClusterTriggerAuthentication {name} is updated")
     }
@@ -139,8 +140,7 @@ impl AuthContext {
         let namespace = Self::namespace(obj);
         let old = self
             .counted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .insert(Self::key(obj), namespace.clone());
         if old.as_deref() != Some(namespace.as_str()) {
             if let Some(old) = old {
@@ -152,27 +152,14 @@ impl AuthContext {
 
     fn removed<K: AuthKind>(&self, obj: &K) {
         let Some(m) = &self.op.metrics else { return };
-        let old = self
-            .counted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&Self::key(obj));
+        let old = self.counted.lock_or_recover().remove(&Self::key(obj));
         if let Some(old) = old {
             m.dec_resource_registered(K::RESOURCE, &old);
         }
     }
 
-    async fn publish<K: AuthKind>(&self, obj: &K, reason: &str, note: String) {
-        let ev = KubeEvent {
-            type_: EventType::Normal,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.op.recorder.publish(&ev, &obj.object_ref(&())).await {
-            warn!(error = %e, reason, "event not recorded");
-        }
+    async fn publish<K: AuthKind>(&self, obj: &K, reason: EventReason, note: String) {
+        publish(&self.op, obj, vec![Event::normal(reason, note)]).await;
     }
 }
 
@@ -220,7 +207,7 @@ pub async fn run<K: AuthKind>(ctx: Arc<AuthContext>, namespace: Option<String>) 
     let stream = watcher(objects, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
-    Controller::for_stream(super::runtime::changes_only(stream, auth_key::<K>), reader)
+    Controller::for_stream(changes_only(stream, auth_key::<K>), reader)
         .run(reconcile_guarded::<K>, error_policy::<K>, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {

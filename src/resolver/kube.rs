@@ -29,7 +29,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{AuthSources, resolve_into};
 use crate::{
@@ -134,9 +134,14 @@ impl KubeResolver {
 
     /// Starts the watchers, waits (up to 30 s) for their first lists, and rebuilds `registry`
     /// whenever a watched object changes afterwards. Secrets of ClusterTriggerAuthentications are
-    /// read from [`super::cluster_object_namespace`].
-    pub async fn start(client: Client, registry: Arc<Registry>, shutdown: Signal) -> Self {
-        let (resolver, w) = Self::with_writers(super::cluster_object_namespace());
+    /// read from `cluster_object_namespace` ([`super::cluster_object_namespace`]).
+    pub async fn start(
+        client: Client,
+        registry: Arc<Registry>,
+        cluster_object_namespace: String,
+        shutdown: Signal,
+    ) -> Self {
+        let (resolver, w) = Self::with_writers(cluster_object_namespace);
         let changed = Arc::new(Notify::new());
         let spawn = Spawner {
             changed: changed.clone(),
@@ -208,7 +213,7 @@ impl KubeResolver {
             Err(_) => warn!("authentication caches not synced after 30s; triggers heal once they are"),
         }
 
-        tokio::spawn(rebuild_on_change(registry, changed, shutdown));
+        tokio::spawn(rebuild_on_change(registry, changed, shutdown).in_current_span());
         resolver
     }
 }
@@ -246,29 +251,32 @@ impl Spawner {
     {
         let changed = self.changed.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(modify)
-                .reflect(writer);
-            futures::pin_mut!(stream);
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.wait() => return,
-                    e = stream.next() => e,
-                };
-                match event {
-                    None => return,
-                    Some(Ok(
-                        watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
-                    )) => {
-                        changed.notify_one();
+        tokio::spawn(
+            async move {
+                let stream = watcher(api, watcher::Config::default().any_semantic())
+                    .default_backoff()
+                    .modify(modify)
+                    .reflect(writer);
+                futures::pin_mut!(stream);
+                loop {
+                    let event = tokio::select! {
+                        _ = shutdown.wait() => return,
+                        e = stream.next() => e,
+                    };
+                    match event {
+                        None => return,
+                        Some(Ok(
+                            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+                        )) => {
+                            changed.notify_one();
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => warn!(kind, error = %e, "watch failed; retrying"),
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => warn!(kind, error = %e, "watch failed; retrying"),
                 }
             }
-        });
+            .in_current_span(),
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //! (Cluster)TriggerAuthentication, Secrets, ConfigMaps and the scale target's pod template.
 //!
 //! The core, [`resolve_trigger`], is pure: it reads objects through [`AuthSources`]. Two
-//! sources implement it: [`local::LocalResolver`] (`--local` documents) and
+//! sources implement it: [`files::LocalResolver`] (`--local` documents) and
 //! [`kube::KubeResolver`] (watch caches). Both are [`AuthResolver`]s for the registry.
 //!
 //! Where ebb differs from KEDA: a missing TriggerAuthentication, Secret, ConfigMap, key,
@@ -12,8 +12,8 @@
 //! metadata key, a TriggerAuthentication `env` entry, or `identityOwner: workload`), so a
 //! trigger that uses none of them works without its Deployment being visible.
 
+pub mod files;
 pub mod kube;
-pub mod local;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -74,14 +74,12 @@ impl Resolved {
     }
 }
 
-/// Namespace where ClusterTriggerAuthentication Secrets and ConfigMaps live:
-/// `KEDA_CLUSTER_OBJECT_NAMESPACE`, else the namespace ebb runs in (service-account namespace
-/// file), else `ebb`.
-pub fn cluster_object_namespace() -> String {
-    if let Ok(ns) = std::env::var("KEDA_CLUSTER_OBJECT_NAMESPACE")
-        && !ns.trim().is_empty()
-    {
-        return ns.trim().to_string();
+/// Namespace where ClusterTriggerAuthentication Secrets and ConfigMaps live: `flag`
+/// (`--cluster-object-namespace`, KEDA's `KEDA_CLUSTER_OBJECT_NAMESPACE`), else the namespace
+/// ebb runs in (service-account namespace file), else `ebb`.
+pub fn cluster_object_namespace(flag: Option<&str>) -> String {
+    if let Some(ns) = flag.map(str::trim).filter(|ns| !ns.is_empty()) {
+        return ns.to_string();
     }
     std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
         .ok()

@@ -3,6 +3,7 @@
 //!
 //! Pods come from a [`PodIndex`], a watch cache, so a read never lists pods from the API server.
 
+use crate::locks::LockExt;
 use crate::scalers::SingleMetric;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -100,7 +101,7 @@ impl PodIndex {
 
     fn apply_list(&self, pods: Vec<Pod>) {
         let Some(writer) = &self.writer else { return };
-        let Ok(mut w) = writer.lock() else { return };
+        let mut w = writer.lock_or_recover();
         w.apply_watcher_event(&watcher::Event::Init);
         for pod in pods {
             w.apply_watcher_event(&watcher::Event::InitApply(slim(pod)));

@@ -6,6 +6,7 @@
 //! ```
 //! The map lock is held only to clone an `Arc`, never across a scaler call.
 
+use crate::locks::RwLockExt;
 use std::{
     collections::HashMap,
     sync::{
@@ -255,7 +256,8 @@ impl Registry {
     /// Replaces the authentication resolver and scaler context (they may need the registry to
     /// exist first, e.g. to rebuild it when a Secret changes) and rebuilds what depends on them.
     pub fn configure(&self, resolver: Arc<dyn AuthResolver>, context: ScalerContext) {
-        if let Ok(mut c) = self.config.write() {
+        {
+            let mut c = self.config.write_or_recover();
             c.resolver = resolver;
             c.context = context;
         }
@@ -270,14 +272,16 @@ impl Registry {
 
     /// Registers a hook called when an object changes or is removed (the metric cache uses it).
     pub fn on_invalidate(&self, f: InvalidateFn) {
-        if let Ok(mut hooks) = self.on_invalidate.write() {
+        {
+            let mut hooks = self.on_invalidate.write_or_recover();
             hooks.push(f);
         }
     }
 
     /// Registers a hook called when an object is removed (fallback counters use it).
     pub fn on_remove(&self, f: RemoveFn) {
-        if let Ok(mut hooks) = self.on_remove.write() {
+        {
+            let mut hooks = self.on_remove.write_or_recover();
             hooks.push(f);
         }
     }
@@ -285,14 +289,15 @@ impl Registry {
     /// Registers a hook called with every object applied, status included (fallback counters
     /// resume from `status.health` with it).
     pub fn on_apply(&self, f: ApplyFn) {
-        if let Ok(mut hooks) = self.on_apply.write() {
+        {
+            let mut hooks = self.on_apply.write_or_recover();
             hooks.push(f);
         }
     }
 
     /// Number of registered ScaledObjects.
     pub fn len(&self) -> usize {
-        self.objects.read().map(|m| m.len()).unwrap_or(0)
+        self.objects.read_or_recover().len()
     }
 
     /// True when nothing is registered.
@@ -302,21 +307,19 @@ impl Registry {
 
     /// Every registered key.
     pub fn keys(&self) -> Vec<ObjectKey> {
-        self.objects
-            .read()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default()
+        self.objects.read_or_recover().keys().cloned().collect()
     }
 
     /// The entry of one ScaledObject.
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<ObjectEntry>> {
-        self.objects.read().ok()?.get(key).cloned()
+        self.objects.read_or_recover().get(key).cloned()
     }
 
     /// Adds or updates a ScaledObject; scalers are rebuilt only when the spec changed.
     pub fn apply(&self, so: &ScaledObject) {
         let key = object_key(so);
-        if let Ok(hooks) = self.on_apply.read() {
+        {
+            let hooks = self.on_apply.read_or_recover();
             for h in hooks.iter() {
                 h(&key, so);
             }
@@ -333,11 +336,7 @@ impl Registry {
     /// Rebuilds every object's scalers (re-resolving authentication), e.g. after a Secret,
     /// TriggerAuthentication or scale target changed.
     pub fn rebuild_all(&self) {
-        let objects: Vec<Arc<ObjectEntry>> = self
-            .objects
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let objects: Vec<Arc<ObjectEntry>> = self.objects.read_or_recover().values().cloned().collect();
         for entry in objects.into_iter().filter(|e| e.depends_on_auth) {
             if let Some(so) = &entry.object {
                 self.install(entry.key.clone(), so.clone(), entry.spec_hash);
@@ -352,11 +351,7 @@ impl Registry {
                 warn!(scaledobject = %key, trigger = t.index, r#type = %t.trigger_type, error = %e, "trigger cannot be built");
             }
         }
-        let replaced = self
-            .objects
-            .write()
-            .ok()
-            .and_then(|mut m| m.insert(key.clone(), entry));
+        let replaced = self.objects.write_or_recover().insert(key.clone(), entry);
         if let Some(old) = &replaced {
             self.invalidate(old.epoch);
         }
@@ -365,10 +360,11 @@ impl Registry {
 
     /// Removes a ScaledObject and everything cached for it.
     pub fn remove(&self, key: &ObjectKey) {
-        let removed = self.objects.write().ok().and_then(|mut m| m.remove(key));
+        let removed = self.objects.write_or_recover().remove(key);
         if let Some(old) = removed {
             self.invalidate(old.epoch);
-            if let Ok(hooks) = self.on_remove.read() {
+            {
+                let hooks = self.on_remove.read_or_recover();
                 for h in hooks.iter() {
                     h(key);
                 }
@@ -429,7 +425,8 @@ impl Registry {
     }
 
     fn invalidate(&self, epoch: u64) {
-        if let Ok(hooks) = self.on_invalidate.read() {
+        {
+            let hooks = self.on_invalidate.read_or_recover();
             for h in hooks.iter() {
                 h(epoch);
             }
@@ -437,7 +434,7 @@ impl Registry {
     }
 
     fn build(&self, key: ObjectKey, so: Arc<ScaledObject>, spec_hash: u64) -> ObjectEntry {
-        let settings = self.config.read().map(|c| c.clone()).unwrap_or_default();
+        let settings = self.config.read_or_recover().clone();
         let spec = &so.spec;
         let depends_on_auth = needs_rebuilds(&so);
         let triggers = spec

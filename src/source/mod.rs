@@ -3,5 +3,5 @@
 //! Both feed the scaler [`Registry`](crate::scalers::registry::Registry); a bad object is
 //! reported with its name (and file and line for files) and never stops the others.
 
+pub mod files;
 pub mod kube;
-pub mod local;

@@ -1,7 +1,7 @@
 //! AdmissionReview handling: decode, route by kind, run the same checks as `ebb check` plus the
 //! cluster checks of KEDA's webhook (§14), and answer with the first problem.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{autoscaling::v2::HorizontalPodAutoscaler, core::v1::LimitRange};
 use kube::core::{
@@ -11,15 +11,32 @@ use kube::core::{
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::{ClusterError, ClusterView, WebhookContext};
+use super::cluster::{ClusterError, ClusterView};
 use crate::{
-    crd::ScaledObject,
-    operator::{
+    crd::{ScaledJob, ScaledObject},
+    keda_metrics::KedaMetrics,
+    quantity,
+    scaling::scaled_job::validate::validate_scaled_job,
+    scaling::{
         hpa::hpa_name,
         validate::{Problem, deprecations, validate_scaled_object, validate_trigger_authentication},
     },
-    quantity,
 };
+
+/// Shared state of the webhook handlers.
+#[derive(Clone)]
+pub struct WebhookContext {
+    /// Where the cluster checks look.
+    pub cluster: Arc<dyn ClusterView>,
+    /// KEDA's webhook counters.
+    pub metrics: Arc<KedaMetrics>,
+}
+
+impl std::fmt::Debug for WebhookContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookContext").finish_non_exhaustive()
+    }
+}
 
 /// HPA annotation that opts an HPA out of the foreign-HPA check.
 pub const HPA_OWNERSHIP_ANNOTATION: &str = "validations.keda.sh/hpa-ownership";
@@ -73,7 +90,7 @@ pub async fn review_request(
     }
     match req.kind.kind.as_str() {
         "ScaledObject" => review_scaled_object(req, resp, ctx).await,
-        "ScaledJob" => super::scaled_job::review_scaled_job(req, resp, ctx),
+        "ScaledJob" => review_scaled_job(req, resp, ctx),
         "TriggerAuthentication" | "ClusterTriggerAuthentication" => review_trigger_authentication(req, resp),
         other => {
             warn!(kind = other, uid = %req.uid, "admission review for a kind ebb does not validate; allowed");
@@ -82,18 +99,18 @@ pub async fn review_request(
     }
 }
 
-pub(super) fn deny(resp: AdmissionResponse, code: u16, message: String) -> AdmissionResponse {
+fn deny(resp: AdmissionResponse, code: u16, message: String) -> AdmissionResponse {
     let mut resp = resp.deny(&message);
     resp.result =
         Status::failure(&message, if code == 400 { "BadRequest" } else { "Forbidden" }).with_code(code);
     resp
 }
 
-pub(super) fn deny_problem(resp: AdmissionResponse, p: &Problem) -> AdmissionResponse {
+fn deny_problem(resp: AdmissionResponse, p: &Problem) -> AdmissionResponse {
     deny(resp, 403, format!("{}: {}", p.field, p.message))
 }
 
-pub(super) fn action(op: &Operation) -> &'static str {
+fn action(op: &Operation) -> &'static str {
     match op {
         Operation::Create => "create",
         Operation::Update => "update",
@@ -125,7 +142,7 @@ fn review_trigger_authentication(
     }
 }
 
-pub(super) fn log_problems(req: &AdmissionRequest<DynamicObject>, problems: &[Problem]) {
+fn log_problems(req: &AdmissionRequest<DynamicObject>, problems: &[Problem]) {
     for p in problems {
         info!(
             kind = %req.kind.kind,
@@ -459,4 +476,54 @@ async fn resource_problems(
         }
     }
     Ok(out)
+}
+
+fn decode_sj(obj: &DynamicObject) -> Result<ScaledJob, String> {
+    serde_json::to_value(obj)
+        .and_then(serde_json::from_value::<ScaledJob>)
+        .map_err(|e| format!("could not decode ScaledJob: {e}"))
+}
+
+/// Reviews a ScaledJob CREATE or UPDATE with `ebb check`'s rules (schema, KEDA's
+/// `ValidateTriggers`, reconciler and Job API refusals); KEDA counts a refusal in the
+/// ScaledObject error counter (`reason="incorrect-triggers"`) and keeps no total for ScaledJobs.
+fn review_scaled_job(
+    req: &AdmissionRequest<DynamicObject>,
+    resp: AdmissionResponse,
+    ctx: &WebhookContext,
+) -> AdmissionResponse {
+    let Some(obj) = req.object.as_ref() else {
+        return deny(resp, 400, "request has no object".to_string());
+    };
+    let mut sj = match decode_sj(obj) {
+        Ok(sj) => sj,
+        Err(m) => return deny(resp, 400, m),
+    };
+    if sj.metadata.namespace.as_deref().is_none_or(str::is_empty) {
+        sj.metadata.namespace = req.namespace.clone();
+    }
+    if sj.metadata.name.as_deref().is_none_or(str::is_empty) && !req.name.is_empty() {
+        sj.metadata.name = Some(req.name.clone());
+    }
+    // An UPDATE that only drops finalizers with an unchanged spec is let through (deletion).
+    if matches!(req.operation, Operation::Update)
+        && let Some(old) = req.old_object.as_ref().and_then(|o| decode_sj(o).ok())
+    {
+        let old_f = old.metadata.finalizers.as_deref().unwrap_or_default();
+        let new_f = sj.metadata.finalizers.as_deref().unwrap_or_default();
+        if old.spec == sj.spec && new_f.len() < old_f.len() && new_f.iter().all(|f| old_f.contains(f)) {
+            return resp;
+        }
+    }
+    let problems = validate_scaled_job(&sj);
+    log_problems(req, &problems);
+    match problems.first() {
+        Some(p) => {
+            let namespace = sj.metadata.namespace.clone().unwrap_or_default();
+            ctx.metrics
+                .record_webhook_validation_error(&namespace, action(&req.operation), p.reason);
+            deny_problem(resp, p)
+        }
+        None => resp,
+    }
 }

@@ -381,7 +381,7 @@ pub async fn run(ctx: Arc<JobContext>, namespace: Option<String>) {
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
-    Controller::for_stream(super::runtime::changes_only(stream, scaled_job_key), reader)
+    Controller::for_stream(super::watch::changes_only(stream, scaled_job_key), reader)
         .run(reconcile::reconcile_guarded, reconcile::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {

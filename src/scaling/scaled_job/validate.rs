@@ -5,7 +5,7 @@
 
 use crate::{
     crd::ScaledJob,
-    operator::validate::{Problem, ResolvedBuild, validate_scaled_object_with},
+    scaling::validate::{Problem, ResolvedBuild, validate_scaled_object_with},
 };
 
 use super::as_scaled_object;

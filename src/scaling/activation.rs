@@ -7,11 +7,15 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::{
     crd::scaled_object::{DEFAULT_COOLDOWN_PERIOD, ScaledObjectSpec},
-    operator::status::{
-        ACTIVE_FORCED_MESSAGE, ACTIVE_MESSAGE, COOLDOWN_MESSAGE, CondUpdate, NOT_ACTIVE_MESSAGE,
-        PARTIAL_TRIGGER_ERROR_MESSAGE, PAUSED_MESSAGE, READY_MESSAGE, TRIGGER_ERROR_MESSAGE,
-    },
     scalers::params::parse_go_bool,
+    scaling::{
+        conditions::{
+            ACTIVE_FORCED_MESSAGE, ACTIVE_MESSAGE, COOLDOWN_MESSAGE, CondUpdate, ConditionStatus,
+            NOT_ACTIVE_MESSAGE, PARTIAL_TRIGGER_ERROR_MESSAGE, PAUSED_MESSAGE, READY_MESSAGE,
+            TRIGGER_ERROR_MESSAGE,
+        },
+        events::{Event, EventReason},
+    },
 };
 
 /// Annotation: pause and force the target to this replica count.
@@ -24,15 +28,6 @@ pub const PAUSED_SCALE_IN_ANNOTATION: &str = "autoscaling.keda.sh/paused-scale-i
 pub const PAUSED_SCALE_OUT_ANNOTATION: &str = "autoscaling.keda.sh/paused-scale-out";
 /// Annotation: treat the object as active whatever the triggers say.
 pub const FORCE_ACTIVATION_ANNOTATION: &str = "autoscaling.keda.sh/force-activation";
-
-/// Event reason after scaling up from zero/idle.
-pub const EVENT_ACTIVATED: &str = "KEDAScaleTargetActivated";
-/// Event reason when the scale-up PUT failed.
-pub const EVENT_ACTIVATION_FAILED: &str = "KEDAScaleTargetActivationFailed";
-/// Event reason after scaling down to zero/idle.
-pub const EVENT_DEACTIVATED: &str = "KEDAScaleTargetDeactivated";
-/// Event reason when the scale-down PUT failed.
-pub const EVENT_DEACTIVATION_FAILED: &str = "KEDAScaleTargetDeactivationFailed";
 
 /// What the pause-related annotations ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,15 +147,6 @@ pub enum Action {
     },
 }
 
-/// A Kubernetes event to record on the ScaledObject (type Normal).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Event reason, e.g. `KEDAScaleTargetActivated`.
-    pub reason: &'static str,
-    /// Event message.
-    pub message: String,
-}
-
 /// The executor's decision for one loop iteration.
 ///
 /// For `ScaleTo` actions `set_last_active` and `event` apply only once the `/scale` PUT
@@ -177,7 +163,7 @@ pub struct Decision {
     pub paused_condition: Option<CondUpdate>,
     /// Set `status.lastActiveTime = now`.
     pub set_last_active: bool,
-    /// Event to record.
+    /// Event to record (type Normal).
     pub event: Option<Event>,
 }
 
@@ -215,14 +201,22 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
     let mut d = Decision {
         action: Action::None,
         active_condition: None,
-        ready_condition: Some(CondUpdate::new("True", "ScaledObjectReady", READY_MESSAGE)),
+        ready_condition: Some(CondUpdate::new(
+            ConditionStatus::True,
+            "ScaledObjectReady",
+            READY_MESSAGE,
+        )),
         paused_condition: None,
         set_last_active: false,
         event: None,
     };
     if pause.is_fully_paused() {
         d.ready_condition = None;
-        d.paused_condition = Some(CondUpdate::new("True", "ScaledObjectPaused", PAUSED_MESSAGE));
+        d.paused_condition = Some(CondUpdate::new(
+            ConditionStatus::True,
+            "ScaledObjectPaused",
+            PAUSED_MESSAGE,
+        ));
         return d;
     }
     let current = input.current_replicas;
@@ -238,7 +232,7 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
         } else {
             ACTIVE_MESSAGE
         };
-        d.active_condition = Some(CondUpdate::new("True", "ScalerActive", message));
+        d.active_condition = Some(CondUpdate::new(ConditionStatus::True, "ScalerActive", message));
         if (idle.is_some() && current < min) || current == 0 {
             if !pause.scale_out_paused {
                 let replicas = if min > 0 { min } else { 1 };
@@ -251,15 +245,15 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
                 } else {
                     format!("triggered by {}", input.active_triggers.join(";"))
                 };
-                d.event = Some(Event {
-                    reason: EVENT_ACTIVATED,
-                    message: format!("Scaled {kind} {ns}/{target} from {current} to {replicas}, {cause}"),
-                });
+                d.event = Some(Event::normal(
+                    EventReason::ScaleTargetActivated,
+                    format!("Scaled {kind} {ns}/{target} from {current} to {replicas}, {cause}"),
+                ));
                 d.set_last_active = true;
             }
         } else if input.is_error {
             d.ready_condition = Some(CondUpdate::new(
-                "Unknown",
+                ConditionStatus::Unknown,
                 "PartialTriggerError",
                 PARTIAL_TRIGGER_ERROR_MESSAGE,
             ));
@@ -269,13 +263,21 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
         return d;
     }
 
-    d.active_condition = Some(CondUpdate::new("False", "ScalerNotActive", NOT_ACTIVE_MESSAGE));
+    d.active_condition = Some(CondUpdate::new(
+        ConditionStatus::False,
+        "ScalerNotActive",
+        NOT_ACTIVE_MESSAGE,
+    ));
     let fallback = spec.fallback.as_ref();
     if input.is_error && fallback.is_some_and(|f| f.replicas != 0) {
         return d;
     }
     if input.is_error && fallback.is_none() {
-        d.ready_condition = Some(CondUpdate::new("False", "TriggerError", TRIGGER_ERROR_MESSAGE));
+        d.ready_condition = Some(CondUpdate::new(
+            ConditionStatus::False,
+            "TriggerError",
+            TRIGGER_ERROR_MESSAGE,
+        ));
         return d;
     }
     if idle.is_some_and(|i| current > i) || (current > 0 && min == 0) {
@@ -288,12 +290,16 @@ pub fn decide(input: &LoopInput<'_>) -> Decision {
                 replicas,
                 reason: ScaleReason::Deactivate,
             };
-            d.event = Some(Event {
-                reason: EVENT_DEACTIVATED,
-                message: format!("Deactivated {kind} {ns}/{target} from {current} to {replicas}"),
-            });
+            d.event = Some(Event::normal(
+                EventReason::ScaleTargetDeactivated,
+                format!("Deactivated {kind} {ns}/{target} from {current} to {replicas}"),
+            ));
         } else {
-            d.active_condition = Some(CondUpdate::new("False", "ScalerCooldown", COOLDOWN_MESSAGE));
+            d.active_condition = Some(CondUpdate::new(
+                ConditionStatus::False,
+                "ScalerCooldown",
+                COOLDOWN_MESSAGE,
+            ));
         }
         return d;
     }
@@ -330,17 +336,17 @@ pub fn failure_event(action: &Action, error: &str) -> Option<Event> {
         Action::ScaleTo {
             reason: ScaleReason::Activate,
             ..
-        } => Some(Event {
-            reason: EVENT_ACTIVATION_FAILED,
-            message: format!("Failed to scale target from zero/idle: {error}"),
-        }),
+        } => Some(Event::warning(
+            EventReason::ScaleTargetActivationFailed,
+            format!("Failed to scale target from zero/idle: {error}"),
+        )),
         Action::ScaleTo {
             reason: ScaleReason::Deactivate,
             ..
-        } => Some(Event {
-            reason: EVENT_DEACTIVATION_FAILED,
-            message: format!("Failed to deactivate target: {error}"),
-        }),
+        } => Some(Event::warning(
+            EventReason::ScaleTargetDeactivationFailed,
+            format!("Failed to deactivate target: {error}"),
+        )),
         _ => None,
     }
 }

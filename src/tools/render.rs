@@ -16,23 +16,25 @@ use std::{
 
 use crate::{
     cli::{CheckArgs, RenderArgs},
+    crd::ScaledJob,
     crd::ScaledObject,
-    operator::{
-        hpa::{DesiredError, desired_hpa},
-        validate::{
-            Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
-            validate_trigger_authentication,
-        },
-    },
     resolver::{
         cluster_object_namespace,
-        local::{FileResolution, FileResolver, LocalObjects},
+        files::{FileResolution, FileResolver, LocalObjects},
     },
     scalers::{
         ScalerContext, ScalerError, SharedScaler, build_scaler,
         registry::{build_trigger, object_key},
     },
-    source::local::{Parsed, manifest_files, parse_file},
+    scaling::{
+        hpa::{DesiredError, desired_hpa},
+        scaled_job::{as_scaled_object, jobs::generate_job, validate::validate_scaled_job_with},
+        validate::{
+            Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
+            validate_trigger_authentication,
+        },
+    },
+    source::files::{Parsed, manifest_files, parse_file},
 };
 
 /// Namespace assumed for objects without one, as `kubectl apply` without `-n` would.
@@ -197,7 +199,7 @@ fn analyse(so: &ScaledObject, objects: &LocalObjects, cluster_ns: &str) -> Analy
 /// `ebb render`: prints one YAML document per HPA; returns 1 when any file or object failed.
 pub fn run_render(args: &RenderArgs) -> i32 {
     let inputs = read_inputs(&args.files);
-    let cluster_ns = cluster_object_namespace();
+    let cluster_ns = cluster_object_namespace(args.cluster_objects.cluster_object_namespace.as_deref());
     let mut failed = false;
     let mut docs = Vec::new();
     for (path, parsed) in &inputs.files {
@@ -250,10 +252,10 @@ pub fn run_render(args: &RenderArgs) -> i32 {
             .filter(|d| str_at(d, &["kind"]) == Some("ScaledJob"))
         {
             let who = format!("{}: {}", path.display(), doc_ref(doc, "ScaledJob"));
-            let rendered = crate::render_scaled_job::parse(doc).and_then(|sj| {
-                let analysis = crate::render_scaled_job::analyse(&sj, &inputs.objects, &cluster_ns);
+            let rendered = parse_scaled_job(doc).and_then(|sj| {
+                let analysis = analyse_scaled_job(&sj, &inputs.objects, &cluster_ns);
                 if analysis.problems.is_empty() {
-                    crate::render_scaled_job::render(&sj, &args.version_label)
+                    render_job(&sj, &args.version_label)
                 } else {
                     Err(analysis
                         .problems
@@ -345,7 +347,7 @@ fn keda_kind_problem(api_version: &str, kind: &str) -> Option<(&'static str, Str
 /// `--allow-other-kinds`, and checking nothing at all always is.
 pub fn run_check(args: &CheckArgs) -> i32 {
     let inputs = read_inputs(&args.files);
-    let cluster_ns = cluster_object_namespace();
+    let cluster_ns = cluster_object_namespace(args.cluster_objects.cluster_object_namespace.as_deref());
     let mut problems = 0usize;
     let mut objects = 0usize;
     let mut out = std::io::stdout().lock();
@@ -458,14 +460,14 @@ fn check_scaled_job(
     objects: &LocalObjects,
     cluster_ns: &str,
 ) -> usize {
-    let sj = match crate::render_scaled_job::parse(doc) {
+    let sj = match parse_scaled_job(doc) {
         Ok(sj) => sj,
         Err(e) => {
             report(out, format!("{who}: {e}"));
             return 1;
         }
     };
-    let analysis = crate::render_scaled_job::analyse(&sj, objects, cluster_ns);
+    let analysis = analyse_scaled_job(&sj, objects, cluster_ns);
     for p in &analysis.problems {
         report(out, format!("{who}: {}: {}", p.field, p.message));
     }
@@ -507,5 +509,132 @@ mod tests {
         assert_eq!(field, "apiVersion");
         assert!(m.contains("KEDA 1.x"), "{m}");
         assert_eq!(keda_kind_problem("keda.sh/v1alpha1", "ScaledJob"), None);
+    }
+}
+
+// ScaledJobs: `check` reports what the API server (CRD schema), KEDA's webhook and reconciler,
+// or the Job API would refuse; `render` prints the Job a poll would create.
+
+/// What `check` learns about one ScaledJob.
+#[derive(Debug, Default)]
+pub struct JobAnalysis {
+    /// Refusals.
+    pub problems: Vec<Problem>,
+    /// `(field, what was not in the files)` per trigger whose references could not be resolved.
+    pub not_checked: Vec<(String, Vec<String>)>,
+}
+
+/// Reads a `ScaledJob` document (namespace `default` when unset, as `kubectl apply` would).
+pub fn parse_scaled_job(doc: &serde_yaml::Value) -> Result<ScaledJob, String> {
+    let mut sj: ScaledJob = serde_yaml::from_value(doc.clone()).map_err(|e| e.to_string())?;
+    sj.metadata
+        .namespace
+        .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string());
+    Ok(sj)
+}
+
+/// Validates `sj`, building each trigger's scaler with its TriggerAuthentication and env
+/// resolved from the files when they hold what it references.
+pub fn analyse_scaled_job(sj: &ScaledJob, objects: &LocalObjects, cluster_ns: &str) -> JobAnalysis {
+    let so = as_scaled_object(sj);
+    let template = sj
+        .spec
+        .job_target_ref
+        .as_ref()
+        .and_then(|j| j.template.spec.clone())
+        .unwrap_or_default();
+    let triggers: Vec<_> = (0..so.spec.triggers.len())
+        .map(|i| build_offline_with(&so, i, objects, cluster_ns, Some(&template)))
+        .collect();
+    let mut problems = validate_scaled_job_with(sj, &|i| match &triggers[i].resolution {
+        FileResolution::Resolved => Some(triggers[i].scaler.as_ref().map(|_| ()).map_err(Clone::clone)),
+        FileResolution::Failed(_) => Some(Ok(())),
+        FileResolution::NotChecked(_) => None,
+    });
+    let mut not_checked = Vec::new();
+    for (i, t) in triggers.iter().enumerate() {
+        let field = format!(
+            "spec.triggers[{i}].{}",
+            if so.spec.triggers[i].authentication_ref.is_some() {
+                "authenticationRef"
+            } else {
+                "metadata"
+            }
+        );
+        match &t.resolution {
+            FileResolution::Failed(e) => problems.push(Problem {
+                field,
+                message: e.to_string(),
+                reason: "incorrect-triggers",
+            }),
+            FileResolution::NotChecked(what) => not_checked.push((field, what.clone())),
+            FileResolution::Resolved => {}
+        }
+    }
+    JobAnalysis {
+        problems,
+        not_checked,
+    }
+}
+
+/// The Job a poll would create for `sj`, as YAML; the generation is 1 when unset (a new object).
+pub fn render_job(sj: &ScaledJob, version: &str) -> Result<String, String> {
+    let mut sj = sj.clone();
+    sj.metadata.generation.get_or_insert(1);
+    let job = generate_job(&sj, version).map_err(|e| e.to_string())?;
+    serde_yaml::to_string(&job).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod scaled_job_tests {
+    use super::*;
+
+    const SJ: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata: {name: encode, labels: {team: media}}
+spec:
+  envSourceContainerName: worker
+  jobTargetRef:
+    template:
+      spec:
+        containers:
+        - name: worker
+          image: encoder:1
+          env: [{name: QUEUE_URL, value: "http://sqs.local/1/jobs"}]
+  triggers:
+  - type: aws-sqs-queue
+    metadata: {queueURLFromEnv: QUEUE_URL, queueLength: "2", awsRegion: eu-west-1, identityOwner: operator}
+"#;
+
+    #[test]
+    fn env_from_the_job_template_feeds_the_trigger() {
+        let doc: serde_yaml::Value = serde_yaml::from_str(SJ).expect("yaml");
+        let sj = parse_scaled_job(&doc).expect("parses");
+        assert_eq!(sj.metadata.namespace.as_deref(), Some("default"));
+        let a = analyse_scaled_job(&sj, &LocalObjects::from_documents(&[]), "ebb");
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
+        let mut broken = sj.clone();
+        broken.spec.env_source_container_name = Some("sidecar".into());
+        let a = analyse_scaled_job(&broken, &LocalObjects::from_documents(&[]), "ebb");
+        assert_eq!(a.problems[0].field, "spec.envSourceContainerName");
+    }
+
+    #[test]
+    fn renders_the_materialised_job() {
+        let doc: serde_yaml::Value = serde_yaml::from_str(SJ).expect("yaml");
+        let yaml = render_job(&parse_scaled_job(&doc).expect("parses"), "2.20.1").expect("renders");
+        for wanted in [
+            "apiVersion: batch/v1",
+            "kind: Job",
+            "generateName: encode-",
+            "scaledjob.keda.sh/generation: '1'",
+            "app.kubernetes.io/managed-by: keda-operator",
+            "team: media",
+            "restartPolicy: OnFailure",
+            "value: http://sqs.local/1/jobs",
+        ] {
+            assert!(yaml.contains(wanted), "no {wanted:?} in\n{yaml}");
+        }
     }
 }

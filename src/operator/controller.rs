@@ -1,5 +1,5 @@
-//! `ebb operator`: wiring of the client, scaler registry and cache, authentication resolver,
-//! pod index, KEDA metrics on the admin port, leader election, and the ScaledObject Controller.
+//! `ebb operator`: the client, the engine, KEDA's metrics on the admin port, leader election,
+//! and the ScaledObject Controller with the (Cluster)TriggerAuthentication controllers.
 //!
 //! ```text
 //! lease --leader: bool--> run_gated --starts/aborts--> Controller(ScaledObject, owns HPA)
@@ -7,11 +7,9 @@
 //! ```
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
-    path::PathBuf,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -25,103 +23,36 @@ use kube::{
     runtime::{Controller, WatchStreamExt, controller::Action, reflector, watcher},
 };
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{
-    context::{Context, Error},
+    context::Context,
+    error::Error,
     reconcile::{error_policy, reconcile},
     trigger_auth::{self, AuthContext},
+    watch::changes_only,
 };
 use crate::{
     admin::{self, AdminState},
     cli::{LeaderArgs, OperatorArgs},
+    cluster_certs::CertManager,
     crd::{ClusterTriggerAuthentication, ScaledObject, TriggerAuthentication},
     engine::Engine,
     keda_metrics::KedaMetrics,
     lease::{self, LeaseConfig},
-    resolver::kube::KubeResolver,
-    scalers::{
-        ScalerConfig, ScalerContext, ScalerError,
-        aws::AwsShared,
-        kubernetes_workload::PodIndex,
-        registry::{AuthResolver, NoAuthResolver},
-    },
+    report::BindError,
     shutdown::Signal,
+    startup::StartupError,
 };
 
-/// Why the operator could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// No cluster could be reached.
-    #[error("failed to create a Kubernetes client")]
-    Kube(#[source] kube::Error),
-    /// A kubeconfig could not be read.
-    #[error("failed to read kubeconfig {0}")]
-    Kubeconfig(PathBuf, #[source] kube::config::KubeconfigError),
-    /// The admin port could not be bound; the message names the flag that moves it.
-    #[error(transparent)]
-    Bind(crate::report::BindError),
-}
-
-impl RuntimeError {
-    /// Stable label for metrics and logs.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            RuntimeError::Kube(_) => "kube",
-            RuntimeError::Kubeconfig(..) => "kubeconfig",
-            RuntimeError::Bind(_) => "bind",
-        }
-    }
-}
-
-/// The registry must exist before the resolver's watches start (they rebuild it), and the
-/// resolver must be in the registry's config: this slot is filled once the watches synced.
-#[derive(Default)]
-struct LateResolver(OnceLock<KubeResolver>);
-
-impl AuthResolver for LateResolver {
-    fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
-        match self.0.get() {
-            Some(r) => r.resolve(so, index, config),
-            None => NoAuthResolver.resolve(so, index, config),
-        }
-    }
-
-    fn resolve_for_job(
-        &self,
-        so: &ScaledObject,
-        index: usize,
-        template: &k8s_openapi::api::core::v1::PodSpec,
-        config: &mut ScalerConfig,
-    ) -> Result<(), ScalerError> {
-        match self.0.get() {
-            Some(r) => r.resolve_for_job(so, index, template, config),
-            None => NoAuthResolver.resolve(so, index, config),
-        }
-    }
-}
-
-/// Runs the operator until `shutdown`.
-pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeError> {
+/// `ebb operator`: runs the operator on an engine of its own until `shutdown`.
+pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), StartupError> {
     let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(KedaMetrics::register(&mut prom));
-    let mut engine = Engine::new(crate::engine::http_timeout(args.http_default_timeout));
-    engine.observe(metrics.clone());
-    let late = Arc::new(LateResolver::default());
-    engine.configure(
-        late.clone(),
-        ScalerContext {
-            kube: Some(client.clone()),
-            pods: Some(PodIndex::start(client.clone(), shutdown.clone())),
-            aws: AwsShared::default(),
-            clock: None,
-            metrics: None,
-        },
-    );
     let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
     let admin_listener = admin::bind(admin_addr).await.map_err(|cause| {
-        RuntimeError::Bind(crate::report::BindError {
+        StartupError::Bind(BindError {
             addr: admin_addr,
             port_flag: "--metrics-port",
             address_flag: "--metrics-bind-address",
@@ -134,15 +65,20 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
         ready: ready.clone(),
         demo: false,
     });
-    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()).in_current_span());
 
-    let resolver = KubeResolver::start(client.clone(), engine.registry.clone(), shutdown.clone()).await;
-    if late.0.set(resolver).is_err() {
-        debug!("resolver already set");
-    }
-    engine.registry.rebuild_all();
+    let (engine, _pods) = Engine::connect(
+        &client,
+        args.scalers.http_timeout(),
+        crate::resolver::cluster_object_namespace(
+            args.scalers.cluster_objects.cluster_object_namespace.as_deref(),
+        ),
+        metrics.clone(),
+        &shutdown,
+    )
+    .await;
     ready.store(true, Ordering::Relaxed);
-    drive(
+    run_with_engine(
         client,
         engine,
         metrics,
@@ -155,8 +91,9 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), RuntimeErro
 }
 
 /// Runs the controller, scale loops, leader election and certificate rotation on an engine
-/// whose registry is already configured (by [`run`], or by the metrics server under `ebb run`).
-pub async fn drive(
+/// whose registry is already configured ([`Engine::connect`]): by [`run`], or beside the
+/// metrics server under `ebb run`.
+pub async fn run_with_engine(
     client: Client,
     engine: Engine,
     metrics: Arc<KedaMetrics>,
@@ -164,21 +101,27 @@ pub async fn drive(
     namespace: Option<String>,
     shutdown: Signal,
 ) {
-    let mut ctx = Context::new(client.clone(), engine.registry, engine.cache);
+    let mut ctx =
+        Context::new(client.clone(), engine.registry, engine.cache).reporting_as(options.pod.name.clone());
     ctx.health = engine.health;
     ctx.metrics = Some(metrics);
     let ctx = Arc::new(ctx);
     // Keeps the always-leader channel open when election is off.
     let (_always, always_rx) = watch::channel(true);
     let leader = if options.leader_elect {
-        lease::spawn(client, LeaseConfig::from_env(), shutdown.clone())
+        let config = LeaseConfig::for_replica(
+            options.pod.name.as_deref(),
+            options.pod.hostname.as_deref(),
+            options.pod.namespace(),
+        );
+        lease::spawn(client, config, shutdown.clone())
     } else {
         always_rx
     };
     let certs = options.enable_cert_rotation.then(|| {
-        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "ebb".to_string());
-        Arc::new(move |client: kube::Client| crate::certs::CertManager::new(client, &namespace))
-            as Arc<dyn Fn(kube::Client) -> crate::certs::CertManager + Send + Sync>
+        let namespace = options.pod.namespace();
+        Arc::new(move |client: kube::Client| CertManager::new(client, &namespace))
+            as Arc<dyn Fn(kube::Client) -> CertManager + Send + Sync>
     });
     run_gated(ctx, leader, namespace, certs, shutdown).await;
 }
@@ -192,7 +135,7 @@ pub async fn run_gated(
     ctx: Arc<Context>,
     mut leader: watch::Receiver<bool>,
     namespace: Option<String>,
-    certs: Option<Arc<dyn Fn(kube::Client) -> crate::certs::CertManager + Send + Sync>>,
+    certs: Option<Arc<dyn Fn(kube::Client) -> CertManager + Send + Sync>>,
     shutdown: Signal,
 ) {
     loop {
@@ -205,9 +148,13 @@ pub async fn run_gated(
         }
         info!("leading: starting the ScaledObject controller");
         // Certificate writes are the leader's too; the task ends with the leadership.
-        let cert_task = certs
-            .as_ref()
-            .map(|make| tokio::spawn(make(ctx.client.clone()).run(CERT_CHECK_INTERVAL)));
+        let cert_task = certs.as_ref().map(|make| {
+            tokio::spawn(
+                make(ctx.client.clone())
+                    .run(CERT_CHECK_INTERVAL)
+                    .in_current_span(),
+            )
+        });
         let controller = controller(ctx.clone(), namespace.clone());
         tokio::select! {
             _ = shutdown.wait() => {
@@ -249,7 +196,7 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
             }
         });
     // KEDA runs the ScaledJob and (Cluster)TriggerAuthentication controllers beside the
-    // ScaledObject one; the ScaledJob one builds its scalers as the ScaledObjects' are built.
+    // ScaledObject one; ScaledJob scalers are built as the ScaledObjects' are.
     let mut jobs =
         super::scaled_job::JobContext::new(ctx.client.clone(), ctx.registry.config(), ctx.metrics.clone());
     jobs.clock = ctx.clock.clone();
@@ -292,47 +239,6 @@ fn hpa_key(hpa: &HorizontalPodAutoscaler) -> u64 {
     crate::hash::fnv1a(&serde_json::to_vec(&(m.generation, &m.labels, &m.annotations)).unwrap_or_default())
 }
 
-/// Passes an applied object on only when `key` changed since it was last passed, and every
-/// deletion (a deleted HPA must be recreated even though its generation did not change).
-pub(crate) fn changes_only<K, S>(
-    events: S,
-    key: fn(&K) -> u64,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
-where
-    K: Resource + Send + 'static,
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    events.flat_map(move |event| {
-        let id = |o: &K| {
-            let m = o.meta();
-            format!(
-                "{}/{}/{}",
-                m.namespace.as_deref().unwrap_or_default(),
-                m.name.as_deref().unwrap_or_default(),
-                m.uid.as_deref().unwrap_or_default()
-            )
-        };
-        let out = match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let k = key(&o);
-                if seen.insert(id(&o), k) == Some(k) {
-                    None
-                } else {
-                    Some(Ok(o))
-                }
-            }
-            Ok(watcher::Event::Delete(o)) => {
-                seen.remove(&id(&o));
-                Some(Ok(o))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-            Err(e) => Some(Err(e)),
-        };
-        futures::stream::iter(out)
-    })
-}
-
 /// A ScaledObject that does not deserialise is logged and skipped, never retried in a loop.
 async fn reconcile_guarded(
     obj: Arc<DeserializeGuard<ScaledObject>>,
@@ -359,15 +265,6 @@ fn error_policy_guarded(
     match &obj.0 {
         Ok(so) => error_policy(Arc::new(so.clone()), error, ctx),
         Err(_) => Action::await_change(),
-    }
-}
-
-impl From<crate::cluster::ClientError> for RuntimeError {
-    fn from(e: crate::cluster::ClientError) -> Self {
-        match e {
-            crate::cluster::ClientError::Kubeconfig(path, source) => RuntimeError::Kubeconfig(path, source),
-            crate::cluster::ClientError::Kube(source) => RuntimeError::Kube(source),
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fallback (KEDA's `pkg/fallback/fallback.go`): failure bookkeeping per external metric and the
 //! synthetic value that makes the HPA converge on the fallback replica count.
 
+use crate::locks::LockExt;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Mutex,
@@ -18,10 +19,6 @@ use crate::{
 pub const HAPPY: &str = "Happy";
 /// `status.health[..].status` after a failure.
 pub const FAILING: &str = "Failing";
-/// Event reason when a metric starts falling back.
-pub const EVENT_FALLBACK_ACTIVATED: &str = "ScaledObjectFallbackActivated";
-/// Event reason when a metric stops falling back.
-pub const EVENT_FALLBACK_DEACTIVATED: &str = "ScaledObjectFallbackDeactivated";
 
 /// `fallback.behavior` values.
 pub const BEHAVIOR_STATIC: &str = "static";
@@ -143,7 +140,7 @@ impl HealthStore {
         if !has_valid_fallback(so) {
             return (if ok { Step::Pass } else { Step::Error }, HealthStatus::default());
         }
-        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let mut objects = self.objects.lock_or_recover();
         let per_object = objects.entry(key.clone()).or_default();
         let health = match per_object.get_mut(metric) {
             Some(h) => h,
@@ -164,7 +161,7 @@ impl HealthStore {
         if health.is_empty() || !has_valid_fallback(so) {
             return;
         }
-        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let mut objects = self.objects.lock_or_recover();
         let per_object = objects.entry(key.clone()).or_default();
         for (metric, h) in health {
             if !per_object.contains_key(metric) {
@@ -175,14 +172,13 @@ impl HealthStore {
 
     /// Drops the counters of a deleted ScaledObject.
     pub fn forget(&self, key: &ObjectKey) {
-        self.objects.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.objects.lock_or_recover().remove(key);
     }
 
     /// The counter of one metric, if this process has one.
     pub fn get(&self, key: &ObjectKey, metric: &str) -> Option<HealthStatus> {
         self.objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .lock_or_recover()
             .get(key)
             .and_then(|m| m.get(metric).cloned())
     }

@@ -1,4 +1,7 @@
-//! The Kubernetes client every cluster-facing subcommand builds the same way.
+//! Cluster access every component does the same way: the Kubernetes client, and the `/scale`
+//! subresource of any scale target.
+
+pub mod scale;
 
 use std::path::{Path, PathBuf};
 
@@ -26,4 +29,23 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientErr
             .map_err(|e| ClientError::Kube(kube::Error::InferConfig(e)))?,
     };
     kube::Client::try_from(config).map_err(ClientError::Kube)
+}
+
+/// A Kubernetes API call that failed, with what was attempted.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} failed")]
+pub struct CallError {
+    /// What was attempted, e.g. `get deployments/web/scale`.
+    pub action: String,
+    /// The cause.
+    #[source]
+    pub source: kube::Error,
+}
+
+impl CallError {
+    /// Wraps a kube error with what was attempted.
+    pub fn new(action: impl Into<String>) -> impl FnOnce(kube::Error) -> CallError {
+        let action = action.into();
+        move |source| CallError { action, source }
+    }
 }

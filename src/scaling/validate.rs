@@ -13,11 +13,11 @@ use crate::{
         ScaledObject,
         scaled_object::{DEFAULT_MAX_REPLICAS, MetricTargetType, ScaleTrigger, ScaledObjectSpec},
     },
-    operator::{activation::pause_state, formula, hpa::hpa_name},
     scalers::{
         ScalerConfig, ScalerError, build_scaler, cpu_memory, http_auth, params::Source,
         registry::trigger_config,
     },
+    scaling::{activation::pause_state, formula, hpa::hpa_name},
 };
 
 /// One validation finding.

@@ -3,6 +3,7 @@
 //! ServiceAccounts and Pods from the same directory as the ScaledObjects, so every trigger can
 //! be tried without a cluster. The set is swapped atomically when the files change.
 
+use crate::locks::LockExt;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -236,7 +237,7 @@ impl LocalResolver {
         Self {
             objects: ArcSwap::from_pointee(objects),
             pods: index,
-            cluster_object_namespace: super::cluster_object_namespace(),
+            cluster_object_namespace: super::cluster_object_namespace(None),
         }
     }
 
@@ -327,8 +328,8 @@ impl<'a> FileResolver<'a> {
 
     /// The outcome of the last [`AuthResolver::resolve`] call.
     pub fn resolution(&self) -> FileResolution {
-        let error = self.error.lock().ok().and_then(|e| e.clone());
-        let outside = self.outside.lock().map(|o| o.clone()).unwrap_or_default();
+        let error = self.error.lock_or_recover().clone();
+        let outside = self.outside.lock_or_recover().clone();
         match error {
             None => FileResolution::Resolved,
             Some(_) if !outside.is_empty() => FileResolution::NotChecked(outside),
@@ -337,9 +338,8 @@ impl<'a> FileResolver<'a> {
     }
 
     fn miss<T>(&self, kind: &str, namespace: &str, name: &str) -> Option<T> {
-        if !self.objects.holds(kind, namespace)
-            && let Ok(mut outside) = self.outside.lock()
-        {
+        if !self.objects.holds(kind, namespace) {
+            let mut outside = self.outside.lock_or_recover();
             let label = if kind == "ClusterTriggerAuthentication" {
                 format!("{kind} {name}")
             } else {
@@ -393,13 +393,9 @@ impl AuthSources for FileResolver<'_> {
 
 impl AuthResolver for FileResolver<'_> {
     fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
-        if let Ok(mut outside) = self.outside.lock() {
-            outside.clear();
-        }
+        self.outside.lock_or_recover().clear();
         let result = resolve_into(self, self.cluster_object_namespace, so, index, config);
-        if let Ok(mut error) = self.error.lock() {
-            *error = result.as_ref().err().cloned();
-        }
+        *self.error.lock_or_recover() = result.as_ref().err().cloned();
         result
     }
 

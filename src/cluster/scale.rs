@@ -1,32 +1,51 @@
 //! The `/scale` subresource of any scale target, through `DynamicObject` and an `ApiResource`
 //! built from the resolved GVKR, so Deployments, StatefulSets and custom kinds share one path.
 
+use crate::locks::LockExt;
 use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, PostParams},
 };
 
-use crate::crd::scaled_object::GroupVersionKindResource;
+use super::CallError;
+use crate::{
+    crd::scaled_object::GroupVersionKindResource,
+    scaling::target::{Resolution, is_well_known},
+};
 
-use super::context::{Error, Result};
+/// Result of a `/scale` call.
+type Result<T, E = CallError> = std::result::Result<T, E>;
 
 /// Resource names of scale-target kinds found by discovery: (group, version, kind) → plural.
 pub type Plurals = std::sync::Mutex<std::collections::HashMap<(String, String, String), String>>;
 
-/// Fills in the resource of `gvkr` (as [`crate::operator::status::scale_target_gvkr`] built it):
-/// Deployments and StatefulSets are known; any other kind is looked up through discovery, as
-/// KEDA's REST mapper does, once per kind per process.
+/// Completes a [`Resolution`]: a known GVKR as it is, else the resource of its kind through
+/// discovery, as KEDA's REST mapper does, once per kind per process.
+pub async fn resolve(
+    client: &Client,
+    plurals: &Plurals,
+    resolution: Resolution,
+) -> std::result::Result<GroupVersionKindResource, String> {
+    match resolution {
+        Resolution::Known(gvkr) => Ok(gvkr),
+        Resolution::Discover(gvkr) => resolve_gvkr(client, plurals, gvkr).await,
+    }
+}
+
+/// Fills in the resource of `gvkr` (as [`crate::scaling::target::scale_target_gvkr`] built it):
+/// Deployments and StatefulSets are known; any other kind is looked up through discovery, once
+/// per kind per process.
 pub async fn resolve_gvkr(
     client: &Client,
     plurals: &Plurals,
     mut gvkr: GroupVersionKindResource,
 ) -> std::result::Result<GroupVersionKindResource, String> {
-    if gvkr.group == "apps" && matches!(gvkr.kind.as_str(), "Deployment" | "StatefulSet") {
+    if is_well_known(&gvkr) {
         return Ok(gvkr);
     }
     let id = (gvkr.group.clone(), gvkr.version.clone(), gvkr.kind.clone());
-    if let Some(resource) = plurals.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+    if let Some(resource) = plurals.lock_or_recover().get(&id) {
         gvkr.resource = resource.clone();
         return Ok(gvkr);
     }
@@ -42,10 +61,7 @@ pub async fn resolve_gvkr(
             other => crate::report::error_chain(&other),
         })?;
     gvkr.resource = resource.plural;
-    plurals
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, gvkr.resource.clone());
+    plurals.lock_or_recover().insert(id, gvkr.resource.clone());
     Ok(gvkr)
 }
 
@@ -71,7 +87,7 @@ pub async fn get(
     target_api(client, namespace, gvkr)
         .get_scale(name)
         .await
-        .map_err(Error::kube(format!("get {}/{name}/scale", gvkr.resource)))
+        .map_err(CallError::new(format!("get {}/{name}/scale", gvkr.resource)))
 }
 
 /// PUT `/scale` with `replicas`, starting from a fetched `scale` so its resourceVersion guards
@@ -90,7 +106,7 @@ pub async fn put(
     target_api(client, namespace, gvkr)
         .replace_scale(&name, &PostParams::default(), &scale)
         .await
-        .map_err(Error::kube(format!("put {}/{name}/scale", gvkr.resource)))
+        .map_err(CallError::new(format!("put {}/{name}/scale", gvkr.resource)))
 }
 
 /// GET then PUT `/scale` when the count differs; returns the count before.

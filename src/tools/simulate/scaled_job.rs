@@ -20,20 +20,11 @@ use serde::Serialize;
 use super::{SimulateArgs, SimulateError, trace::Trace};
 use crate::{
     crd::ScaledJob,
-    render::build_offline_with,
-    resolver::{cluster_object_namespace, local::LocalObjects},
+    resolver::{cluster_object_namespace, files::LocalObjects},
     scalers::MetricSpec,
     scaling::scaled_job::{self as decide, Reading, Strategy, as_scaled_object},
+    tools::render::build_offline_with,
 };
-
-/// Parses `--job-duration`: seconds, or a Go duration (`90s`, `5m`).
-pub fn parse_job_duration(text: &str) -> Result<std::time::Duration, String> {
-    match text.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s >= 0.0 => Ok(std::time::Duration::from_secs_f64(s)),
-        Ok(_) => Err(format!("invalid job duration {text:?}")),
-        Err(_) => crate::net::parse_duration(text),
-    }
-}
 
 /// One trigger metric of the replay.
 #[derive(Debug, Clone)]
@@ -108,7 +99,11 @@ pub fn replay(
     trace: &Trace,
     args: &SimulateArgs,
 ) -> Result<(Vec<Step>, Summary), SimulateError> {
-    let who = crate::operator::scaled_job::key_of(sj).to_string();
+    let who = format!(
+        "{}/{}",
+        sj.metadata.namespace.as_deref().unwrap_or("default"),
+        sj.metadata.name.as_deref().unwrap_or_default()
+    );
     let fail = |message: String| SimulateError::Input(format!("ScaledJob {who}: {message}"));
     let problems = decide::validate::validate_scaled_job(sj);
     if let Some(p) = problems.first() {
@@ -122,7 +117,7 @@ pub fn replay(
         .and_then(|j| j.template.spec.clone())
         .unwrap_or_default();
     let objects = LocalObjects::from_documents(others);
-    let cluster_ns = cluster_object_namespace();
+    let cluster_ns = cluster_object_namespace(None);
     let mut metrics = Vec::new();
     for i in 0..so.spec.triggers.len() {
         let scaler = build_offline_with(&so, i, &objects, &cluster_ns, Some(&template))

@@ -30,15 +30,15 @@ use crate::{
         ScaledObject,
         scaled_object::{HealthStatus, MetricTargetType},
     },
-    operator::{
+    quantity,
+    scaling::{
         activation::{self, Action, LoopInput, PauseState, TriggerOutcome, pause_state},
         fallback::{self, Step, has_valid_fallback},
         formula,
         hpa::{COMPOSITE_METRIC_NAME, modifiers_target},
-        status::{scale_target_gvkr, scale_target_kind},
+        hpa_controller::{ControllerFlags, HpaConfig, HpaState, ModelError, Observed},
+        target::{scale_target_gvkr, scale_target_kind},
     },
-    quantity,
-    scaling::hpa_controller::{ControllerFlags, HpaConfig, HpaState, ModelError, Observed},
 };
 
 /// One external metric of one trigger, as the replay reads it.
@@ -364,7 +364,7 @@ impl<'a> Replay<'a> {
                 error: false,
             });
         }
-        let composite = crate::operator::loop_::composite(&self.setup.so, &named);
+        let composite = crate::scaling::scale_loop::composite(&self.setup.so, &named);
         let (is_active, is_error) = activation::object_activity(&outcomes, composite);
         let now = self.now(now_ms);
         let decision = activation::decide(&LoopInput {

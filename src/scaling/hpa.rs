@@ -21,9 +21,9 @@ use crate::{
         ScaledObject,
         scaled_object::{DEFAULT_MAX_REPLICAS, MetricTargetType, SCALED_OBJECT_NAME_LABEL},
     },
-    operator::activation::pause_state,
     quantity::{self, Quantity},
     scalers::{MetricSpec, MetricTarget, ResourceTarget, ScalerError, SharedScaler},
+    scaling::activation::pause_state,
 };
 
 /// Name of the single metric that replaces all external metrics when scalingModifiers are used.

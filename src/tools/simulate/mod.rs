@@ -16,9 +16,7 @@ pub mod replay;
 pub mod scaled_job;
 pub mod trace;
 
-use std::path::{Path, PathBuf};
-
-use clap::{Args, ValueEnum};
+use std::path::Path;
 
 use self::{
     replay::{ReplayError, ResourceTrigger, Setup, TriggerMetric},
@@ -26,81 +24,15 @@ use self::{
 };
 use crate::{
     crd::ScaledObject,
-    net::parse_duration,
-    operator::hpa::desired_hpa,
-    render::build_offline,
-    resolver::{cluster_object_namespace, local::LocalObjects},
+    resolver::{cluster_object_namespace, files::LocalObjects},
     scalers::MetricSpec,
-    scaling::hpa_controller::{ControllerFlags, DEFAULT_TOLERANCE},
-    source::local::parse_file,
+    scaling::hpa::desired_hpa,
+    scaling::hpa_controller::ControllerFlags,
+    source::files::parse_file,
+    tools::render::build_offline,
 };
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum OutputFormat {
-    /// A table for people, then a summary.
-    #[default]
-    Table,
-    /// One JSON object per line per step, then a summary object.
-    Json,
-}
-
-/// Flags of `ebb simulate`.
-#[derive(Debug, Args, Clone)]
-pub struct SimulateArgs {
-    /// The manifest holding the ScaledObject (and any TriggerAuthentications it uses).
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub file: PathBuf,
-    /// The metric trace (CSV: `time`, one column per trigger, optional `ready` and `error`).
-    #[arg(long, required_unless_present = "prometheus", conflicts_with = "prometheus")]
-    pub trace: Option<PathBuf>,
-    /// Which object of the file, when it holds several.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Replicas at the start (default: minReplicaCount).
-    #[arg(long)]
-    pub replicas: Option<i32>,
-    /// The HPA controller's sync period (`--horizontal-pod-autoscaler-sync-period`).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub sync_period: std::time::Duration,
-    /// Time a new pod takes to become ready.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    pub startup: std::time::Duration,
-    /// The controller's tolerance (`--horizontal-pod-autoscaler-tolerance`).
-    #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
-    pub tolerance: f64,
-    /// The default scale-down stabilization (`--horizontal-pod-autoscaler-downscale-stabilization`).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub downscale_stabilization: std::time::Duration,
-    /// Write a chart of metrics, targets and replicas over time (SVG).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
-    /// Fetch each prometheus trigger's own query from this Prometheus instead of a trace file.
-    #[arg(long)]
-    pub prometheus: Option<String>,
-    /// Range start for --prometheus (RFC 3339 or Unix seconds).
-    #[arg(long, requires = "prometheus")]
-    pub start: Option<String>,
-    /// Range end for --prometheus (RFC 3339 or Unix seconds).
-    #[arg(long, requires = "prometheus")]
-    pub end: Option<String>,
-    /// Range step for --prometheus.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub step: std::time::Duration,
-    /// ScaledJob: Jobs already running at the start.
-    #[arg(long, default_value_t = 0)]
-    pub running: u32,
-    /// ScaledJob: Jobs pending at the start (they start running after --startup).
-    #[arg(long, default_value_t = 0)]
-    pub pending: u32,
-    /// ScaledJob: how long each Job runs once started (seconds or a duration such as 90s);
-    /// Jobs never finish when not given.
-    #[arg(long, value_parser = scaled_job::parse_job_duration)]
-    pub job_duration: Option<std::time::Duration>,
-}
+pub use crate::cli::{SimulateArgs, SimulateOutput as OutputFormat};
 
 /// Why `ebb simulate` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +76,7 @@ pub fn load(path: &Path) -> Result<Loaded, SimulateError> {
     for so in &mut scaled_objects {
         so.metadata
             .namespace
-            .get_or_insert_with(|| crate::render::DEFAULT_NAMESPACE.to_string());
+            .get_or_insert_with(|| crate::tools::render::DEFAULT_NAMESPACE.to_string());
     }
     Ok(Loaded {
         scaled_objects,
@@ -198,7 +130,7 @@ pub fn setup(
         message,
     };
     let objects = LocalObjects::from_documents(others);
-    let cluster_ns = cluster_object_namespace();
+    let cluster_ns = cluster_object_namespace(None);
     let triggers: Vec<_> = (0..so.spec.triggers.len())
         .map(|i| build_offline(so, i, &objects, &cluster_ns).scaler)
         .collect();
@@ -241,8 +173,8 @@ pub fn setup(
     }
     let hpa = match desired_hpa(so, triggers.iter().enumerate(), env!("CARGO_PKG_VERSION")) {
         Ok((hpa, _)) => Some(hpa),
-        Err(crate::operator::hpa::DesiredError::Hpa(e)) => return Err(fail(e.to_string())),
-        Err(crate::operator::hpa::DesiredError::Scalers(errs)) => {
+        Err(crate::scaling::hpa::DesiredError::Hpa(e)) => return Err(fail(e.to_string())),
+        Err(crate::scaling::hpa::DesiredError::Scalers(errs)) => {
             let list: Vec<String> = errs.iter().map(|(i, e)| format!("trigger {i}: {e}")).collect();
             return Err(fail(list.join("; ")));
         }
@@ -272,7 +204,7 @@ fn simulate_scaled_job(
     others: &[serde_yaml::Value],
     args: &SimulateArgs,
 ) -> Result<(), SimulateError> {
-    let sj = crate::render_scaled_job::parse(doc).map_err(SimulateError::Input)?;
+    let sj = crate::tools::render::parse_scaled_job(doc).map_err(SimulateError::Input)?;
     let Some(path) = &args.trace else {
         return Err(SimulateError::Input(
             "a ScaledJob is replayed from --trace (--prometheus is not supported for ScaledJobs)".to_string(),

@@ -14,7 +14,7 @@ use crate::{
     crd::ScaledObject,
     resolver::{
         cluster_object_namespace,
-        local::{FileResolution, FileResolver, LocalObjects},
+        files::{FileResolution, FileResolver, LocalObjects},
     },
     scalers::{
         MetricSpec, Scaler, ScalerContext,
@@ -79,7 +79,7 @@ pub async fn fetch(
         )));
     }
     let objects = LocalObjects::from_documents(others);
-    let cluster_ns = cluster_object_namespace();
+    let cluster_ns = cluster_object_namespace(None);
     let ctx = ScalerContext::default();
     let times: Vec<i64> = (0..points).map(|i| i * step_ms).collect();
     let mut columns = Vec::new();

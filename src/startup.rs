@@ -1,0 +1,79 @@
+//! Why a subcommand could not start, or why its server stopped: one error type for every
+//! component, so `main` reports them all the same way.
+
+use std::path::PathBuf;
+
+use crate::{cluster::ClientError, local_mode::LocalError, report::BindError, tls};
+
+/// Why a component could not start, or its server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A port could not be bound; the message names the flag that moves it.
+    #[error(transparent)]
+    Bind(BindError),
+    /// `--local` set-up failed.
+    #[error("failed to prepare --local mode")]
+    Local(#[source] LocalError),
+    /// Certificates or CA files could not be loaded.
+    #[error("failed to load certificates")]
+    Certs(#[source] tls::ReloadError),
+    /// A self-signed certificate could not be created in `--cert-dir`.
+    #[error("failed to create a self-signed certificate in {0}")]
+    SelfSigned(PathBuf, #[source] tls::certgen::CertError),
+    /// No cluster could be reached.
+    #[error("failed to create a Kubernetes client{}", local_hint(*.offer_local))]
+    Kube {
+        /// The cause.
+        #[source]
+        source: kube::Error,
+        /// The subcommand has `--local`, which needs no cluster: say so.
+        offer_local: bool,
+    },
+    /// A kubeconfig could not be read.
+    #[error("failed to read kubeconfig {0}")]
+    Kubeconfig(PathBuf, #[source] kube::config::KubeconfigError),
+    /// The extension-apiserver-authentication ConfigMap was unusable.
+    #[error("failed to read kube-system/extension-apiserver-authentication")]
+    AuthConfigMap(#[source] kube::Error),
+    /// Serving failed.
+    #[error("the TLS server failed")]
+    Serve(#[source] tls::TlsError),
+    /// `ebb run` was given `--local`.
+    #[error(
+        "ebb run drives a cluster and cannot use --local; `ebb metrics-server --local` is the offline demo"
+    )]
+    RunNeedsCluster,
+}
+
+fn local_hint(offer_local: bool) -> &'static str {
+    if offer_local {
+        " (use --local to run without a cluster)"
+    } else {
+        ""
+    }
+}
+
+impl StartupError {
+    /// The same error, pointing at `--local` when no cluster could be reached.
+    pub fn offering_local(self) -> Self {
+        match self {
+            StartupError::Kube { source, .. } => StartupError::Kube {
+                source,
+                offer_local: true,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<ClientError> for StartupError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Kubeconfig(path, source) => StartupError::Kubeconfig(path, source),
+            ClientError::Kube(source) => StartupError::Kube {
+                source,
+                offer_local: false,
+            },
+        }
+    }
+}
