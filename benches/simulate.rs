@@ -162,7 +162,7 @@ fn run(days: i64, rounds: usize) -> Figures {
     let output = time(rounds.min(3), || {
         let mut sink = Vec::with_capacity(1 << 24);
         output::json_lines(&mut sink, &outcome).expect("json");
-        ebb::simulate::chart::write_svg(&chart, &outcome).expect("chart");
+        ebb::tools::simulate::chart::write_svg(&chart, &outcome).expect("chart");
         sink.len()
     });
     Figures {

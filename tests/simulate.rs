@@ -7,7 +7,7 @@ mod common;
 use std::{path::Path, process::Command};
 
 use clap::Parser;
-use ebb::simulate::{SimulateArgs, load, replay, setup, trace::Trace};
+use ebb::tools::simulate::{SimulateArgs, load, replay, setup, trace::Trace};
 use serde_json::Value;
 
 #[derive(Parser)]
