@@ -115,8 +115,15 @@ struct Outcome {
 }
 
 fn cycle(sj: &ScaledJob, jobs: &[Job], pods: &HashMap<String, Vec<Pod>>, queue: f64) -> Outcome {
-    let readings = [Reading::new(queue, 5.0, queue > 0.0), Reading::new(queue / 2.0, 2.0, queue > 0.0)];
-    let counts = count(jobs, |n| pods.get(n).map(Vec::as_slice), pending_pod_conditions(sj));
+    let readings = [
+        Reading::new(queue, 5.0, queue > 0.0),
+        Reading::new(queue / 2.0, 2.0, queue > 0.0),
+    ];
+    let counts = count(
+        jobs,
+        |n| pods.get(n).map(Vec::as_slice),
+        pending_pod_conditions(sj),
+    );
     let (combined, decision) = plan(&sj.spec, &readings, counts.running, counts.pending);
     if decision.create > 0 {
         black_box(generate_job(sj, "bench").ok());
@@ -153,7 +160,8 @@ fn run(objects: usize, jobs_per: usize, deadline: Duration) -> Figures {
         .filter_map(|b| serde_json::from_slice(b).ok())
         .collect();
     let parse_us = t.elapsed().as_secs_f64() * 1e6 / objects.max(1) as f64;
-    let state: Vec<(Vec<Job>, HashMap<String, Vec<Pod>>)> = (0..objects).map(|i| jobs_of(i, jobs_per)).collect();
+    let state: Vec<(Vec<Job>, HashMap<String, Vec<Pod>>)> =
+        (0..objects).map(|i| jobs_of(i, jobs_per)).collect();
     let rss_loaded = rss_kib();
     let t = Instant::now();
     let mut outcomes = Vec::with_capacity(objects);
@@ -207,7 +215,10 @@ fn main() {
     let jobs = arg("--jobs", 40);
     let f = run(objects, jobs, Duration::from_secs(600));
     let mib = |k: u64| k as f64 / 1024.0;
-    println!("ScaledJob polling cycle: {} objects × {jobs} Jobs", f.outcomes.len());
+    println!(
+        "ScaledJob polling cycle: {} objects × {jobs} Jobs",
+        f.outcomes.len()
+    );
     println!("| phase | µs/object | × parse |");
     println!("| --- | --- | --- |");
     println!("| parse ScaledJob JSON (baseline) | {:.1} | 1.0 |", f.parse_us);

@@ -262,11 +262,15 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_config(RegistryConfig::default())
+    }
+
+    fn with_config(config: RegistryConfig) -> Self {
         let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(svc, "default");
         let server = Arc::new(Mutex::new(Server::default()));
         spawn_api_server(handle, server.clone());
-        let mut ctx = JobContext::new(client, RegistryConfig::default(), None);
+        let mut ctx = JobContext::new(client, config, None);
         ctx.spawn_loops = false;
         ctx.version = "test".into();
         ctx.clock = Arc::new(now);
@@ -737,4 +741,99 @@ fn simulate_replays_the_shipped_scaled_job_example() {
     assert_eq!(lines[4]["triggers"][0]["error"], true);
     assert_eq!(lines[4]["created"], 0);
     assert_eq!(lines[9]["summary"]["strategy"], "accurate");
+}
+
+/// A real upstream: an SQS queue on moto read through the real AWS SDK feeds a ScaledJob whose
+/// queue URL comes from its Job template's env; the Jobs created are checked.
+#[tokio::test]
+async fn an_sqs_queue_on_moto_feeds_a_scaled_job() {
+    use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+    use ebb::scalers::{
+        ScalerContext,
+        aws::{AwsOptions, AwsShared},
+    };
+    let moto = common::moto::Moto::shared();
+    let aws = AwsShared::new(AwsOptions {
+        web_identity_token_file: None,
+        default_credentials: Some(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))),
+        default_endpoint: None,
+    });
+    let setup = ebb::scalers::ScalerConfig {
+        trigger_type: "setup".into(),
+        auth_params: [("awsAccessKeyID", "testing"), ("awsSecretAccessKey", "testing")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        global_http_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let sdk = aws
+        .sdk_config(&setup, "us-east-1", Some(&moto.url))
+        .await
+        .expect("sdk config");
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    sqs.create_queue()
+        .queue_name("ebb-scaledjob-encodes")
+        .send()
+        .await
+        .expect("create queue");
+    let url = format!("{}/123456789012/ebb-scaledjob-encodes", moto.url);
+    for i in 0..7 {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(format!("encode {i}"))
+            .send()
+            .await
+            .expect("send");
+    }
+    // Resolution as `--local` does it (no TriggerAuthentication needed: the env is the template's).
+    let h = Harness::with_config(RegistryConfig {
+        context: ScalerContext {
+            aws,
+            ..Default::default()
+        },
+        resolver: Arc::new(ebb::resolver::StaticResolver {
+            sources: ebb::resolver::files::LocalObjects::from_documents(&[]),
+            cluster_object_namespace: "ebb".into(),
+        }),
+        ..Default::default()
+    });
+    let mut sj = scaled_job("encode", "unused", json!({}));
+    sj["spec"]["jobTargetRef"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "QUEUE_URL", "value": url}]);
+    sj["spec"]["envSourceContainerName"] = json!("worker");
+    sj["spec"]["triggers"] = json!([{"type": "aws-sqs-queue", "metadata": {
+        "queueURLFromEnv": "QUEUE_URL", "queueLength": "2", "awsRegion": "us-east-1",
+        "awsEndpoint": moto.url, "identityOwner": "operator"}}]);
+    h.put(sj);
+    h.reconcile("encode").await.expect("reconciled");
+    // 7 messages at 2 per Job: ceil(7 / 2) = 4 Jobs (default strategy, max 10).
+    let r = h.poll("encode").await;
+    assert_eq!(r.readings.len(), 1, "{r:?}");
+    assert_eq!(r.readings[0].queue_length, 7.0);
+    assert_eq!(r.created.len(), 4, "{r:?}");
+    let jobs = h.jobs_of("encode");
+    assert_eq!(jobs.len(), 4);
+    for job in &jobs {
+        assert_eq!(job["metadata"]["labels"]["scaledjob.keda.sh/name"], "encode");
+        assert_eq!(
+            job["metadata"]["annotations"]["scaledjob.keda.sh/generation"],
+            "1"
+        );
+        assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "ScaledJob");
+        assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "OnFailure");
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+            json!(url)
+        );
+    }
+    let status = h.with(|s| s.scaled_jobs["encode"]["status"].clone());
+    assert_eq!(
+        status["triggersActivity"]["s0-aws-sqs-ebb-scaledjob-encodes"]["isActive"],
+        true
+    );
+    // Those 4 Jobs are still pending (no pods): the next poll creates none.
+    assert!(h.poll("encode").await.created.is_empty());
 }
