@@ -837,3 +837,26 @@ async fn an_sqs_queue_on_moto_feeds_a_scaled_job() {
     // Those 4 Jobs are still pending (no pods): the next poll creates none.
     assert!(h.poll("encode").await.created.is_empty());
 }
+
+/// A ScaledJob that does not deserialise (a jobTargetRef without its required template) is
+/// reported on its status and with a Warning event, not retried in a loop.
+#[tokio::test]
+async fn a_malformed_scaled_job_is_reported() {
+    let h = Harness::new();
+    let mut bad = scaled_job("bad", "http://unused", json!({}));
+    bad["spec"]["jobTargetRef"] = json!({"backoffLimit": "many"});
+    h.put(bad.clone());
+    let guard: kube::core::DeserializeGuard<ScaledJob> = serde_json::from_value(bad).expect("guard");
+    assert!(guard.0.is_err());
+    ebb::operator::scaled_job::reconcile::reconcile_guarded(Arc::new(guard), h.ctx.clone())
+        .await
+        .expect("not retried");
+    assert_eq!(
+        h.condition("bad", "Ready"),
+        ("False".into(), "ScaledJobCheckFailed".into())
+    );
+    let notes = h.event_notes("ScaledJobCheckFailed");
+    assert_eq!(notes.len(), 1);
+    assert!(notes[0].starts_with("ScaledJob cannot be read: "), "{notes:?}");
+    assert!(h.jobs_of("bad").is_empty());
+}
