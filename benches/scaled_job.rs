@@ -51,7 +51,7 @@ fn scaled_job_json(i: usize) -> Vec<u8> {
             "failedJobsHistoryLimit": 5,
             "scalingStrategy": {"strategy": strategy, "customScalingRunningJobPercentage": "0.5",
                                 "multipleScalersCalculation": "sum",
-                                "pendingPodConditions": if i % 2 == 0 { json!(["Ready"]) } else { json!(null) }},
+                                "pendingPodConditions": if i.is_multiple_of(2) { json!(["Ready"]) } else { json!(null) }},
             "triggers": [
                 {"type": "aws-sqs-queue", "metadata": {"queueURLFromEnv": "QUEUE_URL", "queueLength": "5", "awsRegion": "eu-west-1"}},
                 {"type": "metrics-api", "metadata": {"url": "http://m.local/v", "valueLocation": "v", "targetValue": "2"}}
@@ -63,7 +63,9 @@ fn scaled_job_json(i: usize) -> Vec<u8> {
 
 /// J Jobs of one ScaledJob and their pods: a fifth each running, pending, succeeded, failed,
 /// and from the previous generation.
-fn jobs_of(i: usize, n: usize) -> (Vec<Job>, HashMap<String, Vec<Pod>>) {
+type JobsAndPods = (Vec<Job>, HashMap<String, Vec<Pod>>);
+
+fn jobs_of(i: usize, n: usize) -> JobsAndPods {
     let mut jobs = Vec::with_capacity(n);
     let mut pods = HashMap::new();
     for j in 0..n {
@@ -160,8 +162,7 @@ fn run(objects: usize, jobs_per: usize, deadline: Duration) -> Figures {
         .filter_map(|b| serde_json::from_slice(b).ok())
         .collect();
     let parse_us = t.elapsed().as_secs_f64() * 1e6 / objects.max(1) as f64;
-    let state: Vec<(Vec<Job>, HashMap<String, Vec<Pod>>)> =
-        (0..objects).map(|i| jobs_of(i, jobs_per)).collect();
+    let state: Vec<JobsAndPods> = (0..objects).map(|i| jobs_of(i, jobs_per)).collect();
     let rss_loaded = rss_kib();
     let t = Instant::now();
     let mut outcomes = Vec::with_capacity(objects);

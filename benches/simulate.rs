@@ -18,7 +18,7 @@ use std::{
 use clap::Parser;
 use ebb::{
     scaling::hpa_controller::{HpaConfig, HpaState, MetricConfig, Observed, TargetKind},
-    simulate::{SimulateArgs, load, output, replay, setup, trace::Trace},
+    tools::simulate::{SimulateArgs, load, output, replay, setup, trace::Trace},
 };
 
 const SO: &str = r#"

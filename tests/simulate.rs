@@ -47,8 +47,7 @@ fn replay(yaml: &str, csv: &str, flags: &[&str]) -> replay::Outcome {
 fn replicas_at(o: &replay::Outcome, t: i64) -> i32 {
     o.rows
         .iter()
-        .filter(|r| r.time_ms <= t * 1000)
-        .last()
+        .rfind(|r| r.time_ms <= t * 1000)
         .map_or(-1, |r| r.replicas)
 }
 

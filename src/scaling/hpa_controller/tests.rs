@@ -338,7 +338,8 @@ fn first_sync_remembers_the_current_count() {
 fn stabilization_without_behavior() {
     // TestNormalizeDesiredReplicas: (log, proposal, expected, log length after).
     let min = |m: i64| T0 - m * 60_000;
-    let cases: &[(&str, Vec<(i64, i32)>, i32, i32, usize)] = &[
+    type Case = (&'static str, Vec<(i64, i32)>, i32, i32, usize);
+    let cases: &[Case] = &[
         ("empty log", vec![], 5, 5, 1),
         ("stabilize", vec![(min(2), 4), (min(1), 5)], 3, 5, 3),
         ("no stabilize", vec![(min(2), 1), (min(1), 2)], 3, 3, 3),

@@ -508,7 +508,8 @@ spec:
         let two = ["Initialized".to_string(), "Ready".to_string()];
         let dup = ["Ready".to_string(), "Ready".to_string()];
         // (pods, conditions, pending)
-        let cases: Vec<(Option<Vec<Pod>>, &[String], bool)> = vec![
+        type Case<'a> = (Option<Vec<Pod>>, &'a [String], bool);
+        let cases: Vec<Case> = vec![
             (Some(vec![]), &[], true),
             (None, &[], true),
             (Some(vec![pod("Pending", &[])]), &[], true),

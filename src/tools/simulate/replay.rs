@@ -330,7 +330,9 @@ impl<'a> Replay<'a> {
             }
             let read = self.read(m, now_ms);
             let step = self.step_health(&m.metric, read.value.is_ok());
-            let outcome = outcomes.last_mut().expect("pushed above");
+            let Some(outcome) = outcomes.last_mut() else {
+                continue;
+            };
             let (active, error) = match (step, &read.value) {
                 (Step::Pass, Ok(v)) => {
                     if !m.trigger_name.is_empty() {
