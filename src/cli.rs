@@ -47,6 +47,59 @@ pub enum Command {
     Webhooks(WebhooksArgs),
     /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
     Simulate(Box<SimulateArgs>),
+    /// HTTP proxy that holds requests while a target is at zero and wakes it (HTTPScaledObjects).
+    Activator(Box<ActivatorArgs>),
+}
+
+/// Flags of `ebb activator` (defaults in docs/activator.md).
+#[derive(Debug, Args, Clone)]
+pub struct ActivatorArgs {
+    /// Read HTTPScaledObjects from this directory and run each target as a local process
+    /// (annotation `activator.ebb/local-command`, port `scaleTargetRef.port` on loopback).
+    #[arg(long, env = "EBB_LOCAL")]
+    pub local: Option<PathBuf>,
+    /// Port the proxy listens on (the add-on's interceptor uses 8080).
+    #[arg(long, env = "EBB_PROXY_PORT", default_value_t = 8080)]
+    pub proxy_port: u16,
+    /// Address the proxy binds to.
+    #[arg(long, env = "EBB_PROXY_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub proxy_bind_address: IpAddr,
+    /// Plain-HTTP admin port: /queue, /routes, /metrics, /livez, /readyz.
+    #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Address the admin port binds to.
+    #[arg(long, env = "EBB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub metrics_bind_address: IpAddr,
+    /// How long a request is held for its target to become ready before a 504 (`timeouts.conditionWait` overrides per object; 0 holds until the client leaves).
+    #[arg(long, env = "EBB_HOLD_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub hold_timeout: Duration,
+    /// Requests held at most per route; past it a 503 with Retry-After.
+    #[arg(long, env = "EBB_MAX_HELD_PER_ROUTE", default_value_t = 1000)]
+    pub max_held_per_route: usize,
+    /// Requests held at most over every route.
+    #[arg(long, env = "EBB_MAX_HELD", default_value_t = 10000)]
+    pub max_held: usize,
+    /// How long the upstream may take to send response headers before a 504 (`timeouts.responseHeader` overrides; 0 disables).
+    #[arg(long, env = "EBB_RESPONSE_HEADER_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub response_header_timeout: Duration,
+    /// Longest pause between two pieces of a request body before the request fails (0 disables).
+    #[arg(long, env = "EBB_REQUEST_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_body_timeout: Duration,
+    /// One dial attempt to an upstream at most.
+    #[arg(long, env = "EBB_CONNECT_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Pause between dials refused by an upstream that is still starting.
+    #[arg(long, env = "EBB_DIAL_RETRY_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    pub dial_retry_interval: Duration,
+    /// How often a starting local target's port is tried.
+    #[arg(long, env = "EBB_PROBE_INTERVAL", default_value = "2ms", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// How long a stopped local target has after SIGTERM before SIGKILL.
+    #[arg(long, env = "EBB_STOP_GRACE_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub stop_grace_period: Duration,
+    /// Connection deadlines and caps of the proxy and admin ports.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Flags of `ebb operator`.

@@ -14,6 +14,7 @@
 // from outside gets a typed error; an invariant gets a comment and a fallback that cannot panic.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod activator;
 pub mod admin;
 pub mod cache;
 pub mod cli;

@@ -34,7 +34,8 @@ async fn main() -> std::process::ExitCode {
         | Command::Operator(_)
         | Command::Run(_)
         | Command::Webhooks(_)
-        | Command::Simulate(_) => {}
+        | Command::Simulate(_)
+        | Command::Activator(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -55,6 +56,7 @@ async fn main() -> std::process::ExitCode {
         Command::Operator(args) => ebb::operator::controller::run(*args, signal).await,
         Command::Run(args) => ebb::run::run(*args, signal).await,
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await,
+        Command::Activator(args) => ebb::activator::run(*args, signal).await,
         Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd | Command::Simulate(_) => {
             Ok(())
         }

@@ -1,5 +1,6 @@
 //! KEDA's custom resources.
 
+pub mod http_scaled_object;
 pub mod scaled_job;
 pub mod scaled_object;
 pub mod trigger_authentication;

@@ -150,16 +150,17 @@ impl Handshake for PlainTcp {
     }
 }
 
-/// A response body that keeps its request counted in flight until hyper has written it.
+/// A response body that keeps its request counted in flight until hyper has written it (for a
+/// streamed body such as the activator's, until its last frame).
 #[derive(Debug)]
-pub struct TrackedBody {
-    body: Full<Bytes>,
+pub struct TrackedBody<B = Full<Bytes>> {
+    body: B,
     _request: RequestGuard,
 }
 
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = Infallible;
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -224,7 +225,7 @@ impl Server {
     /// Accepts connections on `listener` and serves `handler` on them until `shutdown`
     /// resolves; then drops connections without a request in flight at once and lets the others
     /// finish for up to the drain timeout.
-    pub async fn serve<A, H, F>(
+    pub async fn serve<A, H, F, B>(
         &self,
         listener: TcpListener,
         handshake: A,
@@ -234,7 +235,9 @@ impl Server {
     where
         A: Handshake,
         H: Fn(Request<Incoming>, Arc<A::Info>) -> F + Send + Sync + 'static,
-        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let name = self.name;
         let shared = Arc::new(Shared {
@@ -327,7 +330,7 @@ impl Server {
 }
 
 /// Serves one connection from handshake to close; see the module docs for the phases.
-async fn connection<A, H, F>(
+async fn connection<A, H, F, B>(
     shared: Arc<Shared<A, H>>,
     tcp: TcpStream,
     guard: ConnGuard,
@@ -335,7 +338,9 @@ async fn connection<A, H, F>(
 ) where
     A: Handshake,
     H: Fn(Request<Incoming>, Arc<A::Info>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let server = &shared.server;
     let limits = &server.limits;

@@ -10,9 +10,10 @@
 //!   crd, quantity, selector, scalers (metric specs, trigger metadata)
 //!        │
 //!   scaling ── validate ─ hpa ─ activation ─ fallback ─ formula ─ conditions ─ events ─ target
+//!        │          └── http_route, http_hold (the activator's routing and holding rules)
 //!        │          └── reconcile (the reconcile plan)   scale_loop (the scale-loop plan)
 //!        ▼
-//!   components: external_metrics, operator, webhooks, tools (render/check)
+//!   components: external_metrics, operator, webhooks, tools (render/check), activator
 //! ```
 //!
 //! New pure rules go here as their own module: the Kubernetes HPA algorithm (`ebb simulate`),
@@ -28,6 +29,8 @@ pub mod fallback;
 pub mod formula;
 pub mod hpa;
 pub mod hpa_controller;
+pub mod http_hold;
+pub mod http_route;
 pub mod reconcile;
 pub mod scale_loop;
 pub mod scaled_job;

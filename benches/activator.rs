@@ -1,0 +1,409 @@
+//! The activator's proxy overhead and wake latency (issue 11), all in one process on loopback:
+//!
+//! 1. overhead: C keep-alive HTTP/1.1 connections GET a tiny upstream for D seconds, three ways
+//!    in alternating rounds: directly, through a bare hyper reverse proxy (the baseline: a
+//!    `hyper_util` pooled client behind a hyper server, nothing else), and through
+//!    `ebb activator --local` (routing, counting, forwarded headers, metrics). Printed:
+//!    requests/s, p50/p99 latency, ebb/bare throughput, p99 added over the direct call, and
+//!    proxy CPU per request (this process's CPU per request minus the direct rounds' share,
+//!    since client and upstream run here too).
+//! 2. wake: N routes whose ports are bound but not listening; a request is sent to each and,
+//!    once it is held, the port starts listening; printed: listen → request at the upstream
+//!    (the "endpoint ready → first byte forwarded" figure; it includes the port probe interval).
+//!
+//! Run with `cargo bench --bench activator -- [--connections C] [--duration D] [--rounds R]
+//! [--wakes N]`. Without `--bench` (as `cargo test --benches` runs it) a short self-check runs and
+//! only checks that every request succeeded. Every loop is bounded in count and time.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use clap::Parser;
+use ebb::{
+    cli::{Cli, Command},
+    shutdown,
+};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+mod common;
+
+use common::{BoxError, Res, print_loadavg, print_machine, procfs, stats::percentile};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "activator",
+    about = "Proxy overhead and wake latency of ebb activator"
+)]
+struct Opts {
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Seconds per round and target.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Rounds per target (direct, bare, ebb alternate).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Cold starts measured.
+    #[arg(long, default_value_t = 50)]
+    wakes: usize,
+    /// Passed by `cargo bench`; without it only the self-check runs.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> Res<()> {
+    let opts = Opts::parse();
+    let (connections, duration, rounds, wakes) = if opts.bench {
+        (
+            opts.connections.clamp(1, 1024),
+            opts.duration.clamp(0.1, 600.0),
+            opts.rounds.clamp(1, 20),
+            opts.wakes.clamp(1, 500),
+        )
+    } else {
+        (4, 0.2, 1, 3)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        print_machine();
+        let ticks = procfs::clock_ticks_per_second();
+        let upstream = start_upstream().await?;
+        let bare = start_bare_proxy(upstream).await?;
+        let dir = tempfile::tempdir()?;
+        let mut objects = vec![object("bench", upstream.port())];
+        let mut reserved = Vec::new();
+        for i in 0..wakes {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind("127.0.0.1:0".parse()?)?;
+            objects.push(object(&format!("wake{i}"), socket.local_addr()?.port()));
+            reserved.push(socket);
+        }
+        std::fs::write(dir.path().join("routes.yaml"), objects.join("---\n"))?;
+        let (trigger, ebb) = start_activator(dir.path()).await?;
+
+        // Every route starts at zero: one request wakes the bench route before measuring.
+        let (status, _) = get_once(ebb.proxy, "bench.test", "/").await?;
+        if status != StatusCode::OK {
+            return Err(format!("warm-up through ebb answered {status}").into());
+        }
+
+        let mut results: Vec<(&str, Vec<Round>)> = vec![("direct", vec![]), ("bare hyper proxy", vec![]), ("ebb activator", vec![])];
+        for _ in 0..rounds {
+            for (i, target) in [upstream, bare, ebb.proxy].into_iter().enumerate() {
+                let round = load(target, connections, Duration::from_secs_f64(duration), ticks).await?;
+                if round.errors > 0 {
+                    return Err(format!("{}: {} failed requests", results[i].0, round.errors).into());
+                }
+                results[i].1.push(round);
+            }
+        }
+        println!("\n## overhead: {connections} connections, {rounds} x {duration} s per target");
+        println!("| target | requests/s | p50 µs | p99 µs | process CPU µs/request |");
+        println!("| --- | --- | --- | --- | --- |");
+        let summaries: Vec<Summary> = results.iter().map(|(_, r)| summarize(r)).collect();
+        for ((name, _), s) in results.iter().zip(&summaries) {
+            println!("| {name} | {:.0} | {} | {} | {:.1} |", s.rps, s.p50, s.p99, s.cpu_us_per_request);
+        }
+        let (direct, bare_s, ebb_s) = (&summaries[0], &summaries[1], &summaries[2]);
+        println!("ebb/bare throughput: {:.3}", ebb_s.rps / bare_s.rps);
+        println!(
+            "p99 added over direct: ebb {:.3} ms, bare {:.3} ms",
+            (f64::from(ebb_s.p99) - f64::from(direct.p99)) / 1000.0,
+            (f64::from(bare_s.p99) - f64::from(direct.p99)) / 1000.0
+        );
+        let per_cpu = |s: &Summary| 1e6 / (s.cpu_us_per_request - direct.cpu_us_per_request).max(0.1);
+        println!(
+            "proxy requests per CPU-second (process CPU minus the direct rounds' client+upstream share): ebb {:.0}, bare {:.0}",
+            per_cpu(ebb_s),
+            per_cpu(bare_s)
+        );
+
+        let mut wake_us = Vec::new();
+        for (i, socket) in reserved.into_iter().enumerate() {
+            wake_us.push(wake_once(&ebb, socket, i).await?);
+        }
+        wake_us.sort_unstable();
+        println!("\n## wake: {} cold starts (local mode, default --probe-interval 2ms)", wake_us.len());
+        println!(
+            "port listening → request at the upstream: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            f64::from(pct(&wake_us, 50.0)) / 1000.0,
+            f64::from(pct(&wake_us, 99.0)) / 1000.0,
+            f64::from(*wake_us.last().unwrap_or(&0)) / 1000.0
+        );
+        print_loadavg();
+        trigger.fire();
+        let _ = tokio::time::timeout(Duration::from_secs(30), ebb.task).await;
+        if !opts.bench {
+            println!("activator: self-checks passed (cargo bench --bench activator for the figures)");
+        }
+        Ok(())
+    })
+}
+
+fn object(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata:\n  name: {name}\n  namespace: bench\n  annotations:\n    activator.ebb/local-command: \"exec sleep 600\"\nspec:\n  hosts: [{name}.test]\n  scaledownPeriod: 600\n  scaleTargetRef: {{name: {name}, service: {name}, port: {port}}}\n"
+    )
+}
+
+async fn start_upstream() -> Res<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                TokioIo::new(tcp),
+                hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                }),
+            ));
+        }
+    });
+    Ok(addr)
+}
+
+/// The baseline: a hyper server forwarding every request through a pooled hyper client.
+async fn start_bare_proxy(upstream: SocketAddr) -> Res<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let client = client.clone();
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let client = client.clone();
+                async move {
+                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                    *req.uri_mut() = format!("http://{upstream}{path}")
+                        .parse::<Uri>()
+                        .unwrap_or_default();
+                    match client.request(req).await {
+                        Ok(resp) => Ok::<_, Infallible>(resp.map(|b| b.map_err(BoxError::from).boxed())),
+                        Err(_) => {
+                            let mut r = Response::new(Empty::<Bytes>::new().map_err(BoxError::from).boxed());
+                            *r.status_mut() = StatusCode::BAD_GATEWAY;
+                            Ok(r)
+                        }
+                    }
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    Ok(addr)
+}
+
+struct Ebb {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_activator(dir: &std::path::Path) -> Res<(shutdown::Trigger, Ebb)> {
+    let dir_text = dir.to_str().ok_or("non-UTF-8 temp dir")?;
+    let Command::Activator(args) =
+        Cli::try_parse_from(["ebb", "activator", "--local", dir_text, "--hold-timeout", "30s"])?.command
+    else {
+        return Err("not the activator".into());
+    };
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let proxy = proxy_listener.local_addr()?;
+    let admin = admin_listener.local_addr()?;
+    let (trigger, signal) = shutdown::channel();
+    let task = tokio::spawn(ebb::activator::serve(
+        *args,
+        dir.to_path_buf(),
+        proxy_listener,
+        admin_listener,
+        signal,
+    ));
+    Ok((trigger, Ebb { proxy, admin, task }))
+}
+
+async fn get_once(addr: SocketAddr, host: &str, path: &str) -> Res<(StatusCode, Bytes)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Empty::<Bytes>::new())?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req)).await??;
+    let status = resp.status();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+struct Round {
+    latencies_us: Vec<u32>,
+    errors: usize,
+    elapsed: Duration,
+    cpu_us: f64,
+}
+
+async fn load(target: SocketAddr, connections: usize, duration: Duration, ticks: u64) -> Res<Round> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = process_cpu_us(ticks);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let stop = Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(4096);
+            let mut errors = 0usize;
+            let Ok(tcp) = TcpStream::connect(target).await else {
+                return (latencies, 1);
+            };
+            let _ = tcp.set_nodelay(true);
+            let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await else {
+                return (latencies, 1);
+            };
+            tokio::spawn(conn);
+            // Bounded by the stop flag (set after `duration`) and a hard cap on requests.
+            for _ in 0..10_000_000u32 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(req) = Request::get("/")
+                    .header(http::header::HOST, "bench.test")
+                    .body(Empty::<Bytes>::new())
+                else {
+                    errors += 1;
+                    break;
+                };
+                let t = Instant::now();
+                match send.send_request(req).await {
+                    Ok(resp) if resp.status() == StatusCode::OK => {
+                        if resp.into_body().collect().await.is_err() {
+                            errors += 1;
+                            break;
+                        }
+                        latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    }
+                    _ => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = tokio::time::timeout(Duration::from_secs(30), t).await??;
+        latencies_us.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    Ok(Round {
+        latencies_us,
+        errors,
+        elapsed,
+        cpu_us: process_cpu_us(ticks) - cpu_before,
+    })
+}
+
+struct Summary {
+    rps: f64,
+    p50: u32,
+    p99: u32,
+    cpu_us_per_request: f64,
+}
+
+fn summarize(rounds: &[Round]) -> Summary {
+    let mut all: Vec<u32> = rounds
+        .iter()
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    all.sort_unstable();
+    let requests = all.len().max(1) as f64;
+    let secs: f64 = rounds.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+    let cpu: f64 = rounds.iter().map(|r| r.cpu_us).sum();
+    Summary {
+        rps: requests / secs.max(1e-9),
+        p50: pct(&all, 50.0),
+        p99: pct(&all, 99.0),
+        cpu_us_per_request: cpu / requests,
+    }
+}
+
+/// Percentile `p` (0–100) of `sorted`, 0 when empty.
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    percentile(sorted, p).unwrap_or(0)
+}
+
+/// One cold start on route `wake{i}`: hold a request, then open the port; microseconds from
+/// `listen` to the request arriving at the upstream.
+async fn wake_once(ebb: &Ebb, socket: TcpSocket, i: usize) -> Res<u32> {
+    let host = format!("wake{i}.test");
+    let proxy = ebb.proxy;
+    let request = tokio::spawn(async move { get_once(proxy, &host, "/").await });
+    let key = format!("bench/wake{i}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = get_once(ebb.admin, "admin", "/routes").await?;
+        let routes: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if routes[&key]["held"] == 1 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{key}: the request was never held").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let listener = socket.listen(64)?;
+    let opened = Instant::now();
+    // The first connection is the readiness probe; the request comes on a later one.
+    let arrived = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            let mut buf = [0u8; 1];
+            if tcp.peek(&mut buf).await? > 0 {
+                let at = opened.elapsed();
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                    TokioIo::new(tcp),
+                    hyper::service::service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }),
+                ));
+                return Ok::<_, std::io::Error>(at);
+            }
+        }
+    })
+    .await??;
+    let (status, _) = tokio::time::timeout(Duration::from_secs(30), request).await???;
+    if status != StatusCode::OK {
+        return Err(format!("{key}: cold request answered {status}").into());
+    }
+    Ok(u32::try_from(arrived.as_micros()).unwrap_or(u32::MAX))
+}
+
+/// This process's user+system CPU time in microseconds.
+fn process_cpu_us(ticks_per_second: u64) -> f64 {
+    procfs::cpu_ticks(std::process::id()).unwrap_or(0) as f64 * 1e6 / ticks_per_second as f64
+}

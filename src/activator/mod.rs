@@ -1,0 +1,427 @@
+//! `ebb activator`: the HTTP proxy in front of HTTPScaledObject targets that holds requests while
+//! a target is at zero, wakes it at once, and forwards the moment it is ready.
+//!
+//! ```text
+//!  client ─→ proxy port (net::Server: deadlines, caps) ─→ proxy::Proxy::handle
+//!                 routing: scaling::http_route::RouteTable (swapped whole on change)
+//!                 per route: target::Target (endpoints, in flight, held, counters)
+//!                    ▲ publish / withdraw endpoints, woken on hold
+//!                 backend: local::supervise (--local: a process per route)
+//!  admin port: /queue (the add-on's JSON), /routes (ebb's view), /metrics, /livez, /readyz
+//! ```
+//!
+//! Only `--local` exists so far; the cluster backend (EndpointSlices of routed Services, the
+//! `/scale` patch on the first held request) plugs into the same [`target::Target`] seam.
+
+pub mod admin;
+pub mod local;
+pub mod metrics;
+pub mod proxy;
+pub mod target;
+pub mod upstream;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tracing::{info, warn};
+
+use self::{
+    local::{LocalSpec, LocalTiming},
+    metrics::ActivatorMetrics,
+    proxy::{Proxy, ProxyConfig, RouteOptions, Routing},
+    target::Target,
+    upstream::{DIAL_BUDGET, DialPolicy, Protocol, Upstream},
+};
+use crate::{
+    cli::ActivatorArgs,
+    crd::http_scaled_object::{HTTPScaledObject, LOCAL_COMMAND_ANNOTATION},
+    net::{PlainTcp, Server, ServerMetrics, parse_duration},
+    report::BindError,
+    scaling::{
+        http_hold::HoldLimits,
+        http_route::{Route, RouteKey, RoutePort, RouteTable},
+    },
+    shutdown::Signal,
+    startup::StartupError,
+};
+
+/// Annotation forcing the protocol spoken to the target: `h2c` or `http/1.1` (default: the
+/// client's, as Knative's activator does).
+pub const APP_PROTOCOL_ANNOTATION: &str = "activator.ebb/app-protocol";
+
+/// How often the `--local` directory is re-read.
+const LOCAL_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One HTTPScaledObject as the activator runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Its route.
+    pub route: Route,
+    /// Timeouts and protocol.
+    pub options: RouteOptions,
+    /// How the local process runs.
+    pub local: LocalSpec,
+}
+
+/// Why an HTTPScaledObject file entry cannot be served in `--local` mode.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalObjectError {
+    /// The document is not a valid HTTPScaledObject.
+    #[error("not a valid HTTPScaledObject: {0}")]
+    Parse(String),
+    /// Routing rules are wrong.
+    #[error(transparent)]
+    Route(#[from] crate::scaling::http_route::RouteError),
+    /// No command annotation.
+    #[error("annotation {LOCAL_COMMAND_ANNOTATION} (the command that starts the target) is missing")]
+    NoCommand,
+    /// `portName` needs a Service, which local mode has not.
+    #[error("--local needs spec.scaleTargetRef.port (a loopback port), not portName")]
+    PortName,
+    /// A duration field is not a Go duration.
+    #[error("spec.timeouts.{0}: {1}")]
+    Duration(&'static str, String),
+    /// The protocol annotation has an unknown value.
+    #[error("annotation {APP_PROTOCOL_ANNOTATION}: {0:?} is neither h2c nor http/1.1")]
+    Protocol(String),
+}
+
+/// Reads one HTTPScaledObject document for `--local` (`dir` is where processes run).
+pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desired, LocalObjectError> {
+    let so: HTTPScaledObject =
+        serde_yaml::from_value(doc.clone()).map_err(|e| LocalObjectError::Parse(e.to_string()))?;
+    let route = Route::from_http_scaled_object(&so)?;
+    let annotations = so.metadata.annotations.clone().unwrap_or_default();
+    let command = annotations
+        .get(LOCAL_COMMAND_ANNOTATION)
+        .filter(|c| !c.trim().is_empty())
+        .ok_or(LocalObjectError::NoCommand)?
+        .clone();
+    let RoutePort::Number(port) = route.port else {
+        return Err(LocalObjectError::PortName);
+    };
+    let timeout =
+        |field: &'static str, value: Option<&String>| -> Result<Option<Option<Duration>>, LocalObjectError> {
+            value
+                .map(|v| {
+                    parse_duration(v)
+                        .map(|d| (!d.is_zero()).then_some(d))
+                        .map_err(|e| LocalObjectError::Duration(field, e.to_string()))
+                })
+                .transpose()
+        };
+    let timeouts = so.spec.timeouts.as_ref();
+    let protocol = match annotations.get(APP_PROTOCOL_ANNOTATION).map(String::as_str) {
+        None => None,
+        Some("h2c" | "kubernetes.io/h2c") => Some(Protocol::H2c),
+        Some("http/1.1" | "http") => Some(Protocol::Http1),
+        Some(other) => return Err(LocalObjectError::Protocol(other.to_owned())),
+    };
+    Ok(Desired {
+        options: RouteOptions {
+            hold_timeout: timeout("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?,
+            response_header_timeout: timeout(
+                "responseHeader",
+                timeouts.and_then(|t| t.response_header.as_ref()),
+            )?,
+            protocol,
+        },
+        local: LocalSpec {
+            command,
+            port,
+            dir: dir.to_path_buf(),
+        },
+        route,
+    })
+}
+
+/// Every HTTPScaledObject under `dir`, and a line per file or object that was skipped (the
+/// other objects are kept).
+pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
+    let (parsed, file_errors) = crate::source::files::load_dir(dir);
+    let mut problems: Vec<String> = file_errors.iter().map(ToString::to_string).collect();
+    let mut out: Vec<Desired> = Vec::new();
+    for doc in &parsed.others {
+        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let api = doc.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+        if kind != "HTTPScaledObject" || !api.starts_with("http.keda.sh/") {
+            continue;
+        }
+        let name = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("<unnamed>");
+        match desired_from_document(doc, dir) {
+            Ok(d) if out.iter().any(|o| o.route.key == d.route.key) => {
+                problems.push(format!(
+                    "HTTPScaledObject {} is defined twice; the first is kept",
+                    d.route.key
+                ));
+            }
+            Ok(d) => out.push(d),
+            Err(e) => problems.push(format!("HTTPScaledObject {name} skipped: {e}")),
+        }
+    }
+    out.sort_by(|a, b| a.route.key.cmp(&b.route.key));
+    (out, problems)
+}
+
+fn report_problems(problems: &[String]) {
+    for p in problems {
+        warn!("{p}");
+    }
+}
+
+/// The running backends of the current routes.
+struct Running {
+    desired: Desired,
+    target: Arc<Target>,
+    retire: watch::Sender<bool>,
+}
+
+/// Applies a new set of objects: unchanged routes keep their target (and process); new and
+/// changed ones get a fresh target and supervisor; removed and changed ones are stopped.
+fn apply(
+    proxy: &Proxy,
+    running: &mut HashMap<RouteKey, Running>,
+    desired: Vec<Desired>,
+    metrics: &Arc<ActivatorMetrics>,
+    timing: LocalTiming,
+    tasks: &mut JoinSet<()>,
+) {
+    let mut next: HashMap<RouteKey, Running> = HashMap::new();
+    for d in desired {
+        let key = d.route.key.clone();
+        match running.remove(&key) {
+            Some(r) if r.desired == d => {
+                next.insert(key, r);
+            }
+            previous => {
+                if let Some(old) = previous {
+                    info!(route = %key, "HTTPScaledObject changed; restarting its target");
+                    let _ = old.retire.send(true);
+                } else {
+                    info!(route = %key, command = %d.local.command, port = d.local.port, "route added");
+                }
+                let target = Target::new(d.route.clone(), Arc::clone(metrics));
+                let (retire, retired) = watch::channel(false);
+                tasks.spawn(local::supervise(
+                    Arc::clone(&target),
+                    d.local.clone(),
+                    timing,
+                    retired,
+                ));
+                next.insert(
+                    key,
+                    Running {
+                        desired: d,
+                        target,
+                        retire,
+                    },
+                );
+            }
+        }
+    }
+    for (key, old) in running.drain() {
+        info!(route = %key, "route removed");
+        let _ = old.retire.send(true);
+        old.target.forget_metrics();
+    }
+    *running = next;
+    proxy.set_routing(Routing {
+        table: RouteTable::new(running.values().map(|r| r.desired.route.clone()).collect()),
+        targets: running
+            .iter()
+            .map(|(k, r)| (k.clone(), (Arc::clone(&r.target), r.desired.options.clone())))
+            .collect(),
+    });
+}
+
+async fn bind(
+    addr: SocketAddr,
+    port_flag: &'static str,
+    address_flag: &'static str,
+) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).await.map_err(|cause| {
+        StartupError::Bind(BindError {
+            addr,
+            port_flag,
+            address_flag,
+            cause,
+        })
+    })
+}
+
+/// Runs the activator until `shutdown`: the proxy and admin ports, a supervisor per route, the
+/// directory re-read every second. Local processes are stopped before it returns.
+pub async fn run(args: ActivatorArgs, shutdown: Signal) -> Result<(), StartupError> {
+    let Some(dir) = args.local.clone() else {
+        return Err(StartupError::ActivatorNeedsLocal);
+    };
+    if !dir.is_dir() {
+        return Err(StartupError::NotADirectory(dir));
+    }
+    let proxy_listener = bind(
+        SocketAddr::new(args.proxy_bind_address, args.proxy_port),
+        "--proxy-port",
+        "--proxy-bind-address",
+    )
+    .await?;
+    let admin_listener = bind(
+        SocketAddr::new(args.metrics_bind_address, args.metrics_port),
+        "--metrics-port",
+        "--metrics-bind-address",
+    )
+    .await?;
+    serve(args, dir, proxy_listener, admin_listener, shutdown).await;
+    Ok(())
+}
+
+/// [`run`] on listeners already bound (tests bind port 0).
+pub async fn serve(
+    args: ActivatorArgs,
+    dir: PathBuf,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: Signal,
+) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let server_metrics = Arc::new(ServerMetrics::register(&mut registry));
+    let metrics = Arc::new(ActivatorMetrics::register(&mut registry));
+    let limits = args.connections.limits();
+    let some = |d: Duration| (!d.is_zero()).then_some(d);
+    let hold_timeout = some(args.hold_timeout);
+    let config = ProxyConfig {
+        hold_timeout,
+        limits: HoldLimits {
+            per_route: args.max_held_per_route,
+            total: args.max_held,
+        },
+        response_header_timeout: some(args.response_header_timeout),
+        request_body_timeout: some(args.request_body_timeout),
+        retry_after: ProxyConfig::retry_after_for(hold_timeout),
+    };
+    let upstream = Upstream::new(DialPolicy {
+        connect_timeout: args.connect_timeout,
+        retry_interval: args.dial_retry_interval,
+        budget: DIAL_BUDGET,
+    });
+    let proxy = Arc::new(Proxy::new(
+        config,
+        upstream,
+        Arc::clone(&metrics),
+        limits.log_interval,
+    ));
+    let timing = LocalTiming {
+        probe_interval: args.probe_interval,
+        probe_timeout: args.connect_timeout,
+        stop_grace: args.stop_grace_period,
+    };
+
+    let mut supervisors = JoinSet::new();
+    let mut running = HashMap::new();
+    let (initial, mut last_problems) = load_local(&dir);
+    report_problems(&last_problems);
+    info!(dir = %dir.display(), routes = initial.len(), "HTTPScaledObjects loaded");
+    apply(&proxy, &mut running, initial, &metrics, timing, &mut supervisors);
+    let ready = Arc::new(AtomicBool::new(true));
+
+    let admin_state = Arc::new(admin::AdminState {
+        base: crate::admin::AdminState {
+            registry,
+            ready: Arc::clone(&ready),
+            demo: false,
+        },
+        proxy: Arc::clone(&proxy),
+    });
+    let admin_server = Server {
+        name: "activator-admin",
+        limits: limits.clone(),
+        metrics: Arc::clone(&server_metrics),
+    };
+    let proxy_server = Server {
+        name: "proxy",
+        limits,
+        metrics: server_metrics,
+    };
+    if let (Ok(p), Ok(a)) = (proxy_listener.local_addr(), admin_listener.local_addr()) {
+        info!(proxy = %p, admin = %a, "activator listening");
+    }
+
+    let admin_task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let state = admin_state;
+            let handler = move |req, _peer: Arc<SocketAddr>| {
+                let response = admin::respond(&state, &req);
+                async move { response }
+            };
+            if let Err(e) = admin_server
+                .serve(
+                    admin_listener,
+                    PlainTcp,
+                    handler,
+                    async move { shutdown.wait().await },
+                )
+                .await
+            {
+                warn!(error = %e, "the admin server stopped");
+            }
+        }
+    });
+    let proxy_task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let proxy = Arc::clone(&proxy);
+        async move {
+            let handler = move |req, peer: Arc<SocketAddr>| Arc::clone(&proxy).handle(req, *peer);
+            if let Err(e) = proxy_server
+                .serve(
+                    proxy_listener,
+                    PlainTcp,
+                    handler,
+                    async move { shutdown.wait().await },
+                )
+                .await
+            {
+                warn!(error = %e, "the proxy server stopped");
+            }
+        }
+    });
+
+    let mut last = running.values().map(|r| r.desired.clone()).collect::<Vec<_>>();
+    last.sort_by(|a, b| a.route.key.cmp(&b.route.key));
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => break,
+            () = tokio::time::sleep(LOCAL_POLL_INTERVAL) => {}
+        }
+        let (desired, problems) = load_local(&dir);
+        if problems != last_problems {
+            report_problems(&problems);
+            last_problems = problems;
+        }
+        if desired != last {
+            last = desired.clone();
+            apply(&proxy, &mut running, desired, &metrics, timing, &mut supervisors);
+        }
+        while supervisors.try_join_next().is_some() {}
+    }
+    ready.store(false, Ordering::Relaxed);
+    let _ = proxy_task.await;
+    let _ = admin_task.await;
+    for r in running.values() {
+        let _ = r.retire.send(true);
+    }
+    while supervisors.join_next().await.is_some() {}
+    info!("activator stopped");
+}

@@ -1,0 +1,463 @@
+//! The request path: route, count, hold while the target is at zero, forward.
+//!
+//! ```text
+//! request ─ route (scaling::http_route) ─ none ─→ 404
+//!    └ count in flight ─ endpoint ready ─────────────────────────→ forward ─ ok ─→ response
+//!         └ none ─ hold (caps) ─ full ─→ 503 + Retry-After           ├ error ─→ 502
+//!              └ wake ─ ready ─→ forward   deadline ─→ 504           └ header timeout ─→ 504
+//!                       client gone ─→ dropped (guards count it out)
+//! ```
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::{
+    metrics::ActivatorMetrics,
+    target::{Endpoints, Refusal, Target},
+    upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
+};
+use crate::{
+    net::LogThrottle,
+    scaling::{
+        http_hold::{self, HoldLimits},
+        http_route::{RouteKey, RouteTable},
+    },
+};
+
+/// Per-route settings the activator reads from the object beyond routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// `timeouts.conditionWait` (`Some(None)`: `0s`, hold until the client leaves).
+    pub hold_timeout: Option<Option<Duration>>,
+    /// `timeouts.responseHeader`.
+    pub response_header_timeout: Option<Option<Duration>>,
+    /// Protocol forced by annotation `activator.ebb/app-protocol`; else the client's.
+    pub protocol: Option<Protocol>,
+}
+
+/// The routes and their live targets, swapped whole when the objects change.
+#[derive(Debug, Default)]
+pub struct Routing {
+    /// The matching rules.
+    pub table: RouteTable,
+    /// Live state per route key.
+    pub targets: HashMap<RouteKey, (Arc<Target>, RouteOptions)>,
+}
+
+/// Global settings of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Hold deadline (`None`: until the client leaves).
+    pub hold_timeout: Option<Duration>,
+    /// Hold caps.
+    pub limits: HoldLimits,
+    /// Upstream response-header deadline.
+    pub response_header_timeout: Option<Duration>,
+    /// Longest pause inside a request body.
+    pub request_body_timeout: Option<Duration>,
+    /// `Retry-After` seconds on overflow.
+    pub retry_after: u64,
+}
+
+impl ProxyConfig {
+    /// `Retry-After` from the hold deadline: a client retrying then finds the target started.
+    pub fn retry_after_for(hold_timeout: Option<Duration>) -> u64 {
+        http_hold::retry_after(
+            hold_timeout
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(30)),
+        )
+    }
+}
+
+/// The proxy's shared state.
+pub struct Proxy {
+    routing: ArcSwap<Routing>,
+    upstream: Upstream,
+    held_total: Arc<AtomicUsize>,
+    config: ProxyConfig,
+    metrics: Arc<ActivatorMetrics>,
+    upstream_log: Arc<LogThrottle>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy with no routes.
+    pub fn new(
+        config: ProxyConfig,
+        upstream: Upstream,
+        metrics: Arc<ActivatorMetrics>,
+        log_window: Duration,
+    ) -> Proxy {
+        Proxy {
+            routing: ArcSwap::from_pointee(Routing::default()),
+            upstream,
+            held_total: Arc::new(AtomicUsize::new(0)),
+            config,
+            metrics,
+            upstream_log: LogThrottle::new(log_window, |s| {
+                tracing::warn!(count = s.count, last = %s.last, "{} more upstream errors in the last {}", s.count, s.window_text());
+            }),
+        }
+    }
+
+    /// Installs a new routing table.
+    pub fn set_routing(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
+    }
+
+    /// The routing table in use.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// Requests held now over every route.
+    pub fn held_total(&self) -> usize {
+        self.held_total.load(Ordering::Relaxed)
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let routing = self.routing.load_full();
+        let host = request_authority(&request).unwrap_or_default().to_owned();
+        let found = routing
+            .table
+            .lookup(&host, request.uri().path(), |name| {
+                request
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect()
+            })
+            .and_then(|route| routing.targets.get(&route.key))
+            .cloned();
+        let Some((target, options)) = found else {
+            self.metrics.no_route.inc();
+            tracing::debug!(%host, path = request.uri().path(), "no route");
+            return plain(StatusCode::NOT_FOUND, "no route matches this host and path\n");
+        };
+        drop(routing);
+        let span = tracing::info_span!(
+            "activator.request",
+            route = %target.route.key,
+            service = %target.route.service,
+            method = %request.method(),
+            path = request.uri().path(),
+        );
+        self.serve(target, options, request, peer, host, started)
+            .instrument(span)
+            .await
+    }
+
+    async fn serve(
+        &self,
+        target: Arc<Target>,
+        options: RouteOptions,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        host: String,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let (in_flight, mut endpoints) = target.begin();
+        let cold = endpoints.is_empty();
+        if cold {
+            endpoints = match self.hold(&target, &options).await {
+                Ok(e) => e,
+                Err(response) => {
+                    target.record_response(response.status().as_u16(), true, started.elapsed());
+                    return response;
+                }
+            };
+        }
+        let Some(addr) = target.pick(&endpoints) else {
+            return plain(StatusCode::BAD_GATEWAY, "no endpoint\n");
+        };
+        let protocol = options.protocol.unwrap_or(match request.version() {
+            http::Version::HTTP_2 => Protocol::H2c,
+            _ => Protocol::Http1,
+        });
+        let upstream_request = prepare(request, peer, &host, self.config.request_body_timeout);
+        let header_timeout = options
+            .response_header_timeout
+            .unwrap_or(self.config.response_header_timeout);
+        let send = self.upstream.send(addr, protocol, &host, upstream_request);
+        let result = match header_timeout {
+            Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| None),
+            None => Ok(send.await),
+        }
+        .and_then(|r| r.map_err(Some));
+        match result {
+            Ok(mut response) => {
+                // Our side of the connection speaks HTTP/1.1 (or 2) whatever the upstream spoke.
+                *response.version_mut() = http::Version::HTTP_11;
+                strip_hop_by_hop(response.headers_mut());
+                response.headers_mut().insert(
+                    COLD_START_HEADER,
+                    HeaderValue::from_static(if cold { "true" } else { "false" }),
+                );
+                target.record_response(response.status().as_u16(), cold, started.elapsed());
+                response.map(|body| Guarded::new(body, in_flight).boxed_unsync())
+            }
+            Err(error) => {
+                target.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                target
+                    .metrics()
+                    .upstream_errors
+                    .get_or_create(&target.labels)
+                    .inc();
+                let (code, text) = match &error {
+                    None => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the upstream did not answer in time\n",
+                    ),
+                    Some(_) => (StatusCode::BAD_GATEWAY, "the upstream failed\n"),
+                };
+                let describe = || match &error {
+                    None => format!("{}: {addr}: no response headers in time", target.route.key),
+                    Some(e) => format!("{}: {}", target.route.key, crate::report::error_chain(e)),
+                };
+                if self.upstream_log.admit(describe) {
+                    tracing::warn!(route = %target.route.key, %addr, error = %describe_error(&error), "upstream error");
+                }
+                target.record_response(code.as_u16(), cold, started.elapsed());
+                plain(code, text)
+            }
+        }
+    }
+
+    /// Holds a request until the target is ready; the error is the response to send instead.
+    async fn hold(
+        &self,
+        target: &Arc<Target>,
+        options: &RouteOptions,
+    ) -> Result<Endpoints, Response<ProxyBody>> {
+        let held = match target.hold(&self.held_total, self.config.limits) {
+            Ok(h) => h,
+            Err(refusal) => {
+                target.counters.overflows.fetch_add(1, Ordering::Relaxed);
+                target.metrics().overflows.get_or_create(&target.labels).inc();
+                tracing::debug!(route = %target.route.key, ?refusal, "hold cap reached");
+                let text = match refusal {
+                    Refusal::Route => "too many requests are waiting for this route's target to start\n",
+                    Refusal::Total => "too many requests are waiting for targets to start\n",
+                };
+                let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, text);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(self.config.retry_after));
+                return Err(response);
+            }
+        };
+        // Counts the hold as abandoned if this future is dropped (the client went away).
+        let mut abandon = Abandon(Some(target));
+        let deadline = options.hold_timeout.unwrap_or(self.config.hold_timeout);
+        let ready = target.ready();
+        let outcome = match deadline {
+            Some(limit) => tokio::time::timeout(limit, ready).await.ok(),
+            None => Some(ready.await),
+        };
+        abandon.0 = None;
+        match outcome {
+            Some(endpoints) => {
+                let waited = held.since().elapsed();
+                target
+                    .metrics()
+                    .cold_start_duration
+                    .get_or_create(&target.labels)
+                    .observe(waited.as_secs_f64());
+                tracing::debug!(route = %target.route.key, waited_ms = waited.as_millis() as u64, "held request released");
+                Ok(endpoints)
+            }
+            None => {
+                target.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                target.metrics().timeouts.get_or_create(&target.labels).inc();
+                tracing::info!(route = %target.route.key, "held request timed out: the target was not ready in time");
+                Err(plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the target did not become ready in time\n",
+                ))
+            }
+        }
+    }
+}
+
+/// Counts a held request abandoned by its client when dropped before the hold ended.
+struct Abandon<'a>(Option<&'a Arc<Target>>);
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(target) = self.0.take() {
+            target.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(route = %target.route.key, "client left while its request was held");
+        }
+    }
+}
+
+fn describe_error(error: &Option<UpstreamError>) -> String {
+    match error {
+        None => "no response headers in time".to_owned(),
+        Some(e) => crate::report::error_chain(e),
+    }
+}
+
+/// Response header telling whether the request waited for a cold start (the add-on's name).
+pub const COLD_START_HEADER: HeaderName = HeaderName::from_static("x-keda-http-cold-start");
+
+/// The host the client asked for: `Host`, else the URI's authority (HTTP/2).
+fn request_authority<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+}
+
+/// Headers that concern one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // `TE: trailers` is what gRPC needs end to end; any other TE is hop-by-hop.
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// The request as the upstream sees it: hop-by-hop headers dropped, the add-on's forwarded
+/// headers added, `Host` kept, the body streamed under the body deadline.
+fn prepare(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    host: &str,
+    body_timeout: Option<Duration>,
+) -> Request<ProxyBody> {
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let client_ip = peer.ip().to_canonical().to_string();
+    let forwarded_for = match parts.headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
+        _ => client_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        parts.headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !parts.headers.contains_key(X_FORWARDED_HOST)
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        parts.headers.insert(X_FORWARDED_HOST, v);
+    }
+    if !parts.headers.contains_key(X_FORWARDED_PROTO) {
+        parts
+            .headers
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    Request::from_parts(parts, IdleTimeoutBody::new(body, body_timeout).boxed_unsync())
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// A short text response.
+pub fn plain(code: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
+            .boxed_unsync(),
+    );
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_te_trailers_stays() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.get("x-private").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert_eq!(
+            headers.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+        assert!(headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn retry_after_follows_the_hold_deadline() {
+        assert_eq!(ProxyConfig::retry_after_for(Some(Duration::from_secs(5))), 5);
+        assert_eq!(ProxyConfig::retry_after_for(None), 1);
+        assert_eq!(ProxyConfig::retry_after_for(Some(Duration::from_secs(600))), 30);
+    }
+}
