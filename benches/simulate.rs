@@ -17,8 +17,9 @@ use std::{
 
 use clap::Parser;
 use ebb::{
+    cli::SimulateArgs,
     scaling::hpa_controller::{HpaConfig, HpaState, MetricConfig, Observed, TargetKind},
-    tools::simulate::{SimulateArgs, load, output, replay, setup, trace::Trace},
+    tools::simulate::{load, output, replay, setup, trace::Trace},
 };
 
 const SO: &str = r#"

@@ -159,8 +159,3 @@ fn demo(path: &str) -> Response<Full<Bytes>> {
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found".into()),
     }
 }
-
-/// Binds the admin listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}

@@ -282,6 +282,7 @@ mod tests {
             spec_hash: 0,
             object: None,
             depends_on_auth: false,
+            summary: Default::default(),
         });
         Resolved {
             object,

@@ -45,10 +45,10 @@ pub enum Command {
     Certs(CertsArgs),
     /// Serve the admission webhooks for ScaledObjects and (Cluster)TriggerAuthentications.
     Webhooks(WebhooksArgs),
-    /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
-    Simulate(Box<SimulateArgs>),
     /// HTTP proxy that holds requests while a target is at zero and wakes it (HTTPScaledObjects).
     Activator(Box<ActivatorArgs>),
+    /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
+    Simulate(Box<SimulateArgs>),
 }
 
 /// Flags of `ebb activator` (defaults in docs/activator.md).
@@ -597,9 +597,9 @@ mod tests {
     }
 }
 
-/// Output formats of `ebb simulate`.
+/// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum SimulateOutput {
+pub enum OutputFormat {
     /// A table for people, then a summary.
     #[default]
     Table,
@@ -638,8 +638,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = SimulateOutput::Table)]
-    pub output: SimulateOutput,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
     /// Fetch each prometheus trigger's own query from this Prometheus instead of a trace file.
     #[arg(long)]
     pub prometheus: Option<String>,
@@ -649,6 +649,10 @@ pub struct SimulateArgs {
     /// Range end for --prometheus (RFC 3339 or Unix seconds).
     #[arg(long, requires = "prometheus")]
     pub end: Option<String>,
+    /// Namespace of the Secrets and ConfigMaps ClusterTriggerAuthentications in the file
+    /// reference [default: the namespace ebb runs in, else `ebb`].
+    #[arg(long, env = "KEDA_CLUSTER_OBJECT_NAMESPACE")]
+    pub cluster_object_namespace: Option<String>,
     /// Range step for --prometheus.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub step: std::time::Duration,

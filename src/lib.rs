@@ -24,6 +24,7 @@ pub mod crd;
 pub mod engine;
 pub mod external_metrics;
 pub mod hash;
+pub mod inspect;
 pub mod keda_metrics;
 pub mod lease;
 pub mod local_mode;

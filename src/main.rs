@@ -34,8 +34,8 @@ async fn main() -> std::process::ExitCode {
         | Command::Operator(_)
         | Command::Run(_)
         | Command::Webhooks(_)
-        | Command::Simulate(_)
-        | Command::Activator(_) => {}
+        | Command::Activator(_)
+        | Command::Simulate(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()

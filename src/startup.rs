@@ -1,9 +1,34 @@
 //! Why a subcommand could not start, or why its server stopped: one error type for every
 //! component, so `main` reports them all the same way.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
+
+use tokio::net::TcpListener;
 
 use crate::{cluster::ClientError, local_mode::LocalError, report::BindError, tls};
+
+/// Binds a component's listening port; a failure names the flags that move it
+/// (`address_flag` empty when no flag sets the address).
+pub async fn bind(
+    addr: SocketAddr,
+    port_flag: &'static str,
+    address_flag: &'static str,
+) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).await.map_err(|cause| {
+        StartupError::Bind(BindError {
+            addr,
+            port_flag,
+            address_flag,
+            cause,
+        })
+    })
+}
+
+/// Binds the admin port of the metrics server and the operator (`--metrics-port`,
+/// `--metrics-bind-address`).
+pub async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    bind(addr, "--metrics-port", "--metrics-bind-address").await
+}
 
 /// Why a component could not start, or its server stopped.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,10 @@ use ebb::{
             TriggerAuthenticationSpec,
         },
     },
-    resolver::{AuthSources, Resolved, expand, files::LocalResolver, kube::KubeResolver, resolve_trigger},
+    resolver::{
+        AuthEntry, AuthSources, MalformedAuth, Resolved, expand, files::LocalResolver, kube::KubeResolver,
+        resolve_trigger,
+    },
     scalers::{ScalerConfig, kubernetes_workload::PodIndex, registry::AuthResolver},
     selector,
 };
@@ -38,8 +41,8 @@ type Key = (String, String);
 /// Objects by namespace/name, as a watch cache or a directory would hold them.
 #[derive(Default)]
 struct Fake {
-    tas: HashMap<Key, Result<TriggerAuthenticationSpec, String>>,
-    ctas: HashMap<String, Result<TriggerAuthenticationSpec, String>>,
+    tas: HashMap<Key, AuthEntry>,
+    ctas: HashMap<String, AuthEntry>,
     secrets: HashMap<Key, Arc<Secret>>,
     config_maps: HashMap<Key, Arc<ConfigMap>>,
     deployments: HashMap<Key, PodSpec>,
@@ -96,17 +99,10 @@ impl Fake {
 }
 
 impl AuthSources for Fake {
-    fn trigger_authentication(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Option<Result<TriggerAuthenticationSpec, String>> {
+    fn trigger_authentication(&self, ns: &str, name: &str) -> Option<AuthEntry> {
         self.tas.get(&(ns.into(), name.into())).cloned()
     }
-    fn cluster_trigger_authentication(
-        &self,
-        name: &str,
-    ) -> Option<Result<TriggerAuthenticationSpec, String>> {
+    fn cluster_trigger_authentication(&self, name: &str) -> Option<AuthEntry> {
         self.ctas.get(name).cloned()
     }
     fn secret(&self, ns: &str, name: &str) -> Option<Arc<Secret>> {
@@ -314,7 +310,7 @@ fn missing_objects_and_keys_are_errors_naming_them() {
     let mut f = f;
     f.tas.insert(
         ("team-a".into(), "bad".into()),
-        Err("unknown field `secretTargetRefs`".into()),
+        Err(MalformedAuth::Watch("unknown field `secretTargetRefs`".into())),
     );
     assert_eq!(
         resolve(&f, &with_ta("bad")).expect_err("malformed"),

@@ -7,7 +7,10 @@ mod common;
 use std::{path::Path, process::Command};
 
 use clap::Parser;
-use ebb::tools::simulate::{SimulateArgs, load, replay, setup, trace::Trace};
+use ebb::{
+    cli::SimulateArgs,
+    tools::simulate::{load, replay, setup, trace::Trace},
+};
 use serde_json::Value;
 
 #[derive(Parser)]

@@ -31,12 +31,11 @@ use crate::{
     keda_metrics::KedaMetrics,
     local_mode::{self, StateLock},
     net::{Server, ServerMetrics},
-    report::BindError,
     resolver::files::LocalResolver,
     scalers::{ScalerContext, aws::AwsShared, kubernetes_workload::PodIndex, registry::Registry},
     shutdown::Signal,
     source,
-    startup::StartupError,
+    startup::{self, StartupError},
     tls::{self, CertReloader, ReloadableRoots, RequestClientCert, certgen},
 };
 
@@ -99,24 +98,10 @@ pub async fn bind(args: &MetricsServerArgs) -> Result<Listeners, StartupError> {
         None => None,
     };
     let secure_addr = SocketAddr::new(args.bind_address.unwrap_or(default_ip), args.secure_port);
-    let listener = TcpListener::bind(secure_addr).await.map_err(|cause| {
-        StartupError::Bind(BindError {
-            addr: secure_addr,
-            port_flag: "--secure-port",
-            address_flag: "--bind-address",
-            cause,
-        })
-    })?;
+    let listener = startup::bind(secure_addr, "--secure-port", "--bind-address").await?;
     let secure_addr = listener.local_addr().unwrap_or(secure_addr);
     let admin_addr = SocketAddr::new(args.metrics_bind_address.unwrap_or(default_ip), args.metrics_port);
-    let admin_listener = admin::bind(admin_addr).await.map_err(|cause| {
-        StartupError::Bind(BindError {
-            addr: admin_addr,
-            port_flag: "--metrics-port",
-            address_flag: "--metrics-bind-address",
-            cause,
-        })
-    })?;
+    let admin_listener = startup::bind_admin(admin_addr).await?;
     let admin_addr = admin_listener.local_addr().unwrap_or(admin_addr);
     if let Some(lock) = state_lock.as_mut() {
         lock.describe(&format!(

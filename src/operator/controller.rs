@@ -40,9 +40,8 @@ use crate::{
     engine::Engine,
     keda_metrics::KedaMetrics,
     lease::{self, LeaseConfig},
-    report::BindError,
     shutdown::Signal,
-    startup::StartupError,
+    startup::{self, StartupError},
 };
 
 /// `ebb operator`: runs the operator on an engine of its own until `shutdown`.
@@ -51,14 +50,7 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), StartupErro
     let mut prom = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(KedaMetrics::register(&mut prom));
     let admin_addr = SocketAddr::new(args.metrics_bind_address, args.metrics_port);
-    let admin_listener = admin::bind(admin_addr).await.map_err(|cause| {
-        StartupError::Bind(BindError {
-            addr: admin_addr,
-            port_flag: "--metrics-port",
-            address_flag: "--metrics-bind-address",
-            cause,
-        })
-    })?;
+    let admin_listener = startup::bind_admin(admin_addr).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin_state = Arc::new(AdminState {
         registry: prom,

@@ -30,6 +30,7 @@ use crate::{
     scalers::registry::{ObjectKey, Resolved, object_key},
     scaling::{
         activation::{Action, TriggerOutcome},
+        conditions::ConditionStatus,
         events::{Event, EventReason},
         scale_loop::{Plan, Recorded},
     },
@@ -137,7 +138,7 @@ async fn mirror_hpa_condition(ctx: &Context, ns: &str, hpa: &str, plan: &mut Pla
         .and_then(|cs| cs.iter().find(|c| c.type_ == "ScalingActive"))
     {
         plan.mirror_hpa(
-            &c.status,
+            ConditionStatus::parse(&c.status),
             c.reason.as_deref().unwrap_or_default(),
             c.message.as_deref().unwrap_or_default(),
         );

@@ -17,19 +17,16 @@ use k8s_openapi::api::{
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use super::{AuthSources, resolve_into};
+use super::{AuthEntry, AuthSources, MalformedAuth, resolve_into};
 use crate::{
     crd::{
         ScaledObject,
-        trigger_authentication::{
-            ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec,
-        },
+        trigger_authentication::{ClusterTriggerAuthentication, TriggerAuthentication},
     },
     scalers::{ScalerConfig, ScalerError, kubernetes_workload::PodIndex, registry::AuthResolver},
 };
 
 type Key = (String, String);
-type AuthEntry = Result<TriggerAuthenticationSpec, String>;
 
 /// Documents indexed by kind and namespace/name: the lookups of `--local` and of `ebb check`.
 #[derive(Default, Debug)]
@@ -48,10 +45,9 @@ fn str_at<'a>(doc: &'a serde_yaml::Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(doc, |v, k| v.get(*k))?.as_str()
 }
 
-fn parse<T: DeserializeOwned>(doc: &serde_yaml::Value) -> Result<T, String> {
+fn parse<T: DeserializeOwned>(doc: &serde_yaml::Value) -> Result<T, serde_json::Error> {
     // Through JSON so k8s-openapi's own rules apply (base64 `data`, RFC 3339 times, ...).
-    let json = serde_json::to_value(doc).map_err(|e| e.to_string())?;
-    serde_json::from_value(json).map_err(|e| e.to_string())
+    serde_json::from_value(serde_json::to_value(doc)?)
 }
 
 impl LocalObjects {
@@ -96,17 +92,21 @@ impl LocalObjects {
             let keda = api_version.starts_with("keda.sh/");
             let core = api_version == "v1";
             let apps = api_version == "apps/v1";
-            let skip = |e: String| warn!(kind, namespace = %namespace, name = %name, error = %e, "skipping malformed local document");
+            let skip = |e: serde_json::Error| warn!(kind, namespace = %namespace, name = %name, error = %e, "skipping malformed local document");
             match kind {
                 "TriggerAuthentication" if keda => {
-                    let entry = parse::<TriggerAuthentication>(doc).map(|t| t.spec);
+                    let entry = parse::<TriggerAuthentication>(doc)
+                        .map(|t| t.spec)
+                        .map_err(|e| MalformedAuth::Document(Arc::new(e)));
                     if let Err(e) = &entry {
                         warn!(triggerauthentication = %format!("{namespace}/{name}"), error = %e, "malformed TriggerAuthentication");
                     }
                     o.trigger_authentications.insert(key, entry);
                 }
                 "ClusterTriggerAuthentication" if keda => {
-                    let entry = parse::<ClusterTriggerAuthentication>(doc).map(|t| t.spec.spec);
+                    let entry = parse::<ClusterTriggerAuthentication>(doc)
+                        .map(|t| t.spec.spec)
+                        .map_err(|e| MalformedAuth::Document(Arc::new(e)));
                     if let Err(e) = &entry {
                         warn!(clustertriggerauthentication = %name, error = %e, "malformed ClusterTriggerAuthentication");
                     }

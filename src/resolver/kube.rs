@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, info, warn};
 
-use super::{AuthSources, resolve_into};
+use super::{AuthEntry, AuthSources, MalformedAuth, resolve_into};
 use crate::{
     crd::{
         ScaledObject,
@@ -97,13 +97,10 @@ impl Debug for KubeResolver {
     }
 }
 
-fn spec_of<K>(
-    guard: &DeserializeGuard<K>,
-    spec: impl FnOnce(&K) -> TriggerAuthenticationSpec,
-) -> Result<TriggerAuthenticationSpec, String> {
+fn spec_of<K>(guard: &DeserializeGuard<K>, spec: impl FnOnce(&K) -> TriggerAuthenticationSpec) -> AuthEntry {
     match &guard.0 {
         Ok(k) => Ok(spec(k)),
-        Err(bad) => Err(bad.error.clone()),
+        Err(bad) => Err(MalformedAuth::Watch(bad.error.clone())),
     }
 }
 
@@ -308,20 +305,13 @@ fn slim_secret(s: &mut Secret) {
 }
 
 impl AuthSources for KubeResolver {
-    fn trigger_authentication(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Option<Result<TriggerAuthenticationSpec, String>> {
+    fn trigger_authentication(&self, namespace: &str, name: &str) -> Option<AuthEntry> {
         self.trigger_authentications
             .get(&ObjectRef::new(name).within(namespace))
             .map(|g| spec_of(&g, |t| t.spec.clone()))
     }
 
-    fn cluster_trigger_authentication(
-        &self,
-        name: &str,
-    ) -> Option<Result<TriggerAuthenticationSpec, String>> {
+    fn cluster_trigger_authentication(&self, name: &str) -> Option<AuthEntry> {
         self.cluster_trigger_authentications
             .get(&ObjectRef::new(name))
             .map(|g| spec_of(&g, |t| t.spec.spec.clone()))

@@ -30,17 +30,26 @@ use crate::{
 /// Annotation on a ServiceAccount naming the AWS role its pods assume (EKS IRSA).
 pub const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
+/// Why a (Cluster)TriggerAuthentication a source holds cannot be used as one.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum MalformedAuth {
+    /// The watch could not decode the object; kube's `DeserializeGuard` keeps only the message.
+    #[error("{0}")]
+    Watch(String),
+    /// A `--local` document did not decode.
+    #[error(transparent)]
+    Document(Arc<serde_json::Error>),
+}
+
+/// A (Cluster)TriggerAuthentication as a source holds it: its spec, or why it is malformed.
+pub type AuthEntry = Result<TriggerAuthenticationSpec, MalformedAuth>;
+
 /// Lookups the resolver needs; implemented over `--local` documents and over watch caches.
 pub trait AuthSources {
-    /// A TriggerAuthentication's spec; `Some(Err(reason))` when the object is malformed.
-    fn trigger_authentication(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Option<Result<TriggerAuthenticationSpec, String>>;
-    /// A ClusterTriggerAuthentication's spec; `Some(Err(reason))` when malformed.
-    fn cluster_trigger_authentication(&self, name: &str)
-    -> Option<Result<TriggerAuthenticationSpec, String>>;
+    /// A TriggerAuthentication's spec; `Some(Err(_))` when the object is malformed.
+    fn trigger_authentication(&self, namespace: &str, name: &str) -> Option<AuthEntry>;
+    /// A ClusterTriggerAuthentication's spec; `Some(Err(_))` when malformed.
+    fn cluster_trigger_authentication(&self, name: &str) -> Option<AuthEntry>;
     /// A Secret, with `stringData` already merged into `data`.
     fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>>;
     /// A ConfigMap.
@@ -673,14 +682,14 @@ impl AuthSources for JobTemplate<'_> {
         &self,
         namespace: &str,
         name: &str,
-    ) -> Option<Result<TriggerAuthenticationSpec, String>> {
+    ) -> Option<Result<TriggerAuthenticationSpec, MalformedAuth>> {
         self.inner.trigger_authentication(namespace, name)
     }
 
     fn cluster_trigger_authentication(
         &self,
         name: &str,
-    ) -> Option<Result<TriggerAuthenticationSpec, String>> {
+    ) -> Option<Result<TriggerAuthenticationSpec, MalformedAuth>> {
         self.inner.cluster_trigger_authentication(name)
     }
 

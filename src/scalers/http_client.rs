@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{ScalerConfig, ScalerError, http_auth::TlsAuth};
+use super::{ScalerConfig, ScalerError, authority, http_auth::TlsAuth, upstream_span};
 use crate::keda_metrics::{HttpRequestLabels, KedaMetrics};
 
 /// Builds an HTTP client: `timeout` (zero = none, as in Go), `unsafe_ssl` skips certificate
@@ -80,6 +80,7 @@ impl HttpClients {
 pub struct HttpProbe {
     metrics: Option<Arc<KedaMetrics>>,
     labels: HttpRequestLabels,
+    trigger_index: usize,
 }
 
 impl fmt::Debug for HttpProbe {
@@ -105,6 +106,7 @@ impl HttpProbe {
                 metric_name: metric_name.to_string(),
                 status_code: String::new(),
             },
+            trigger_index: config.trigger_index,
         }
     }
 
@@ -122,7 +124,21 @@ impl HttpProbe {
         }
     }
 
+    /// The [`upstream_span`] of one `method` call to `url` by this trigger. The scaler runs the
+    /// whole call in it (signing, send, body, parse), not only [`Self::send`], so what the call
+    /// logs while reading the answer is traced back to it too.
+    pub fn span(&self, method: &str, url: &reqwest::Url) -> tracing::Span {
+        upstream_span(
+            self.trigger_index,
+            &self.labels.trigger_name,
+            &self.labels.scaler,
+            &authority(url),
+            method,
+        )
+    }
+
     /// Sends `request` on `client`, recording it; `timeout` is the client's, for the message.
+    /// Callers run it inside [`Self::span`].
     pub async fn send(
         &self,
         client: &reqwest::Client,

@@ -24,7 +24,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::{
     MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError, metric_name, params::Params,
@@ -123,29 +123,34 @@ impl PodIndex {
         };
         let ready = index.ready.clone();
         let api: Api<Pod> = Api::all(client);
-        tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim_in_place)
-                .reflect(writer);
-            futures::pin_mut!(stream);
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.wait() => return,
-                    e = stream.next() => e,
-                };
-                match event {
-                    None => return,
-                    Some(Ok(watcher::Event::InitDone)) => {
-                        if !ready.swap(true, Ordering::Relaxed) {
-                            info!("pod cache synced");
+        // Not an upstream call per read: `count` answers from this cache. The watch's own log
+        // lines carry the span it was started in (the component's).
+        tokio::spawn(
+            async move {
+                let stream = watcher(api, watcher::Config::default().any_semantic())
+                    .default_backoff()
+                    .modify(slim_in_place)
+                    .reflect(writer);
+                futures::pin_mut!(stream);
+                loop {
+                    let event = tokio::select! {
+                        _ = shutdown.wait() => return,
+                        e = stream.next() => e,
+                    };
+                    match event {
+                        None => return,
+                        Some(Ok(watcher::Event::InitDone)) => {
+                            if !ready.swap(true, Ordering::Relaxed) {
+                                info!("pod cache synced");
+                            }
                         }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => warn!(error = %e, "pod watch failed; retrying"),
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => warn!(error = %e, "pod watch failed; retrying"),
                 }
             }
-        });
+            .in_current_span(),
+        );
         index
     }
 

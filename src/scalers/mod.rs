@@ -55,6 +55,57 @@ pub struct ScalerConfig {
     pub workload_role_arn: Option<String>,
 }
 
+impl ScalerConfig {
+    /// The span of one call this trigger makes to its upstream ([`upstream_span`]).
+    pub fn upstream_span(&self, host: &str, call: &str) -> tracing::Span {
+        upstream_span(
+            self.trigger_index,
+            &self.trigger_name,
+            &self.trigger_type,
+            host,
+            call,
+        )
+    }
+}
+
+/// The span of one call a trigger makes to its upstream (an HTTP endpoint, an AWS API), so
+/// every log line under it names the trigger (`trigger` index and `trigger_name`), its
+/// `scaler` type and the `host` called; `call` says which request (`GET`, `GetQueueAttributes`).
+pub fn upstream_span(
+    trigger: usize,
+    trigger_name: &str,
+    scaler: &str,
+    host: &str,
+    call: &str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "upstream",
+        trigger,
+        trigger_name,
+        scaler,
+        host = %span_host(host),
+        call
+    )
+}
+
+/// `host[:port]` of an endpoint written as a URL (`http://127.0.0.1:4566/`); other text as is
+/// (`sqs.eu-west-1.amazonaws.com`).
+pub(crate) fn span_host(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(url) if url.has_host() => authority(&url),
+        _ => endpoint.to_string(),
+    }
+}
+
+/// `host[:port]` of `url` (the port only when the URL names one other than its scheme's).
+pub(crate) fn authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
 /// Shared clients and indexes every scaler may use; cheap to clone.
 #[derive(Clone, Default)]
 pub struct ScalerContext {

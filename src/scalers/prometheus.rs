@@ -52,6 +52,7 @@ use std::{
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::{
     MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError,
@@ -368,7 +369,10 @@ impl PrometheusScaler {
 
     /// Runs the query and applies `ignoreNullValues`; a JSON null gives -1.
     pub async fn query_value(&self) -> Result<f64, ScalerError> {
-        let (status, body) = self.send().await?;
+        let (status, body) = self
+            .send()
+            .instrument(self.probe.span("GET", &self.server))
+            .await?;
         let answer = parse_response(status, &body, &self.query).map_err(|e| match e {
             // KEDA's text first (what people search for), then the server that refused.
             ScalerError::Upstream(m) if !(200..=299).contains(&status) => {

@@ -66,6 +66,54 @@ pub struct TriggerEntry {
     pub auth_fields: Vec<String>,
 }
 
+/// The few spec fields `ebb explain` shows for an object the registry keeps no copy of.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSummary {
+    /// `minReplicaCount` (default 0).
+    pub min_replica_count: i32,
+    /// `maxReplicaCount` (default 100).
+    pub max_replica_count: i32,
+    /// `idleReplicaCount`.
+    pub idle_replica_count: Option<i32>,
+    /// `cooldownPeriod` seconds (default 300).
+    pub cooldown_period: i64,
+    /// The `autoscaling.keda.sh/*` annotations.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The scalingModifiers formula.
+    pub formula: Option<String>,
+}
+
+impl ObjectSummary {
+    /// Reads them from the object.
+    pub fn of(so: &ScaledObject) -> Self {
+        let spec = &so.spec;
+        ObjectSummary {
+            min_replica_count: spec.min_replica_count.unwrap_or(0),
+            max_replica_count: spec
+                .max_replica_count
+                .unwrap_or(crate::crd::scaled_object::DEFAULT_MAX_REPLICAS),
+            idle_replica_count: spec.idle_replica_count,
+            cooldown_period: i64::from(
+                spec.cooldown_period
+                    .unwrap_or(crate::crd::scaled_object::DEFAULT_COOLDOWN_PERIOD),
+            ),
+            annotations: so
+                .metadata
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("autoscaling.keda.sh/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            formula: spec
+                .advanced
+                .as_ref()
+                .and_then(|a| a.scaling_modifiers.as_ref())
+                .and_then(|m| m.formula.clone()),
+        }
+    }
+}
+
 /// A registered ScaledObject with its built scalers.
 #[derive(Debug)]
 pub struct ObjectEntry {
@@ -86,6 +134,8 @@ pub struct ObjectEntry {
     pub object: Option<Arc<ScaledObject>>,
     /// Rebuild when authentication sources change (see [`Registry::rebuild_all`]).
     pub depends_on_auth: bool,
+    /// Spec fields for `ebb explain`.
+    pub summary: ObjectSummary,
 }
 
 impl ObjectEntry {
@@ -482,6 +532,7 @@ impl Registry {
             triggers,
             spec_hash,
             depends_on_auth,
+            summary: ObjectSummary::of(&so),
             object: (depends_on_auth || spec.fallback.is_some() || spec.uses_scaling_modifiers())
                 .then(|| so.clone()),
         }

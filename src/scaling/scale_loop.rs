@@ -291,15 +291,16 @@ impl Plan {
         }
     }
 
-    /// Mirrors the HPA's `ScalingActive` condition (`status`, `reason`, `message`) into
-    /// `HPAActive`; an unreadable HPA or one without that condition leaves `HPAActive` as it
-    /// was, as in KEDA, so the operator only calls this when it read one.
-    pub fn mirror_hpa(&mut self, status: &str, reason: &str, message: &str) {
+    /// Mirrors the HPA's `ScalingActive` condition (`status` as parsed by
+    /// [`ConditionStatus::parse`], `reason`, `message`) into `HPAActive`; an unreadable HPA or
+    /// one without that condition leaves `HPAActive` as it was, as in KEDA, so the operator only
+    /// calls this when it read one.
+    pub fn mirror_hpa(&mut self, status: Option<ConditionStatus>, reason: &str, message: &str) {
         let update = if reason == "ScalingDisabled" {
             CondUpdate::new(ConditionStatus::True, "ScalingDisabled", message.to_string())
-        } else if status == "True" {
+        } else if status == Some(ConditionStatus::True) {
             CondUpdate::new(ConditionStatus::True, "HPAActive", "HPA is actively scaling")
-        } else if status == "False" {
+        } else if status == Some(ConditionStatus::False) {
             let reason = if reason.is_empty() {
                 "HPAMetricsUnavailable"
             } else {

@@ -76,6 +76,18 @@ impl KubeCluster {
     pub fn new(client: kube::Client) -> Self {
         Self { client }
     }
+
+    async fn list<K>(&self, namespace: &str) -> Result<Vec<K>, ClusterError>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        Ok(api.list(&ListParams::default()).await?.items)
+    }
 }
 
 impl ClusterView for KubeCluster {
@@ -104,20 +116,14 @@ impl ClusterView for KubeCluster {
         &'a self,
         namespace: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ScaledObject>, ClusterError>> {
-        Box::pin(async move {
-            let api: Api<ScaledObject> = Api::namespaced(self.client.clone(), namespace);
-            Ok(api.list(&ListParams::default()).await?.items)
-        })
+        Box::pin(self.list(namespace))
     }
 
     fn hpas<'a>(
         &'a self,
         namespace: &'a str,
     ) -> BoxFuture<'a, Result<Vec<HorizontalPodAutoscaler>, ClusterError>> {
-        Box::pin(async move {
-            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(self.client.clone(), namespace);
-            Ok(api.list(&ListParams::default()).await?.items)
-        })
+        Box::pin(self.list(namespace))
     }
 
     fn pod_template<'a>(
@@ -147,10 +153,7 @@ impl ClusterView for KubeCluster {
         &'a self,
         namespace: &'a str,
     ) -> BoxFuture<'a, Result<Vec<LimitRange>, ClusterError>> {
-        Box::pin(async move {
-            let api: Api<LimitRange> = Api::namespaced(self.client.clone(), namespace);
-            Ok(api.list(&ListParams::default()).await?.items)
-        })
+        Box::pin(self.list(namespace))
     }
 }
 

@@ -14,7 +14,6 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use tokio::net::TcpListener;
 use tracing::{Instrument, info, warn};
 
 use super::{
@@ -25,9 +24,8 @@ use crate::{
     admin::{self, AdminState},
     cli::WebhooksArgs,
     keda_metrics::KedaMetrics,
-    report::BindError,
     shutdown::Signal,
-    startup::StartupError,
+    startup::{self, StartupError},
     tls::{self, CertReloader, DEFAULT_INTERVAL, RequestClientCert, certgen},
 };
 
@@ -46,24 +44,10 @@ const MAX_BODY_BYTES: usize = 8 << 20;
 /// Runs the webhook server and its admin port until `shutdown`.
 pub async fn run(args: WebhooksArgs, shutdown: Signal) -> Result<(), StartupError> {
     let bind = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-    let bind_error = |addr, port_flag| {
-        move |cause| {
-            StartupError::Bind(BindError {
-                addr,
-                port_flag,
-                address_flag: "",
-                cause,
-            })
-        }
-    };
     let addr = bind(args.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(bind_error(addr, "--port"))?;
+    let listener = startup::bind(addr, "--port", "").await?;
     let admin_addr = bind(args.metrics_port);
-    let admin_listener = admin::bind(admin_addr)
-        .await
-        .map_err(bind_error(admin_addr, "--metrics-port"))?;
+    let admin_listener = startup::bind(admin_addr, "--metrics-port", "").await?;
 
     let cluster: Arc<dyn ClusterView> = match &args.local {
         Some(dir) => {

@@ -15,7 +15,7 @@ use aws_sdk_cloudwatch::{
 };
 use futures::future::BoxFuture;
 
-use super::{AwsShared, call_timeout, credential_source, sdk_error, trigger_context};
+use super::{AwsShared, call_timeout, credential_source, sdk_error, timed_call, trigger_context};
 use crate::{
     crd::scaled_object::MetricTargetType,
     scalers::{
@@ -328,16 +328,14 @@ impl SingleMetric for CloudWatchScaler {
 
     fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
-            let value = tokio::time::timeout(self.timeout, self.metric_value())
-                .await
-                .map_err(|_| ScalerError::UpstreamTimeout {
-                    upstream: format!(
-                        "{}: GetMetricData on {}",
-                        trigger_context(&self.config),
-                        self.host()
-                    ),
-                    after: self.timeout,
-                })??;
+            let value = timed_call(
+                &self.config,
+                "GetMetricData",
+                &self.host(),
+                self.timeout,
+                self.metric_value(),
+            )
+            .await?;
             Ok(MetricsAndActivity {
                 values: vec![value],
                 active: value > self.activation_target_metric_value,

@@ -12,6 +12,8 @@ use aws_credential_types::{
     provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
 };
 
+use tracing::Instrument;
+
 use super::SESSION_NAME;
 
 /// Assumed credentials are fetched again this long before they expire.
@@ -79,6 +81,8 @@ pub(super) struct RoleProvider {
     pub(super) external_id: Option<String>,
     pub(super) web_identity: Option<(aws_sdk_sts::Client, PathBuf)>,
     pub(super) sts: aws_sdk_sts::Client,
+    /// Where the STS calls go, for their spans.
+    pub(super) sts_host: String,
 }
 
 fn sts_credentials(
@@ -98,6 +102,13 @@ fn sts_credentials(
 }
 
 impl RoleProvider {
+    /// The span of one STS call. The provider is shared by every trigger assuming the same
+    /// role, so it names no trigger: the SDK asks for credentials inside the trigger's own
+    /// [`crate::scalers::upstream_span`], which is this span's parent.
+    fn sts_span(&self, call: &str) -> tracing::Span {
+        tracing::info_span!("upstream", scaler = "aws-sts", host = %crate::scalers::span_host(&self.sts_host), call)
+    }
+
     async fn web_identity(
         &self,
         sts: &aws_sdk_sts::Client,
@@ -112,6 +123,7 @@ impl RoleProvider {
             .role_session_name(SESSION_NAME)
             .web_identity_token(token.trim())
             .send()
+            .instrument(self.sts_span("AssumeRoleWithWebIdentity"))
             .await
             .map_err(|e| {
                 CredentialsError::provider_error(format!(
@@ -131,6 +143,7 @@ impl RoleProvider {
             .role_session_name(SESSION_NAME)
             .set_external_id(self.external_id.clone())
             .send()
+            .instrument(self.sts_span("AssumeRole"))
             .await
             .map_err(|e| {
                 CredentialsError::provider_error(format!(

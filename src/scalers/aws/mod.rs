@@ -31,6 +31,7 @@ use aws_credential_types::{
 use aws_sdk_sts::error::SdkError;
 use aws_smithy_http_client::tls;
 use aws_types::{SdkConfig, sdk_config::SharedHttpClient};
+use tracing::Instrument;
 
 pub use self::credentials::CachingProvider;
 use self::credentials::RoleProvider;
@@ -289,6 +290,23 @@ pub(crate) fn trigger_context(config: &ScalerConfig) -> String {
     ctx
 }
 
+/// Runs `call`, the trigger's `operation` on `host`, in its upstream span and within `timeout`;
+/// running out of time is an [`ScalerError::UpstreamTimeout`] naming the trigger and the call.
+pub(crate) async fn timed_call<T>(
+    config: &ScalerConfig,
+    operation: &str,
+    host: &str,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, ScalerError>>,
+) -> Result<T, ScalerError> {
+    tokio::time::timeout(timeout, call.instrument(config.upstream_span(host, operation)))
+        .await
+        .map_err(|_| ScalerError::UpstreamTimeout {
+            upstream: format!("{}: {operation} on {host}", trigger_context(config)),
+            after: timeout,
+        })?
+}
+
 impl AwsShared {
     /// Builds an empty shared setup with `options`.
     pub fn new(options: AwsOptions) -> Self {
@@ -469,6 +487,7 @@ impl AwsShared {
                         external_id: external_id.clone(),
                         web_identity,
                         sts: aws_sdk_sts::Client::new(&sts),
+                        sts_host: self.host("sts", &key.region, key.endpoint.as_deref()),
                     },
                 )))
             }

@@ -11,7 +11,7 @@ use std::{fmt, time::Duration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::BoxFuture;
 
-use super::{AwsShared, call_timeout, credential_source, sdk_error, trigger_context};
+use super::{AwsShared, call_timeout, credential_source, sdk_error, timed_call, trigger_context};
 use crate::{
     crd::scaled_object::MetricTargetType,
     scalers::{
@@ -200,16 +200,14 @@ impl SingleMetric for SqsScaler {
 
     fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
-            let count = tokio::time::timeout(self.timeout, self.queue_messages())
-                .await
-                .map_err(|_| ScalerError::UpstreamTimeout {
-                    upstream: format!(
-                        "{}: GetQueueAttributes on {}",
-                        trigger_context(&self.config),
-                        self.host()
-                    ),
-                    after: self.timeout,
-                })??;
+            let count = timed_call(
+                &self.config,
+                "GetQueueAttributes",
+                &self.host(),
+                self.timeout,
+                self.queue_messages(),
+            )
+            .await?;
             Ok(MetricsAndActivity {
                 values: vec![count as f64],
                 active: count > self.activation_queue_length,

@@ -24,6 +24,7 @@ use crate::scalers::SingleMetric;
 use std::{fmt, time::Duration};
 
 use futures::future::BoxFuture;
+use tracing::Instrument;
 
 use self::format::{Format, extract_value};
 use super::{
@@ -191,7 +192,7 @@ impl SingleMetric for MetricsApiScaler {
 
     fn read_metric(&self) -> BoxFuture<'_, Result<MetricsAndActivity, ScalerError>> {
         Box::pin(async move {
-            let value = self.fetch().await?;
+            let value = self.fetch().instrument(self.probe.span("GET", &self.url)).await?;
             Ok(MetricsAndActivity {
                 values: vec![value],
                 active: value > self.activation_target_value,
@@ -203,6 +204,7 @@ impl SingleMetric for MetricsApiScaler {
 #[cfg(test)]
 mod tests {
     use std::{
+        collections::BTreeMap,
         convert::Infallible,
         sync::{Arc, Mutex},
     };
@@ -480,6 +482,80 @@ mod tests {
             body,
             delay: Duration::ZERO,
         }
+    }
+
+    /// The spans opened while a future runs, with their fields, as a subscriber scoped to that
+    /// future sees them (no process-wide subscriber: tests run in parallel).
+    #[derive(Clone, Default)]
+    struct SpanLog(Arc<Mutex<Vec<(String, SpanFields)>>>);
+
+    type SpanFields = BTreeMap<String, String>;
+
+    struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name().to_string(), value.to_string());
+        }
+
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            self.0.insert(field.name().to_string(), format!("{value:?}"));
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanLog {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _id: &tracing::span::Id,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = BTreeMap::new();
+            attrs.record(&mut Fields(&mut fields));
+            if let Ok(mut spans) = self.0.lock() {
+                spans.push((attrs.metadata().name().to_string(), fields));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_runs_in_one_upstream_span_naming_trigger_type_and_host() {
+        use tracing::instrument::WithSubscriber;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let (base, seen) = start_server(ok_reply(r#"{"v": 42}"#)).await;
+        let url = format!("{base}/api/stats");
+        let mut cfg = config(&[("url", &url), ("valueLocation", "v"), TARGET], &[]);
+        cfg.trigger_name = "queue".into();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let scaler = MetricsApiScaler::new(&cfg).expect("builds");
+        let log = SpanLog::default();
+        let subscriber = tracing_subscriber::registry().with(log.clone());
+        let read = scaler
+            .get_metrics_and_activity("s1-metric-api-v")
+            .with_subscriber(subscriber);
+        let answer = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("read hung")
+            .expect("read");
+        assert_eq!(answer.values, vec![42.0]);
+        assert_eq!(seen.lock().map(|s| s.len()).unwrap_or_default(), 1);
+
+        let spans = log.0.lock().map(|s| s.clone()).unwrap_or_default();
+        let upstream: Vec<_> = spans.iter().filter(|(name, _)| name == "upstream").collect();
+        assert_eq!(upstream.len(), 1, "one upstream span per call: {spans:?}");
+        let host = base.trim_start_matches("http://");
+        let want: SpanFields = [
+            ("trigger", "1"),
+            ("trigger_name", "queue"),
+            ("scaler", "metrics-api"),
+            ("host", host),
+            ("call", "GET"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(upstream[0].1, want);
     }
 
     #[tokio::test]

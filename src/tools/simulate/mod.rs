@@ -23,16 +23,14 @@ use self::{
     trace::Trace,
 };
 use crate::{
+    cli::{OutputFormat, SimulateArgs},
     crd::ScaledObject,
     resolver::{cluster_object_namespace, files::LocalObjects},
     scalers::MetricSpec,
-    scaling::hpa::desired_hpa,
-    scaling::hpa_controller::ControllerFlags,
+    scaling::{hpa::desired_hpa, hpa_controller::ControllerFlags},
     source::files::parse_file,
     tools::render::build_offline,
 };
-
-pub use crate::cli::{SimulateArgs, SimulateOutput as OutputFormat};
 
 /// Why `ebb simulate` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +128,7 @@ pub fn setup(
         message,
     };
     let objects = LocalObjects::from_documents(others);
-    let cluster_ns = cluster_object_namespace(None);
+    let cluster_ns = cluster_object_namespace(args.cluster_object_namespace.as_deref());
     let triggers: Vec<_> = (0..so.spec.triggers.len())
         .map(|i| build_offline(so, i, &objects, &cluster_ns).scaler)
         .collect();

@@ -79,7 +79,7 @@ pub async fn fetch(
         )));
     }
     let objects = LocalObjects::from_documents(others);
-    let cluster_ns = cluster_object_namespace(None);
+    let cluster_ns = cluster_object_namespace(args.cluster_object_namespace.as_deref());
     let ctx = ScalerContext::default();
     let times: Vec<i64> = (0..points).map(|i| i * step_ms).collect();
     let mut columns = Vec::new();

@@ -330,9 +330,6 @@ impl<'a> Replay<'a> {
             }
             let read = self.read(m, now_ms);
             let step = self.step_health(&m.metric, read.value.is_ok());
-            let Some(outcome) = outcomes.last_mut() else {
-                continue;
-            };
             let (active, error) = match (step, &read.value) {
                 (Step::Pass, Ok(v)) => {
                     if !m.trigger_name.is_empty() {
@@ -344,8 +341,10 @@ impl<'a> Replay<'a> {
                 (Step::ModifiersNil, _) => (false, false),
                 (_, Err(_)) | (Step::Error, Ok(_)) => (false, true),
             };
-            outcome.active |= active;
-            outcome.error |= error;
+            if let Some(outcome) = outcomes.last_mut() {
+                outcome.active |= active;
+                outcome.error |= error;
+            }
             if active {
                 active_names.push(m.metric.clone());
             }
