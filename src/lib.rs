@@ -26,6 +26,7 @@ pub mod external_metrics;
 pub mod hash;
 pub mod inspect;
 pub mod keda_metrics;
+pub mod kube_watch;
 pub mod lease;
 pub mod local_mode;
 pub mod locks;

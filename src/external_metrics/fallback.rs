@@ -204,20 +204,9 @@ pub async fn composite(
             }
             (Step::Error, Ok(_)) => return Err(fail(r.metric_name.clone())),
         };
-        let name = &r.trigger().trigger_name;
-        if !name.is_empty() {
-            let slot = values.entry(name.clone()).or_insert(Some(0.0));
-            *slot = match (*slot, value) {
-                (Some(a), Some(b)) => Some(a + b),
-                _ => None,
-            };
-        }
+        formula::add_to_trigger(&mut values, &r.trigger().trigger_name, value);
     }
-    let value =
-        formula::evaluate_for(so, &values).map_err(|e| fail(format!("scalingModifiers formula: {e}")))?;
-    match value {
-        Some(v) => Ok(v),
-        None => fallback::composite_nil_value(so, target)
-            .ok_or_else(|| fail("the formula evaluated to nil and no fallback is configured".to_string())),
-    }
+    fallback::composite_value(so, &values, target)
+        .map(|(v, _)| v)
+        .map_err(|e| fail(e.to_string()))
 }

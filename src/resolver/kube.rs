@@ -13,7 +13,6 @@
 
 use std::{fmt::Debug, hash::Hash, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},
     core::v1::{ConfigMap, PodSpec, Secret, ServiceAccount},
@@ -22,7 +21,6 @@ use kube::{
     Api, Client, Resource,
     core::DeserializeGuard,
     runtime::{
-        WatchStreamExt,
         reflector::{ObjectRef, Store, store::Writer},
         watcher,
     },
@@ -32,6 +30,7 @@ use tokio::sync::Notify;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{AuthEntry, AuthSources, MalformedAuth, resolve_into};
+use crate::kube_watch;
 use crate::{
     crd::{
         ScaledObject,
@@ -249,29 +248,13 @@ impl Spawner {
         let changed = self.changed.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(
-            async move {
-                let stream = watcher(api, watcher::Config::default().any_semantic())
-                    .default_backoff()
-                    .modify(modify)
-                    .reflect(writer);
-                futures::pin_mut!(stream);
-                loop {
-                    let event = tokio::select! {
-                        _ = shutdown.wait() => return,
-                        e = stream.next() => e,
-                    };
-                    match event {
-                        None => return,
-                        Some(Ok(
-                            watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
-                        )) => {
-                            changed.notify_one();
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => warn!(kind, error = %e, "watch failed; retrying"),
-                    }
+            kube_watch::reflect_until_shutdown(api, modify, writer, shutdown, move |event| match event {
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                    changed.notify_one();
                 }
-            }
+                Ok(_) => {}
+                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
+            })
             .in_current_span(),
         );
     }

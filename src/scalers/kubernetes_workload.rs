@@ -14,17 +14,18 @@ use std::{
     },
 };
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::{
     Api, Client,
     runtime::{
-        WatchStreamExt,
         reflector::{Store, store::Writer},
         watcher,
     },
 };
 use tracing::{Instrument, info, warn};
+
+use crate::kube_watch;
 
 use super::{
     MetricTarget, MetricsAndActivity, ScalerConfig, ScalerContext, ScalerError, metric_name, params::Params,
@@ -126,29 +127,21 @@ impl PodIndex {
         // Not an upstream call per read: `count` answers from this cache. The watch's own log
         // lines carry the span it was started in (the component's).
         tokio::spawn(
-            async move {
-                let stream = watcher(api, watcher::Config::default().any_semantic())
-                    .default_backoff()
-                    .modify(slim_in_place)
-                    .reflect(writer);
-                futures::pin_mut!(stream);
-                loop {
-                    let event = tokio::select! {
-                        _ = shutdown.wait() => return,
-                        e = stream.next() => e,
-                    };
-                    match event {
-                        None => return,
-                        Some(Ok(watcher::Event::InitDone)) => {
-                            if !ready.swap(true, Ordering::Relaxed) {
-                                info!("pod cache synced");
-                            }
+            kube_watch::reflect_until_shutdown(
+                api,
+                slim_in_place,
+                writer,
+                shutdown,
+                move |event| match event {
+                    Ok(watcher::Event::InitDone) => {
+                        if !ready.swap(true, Ordering::Relaxed) {
+                            info!("pod cache synced");
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => warn!(error = %e, "pod watch failed; retrying"),
                     }
-                }
-            }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "pod watch failed; retrying"),
+                },
+            )
             .in_current_span(),
         );
         index

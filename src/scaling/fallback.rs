@@ -229,6 +229,32 @@ pub fn composite_nil_value(so: &ScaledObject, target: f64) -> Option<f64> {
     so.spec.fallback.as_ref().map(|f| f64::from(f.replicas) * target)
 }
 
+/// Why the `composite-metric` has no value; the texts are the ones the metrics server answers.
+#[derive(Debug, thiserror::Error)]
+pub enum CompositeError {
+    /// The formula does not compile or evaluate.
+    #[error("scalingModifiers formula: {0}")]
+    Formula(#[from] super::formula::FormulaError),
+    /// The formula gave nil and there is no `fallback` to stand in.
+    #[error("the formula evaluated to nil and no fallback is configured")]
+    NilWithoutFallback,
+}
+
+/// The `composite-metric` value from the per-trigger formula variables: the formula's value,
+/// or [`composite_nil_value`] when it is nil (the flag says that fallback value was used).
+pub fn composite_value(
+    so: &ScaledObject,
+    values: &HashMap<String, Option<f64>>,
+    target: f64,
+) -> Result<(f64, bool), CompositeError> {
+    match super::formula::evaluate_for(so, values)? {
+        Some(v) => Ok((v, false)),
+        None => composite_nil_value(so, target)
+            .map(|v| (v, true))
+            .ok_or(CompositeError::NilWithoutFallback),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +410,40 @@ mod tests {
         assert!(has_valid_fallback(&with_target("2")));
         assert!(!has_valid_fallback(&with_target("2.5")));
         assert_eq!(composite_nil_value(&with_target("2"), 2.0), Some(12.0));
+    }
+
+    #[test]
+    fn composite_value_sums_a_triggers_metrics_and_falls_back_on_nil() {
+        let so = |fallback: &str, formula: &str| -> ScaledObject {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: a}}\nspec: {{scaleTargetRef: {{name: t}}, {fallback}triggers: [{{type: cron, name: a, metadata: {{}}}}, {{type: cron, name: b, metadata: {{}}}}, {{type: cron, metadata: {{}}}}], advanced: {{scalingModifiers: {{formula: '{formula}', target: '2'}}}}}}"
+            ))
+            .expect("parses")
+        };
+        let fallback = "fallback: {failureThreshold: 3, replicas: 6}, ";
+        let mut values = HashMap::new();
+        super::super::formula::add_to_trigger(&mut values, "a", Some(1.0));
+        super::super::formula::add_to_trigger(&mut values, "a", Some(2.0));
+        super::super::formula::add_to_trigger(&mut values, "b", Some(4.0));
+        super::super::formula::add_to_trigger(&mut values, "", Some(100.0));
+        assert_eq!(values.len(), 2);
+        let sum = so(fallback, "a + b");
+        assert_eq!(composite_value(&sum, &values, 2.0).ok(), Some((7.0, false)));
+
+        // One nil metric makes its trigger nil; a nil formula value is replaced by fallback × target.
+        super::super::formula::add_to_trigger(&mut values, "b", None);
+        assert_eq!(values.get("b"), Some(&None));
+        assert_eq!(
+            composite_value(&so(fallback, "b ?? nil"), &values, 2.0).ok(),
+            Some((12.0, true))
+        );
+        assert_eq!(
+            composite_value(&so("", "b ?? nil"), &values, 2.0).map_err(|e| e.to_string()),
+            Err("the formula evaluated to nil and no fallback is configured".to_string())
+        );
+        assert!(
+            composite_value(&sum, &values, 2.0)
+                .is_err_and(|e| e.to_string().starts_with("scalingModifiers formula: "))
+        );
     }
 }

@@ -512,6 +512,20 @@ pub fn evaluate_for(
     compile(source, &vars)?.eval(values)
 }
 
+/// Adds one metric's value to its trigger's formula variable, as KEDA's composite-metric read
+/// does: a trigger's metrics are summed, one nil metric makes the trigger nil, and unnamed
+/// triggers are not variables.
+pub fn add_to_trigger(values: &mut HashMap<String, Option<f64>>, trigger_name: &str, value: Option<f64>) {
+    if trigger_name.is_empty() {
+        return;
+    }
+    let slot = values.entry(trigger_name.to_string()).or_insert(Some(0.0));
+    *slot = match (*slot, value) {
+        (Some(a), Some(b)) => Some(a + b),
+        _ => None,
+    };
+}
+
 /// Compiles a scalingModifiers formula (after [`keda_rewrite`]) against the trigger names `vars`.
 pub fn compile(src: &str, vars: &[&str]) -> Result<Formula, FormulaError> {
     let source = keda_rewrite(src);

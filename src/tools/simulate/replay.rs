@@ -488,24 +488,11 @@ impl<'a> Replay<'a> {
                 }
                 (Step::Error, Ok(_)) => return (Err(m.metric.clone()), false),
             };
-            if !m.trigger_name.is_empty() {
-                let slot = values.entry(m.trigger_name.clone()).or_insert(Some(0.0));
-                *slot = match (*slot, value) {
-                    (Some(a), Some(b)) => Some(a + b),
-                    _ => None,
-                };
-            }
+            formula::add_to_trigger(&mut values, &m.trigger_name, value);
         }
-        match formula::evaluate_for(&self.setup.so, &values) {
-            Ok(Some(v)) => (Ok(v), fell_back),
-            Ok(None) => match fallback::composite_nil_value(&self.setup.so, target) {
-                Some(v) => (Ok(v), true),
-                None => (
-                    Err("the formula evaluated to nil and no fallback is configured".to_string()),
-                    fell_back,
-                ),
-            },
-            Err(e) => (Err(format!("scalingModifiers formula: {e}")), fell_back),
+        match fallback::composite_value(&self.setup.so, &values, target) {
+            Ok((v, nil_fallback)) => (Ok(v), fell_back || nil_fallback),
+            Err(e) => (Err(e.to_string()), fell_back),
         }
     }
 
