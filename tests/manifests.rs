@@ -38,13 +38,13 @@ fn round_trip<T: DeserializeOwned + Serialize>(kind: &str, doc: serde_yaml::Valu
     );
 }
 
-/// JSON with every integral float written as an integer: a CRD's `minimum: 1` comes back from
-/// k8s-openapi's `f64` as `1.0`, the same number.
+/// `minimum: 1` and `minimum: 1.0` are the same schema: typed CRDs hold f64s, YAML tools may
+/// print either spelling.
 fn whole_numbers(v: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match v {
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
             _ => Value::Number(n),
         },
         Value::Array(a) => Value::Array(a.into_iter().map(whole_numbers).collect()),
@@ -291,6 +291,7 @@ fn services_and_webhooks_point_at_the_right_ports() {
         names,
         [
             "vscaledobject.kb.io",
+            "vscaledjob.kb.io",
             "vstriggerauthentication.kb.io",
             "vsclustertriggerauthentication.kb.io",
             "vhttpaddon.ebb.dev"
@@ -502,8 +503,38 @@ fn committed_crds_match_the_rust_types() {
             "scaledobjects.keda.sh",
             "triggerauthentications.keda.sh",
             "clustertriggerauthentications.keda.sh",
+            "scaledjobs.keda.sh",
             "httpscaledobjects.http.keda.sh",
             "interceptorroutes.http.keda.sh"
+        ]
+    );
+    assert_eq!(
+        crds[3].spec.names.short_names.as_deref(),
+        Some(&["sj".to_string()][..])
+    );
+    assert!(
+        crds[3].spec.versions[0]
+            .subresources
+            .as_ref()
+            .is_some_and(|s| s.status.is_some())
+    );
+    let sj_columns: Vec<&str> = crds[3].spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        sj_columns,
+        [
+            "Min",
+            "Max",
+            "Ready",
+            "Active",
+            "Paused",
+            "Triggers",
+            "Authentications",
+            "Age"
         ]
     );
     assert_eq!(

@@ -18,6 +18,7 @@ pub mod error;
 pub mod http_scaled_object;
 pub mod reconcile;
 pub mod scale_loop;
+pub mod scaled_job;
 pub mod status;
 pub mod trigger_auth;
 pub mod watch;

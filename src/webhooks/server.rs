@@ -31,6 +31,8 @@ use crate::{
 
 /// Path of the ScaledObject webhook (manifests/validatingwebhook.yaml).
 pub const SCALED_OBJECT_PATH: &str = "/validate-keda-sh-v1alpha1-scaledobject";
+/// Path of the ScaledJob webhook.
+pub const SCALED_JOB_PATH: &str = "/validate-keda-sh-v1alpha1-scaledjob";
 /// Path of the TriggerAuthentication webhook.
 pub const TRIGGER_AUTHENTICATION_PATH: &str = "/validate-keda-sh-v1alpha1-triggerauthentication";
 /// Path of the ClusterTriggerAuthentication webhook.
@@ -157,6 +159,7 @@ where
     let is_webhook = matches!(
         path,
         SCALED_OBJECT_PATH
+            | SCALED_JOB_PATH
             | TRIGGER_AUTHENTICATION_PATH
             | CLUSTER_TRIGGER_AUTHENTICATION_PATH
             | HTTP_ADD_ON_PATH
