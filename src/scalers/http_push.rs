@@ -314,8 +314,11 @@ pub enum HttpKind {
 /// settings from, by kind, namespace and name; shared and cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct HttpIndex {
-    entries: Arc<RwLock<BTreeMap<(HttpKind, String, String), IndexEntry>>>,
+    entries: Arc<RwLock<BTreeMap<IndexKey, IndexEntry>>>,
 }
+
+/// Kind, namespace and name of an indexed object.
+type IndexKey = (HttpKind, String, String);
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
     (
@@ -840,7 +843,7 @@ impl ExternalPushScaler {
             index: config.trigger_index,
             namespace: config.namespace.clone(),
             target,
-            metric_type: config.metric_type.clone(),
+            metric_type: config.metric_type,
             source,
             shared,
             kube: ctx.kube.clone(),
@@ -971,7 +974,7 @@ impl super::Scaler for ExternalPushScaler {
             .map(|p| MetricSpec::External {
                 name: p.name,
                 target: MetricTarget {
-                    kind: self.metric_type.clone(),
+                    kind: self.metric_type,
                     value: p.target,
                     integer: true,
                 },
@@ -1021,11 +1024,13 @@ mod tests {
     const BASE: &str =
         "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata: {name: app, namespace: web}\n";
 
+    /// (window s, granularity s, records (ms, count), read at ms, expected rate)
+    type RateCase = (u64, u64, &'static [(u64, f64)], u64, f64);
+
     #[test]
     fn rate_window_arithmetic() {
         let s = Duration::from_secs;
-        // (window, granularity, records (ms, count), read at ms, expected rate)
-        let cases: &[(u64, u64, &[(u64, f64)], u64, f64)] = &[
+        let cases: &[RateCase] = &[
             // One request one second into a 60 s window: averaged over the 2 s seen so far.
             (60, 1, &[(1_000, 1.0)], 2_000, 0.5),
             (60, 1, &[(0, 60.0)], 59_999, 1.0),
