@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+/// Where the `external-push` trigger finds the activator replicas (re-exported for `run`).
+pub use crate::scalers::http_push::ActivatorDiscovery;
 use crate::{
     cache::MetricCache,
     crd::ScaledObject,
@@ -17,7 +19,7 @@ use crate::{
     scalers::{
         ScalerContext,
         aws::AwsShared,
-        http_push::{ActivatorDiscovery, HttpIndex, HttpShared},
+        http_push::{HttpIndex, HttpShared},
         kubernetes_workload::PodIndex,
         registry::{AuthResolver, ObjectKey, Registry, RegistryConfig},
     },
@@ -124,7 +126,8 @@ impl Engine {
                 aws: AwsShared::default(),
                 clock: None,
                 metrics: None,
-                http: HttpShared::new(HttpIndex::start(client.clone(), shutdown.clone()), activators),
+                http: HttpShared::new(HttpIndex::default(), activators)
+                    .watching(client.clone(), shutdown.clone()),
             },
         );
         (engine, pods)

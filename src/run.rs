@@ -57,7 +57,7 @@ async fn run_on(args: RunArgs, client: Option<kube::Client>, shutdown: Signal) -
                 .as_deref(),
         ),
         metrics.keda.clone(),
-        crate::scalers::http_push::ActivatorDiscovery {
+        crate::engine::ActivatorDiscovery {
             admin_urls: args.server.scalers.activator_admin.clone(),
             service: args.server.scalers.activator_service.clone(),
         },

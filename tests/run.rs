@@ -67,6 +67,9 @@ fn answer(
             vec![server.so.clone()],
         )),
         ("GET", "/apis/keda.sh/v1alpha1/scaledjobs") => ok(list("keda.sh/v1alpha1", "ScaledJobList", vec![])),
+        ("GET", "/apis/http.keda.sh/v1alpha1/httpscaledobjects") => {
+            ok(list("http.keda.sh/v1alpha1", "HTTPScaledObjectList", vec![]))
+        }
         ("GET", "/apis/keda.sh/v1alpha1/triggerauthentications") => {
             ok(list("keda.sh/v1alpha1", "TriggerAuthenticationList", vec![]))
         }

@@ -392,10 +392,10 @@ impl HttpIndex {
         changed
     }
 
-    /// An index kept current by watches of HTTPScaledObjects and InterceptorRoutes (all
+    /// Keeps this index current with watches of HTTPScaledObjects and InterceptorRoutes (all
     /// namespaces) until `shutdown`.
-    pub fn start(client: kube::Client, shutdown: crate::shutdown::Signal) -> HttpIndex {
-        let index = HttpIndex::default();
+    pub fn start(&self, client: kube::Client, shutdown: crate::shutdown::Signal) {
+        let index = self.clone();
         let so_index = index.clone();
         let (_, writer) = kube::runtime::reflector::store();
         tokio::spawn(tracing::Instrument::in_current_span(
@@ -426,7 +426,6 @@ impl HttpIndex {
                 },
             ),
         ));
-        index
     }
 
     fn on_event<K: kube::Resource>(
@@ -487,13 +486,32 @@ pub struct ActivatorDiscovery {
 
 /// What the `external-push` trigger shares across a process: the index, where replicas are
 /// found, and the per-fleet counters (rate windows need every read's deltas).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct HttpShared {
     /// The HTTPScaledObjects and InterceptorRoutes.
     pub index: HttpIndex,
     /// Where replicas are found.
     pub discovery: ActivatorDiscovery,
     fleets: Arc<Mutex<HashMap<String, Arc<Fleet>>>>,
+    /// The watches that feed `index`, started by the first `external-push` trigger, so a
+    /// cluster without the HTTP add-on's CRDs is never asked for them.
+    watch: Option<Arc<LazyWatch>>,
+}
+
+struct LazyWatch {
+    client: kube::Client,
+    shutdown: crate::shutdown::Signal,
+    started: std::sync::Once,
+}
+
+impl std::fmt::Debug for HttpShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpShared")
+            .field("index", &self.index)
+            .field("discovery", &self.discovery)
+            .field("watching", &self.watch.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpShared {
@@ -503,6 +521,27 @@ impl HttpShared {
             index,
             discovery,
             fleets: Arc::default(),
+            watch: None,
+        }
+    }
+
+    /// Feeds the index from watches through `client`, started when the first `external-push`
+    /// trigger is built.
+    pub fn watching(mut self, client: kube::Client, shutdown: crate::shutdown::Signal) -> Self {
+        self.watch = Some(Arc::new(LazyWatch {
+            client,
+            shutdown,
+            started: std::sync::Once::new(),
+        }));
+        self
+    }
+
+    fn ensure_watching(&self) {
+        if let Some(w) = &self.watch
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            w.started
+                .call_once(|| self.index.start(w.client.clone(), w.shutdown.clone()));
         }
     }
 
@@ -823,6 +862,7 @@ impl ExternalPushScaler {
             ));
         };
         let shared = ctx.http.clone();
+        shared.ensure_watching();
         let source = if !shared.discovery.admin_urls.is_empty() {
             Source::Urls(shared.discovery.admin_urls.clone())
         } else if let Some((namespace, name)) = shared
