@@ -178,7 +178,8 @@ pub fn human_seconds(s: i64) -> String {
     }
 }
 
-fn num(v: f64) -> String {
+/// A number as people write it: `37`, `0.125`, `2.5` (at most three decimals).
+pub fn plain_number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -306,13 +307,13 @@ pub fn verdict(view: &ObjectView) -> String {
                 };
                 let now = match (&t.error, t.value) {
                     (Some(e), _) => format!("now failing: {e}"),
-                    (None, Some(v)) => format!("now {}", num(v)),
+                    (None, Some(v)) => format!("now {}", plain_number(v)),
                     (None, None) => "no value yet".to_string(),
                 };
                 parts.push(format!(
                     "activation needs s{} > {}, {now}",
                     t.index,
-                    num(threshold)
+                    plain_number(threshold)
                 ));
             }
         }
@@ -344,19 +345,19 @@ pub fn verdict(view: &ObjectView) -> String {
         if t.active == Some(false) && view.triggers.len() > 1 {
             parts.push(format!(
                 "{name} is inactive ({} ≤ {})",
-                num(value),
-                num(t.activation_threshold.unwrap_or(0.0))
+                plain_number(value),
+                plain_number(t.activation_threshold.unwrap_or(0.0))
             ));
             continue;
         }
-        let target = t.target.map(num).unwrap_or_else(|| "?".to_string());
+        let target = t.target.map(plain_number).unwrap_or_else(|| "?".to_string());
         let against = match t.target_type.as_deref() {
             Some("Value") => format!("a total target of {target}"),
             _ => format!("an average target of {target} per pod"),
         };
         match proposal(t, value, replicas.unwrap_or(1), ready) {
-            Some(p) => parts.push(format!("{name} = {} against {against} → {p}", num(value))),
-            None => parts.push(format!("{name} = {} against {against}", num(value))),
+            Some(p) => parts.push(format!("{name} = {} against {against} → {p}", plain_number(value))),
+            None => parts.push(format!("{name} = {} against {against}", plain_number(value))),
         }
     }
     if let Some(c) = hpa_condition(view, "ScalingActive", "False") {
