@@ -260,5 +260,14 @@ spec:
             "{}",
             v.verdict
         );
+        // Through an Inspector (the admin port), a second view within pollingInterval reuses
+        // the first fresh read instead of asking the upstream again.
+        let inspector = Inspector::new(engine.clone(), "local");
+        let first = inspector.view("ns", "w").await.expect("registered");
+        assert_eq!(first.triggers[0].value_source, "fresh read");
+        let again = inspector.view("ns", "w").await.expect("registered");
+        assert_eq!(again.triggers[0].value_source, "recent read");
+        assert_eq!(again.triggers[0].value, first.triggers[0].value);
+        assert!(again.problems[0].starts_with("--local has no cluster"));
     }
 }

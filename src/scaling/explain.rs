@@ -13,6 +13,7 @@ use super::hpa_controller::{HpaConfig, HpaState, MetricConfig, Observed, TargetK
 
 /// A status condition (the ScaledObject's or the HPA's).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ConditionView {
     /// Type, e.g. `Ready`, `ScalingLimited`.
     #[serde(rename = "type")]
@@ -29,6 +30,7 @@ pub struct ConditionView {
 
 /// One trigger (one metric of it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TriggerView {
     /// Position in `spec.triggers`.
     pub index: usize,
@@ -72,6 +74,7 @@ pub struct TriggerView {
 
 /// The HPA ebb manages for the object, as the cluster shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HpaView {
     /// HPA name.
     pub name: String,
@@ -93,6 +96,7 @@ pub struct HpaView {
 
 /// Pause annotations in force.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PauseView {
     /// `autoscaling.keda.sh/paused` is true.
     #[serde(default)]
@@ -109,6 +113,7 @@ pub struct PauseView {
 
 /// Everything `ebb explain` shows for one ScaledObject.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectView {
     /// Namespace.
     pub namespace: String,
@@ -397,6 +402,10 @@ pub fn verdict(view: &ObjectView) -> String {
                     "limited by minReplicaCount={}",
                     view.min_replica_count.max(1)
                 ));
+            }
+            if replicas.is_none() {
+                let want = p.clamp(view.min_replica_count.max(1), view.max_replica_count.max(1));
+                parts.push(format!("the HPA would want {want}"));
             }
         }
     }
