@@ -74,7 +74,7 @@ impl From<ClientError> for ClusterError {
                 path.display(),
                 crate::report::error_chain(&e)
             )),
-            ClientError::Kube(e) => ClusterError::Client(crate::report::error_chain(&e)),
+            ClientError::Kube(e) => ClusterError::Client(e.to_string()),
         }
     }
 }
