@@ -105,7 +105,12 @@ spec:
 }
 
 /// One round: `connections` keep-alive clients GET `path` for `duration`; latencies in µs.
-async fn round(addr: SocketAddr, path: &'static str, connections: usize, duration: Duration) -> Res<(Vec<u32>, f64)> {
+async fn round(
+    addr: SocketAddr,
+    path: &'static str,
+    connections: usize,
+    duration: Duration,
+) -> Res<(Vec<u32>, f64)> {
     let started = Instant::now();
     let until = started + duration;
     let mut tasks = Vec::new();
@@ -165,7 +170,11 @@ async fn run(opts: &Opts) -> Res<()> {
     let objects_dir = dir.path().join("objects");
     std::fs::create_dir_all(&objects_dir)?;
     std::fs::write(objects_dir.join("so.yaml"), objects(up))?;
-    let ebb = Ebb::start(&objects_dir, &dir.path().join("state"), &dir.path().join("ebb.log"))?;
+    let ebb = Ebb::start(
+        &objects_dir,
+        &dir.path().join("state"),
+        &dir.path().join("ebb.log"),
+    )?;
     ebb.wait_ready().await?;
     // The object is registered once the directory is read; the first view makes the reads.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -175,7 +184,12 @@ async fn run(opts: &Opts) -> Res<()> {
             break serde_json::from_slice::<serde_json::Value>(&body)?;
         }
         if Instant::now() > deadline {
-            return Err(format!("no view: {status} {}\n{}", String::from_utf8_lossy(&body), ebb.log_tail()).into());
+            return Err(format!(
+                "no view: {status} {}\n{}",
+                String::from_utf8_lossy(&body),
+                ebb.log_tail()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -219,7 +233,9 @@ async fn run(opts: &Opts) -> Res<()> {
     // Two uncached reads at most for the first view (one per metrics-api trigger); later views
     // reuse them within pollingInterval.
     if upstream_calls > 2 {
-        return Err(format!("explaining made {upstream_calls} upstream requests (at most 2 expected)").into());
+        return Err(
+            format!("explaining made {upstream_calls} upstream requests (at most 2 expected)").into(),
+        );
     }
     if n_explain == 0 || n_livez == 0 {
         return Err("no request completed".into());

@@ -96,7 +96,12 @@ pub async fn respond_async<B>(state: &AdminState, req: &Request<B>) -> Response<
 }
 
 /// A Kubernetes `Status` (as the API server answers errors), in JSON.
-fn status(code: StatusCode, reason: &str, message: &str, details: Option<serde_json::Value>) -> Response<Full<Bytes>> {
+fn status(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    details: Option<serde_json::Value>,
+) -> Response<Full<Bytes>> {
     let mut body = serde_json::json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "code": code.as_u16(),

@@ -64,7 +64,12 @@ fn start_local(objects: Option<&str>) -> Ebb {
     let state = dir.path().join("state");
     cmd.arg("--state-dir")
         .arg(&state)
-        .args(["--bind-address", "127.0.0.1", "--metrics-bind-address", "127.0.0.1"])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-bind-address",
+            "127.0.0.1",
+        ])
         .args(["--secure-port", "0", "--metrics-port", "0"])
         .args(["--local-poll-interval", "100", "--log-level", "warn"])
         .stdout(Stdio::piped())
@@ -107,12 +112,11 @@ fn request(port: u16, method: &str, path: &str) -> (u16, String) {
     .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -124,17 +128,21 @@ fn view(port: u16, ns: &str, name: &str) -> Value {
         if code == 200 {
             return serde_json::from_str(&body).expect("JSON view");
         }
-        assert!(
-            Instant::now() < deadline,
-            "no view of {ns}/{name}: {code} {body}"
-        );
+        assert!(Instant::now() < deadline, "no view of {ns}/{name}: {code} {body}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn explain_bin(port: u16, ns: &str, name: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["explain", "--admin", &format!("http://127.0.0.1:{port}"), "-n", ns, name])
+        .args([
+            "explain",
+            "--admin",
+            &format!("http://127.0.0.1:{port}"),
+            "-n",
+            ns,
+            name,
+        ])
         .args(extra)
         .output()
         .expect("run ebb explain")
@@ -293,18 +301,31 @@ fn the_admin_endpoint_explains_real_scalers_failing_paused_and_broken_objects() 
     assert_eq!(t.as_array().map(Vec::len), Some(4), "{v:#}");
     // metrics-api behind the TriggerAuthentication: the field's name, never its value.
     assert_eq!(t[0]["metric"], "s0-metric-api-v");
-    assert_eq!((t[0]["value"].as_f64(), t[0]["active"].as_bool()), (Some(42.0), Some(true)));
-    assert_eq!((t[0]["target"].as_f64(), t[0]["targetType"].as_str()), (Some(10.0), Some("AverageValue")));
+    assert_eq!(
+        (t[0]["value"].as_f64(), t[0]["active"].as_bool()),
+        (Some(42.0), Some(true))
+    );
+    assert_eq!(
+        (t[0]["target"].as_f64(), t[0]["targetType"].as_str()),
+        (Some(10.0), Some("AverageValue"))
+    );
     assert_eq!(t[0]["activationThreshold"].as_f64(), Some(5.0));
     assert_eq!(t[0]["authFields"], json!(["token"]));
-    assert!(t[0]["valueAgeSeconds"].as_f64().is_some_and(|a| (0.0..600.0).contains(&a)));
+    assert!(
+        t[0]["valueAgeSeconds"]
+            .as_f64()
+            .is_some_and(|a| (0.0..600.0).contains(&a))
+    );
     assert!(!v.to_string().contains(TOKEN), "a secret value in the view: {v}");
     // useCachedMetrics: the second view is served from the cache, no second upstream call.
     assert_eq!(t[0]["valueSource"], "cache");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     // cron, outside its window.
     assert!(t[1]["metric"].as_str().is_some_and(|m| m.starts_with("s1-cron-")));
-    assert_eq!((t[1]["value"].as_f64(), t[1]["active"].as_bool()), (Some(0.0), Some(false)));
+    assert_eq!(
+        (t[1]["value"].as_f64(), t[1]["active"].as_bool()),
+        (Some(0.0), Some(false))
+    );
     // The real Prometheus; a second view within pollingInterval reuses the first read.
     assert_eq!(t[2]["metric"], "s2-prometheus");
     assert_eq!(t[2]["value"].as_f64(), Some(42.0));
@@ -312,7 +333,11 @@ fn the_admin_endpoint_explains_real_scalers_failing_paused_and_broken_objects() 
     // The refusing URL: the error, the counter the HPA read stepped, fallback in force.
     assert_eq!(t[3]["metric"], failing);
     assert!(t[3]["value"].is_null());
-    assert!(t[3]["error"].as_str().is_some_and(|e| !e.is_empty()), "{:#}", t[3]);
+    assert!(
+        t[3]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{:#}",
+        t[3]
+    );
     assert_eq!(t[3]["consecutiveFailures"].as_i64(), Some(2));
     assert_eq!(t[3]["fallbackActive"].as_bool(), Some(true));
     let verdict = v["verdict"].as_str().expect("verdict");
@@ -323,7 +348,10 @@ fn the_admin_endpoint_explains_real_scalers_failing_paused_and_broken_objects() 
         "{verdict}"
     );
     assert!(verdict.contains("is inactive (0 ≤ 0); s2-prometheus = 42 against an average target of 10 per pod → 5; s3-metric-api-v fails (2 in a row; fallback answers instead): "), "{verdict}");
-    assert!(verdict.ends_with("limited by maxReplicaCount=4; the HPA would want 4"), "{verdict}");
+    assert!(
+        verdict.ends_with("limited by maxReplicaCount=4; the HPA would want 4"),
+        "{verdict}"
+    );
 
     // The paused and the broken object answer with a view that says so.
     let held = view(ebb.admin, "team", "held");
@@ -334,13 +362,22 @@ fn the_admin_endpoint_explains_real_scalers_failing_paused_and_broken_objects() 
     );
     let broken = view(ebb.admin, "team", "broken");
     let b = broken["triggers"].as_array().expect("triggers");
-    assert!(b[0]["broken"].as_str().is_some_and(|e| e.contains("serverAddress")), "{broken:#}");
-    assert!(b[1]["broken"].as_str().is_some_and(|e| e.contains("missing-auth")), "{broken:#}");
     assert!(
-        broken["verdict"]
+        b[0]["broken"]
             .as_str()
-            .is_some_and(|v| v.starts_with("replicas unknown: broken: trigger 0 (prometheus) cannot be built: ")
-                && v.contains("broken: trigger 1 (metrics-api) cannot be built: ")),
+            .is_some_and(|e| e.contains("serverAddress")),
+        "{broken:#}"
+    );
+    assert!(
+        b[1]["broken"]
+            .as_str()
+            .is_some_and(|e| e.contains("missing-auth")),
+        "{broken:#}"
+    );
+    assert!(
+        broken["verdict"].as_str().is_some_and(|v| v
+            .starts_with("replicas unknown: broken: trigger 0 (prometheus) cannot be built: ")
+            && v.contains("broken: trigger 1 (metrics-api) cannot be built: ")),
         "{broken:#}"
     );
 
@@ -349,20 +386,38 @@ fn the_admin_endpoint_explains_real_scalers_failing_paused_and_broken_objects() 
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("replicas unknown: s0-metric-api-v = 42 against"), "{text}");
+    assert!(
+        lines[0].starts_with("replicas unknown: s0-metric-api-v = 42 against"),
+        "{text}"
+    );
     assert!(lines[2].starts_with("TRIGGER"), "{text}");
-    assert!(lines[3].starts_with("s0 ") && lines[3].contains("cache") && lines[3].ends_with("token"), "{text}");
-    assert!(lines[6].starts_with("s3 ") && lines[6].contains("2 (fallback)"), "{text}");
+    assert!(
+        lines[3].starts_with("s0 ") && lines[3].contains("cache") && lines[3].ends_with("token"),
+        "{text}"
+    );
+    assert!(
+        lines[6].starts_with("s3 ") && lines[6].contains("2 (fallback)"),
+        "{text}"
+    );
     let out = explain_bin(ebb.admin, "team", "held", &[]);
-    assert!(stdout(&out).starts_with("replicas unknown: paused at 2 replicas"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("pause: paused-replicas=2"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("replicas unknown: paused at 2 replicas"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("pause: paused-replicas=2"),
+        "{}",
+        stdout(&out)
+    );
     let out = explain_bin(ebb.admin, "team", "broken", &["--output", "json"]);
     let parsed: ObjectView = serde_json::from_slice(&out.stdout).expect("the CLI's JSON is a view");
     assert_eq!(parsed.triggers.len(), 2);
     let out = explain_bin(ebb.admin, "team", "absent", &[]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("scaledobjects.keda.sh \"absent\" not found in namespace \"team\""),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("scaledobjects.keda.sh \"absent\" not found in namespace \"team\""),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -380,7 +435,11 @@ fn the_debug_route_answers_bad_requests_with_a_status_and_keeps_serving() {
     let status: Value = serde_json::from_str(&body).expect("a Status");
     assert_eq!(code, 404);
     assert_eq!(
-        (status["kind"].as_str(), status["reason"].as_str(), status["code"].as_i64()),
+        (
+            status["kind"].as_str(),
+            status["reason"].as_str(),
+            status["code"].as_i64()
+        ),
         (Some("Status"), Some("NotFound"), Some(404))
     );
     assert_eq!(status["details"]["kind"], "scaledobjects");
@@ -395,7 +454,10 @@ fn the_debug_route_answers_bad_requests_with_a_status_and_keeps_serving() {
         assert_eq!(got, code, "{path}: {body}");
         assert!(body.contains("\"kind\":\"Status\""), "{path}: {body}");
     }
-    assert_eq!(request(ebb.admin, "POST", "/debug/scaledobjects/team/nightly").0, 405);
+    assert_eq!(
+        request(ebb.admin, "POST", "/debug/scaledobjects/team/nightly").0,
+        405
+    );
     // Clients that never finish their headers do not stop the route.
     let mut slow = Vec::new();
     for _ in 0..20 {
@@ -418,7 +480,10 @@ fn example_names() -> Vec<(String, String)> {
             let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).expect("yaml");
             if v["kind"].as_str() == Some("ScaledObject") {
                 out.push((
-                    v["metadata"]["namespace"].as_str().unwrap_or("default").to_string(),
+                    v["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_string(),
                     v["metadata"]["name"].as_str().expect("name").to_string(),
                 ));
             }
@@ -437,11 +502,21 @@ fn ebb_explain_answers_for_every_shipped_example() {
         let _ = view(ebb.admin, &ns, &name);
         let out = explain_bin(ebb.admin, &ns, &name, &[]);
         let text = stdout(&out);
-        assert!(out.status.success(), "{ns}/{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{ns}/{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let first = text.lines().next().unwrap_or_default();
         assert!(first.starts_with("replicas unknown: "), "{ns}/{name}: {text}");
-        assert!(!first.contains("broken") && !first.contains("fails"), "{ns}/{name}: {text}");
-        assert!(text.contains(&format!("ScaledObject {ns}/{name} (from local)")), "{text}");
+        assert!(
+            !first.contains("broken") && !first.contains("fails"),
+            "{ns}/{name}: {text}"
+        );
+        assert!(
+            text.contains(&format!("ScaledObject {ns}/{name} (from local)")),
+            "{text}"
+        );
     }
 }
 
@@ -577,14 +652,28 @@ fn scripted_client(script: Scripted) -> (kube::Client, Arc<Mutex<Scripted>>) {
 }
 
 fn opts() -> cluster::Options {
-    cluster::Options::new("ns", "web-so", "ebb/ebb-metrics-apiserver:metrics", Duration::from_secs(5)).expect("options")
+    cluster::Options::new(
+        "ns",
+        "web-so",
+        "ebb/ebb-metrics-apiserver:metrics",
+        Duration::from_secs(5),
+    )
+    .expect("options")
 }
 
 fn base(so: Value, hpa: Value, replicas: i32, ready: i32) -> Vec<(String, u16, Value)> {
     vec![
         (SO.to_string(), 200, so),
-        ("/apis/apps/v1/namespaces/ns/deployments/web/scale".into(), 200, scale(replicas)),
-        ("/apis/apps/v1/namespaces/ns/deployments/web".into(), 200, deployment(replicas, ready)),
+        (
+            "/apis/apps/v1/namespaces/ns/deployments/web/scale".into(),
+            200,
+            scale(replicas),
+        ),
+        (
+            "/apis/apps/v1/namespaces/ns/deployments/web".into(),
+            200,
+            deployment(replicas, ready),
+        ),
         (
             "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/keda-hpa-web-so".into(),
             200,
@@ -637,13 +726,24 @@ async fn cluster_view_through_the_service_proxy_names_the_limit() {
         v.verdict,
         "4 replicas: s0-metric-api-v = 37 against an average target of 10 per pod → 4; limited by maxReplicaCount=4"
     );
-    assert!(v.source.contains("metrics server ebb/ebb-metrics-apiserver (service proxy)"), "{}", v.source);
+    assert!(
+        v.source
+            .contains("metrics server ebb/ebb-metrics-apiserver (service proxy)"),
+        "{}",
+        v.source
+    );
     assert_eq!((v.replicas, v.ready_pods), (Some(4), Some(3)));
     let h = v.hpa.as_ref().expect("hpa");
-    assert_eq!((h.desired_replicas, h.current_replicas, h.max_replicas), (Some(4), Some(4), Some(4)));
+    assert_eq!(
+        (h.desired_replicas, h.current_replicas, h.max_replicas),
+        (Some(4), Some(4), Some(4))
+    );
     assert_eq!(h.current_metrics.get(METRIC), Some(&9.25));
     assert_eq!(h.conditions.len(), 3);
-    assert_eq!(v.conditions.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Ready", "Active", "Fallback", "Paused"]);
+    assert_eq!(
+        v.conditions.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+        ["Ready", "Active", "Fallback", "Paused"]
+    );
     assert_eq!(v.last_active_time.as_deref(), Some("2026-01-01T00:08:20Z"));
     // minReplicaCount 1: nothing counts down to zero.
     assert_eq!((v.cooldown_left_seconds, v.idle_for_seconds), (None, None));
@@ -651,7 +751,10 @@ async fn cluster_view_through_the_service_proxy_names_the_limit() {
     let text = render(&v);
     assert!(text.starts_with(&format!("{}\n\nTRIGGER", v.verdict)), "{text}");
     assert!(text.contains("replicas: 4 (ready 3); min 1, max 4"), "{text}");
-    assert!(text.contains("HPA keda-hpa-web-so: desired 4, current 4; min 1, max 4"), "{text}");
+    assert!(
+        text.contains("HPA keda-hpa-web-so: desired 4, current 4; min 1, max 4"),
+        "{text}"
+    );
     assert!(text.contains("ScalingLimited=True TooManyReplicas: the desired replica count is more than the maximum replica count"), "{text}");
     assert!(text.contains("condition Ready=True ScaledObjectReady"), "{text}");
 }
@@ -669,7 +772,11 @@ async fn cluster_view_reads_offline_when_the_proxy_fails_and_counts_the_cooldown
     answers.push((
         PROXY.into(),
         503,
-        status(503, "ServiceUnavailable", "no endpoints available for service \"http:ebb-metrics-apiserver:metrics\""),
+        status(
+            503,
+            "ServiceUnavailable",
+            "no endpoints available for service \"http:ebb-metrics-apiserver:metrics\"",
+        ),
     ));
     let (client, script) = scripted_client(Scripted {
         answers,
@@ -677,10 +784,25 @@ async fn cluster_view_reads_offline_when_the_proxy_fails_and_counts_the_cooldown
     });
     let v = cluster::view(&client, &opts(), NOW).await.expect("view");
     assert_eq!(script.lock().expect("lock").unexpected, Vec::<String>::new());
-    assert!(v.source.contains("read once from this machine (metrics server not reachable: 503 no endpoints available"), "{}", v.source);
+    assert!(
+        v.source.contains(
+            "read once from this machine (metrics server not reachable: 503 no endpoints available"
+        ),
+        "{}",
+        v.source
+    );
     let t = &v.triggers[0];
-    assert_eq!((t.value, t.value_source.as_str(), t.active), (Some(0.0), "hpa", Some(false)));
-    assert!(v.problems.iter().any(|p| p.starts_with("s0 read from this machine failed")), "{:?}", v.problems);
+    assert_eq!(
+        (t.value, t.value_source.as_str(), t.active),
+        (Some(0.0), "hpa", Some(false))
+    );
+    assert!(
+        v.problems
+            .iter()
+            .any(|p| p.starts_with("s0 read from this machine failed")),
+        "{:?}",
+        v.problems
+    );
     // lastActiveTime 00:08:20, now 00:10:00, cooldown 300 s: 200 s left.
     assert_eq!(v.cooldown_left_seconds, Some(200));
     assert_eq!(
@@ -690,12 +812,7 @@ async fn cluster_view_reads_offline_when_the_proxy_fails_and_counts_the_cooldown
     );
 
     // At zero, idle: how long, and what activation needs.
-    let mut answers = base(
-        scaled_object(&refused_url("/v"), 0),
-        hpa(0, 0, "0", None),
-        0,
-        0,
-    );
+    let mut answers = base(scaled_object(&refused_url("/v"), 0), hpa(0, 0, "0", None), 0, 0);
     answers.push((PROXY.into(), 200, served_view(0.0)));
     let (client, _) = scripted_client(Scripted {
         answers,
@@ -713,5 +830,8 @@ async fn cluster_view_reads_offline_when_the_proxy_fails_and_counts_the_cooldown
 async fn cluster_view_of_a_missing_object_is_a_not_found_error() {
     let (client, _) = scripted_client(Scripted::default());
     let e = cluster::view(&client, &opts(), NOW).await.expect_err("absent");
-    assert_eq!(e.to_string(), "scaledobjects.keda.sh \"web-so\" not found in namespace \"ns\"");
+    assert_eq!(
+        e.to_string(),
+        "scaledobjects.keda.sh \"web-so\" not found in namespace \"ns\""
+    );
 }

@@ -361,7 +361,10 @@ pub fn verdict(view: &ObjectView) -> String {
             _ => format!("an average target of {target} per pod"),
         };
         match proposal(t, value, replicas.unwrap_or(1), ready) {
-            Some(p) => parts.push(format!("{name} = {} against {against} → {p}", plain_number(value))),
+            Some(p) => parts.push(format!(
+                "{name} = {} against {against} → {p}",
+                plain_number(value)
+            )),
             None => parts.push(format!("{name} = {} against {against}", plain_number(value))),
         }
     }

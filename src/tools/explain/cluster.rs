@@ -21,7 +21,9 @@ use crate::{
     cluster::{ClientError, scale},
     crd::{
         ScaledObject,
-        trigger_authentication::{ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec},
+        trigger_authentication::{
+            ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec,
+        },
     },
     engine::Engine,
     inspect,
@@ -69,11 +71,9 @@ pub enum ClusterError {
 impl From<ClientError> for ClusterError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Kubeconfig(path, e) => ClusterError::Client(format!(
-                "{}: {}",
-                path.display(),
-                crate::report::error_chain(&e)
-            )),
+            ClientError::Kubeconfig(path, e) => {
+                ClusterError::Client(format!("{}: {}", path.display(), crate::report::error_chain(&e)))
+            }
             ClientError::Kube(e) => ClusterError::Client(e.to_string()),
         }
     }
@@ -98,7 +98,10 @@ impl Options {
         let bad = || ClusterError::MetricsService(service.to_string());
         let (ns, rest) = service.split_once('/').ok_or_else(bad)?;
         let (svc, port) = rest.split_once(':').ok_or_else(bad)?;
-        if [ns, svc, port].iter().any(|s| s.is_empty() || s.contains(['/', '?', '#'])) {
+        if [ns, svc, port]
+            .iter()
+            .any(|s| s.is_empty() || s.contains(['/', '?', '#']))
+        {
             return Err(bad());
         }
         Ok(Self {
@@ -127,7 +130,10 @@ fn error_text(e: &impl std::error::Error) -> String {
 /// is counted against.
 pub async fn view(client: &Client, opts: &Options, now_unix: i64) -> Result<ObjectView, ClusterError> {
     let (ns, name) = (opts.namespace.as_str(), opts.name.as_str());
-    let so = match Api::<ScaledObject>::namespaced(client.clone(), ns).get_opt(name).await {
+    let so = match Api::<ScaledObject>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+    {
         Ok(Some(so)) => so,
         Ok(None) => {
             return Err(ClusterError::NotFound {
@@ -155,9 +161,15 @@ pub async fn view(client: &Client, opts: &Options, now_unix: i64) -> Result<Obje
             v
         }
         Err(why) => {
-            let mut v = offline_view(client, &so, target.as_ref().map(|t| &t.object), opts, &mut problems)
-                .await
-                .unwrap_or_default();
+            let mut v = offline_view(
+                client,
+                &so,
+                target.as_ref().map(|t| &t.object),
+                opts,
+                &mut problems,
+            )
+            .await
+            .unwrap_or_default();
             v.source = format!(
                 "the cluster; triggers read once from this machine (metrics server not reachable: {why})"
             );
@@ -306,7 +318,11 @@ async fn read_target(client: &Client, so: &ScaledObject, problems: &mut Vec<Stri
         }
         Ok(None) => (None, serde_json::Value::Null),
         Err(e) => {
-            problems.push(format!("ready pods of {}/{name}: {}", gvkr.resource, error_text(&e)));
+            problems.push(format!(
+                "ready pods of {}/{name}: {}",
+                gvkr.resource,
+                error_text(&e)
+            ));
             (None, serde_json::Value::Null)
         }
     };
@@ -331,7 +347,9 @@ async fn read_hpa(
     {
         Ok(Some(h)) => h,
         Ok(None) => {
-            problems.push(format!("HPA {name} not found (paused objects and new ones have none)"));
+            problems.push(format!(
+                "HPA {name} not found (paused objects and new ones have none)"
+            ));
             return None;
         }
         Err(e) => {
@@ -406,41 +424,45 @@ async fn offline_view(
     let mut seen = std::collections::BTreeSet::new();
     for t in &so.spec.triggers {
         let Some(r) = &t.authentication_ref else { continue };
-        let kind = r.kind.clone().unwrap_or_else(|| "TriggerAuthentication".to_string());
+        let kind = r
+            .kind
+            .clone()
+            .unwrap_or_else(|| "TriggerAuthentication".to_string());
         if !seen.insert((kind.clone(), r.name.clone())) {
             continue;
         }
-        let (spec, secrets_ns): (Option<TriggerAuthenticationSpec>, &str) = if kind == "ClusterTriggerAuthentication" {
-            match Api::<ClusterTriggerAuthentication>::all(client.clone())
-                .get_opt(&r.name)
-                .await
-            {
-                Ok(found) => {
-                    let spec = found.as_ref().map(|c| c.spec.spec.clone());
-                    docs.extend(found.as_ref().and_then(yaml_doc));
-                    (spec, &cluster_ns)
+        let (spec, secrets_ns): (Option<TriggerAuthenticationSpec>, &str) =
+            if kind == "ClusterTriggerAuthentication" {
+                match Api::<ClusterTriggerAuthentication>::all(client.clone())
+                    .get_opt(&r.name)
+                    .await
+                {
+                    Ok(found) => {
+                        let spec = found.as_ref().map(|c| c.spec.spec.clone());
+                        docs.extend(found.as_ref().and_then(yaml_doc));
+                        (spec, &cluster_ns)
+                    }
+                    Err(e) => {
+                        problems.push(format!("{kind} {}: {}", r.name, error_text(&e)));
+                        (None, &cluster_ns)
+                    }
                 }
-                Err(e) => {
-                    problems.push(format!("{kind} {}: {}", r.name, error_text(&e)));
-                    (None, &cluster_ns)
+            } else {
+                match Api::<TriggerAuthentication>::namespaced(client.clone(), ns)
+                    .get_opt(&r.name)
+                    .await
+                {
+                    Ok(found) => {
+                        let spec = found.as_ref().map(|c| c.spec.clone());
+                        docs.extend(found.as_ref().and_then(yaml_doc));
+                        (spec, ns)
+                    }
+                    Err(e) => {
+                        problems.push(format!("{kind} {}: {}", r.name, error_text(&e)));
+                        (None, ns)
+                    }
                 }
-            }
-        } else {
-            match Api::<TriggerAuthentication>::namespaced(client.clone(), ns)
-                .get_opt(&r.name)
-                .await
-            {
-                Ok(found) => {
-                    let spec = found.as_ref().map(|c| c.spec.clone());
-                    docs.extend(found.as_ref().and_then(yaml_doc));
-                    (spec, ns)
-                }
-                Err(e) => {
-                    problems.push(format!("{kind} {}: {}", r.name, error_text(&e)));
-                    (None, ns)
-                }
-            }
-        };
+            };
         let Some(spec) = spec else { continue };
         for s in &spec.secret_target_ref {
             refs.push((secrets_ns.to_string(), s.name.clone(), true));
@@ -494,13 +516,22 @@ mod tests {
 
     #[test]
     fn metrics_service_flag_and_proxy_path() {
-        let o = Options::new("ns", "web", "ebb/ebb-metrics-apiserver:metrics", Duration::from_secs(1)).expect("valid");
+        let o = Options::new(
+            "ns",
+            "web",
+            "ebb/ebb-metrics-apiserver:metrics",
+            Duration::from_secs(1),
+        )
+        .expect("valid");
         assert_eq!(
             o.proxy_path(),
             "/api/v1/namespaces/ebb/services/http:ebb-metrics-apiserver:metrics/proxy/debug/scaledobjects/ns/web"
         );
         for bad in ["ebb", "ebb/svc", "/svc:80", "ebb/:80", "ebb/svc:", "a/b/c:80"] {
-            assert!(Options::new("ns", "web", bad, Duration::from_secs(1)).is_err(), "{bad}");
+            assert!(
+                Options::new("ns", "web", bad, Duration::from_secs(1)).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -95,7 +95,12 @@ async fn from_kubeconfig(args: &ExplainArgs) -> Result<ObjectView, ExplainError>
 }
 
 /// The view a metrics server's admin port at `base` (`http://HOST:PORT`) serves.
-pub async fn from_admin(base: &str, namespace: &str, name: &str, timeout: Duration) -> Result<ObjectView, ExplainError> {
+pub async fn from_admin(
+    base: &str,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<ObjectView, ExplainError> {
     let url = format!(
         "{}/debug/scaledobjects/{namespace}/{name}",
         base.trim_end_matches('/')
@@ -212,7 +217,12 @@ pub fn render(view: &ObjectView) -> String {
             let _ = writeln!(out, "  s{}: cannot be built: {b}", t.index);
         }
         if let Some(e) = &t.error {
-            let _ = writeln!(out, "  s{} {}: {e}", t.index, t.metric.as_deref().unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "  s{} {}: {e}",
+                t.index,
+                t.metric.as_deref().unwrap_or_default()
+            );
         }
     }
     let _ = writeln!(
@@ -268,7 +278,11 @@ pub fn render(view: &ObjectView) -> String {
         out.push('\n');
     }
     for c in &view.conditions {
-        let _ = writeln!(out, "  condition {}={} {}: {}", c.type_, c.status, c.reason, c.message);
+        let _ = writeln!(
+            out,
+            "  condition {}={} {}: {}",
+            c.type_, c.status, c.reason, c.message
+        );
     }
     if let Some(h) = &view.hpa {
         let _ = writeln!(
@@ -339,9 +353,15 @@ mod tests {
         assert_eq!(lines[0], view.verdict);
         assert!(lines[2].starts_with("TRIGGER  TYPE"), "{text}");
         assert!(lines[3].starts_with("s0       metrics-api  s0-x"), "{text}");
-        assert!(lines[3].contains("0.3 s") && lines[3].contains("10 AverageValue"), "{text}");
+        assert!(
+            lines[3].contains("0.3 s") && lines[3].contains("10 AverageValue"),
+            "{text}"
+        );
         assert!(lines[3].ends_with("token"), "{text}");
-        assert!(text.contains("s1: cannot be built: no serverAddress given"), "{text}");
+        assert!(
+            text.contains("s1: cannot be built: no serverAddress given"),
+            "{text}"
+        );
         assert!(text.contains("pause: none"), "{text}");
     }
 }
