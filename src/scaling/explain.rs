@@ -115,15 +115,16 @@ pub struct PauseView {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectView {
+    /// The plain-words verdict (filled by [`verdict`]); first, so it is what a reader sees first.
+    #[serde(default)]
+    pub verdict: String,
     /// Namespace.
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// `local` (a metrics server's admin port) or `cluster`.
+    /// Who read the triggers: `local` or `metrics-server` (an admin port), `offline read`, or
+    /// for the cluster view a sentence naming which.
     pub source: String,
-    /// The plain-words verdict (filled by [`verdict`]).
-    #[serde(default)]
-    pub verdict: String,
     /// The target's `spec.replicas`, when known.
     pub replicas: Option<i32>,
     /// Ready pods of the target, when known.
