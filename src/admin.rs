@@ -1,5 +1,6 @@
-//! Plain-HTTP admin port: `/metrics`, `/livez`, `/readyz`, and with `--local` the demo values
-//! the shipped example ScaledObjects read.
+//! Plain-HTTP admin port: `/metrics`, `/livez`, `/readyz`, with `--local` the demo values the
+//! shipped example ScaledObjects read, and on the metrics server `ebb explain`'s view of one
+//! ScaledObject (`/debug/scaledobjects/NAMESPACE/NAME`, through [`ObjectDebug`]).
 
 use std::{
     net::SocketAddr,
@@ -11,7 +12,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use futures::future::BoxFuture;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
@@ -31,12 +33,25 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Serve `/demo/*` values for the `--local` examples.
     pub demo: bool,
+    /// Serves `/debug/scaledobjects/NAMESPACE/NAME` (the metrics server fills it; the other
+    /// components hold no scaler values and pass `None`).
+    pub debug: Option<Arc<dyn ObjectDebug>>,
 }
+
+/// What a process knows about one ScaledObject, as JSON: `ebb explain`'s view.
+pub trait ObjectDebug: Send + Sync {
+    /// The view of `namespace/name`, or `None` when the process does not hold it.
+    fn view(&self, namespace: &str, name: &str) -> BoxFuture<'static, Option<serde_json::Value>>;
+}
+
+/// Path prefix of [`ObjectDebug`]'s route.
+pub const DEBUG_PREFIX: &str = "/debug/scaledobjects/";
 
 impl std::fmt::Debug for AdminState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminState")
             .field("demo", &self.demo)
+            .field("debug", &self.debug.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -53,8 +68,8 @@ pub async fn run_with(server: &Server, listener: TcpListener, state: Arc<AdminSt
         info!(%addr, "admin server listening");
     }
     let handler = move |req: Request<Incoming>, _peer: Arc<SocketAddr>| {
-        let response = respond(&state, &req);
-        async move { response }
+        let state = state.clone();
+        async move { respond_async(&state, &req).await }
     };
     if let Err(e) = server
         .serve(listener, PlainTcp, handler, async move { shutdown.wait().await })
@@ -72,7 +87,81 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
     r
 }
 
-/// Answers one admin request.
+/// Answers one admin request, the `/debug/scaledobjects/` route included.
+pub async fn respond_async<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+    match (&state.debug, req.uri().path().strip_prefix(DEBUG_PREFIX)) {
+        (Some(debug), Some(rest)) => debug_object(debug.as_ref(), req.method(), rest).await,
+        _ => respond(state, req),
+    }
+}
+
+/// A Kubernetes `Status` (as the API server answers errors), in JSON.
+fn status(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    details: Option<serde_json::Value>,
+) -> Response<Full<Bytes>> {
+    let mut body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    if let Some(d) = details {
+        body["details"] = d;
+    }
+    text(code, "application/json", body.to_string())
+}
+
+/// A DNS-1123 subdomain (namespace and ScaledObject names are), so nothing else reaches the
+/// lookup or is echoed back.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+async fn debug_object(debug: &dyn ObjectDebug, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("{method} is not supported on this path; use GET"),
+            None,
+        );
+    }
+    let mut parts = rest.split('/');
+    let (Some(namespace), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the path is /debug/scaledobjects/NAMESPACE/NAME",
+            None,
+        );
+    };
+    if !valid_name(namespace) || !valid_name(name) {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "namespace and name must be lowercase DNS-1123 names",
+            None,
+        );
+    }
+    match debug.view(namespace, name).await {
+        Some(view) => text(StatusCode::OK, "application/json", view.to_string()),
+        None => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("scaledobjects.keda.sh \"{name}\" not found in namespace \"{namespace}\""),
+            Some(serde_json::json!({"name": name, "group": "keda.sh", "kind": "scaledobjects"})),
+        ),
+    }
+}
+
+/// Answers one admin request (every route but `/debug/scaledobjects/`, which needs
+/// [`respond_async`]).
 pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {

@@ -49,6 +49,8 @@ pub enum Command {
     Activator(Box<ActivatorArgs>),
     /// Replay a metric trace through KEDA's and the HPA's decisions (no cluster needed).
     Simulate(Box<SimulateArgs>),
+    /// Why a ScaledObject has its replica count now: triggers, HPA, target, pause, cooldown.
+    Explain(Box<ExplainArgs>),
 }
 
 /// Flags of `ebb activator` (defaults in docs/activator.md).
@@ -722,4 +724,36 @@ pub fn parse_job_duration(text: &str) -> Result<std::time::Duration, String> {
         Ok(_) => Err(format!("invalid job duration {text:?}")),
         Err(_) => crate::net::parse_duration(text),
     }
+}
+
+/// The metrics server's admin Service `ebb explain` reaches through the API server's proxy.
+pub const DEFAULT_METRICS_SERVICE: &str = "ebb/ebb-metrics-apiserver:metrics";
+
+/// Flags of `ebb explain`.
+#[derive(Debug, Args, Clone)]
+pub struct ExplainArgs {
+    /// The ScaledObject's namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The ScaledObject's name.
+    pub name: String,
+    /// Ask this admin port (`http://HOST:PORT` of a metrics server) instead of the cluster.
+    #[arg(long, conflicts_with_all = ["local", "kubeconfig"])]
+    pub admin: Option<String>,
+    /// Ask the admin port of `ebb metrics-server --local` on this machine (`--admin http://127.0.0.1:8080`).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub local: bool,
+    /// kubeconfig (default: as kubectl finds it: `KUBECONFIG`, `~/.kube/config`, in-cluster).
+    #[arg(long, env = "EBB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The metrics server's admin Service, `NAMESPACE/NAME:PORT`, read through the API server's
+    /// service proxy.
+    #[arg(long, default_value = DEFAULT_METRICS_SERVICE)]
+    pub metrics_service: String,
+    /// How long each request may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Output format (`table`: the verdict, a table per trigger, then the rest; `json`: the view).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }

@@ -5,13 +5,21 @@
 //!
 //! Served on the admin port as `/debug/scaledobjects/NAMESPACE/NAME`. Reading here never
 //! counts toward fallback: the counters are read, not stepped.
+//!
+//! The admin port has no authentication, so an [`Inspector`] keeps the outcome of the fresh
+//! reads it made: a client asking again within the trigger's `pollingInterval` gets that
+//! outcome (with its age) instead of another upstream call, so explaining cannot cost an
+//! upstream (CloudWatch bills per request) more than the scale loop does.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 
 use crate::{
-    cache::ReadKind,
+    cache::{Outcome, ReadKind},
     engine::Engine,
     scalers::{
         MetricSpec,
@@ -24,8 +32,63 @@ use crate::{
     },
 };
 
-/// The view of `namespace/name`, or `None` when the engine does not hold it.
+/// Fresh reads an [`Inspector`] keeps at most (a view holds a few; thousands of distinct
+/// objects explained within one polling interval are not a person at a terminal).
+const RECENT_READS: u64 = 4096;
+
+/// One build's metric: (epoch, trigger index, metric index).
+type ReadKey = (u64, usize, usize);
+
+/// Views for the admin port: the engine, what the process is (`local` or `metrics-server`),
+/// and the recent fresh reads (see the module doc).
+#[derive(Clone)]
+pub struct Inspector {
+    engine: Engine,
+    source: &'static str,
+    recent: moka::sync::Cache<ReadKey, (Outcome, Instant)>,
+}
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inspector")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inspector {
+    /// Views of `engine`'s objects, labelled `source` (`local`, `metrics-server`).
+    pub fn new(engine: Engine, source: &'static str) -> Self {
+        Self {
+            engine,
+            source,
+            recent: moka::sync::Cache::builder()
+                .max_capacity(RECENT_READS)
+                // No polling interval is longer in practice; the age check below is the rule.
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    /// The view of `namespace/name`, or `None` when the engine does not hold it.
+    pub async fn view(&self, namespace: &str, name: &str) -> Option<ObjectView> {
+        view_with(&self.engine, Some(self), self.source, namespace, name).await
+    }
+}
+
+/// The view of `namespace/name`, or `None` when the engine does not hold it; every read goes
+/// through the cache (an offline tool's engine: nobody else reads it).
 pub async fn view(engine: &Engine, namespace: &str, name: &str) -> Option<ObjectView> {
+    view_with(engine, None, "offline read", namespace, name).await
+}
+
+async fn view_with(
+    engine: &Engine,
+    inspector: Option<&Inspector>,
+    source: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<ObjectView> {
     let key = ObjectKey::new(namespace, name);
     let entry = engine.registry.get(&key)?;
     let so = entry.object.clone();
@@ -33,7 +96,7 @@ pub async fn view(engine: &Engine, namespace: &str, name: &str) -> Option<Object
     let mut out = ObjectView {
         namespace: namespace.to_string(),
         name: name.to_string(),
-        source: "local".to_string(),
+        source: source.to_string(),
         min_replica_count: summary.min_replica_count,
         max_replica_count: summary.max_replica_count,
         idle_replica_count: summary.idle_replica_count,
@@ -95,12 +158,26 @@ pub async fn view(engine: &Engine, namespace: &str, name: &str) -> Option<Object
                 metric: mi,
                 metric_name: metric.clone(),
             };
-            let (outcome, kind) = engine.cache.read(&resolved).await;
-            tv.value_source = match kind {
-                ReadKind::Hit => "cache",
-                ReadKind::Miss => "fresh read",
-            }
-            .to_string();
+            let read_key = (entry.epoch, ti, mi);
+            let recent = inspector
+                .filter(|_| !t.use_cached_metrics)
+                .and_then(|i| i.recent.get(&read_key))
+                .filter(|(_, at)| at.elapsed() < entry.polling_interval);
+            let (outcome, source) = match recent {
+                Some((outcome, _)) => (outcome, "recent read"),
+                None => {
+                    let (outcome, kind) = engine.cache.read(&resolved).await;
+                    if let Some(i) = inspector.filter(|_| kind == ReadKind::Miss) {
+                        i.recent.insert(read_key, (outcome.clone(), Instant::now()));
+                    }
+                    let source = match kind {
+                        ReadKind::Hit => "cache",
+                        ReadKind::Miss => "fresh read",
+                    };
+                    (outcome, source)
+                }
+            };
+            tv.value_source = source.to_string();
             match outcome.as_ref() {
                 Ok(sample) => {
                     tv.value = Some(sample.values.iter().sum());
@@ -117,8 +194,16 @@ pub async fn view(engine: &Engine, namespace: &str, name: &str) -> Option<Object
             out.triggers.push(tv);
         }
     }
-    out.problems
-        .push("--local has no cluster: replicas, the HPA and cooldown are not known".to_string());
+    let why = match source {
+        "local" => Some("--local has no cluster"),
+        "metrics-server" => Some("the metrics server does not read the scale target or the HPA"),
+        _ => None,
+    };
+    if let Some(why) = why {
+        out.problems.push(format!(
+            "{why}: replicas, the HPA and cooldown come from the cluster (`ebb explain` without --admin)"
+        ));
+    }
     out.verdict = verdict(&out);
     Some(out)
 }
@@ -175,5 +260,14 @@ spec:
             "{}",
             v.verdict
         );
+        // Through an Inspector (the admin port), a second view within pollingInterval reuses
+        // the first fresh read instead of asking the upstream again.
+        let inspector = Inspector::new(engine.clone(), "local");
+        let first = inspector.view("ns", "w").await.expect("registered");
+        assert_eq!(first.triggers[0].value_source, "fresh read");
+        let again = inspector.view("ns", "w").await.expect("registered");
+        assert_eq!(again.triggers[0].value_source, "recent read");
+        assert_eq!(again.triggers[0].value, first.triggers[0].value);
+        assert!(again.problems[0].starts_with("--local has no cluster"));
     }
 }

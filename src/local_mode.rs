@@ -313,9 +313,16 @@ pub fn banner(
             dir.display()
         ),
     };
+    let explain = match pick {
+        Some((ns, name, ..)) => format!(
+            "Why a ScaledObject has its replica count: ebb explain --admin http://{} -n {ns} {name}\n",
+            shown(admin)
+        ),
+        None => String::new(),
+    };
     format!(
         "\nebb metrics-server is serving external.metrics.k8s.io/v1beta1 on https://{}\n{read}\n\n\
-         Prometheus metrics: http://{}/metrics\n",
+         Prometheus metrics: http://{}/metrics\n{explain}",
         shown(secure),
         shown(admin),
     )
@@ -427,5 +434,9 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("queue-worker"), "{text}");
+        assert!(
+            text.ends_with("ebb explain --admin http://127.0.0.1:8080 -n team-a worker\n"),
+            "{text}"
+        );
     }
 }

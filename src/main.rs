@@ -35,7 +35,8 @@ async fn main() -> std::process::ExitCode {
         | Command::Run(_)
         | Command::Webhooks(_)
         | Command::Activator(_)
-        | Command::Simulate(_) => {}
+        | Command::Simulate(_)
+        | Command::Explain(_) => {}
     }
     // Several dependencies can bring a rustls provider; ebb uses ring everywhere, chosen once here.
     if rustls::crypto::ring::default_provider()
@@ -46,20 +47,25 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     // Tools that may reach a server (Prometheus, the API server) but run no component.
-    if let Command::Simulate(args) = cli.command {
-        return exit_code(ebb::tools::simulate::run(*args).await);
-    }
+    let command = match cli.command {
+        Command::Simulate(args) => return exit_code(ebb::tools::simulate::run(*args).await),
+        Command::Explain(args) => return exit_code(ebb::tools::explain::run(*args).await),
+        other => other,
+    };
     let (trigger, signal) = shutdown::channel();
     tokio::spawn(shutdown::on_os_signal(trigger));
-    let result: Result<(), ebb::startup::StartupError> = match cli.command {
+    let result: Result<(), ebb::startup::StartupError> = match command {
         Command::MetricsServer(args) => ebb::external_metrics::run(*args, signal).await,
         Command::Operator(args) => ebb::operator::controller::run(*args, signal).await,
         Command::Run(args) => ebb::run::run(*args, signal).await,
         Command::Webhooks(args) => ebb::webhooks::run(args, signal).await,
         Command::Activator(args) => ebb::activator::run(*args, signal).await,
-        Command::Render(_) | Command::Check(_) | Command::Certs(_) | Command::Crd | Command::Simulate(_) => {
-            Ok(())
-        }
+        Command::Render(_)
+        | Command::Check(_)
+        | Command::Certs(_)
+        | Command::Crd
+        | Command::Simulate(_)
+        | Command::Explain(_) => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -738,6 +738,7 @@ async fn the_admin_port_closes_slow_headers_and_keeps_serving() {
         registry: prometheus_client::registry::Registry::default(),
         ready: Arc::new(true.into()),
         demo: false,
+        debug: None,
     });
     let server = Server {
         name: "admin",

@@ -272,10 +272,10 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
             eprintln!("ebb run ended at start on ports {secure}/{admin}: {result:?}; new ports");
             continue;
         }
-        started = Some((secure, running));
+        started = Some((secure, admin, running));
         break;
     }
-    let (secure, running) = started.expect("ebb run could not bind free ports");
+    let (secure, admin, running) = started.expect("ebb run could not bind free ports");
 
     // The operator half: the HPA KEDA would write, then the scale loop's first iteration,
     // whose read of the dead upstream is failure number one.
@@ -344,6 +344,24 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["items"][0]["value"], "40", "{body}");
+
+    // `ebb explain`'s view on the admin port, in cluster mode: the same shared counter.
+    let body = reqwest::get(format!("http://127.0.0.1:{admin}/debug/scaledobjects/ns/web-so"))
+        .await
+        .expect("admin port")
+        .text()
+        .await
+        .expect("body");
+    let view: Value = serde_json::from_str(&body).expect("a view");
+    assert_eq!(view["source"], "metrics-server");
+    assert_eq!(view["triggers"][0]["consecutiveFailures"], 3, "{view:#}");
+    assert_eq!(view["triggers"][0]["fallbackActive"], true, "{view:#}");
+    assert!(
+        view["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("s0-metric-api-v fails (3 in a row; fallback answers instead)")),
+        "{view:#}"
+    );
 
     let unexpected = server
         .lock()

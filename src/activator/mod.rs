@@ -341,6 +341,7 @@ pub async fn serve(
             registry,
             ready: Arc::clone(&ready),
             demo: false,
+            debug: None,
         },
         proxy: Arc::clone(&proxy),
     });

@@ -15,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -28,6 +29,7 @@ use crate::{
     admin::{self, AdminState},
     cli::MetricsServerArgs,
     engine::Engine,
+    inspect::Inspector,
     keda_metrics::KedaMetrics,
     local_mode::{self, StateLock},
     net::{Server, ServerMetrics},
@@ -437,6 +439,10 @@ async fn serve(
         registry: metrics.prom,
         ready,
         demo: offline,
+        debug: Some(Arc::new(Explain(Inspector::new(
+            engine.clone(),
+            if offline { "local" } else { "metrics-server" },
+        )))),
     });
     {
         let shutdown = shutdown.clone();
@@ -463,6 +469,19 @@ async fn serve(
     })
     .await
     .map_err(StartupError::Serve)
+}
+
+/// `ebb explain`'s view on the admin port, from this process's engine.
+struct Explain(Inspector);
+
+impl admin::ObjectDebug for Explain {
+    fn view(&self, namespace: &str, name: &str) -> BoxFuture<'static, Option<serde_json::Value>> {
+        let (inspector, namespace, name) = (self.0.clone(), namespace.to_string(), name.to_string());
+        Box::pin(async move {
+            let view = inspector.view(&namespace, &name).await?;
+            serde_json::to_value(view).ok()
+        })
+    }
 }
 
 fn request_header_config(args: &MetricsServerArgs, ca: Arc<ReloadableRoots>) -> RequestHeaderConfig {

@@ -56,6 +56,7 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), StartupErro
         registry: prom,
         ready: ready.clone(),
         demo: false,
+        debug: None,
     });
     tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()).in_current_span());
 

@@ -13,6 +13,7 @@ use super::hpa_controller::{HpaConfig, HpaState, MetricConfig, Observed, TargetK
 
 /// A status condition (the ScaledObject's or the HPA's).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ConditionView {
     /// Type, e.g. `Ready`, `ScalingLimited`.
     #[serde(rename = "type")]
@@ -29,6 +30,7 @@ pub struct ConditionView {
 
 /// One trigger (one metric of it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TriggerView {
     /// Position in `spec.triggers`.
     pub index: usize,
@@ -72,6 +74,7 @@ pub struct TriggerView {
 
 /// The HPA ebb manages for the object, as the cluster shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HpaView {
     /// HPA name.
     pub name: String,
@@ -93,6 +96,7 @@ pub struct HpaView {
 
 /// Pause annotations in force.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PauseView {
     /// `autoscaling.keda.sh/paused` is true.
     #[serde(default)]
@@ -109,16 +113,18 @@ pub struct PauseView {
 
 /// Everything `ebb explain` shows for one ScaledObject.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectView {
+    /// The plain-words verdict (filled by [`verdict`]); first, so it is what a reader sees first.
+    #[serde(default)]
+    pub verdict: String,
     /// Namespace.
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// `local` (a metrics server's admin port) or `cluster`.
+    /// Who read the triggers: `local` or `metrics-server` (an admin port), `offline read`, or
+    /// for the cluster view a sentence naming which.
     pub source: String,
-    /// The plain-words verdict (filled by [`verdict`]).
-    #[serde(default)]
-    pub verdict: String,
     /// The target's `spec.replicas`, when known.
     pub replicas: Option<i32>,
     /// Ready pods of the target, when known.
@@ -178,7 +184,8 @@ pub fn human_seconds(s: i64) -> String {
     }
 }
 
-fn num(v: f64) -> String {
+/// A number as people write it: `37`, `0.125`, `2.5` (at most three decimals).
+pub fn plain_number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -306,13 +313,13 @@ pub fn verdict(view: &ObjectView) -> String {
                 };
                 let now = match (&t.error, t.value) {
                     (Some(e), _) => format!("now failing: {e}"),
-                    (None, Some(v)) => format!("now {}", num(v)),
+                    (None, Some(v)) => format!("now {}", plain_number(v)),
                     (None, None) => "no value yet".to_string(),
                 };
                 parts.push(format!(
                     "activation needs s{} > {}, {now}",
                     t.index,
-                    num(threshold)
+                    plain_number(threshold)
                 ));
             }
         }
@@ -344,19 +351,22 @@ pub fn verdict(view: &ObjectView) -> String {
         if t.active == Some(false) && view.triggers.len() > 1 {
             parts.push(format!(
                 "{name} is inactive ({} ≤ {})",
-                num(value),
-                num(t.activation_threshold.unwrap_or(0.0))
+                plain_number(value),
+                plain_number(t.activation_threshold.unwrap_or(0.0))
             ));
             continue;
         }
-        let target = t.target.map(num).unwrap_or_else(|| "?".to_string());
+        let target = t.target.map(plain_number).unwrap_or_else(|| "?".to_string());
         let against = match t.target_type.as_deref() {
             Some("Value") => format!("a total target of {target}"),
             _ => format!("an average target of {target} per pod"),
         };
         match proposal(t, value, replicas.unwrap_or(1), ready) {
-            Some(p) => parts.push(format!("{name} = {} against {against} → {p}", num(value))),
-            None => parts.push(format!("{name} = {} against {against}", num(value))),
+            Some(p) => parts.push(format!(
+                "{name} = {} against {against} → {p}",
+                plain_number(value)
+            )),
+            None => parts.push(format!("{name} = {} against {against}", plain_number(value))),
         }
     }
     if let Some(c) = hpa_condition(view, "ScalingActive", "False") {
@@ -396,6 +406,10 @@ pub fn verdict(view: &ObjectView) -> String {
                     "limited by minReplicaCount={}",
                     view.min_replica_count.max(1)
                 ));
+            }
+            if replicas.is_none() {
+                let want = p.clamp(view.min_replica_count.max(1), view.max_replica_count.max(1));
+                parts.push(format!("the HPA would want {want}"));
             }
         }
     }

@@ -69,6 +69,7 @@ pub async fn run(args: WebhooksArgs, shutdown: Signal) -> Result<(), StartupErro
         registry: prom,
         ready: Arc::clone(&ready),
         demo: false,
+        debug: None,
     });
     // Up before the certificates, so liveness holds while the secret volume is still empty.
     tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()).in_current_span());
