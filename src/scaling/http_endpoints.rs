@@ -134,7 +134,7 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(addrs, ["10.0.0.11:8080", "10.0.0.7:8080"]);
+        assert_eq!(addrs, ["10.0.0.7:8080", "10.0.0.11:8080"]);
         assert_eq!(ready_endpoints([&web_slice()], "metrics").len(), 2);
         assert!(ready_endpoints([&web_slice()], "grpc").is_empty());
         assert!(port_missing([&web_slice()], "grpc"));
