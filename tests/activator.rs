@@ -1187,3 +1187,104 @@ async fn cluster_a_scale_conflict_with_the_target_already_up_writes_nothing_more
     assert_eq!(gets, 2);
     assert_eq!(puts.len(), 1, "the other writer already woke it: {puts:?}");
 }
+
+/// A WebSocket echo server (tokio-tungstenite) on `listener`.
+fn serve_websocket_echo(listener: TcpListener) -> JoinHandle<()> {
+    use futures::{SinkExt, StreamExt};
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Opens a WebSocket to `ws://host/path` through the proxy; returns the stream and the
+/// handshake response's cold-start header.
+async fn websocket(
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (tokio_tungstenite::WebSocketStream<TcpStream>, Option<String>) {
+    let tcp = TcpStream::connect(proxy).await.expect("connect");
+    let (ws, response) = tokio_tungstenite::client_async(format!("ws://{host}{path}"), tcp)
+        .await
+        .expect("WebSocket handshake through the proxy");
+    let cold = response
+        .headers()
+        .get("x-keda-http-cold-start")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (ws, cold)
+}
+
+async fn echo_round_trip(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, text: &str) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text)).await.expect("send");
+    let back = tokio::time::timeout(BUDGET, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("not an error");
+    assert_eq!(back, Message::text(text));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .expect("send");
+    let back = tokio::time::timeout(BUDGET, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("not an error");
+    assert_eq!(back, Message::binary(vec![0u8, 1, 2, 255]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_is_held_at_zero_then_tunnelled() {
+    let (socket, port) = reserved_port();
+    let activator = Activator::start(&[object("chat", "chat.test", port, IDLE_COMMAND, "", "")], &[]).await;
+
+    let proxy = activator.proxy;
+    let opening = tokio::spawn(async move { websocket(proxy, "chat.test", "/socket").await });
+    activator
+        .wait_route("web/chat", "the upgrade request is held", |r| r["held"] == 1)
+        .await;
+    let _server = serve_websocket_echo(socket.listen(64).expect("listen"));
+    let (mut ws, cold) = tokio::time::timeout(BUDGET, opening)
+        .await
+        .expect("released in time")
+        .expect("task");
+    assert_eq!(cold.as_deref(), Some("true"));
+    echo_round_trip(&mut ws, "hello through a cold start").await;
+    // An open tunnel is a request in flight (the target must not go to zero under it).
+    let route = activator.admin_json("/routes").await;
+    assert_eq!(route["web/chat"]["concurrency"], 1, "{route}");
+
+    let (mut warm, cold) = websocket(activator.proxy, "chat.test", "/socket").await;
+    assert_eq!(cold.as_deref(), Some("false"));
+    echo_round_trip(&mut warm, "warm").await;
+
+    ws.close(None).await.expect("close");
+    warm.close(None).await.expect("close");
+    drop((ws, warm));
+    activator
+        .wait_route("web/chat", "both tunnels counted out", |r| r["concurrency"] == 0)
+        .await;
+    let (_, _, metrics) = get(activator.admin, "admin", "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains(r#"ebb_activator_requests_total{route_namespace="web",route_name="chat",code="101",cold_start="true"} 1"#),
+        "{metrics}"
+    );
+    activator.stop().await;
+}
