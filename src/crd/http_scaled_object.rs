@@ -1,12 +1,13 @@
 //! `http.keda.sh/v1alpha1` HTTPScaledObject, the KEDA HTTP add-on's routing and scaling object,
 //! field for field as the add-on defines it (`operator/apis/http/v1alpha1/httpscaledobject_types.go`).
 //!
-//! The activator reads the routing fields and `scaledownPeriod`; every other field parses too, so
-//! a manifest written for the add-on loads unchanged. Durations stay strings here (Go's
-//! `metav1.Duration`); the reader that needs one parses it and reports a bad value by name.
-//! Not yet part of `ebb crd`: that needs the add-on's complete schema (CEL rules, defaults).
+//! The activator reads the routing fields and `scaledownPeriod`, the operator the rest; a manifest
+//! written for the add-on loads unchanged. Durations stay strings here (Go's `metav1.Duration`);
+//! the reader that needs one parses it and reports a bad value by name. The generated CRD carries
+//! the add-on's schema: required fields, defaults, list-map keys and its CEL rules.
 
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +18,13 @@ pub const SKIP_SCALED_OBJECT_ANNOTATION: &str = "httpscaledobject.keda.sh/skip-s
 /// The add-on's annotation that orphans the generated ScaledObject (v0.14).
 pub const ORPHAN_SCALED_OBJECT_ANNOTATION: &str = "httpscaledobject.keda.sh/orphan-scaledobject";
 
+/// The add-on's CEL rule on every Service reference: exactly one of `port` and `portName`.
+const PORT_CHOICE_RULE: &str = "has(self.portName) != has(self.port)";
+/// The add-on's message for [`PORT_CHOICE_RULE`].
+pub const PORT_CHOICE_MESSAGE: &str = "must define either the 'portName' or the 'port'";
+
 /// Desired state of an HTTPScaledObject.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "http.keda.sh",
     version = "v1alpha1",
@@ -44,11 +50,14 @@ pub struct HttpScaledObjectSpec {
     pub path_prefixes: Vec<String>,
     /// Headers that must all be present (and equal, when a value is given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub headers: Vec<HeaderMatch>,
     /// The workload scaled and the Service routed to.
+    #[x_kube(validation = Rule::new(PORT_CHOICE_RULE).message(PORT_CHOICE_MESSAGE))]
     pub scale_target_ref: HttpScaleTargetRef,
     /// Where requests go when the target is not ready in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(PORT_CHOICE_RULE).message(PORT_CHOICE_MESSAGE))]
     pub cold_start_timeout_failover_ref: Option<FailoverRef>,
     /// Replica bounds (nil: KEDA's 0 and 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +85,7 @@ pub struct HttpScaledObjectSpec {
 pub struct HttpScaleTargetRef {
     /// Workload name.
     #[serde(default)]
+    #[schemars(transform = no_default)]
     pub name: String,
     /// Workload API version (KEDA's default `apps/v1`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -107,6 +117,7 @@ pub struct FailoverRef {
     pub port_name: Option<String>,
     /// Seconds to wait for the target before failing over (the add-on's default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = 30))]
     pub timeout_seconds: Option<i32>,
 }
 
@@ -139,6 +150,7 @@ pub struct ScalingMetric {
 pub struct ConcurrencyMetric {
     /// Target in-flight requests per replica (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "go_int_100")]
     pub target_value: Option<i64>,
 }
 
@@ -148,12 +160,15 @@ pub struct ConcurrencyMetric {
 pub struct RateMetric {
     /// Target requests per second per replica (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "go_int_100")]
     pub target_value: Option<i64>,
     /// Averaging window, a Go duration (default `1m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1m"))]
     pub window: Option<String>,
     /// Bucket width, a Go duration (default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "1s"))]
     pub granularity: Option<String>,
 }
 
@@ -173,6 +188,7 @@ pub struct HttpTimeouts {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
+    #[schemars(length(min = 1))]
     pub name: String,
     /// Required value; absent means any value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,7 +196,7 @@ pub struct HeaderMatch {
 }
 
 /// Observed state, as the add-on's operator writes it.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpScaledObjectStatus {
     /// `apiVersion/kind/name` of the workload.
@@ -189,8 +205,11 @@ pub struct HttpScaledObjectStatus {
     /// `service:port` routed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_service: Option<String>,
-    /// Conditions (only `Ready`); read leniently, since pre-v0.12 ones lack `lastTransitionTime`.
+    /// Conditions (only `Ready`); read leniently, since pre-v0.12 ones lack `lastTransitionTime`
+    /// (the schema is `metav1.Condition`'s, as the add-on's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<Condition>")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<HttpCondition>,
 }
 
@@ -215,6 +234,17 @@ pub struct HttpCondition {
     /// Generation the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// `scaleTargetRef.name` is optional in the add-on's CRD without a default; the empty string
+/// serde fills in is ours, not the API's.
+fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}
+
+/// Go's `int` with the add-on's `+kubebuilder:default=100`: an integer without a format.
+fn go_int_100(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer", "default": 100})
 }
 
 #[cfg(test)]

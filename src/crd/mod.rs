@@ -1,6 +1,7 @@
 //! KEDA's custom resources.
 
 pub mod http_scaled_object;
+pub mod interceptor_route;
 pub mod scaled_object;
 pub mod trigger_authentication;
 
@@ -13,12 +14,15 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 /// The CRDs ebb serves, generated from the Rust types (ScaledObject, TriggerAuthentication,
-/// ClusterTriggerAuthentication), in a stable order.
+/// ClusterTriggerAuthentication, and the HTTP add-on's HTTPScaledObject and InterceptorRoute),
+/// in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         ScaledObject::crd(),
         TriggerAuthentication::crd(),
         ClusterTriggerAuthentication::crd(),
+        http_scaled_object::HTTPScaledObject::crd(),
+        interceptor_route::InterceptorRoute::crd(),
     ]
 }
 
