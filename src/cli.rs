@@ -662,4 +662,23 @@ pub struct SimulateArgs {
     /// Range step for --prometheus.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub step: std::time::Duration,
+    /// ScaledJob: Jobs already running at the start.
+    #[arg(long, default_value_t = 0)]
+    pub running: u32,
+    /// ScaledJob: Jobs pending at the start (they start running after --startup).
+    #[arg(long, default_value_t = 0)]
+    pub pending: u32,
+    /// ScaledJob: how long each Job runs once started (seconds or a duration such as 90s);
+    /// Jobs never finish when not given.
+    #[arg(long, value_parser = parse_job_duration)]
+    pub job_duration: Option<std::time::Duration>,
+}
+
+/// Parses `--job-duration`: seconds, or a Go duration (`90s`, `5m`).
+pub fn parse_job_duration(text: &str) -> Result<std::time::Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(std::time::Duration::from_secs_f64(s)),
+        Ok(_) => Err(format!("invalid job duration {text:?}")),
+        Err(_) => crate::net::parse_duration(text),
+    }
 }

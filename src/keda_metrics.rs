@@ -173,6 +173,25 @@ struct ObjectLabels {
     scaled_object: String,
 }
 
+/// `namespace, scaledJob` of `keda_scaled_job_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct JobLabels {
+    namespace: String,
+    scaled_job: String,
+}
+
+impl EncodeLabelSet for JobLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        encode_labels(
+            encoder,
+            &[
+                ("namespace", self.namespace.as_str()),
+                ("scaledJob", self.scaled_job.as_str()),
+            ],
+        )
+    }
+}
+
 impl EncodeLabelSet for ObjectLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         encode_labels(
@@ -424,6 +443,7 @@ pub struct KedaMetrics {
     scaler_active: Family<ScalerLabels, Gauge>,
     scaler_errors: Family<ScalerLabels, Counter>,
     object_errors: Family<ObjectLabels, Counter>,
+    job_errors: Family<JobLabels, Counter>,
     object_paused: Family<ObjectLabels, Gauge>,
     empty_upstream: Family<EmptyUpstreamLabels, Counter>,
     triggers: Family<TypeLabel, Gauge>,
@@ -454,6 +474,7 @@ impl KedaMetrics {
             scaler_active: Family::default(),
             scaler_errors: Family::default(),
             object_errors: Family::default(),
+            job_errors: Family::default(),
             object_paused: Family::default(),
             empty_upstream: Family::default(),
             triggers: Family::default(),
@@ -496,6 +517,11 @@ impl KedaMetrics {
             "keda_scaled_object_errors",
             "The number of errors that have occurred for each ScaledObject.",
             m.object_errors.clone(),
+        );
+        registry.register(
+            "keda_scaled_job_errors",
+            "Number of scaled job errors",
+            m.job_errors.clone(),
         );
         registry.register(
             "keda_scaled_object_paused",
@@ -588,6 +614,28 @@ impl KedaMetrics {
     pub fn record_scaler_success(&self, labels: &ScalerLabels) {
         drop(self.scaler_errors.get_or_create(labels));
         drop(self.object_errors.get_or_create(&object(labels)));
+    }
+
+    /// Creates a ScaledJob scaler's error series at 0 (KEDA never increments it for jobs).
+    pub fn record_job_scaler_success(&self, labels: &ScalerLabels) {
+        drop(self.scaler_errors.get_or_create(labels));
+    }
+
+    /// Creates `keda_scaled_job_errors_total` of a ScaledJob at 0.
+    pub fn touch_scaled_job_errors(&self, namespace: &str, scaled_job: &str) {
+        drop(self.job_errors.get_or_create(&job_labels(namespace, scaled_job)));
+    }
+
+    /// Counts a ScaledJob error: a failed scaler read or a failed scaler build.
+    pub fn record_scaled_job_error(&self, namespace: &str, scaled_job: &str) {
+        self.job_errors
+            .get_or_create(&job_labels(namespace, scaled_job))
+            .inc();
+    }
+
+    /// Drops the per-object series of a deleted ScaledJob.
+    pub fn remove_scaled_job(&self, namespace: &str, scaled_job: &str) {
+        self.job_errors.remove(&job_labels(namespace, scaled_job));
     }
 
     /// Counts a ScaledObject error not tied to one trigger (building its scalers failed).
@@ -709,6 +757,13 @@ impl KedaMetrics {
 
 fn object(labels: &ScalerLabels) -> ObjectLabels {
     object_labels(&labels.namespace, &labels.scaled_object)
+}
+
+fn job_labels(namespace: &str, scaled_job: &str) -> JobLabels {
+    JobLabels {
+        namespace: namespace.to_owned(),
+        scaled_job: scaled_job.to_owned(),
+    }
 }
 
 fn object_labels(namespace: &str, scaled_object: &str) -> ObjectLabels {

@@ -269,7 +269,7 @@ fn unknown_kinds_old_groups_and_empty_files_fail() {
     let (code, out) = check_text(deployment, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.starts_with("FILE: no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication to check (found: Deployment default/web)"),
+        out.starts_with("FILE: no ScaledObject, ScaledJob, TriggerAuthentication or ClusterTriggerAuthentication to check (found: Deployment default/web)"),
         "{out}"
     );
     // The flag accepts such files, but checking nothing at all still fails.
@@ -391,4 +391,75 @@ fn references_in_the_files_are_resolved_as_the_operator_would() {
         out.contains("not checked: Secret apps/prom-secret is not in the given files"),
         "{out}"
     );
+}
+
+const SCALED_JOB: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata: {name: encode, namespace: media, labels: {team: video}}
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        containers:
+        - name: worker
+          image: encoder:1
+          env: [{name: QUEUE_URL, value: "http://sqs.local/123/jobs"}]
+  maxReplicaCount: 5
+  triggers:
+  - type: aws-sqs-queue
+    metadata: {queueURLFromEnv: QUEUE_URL, queueLength: "1", awsRegion: eu-west-1, identityOwner: operator}
+"#;
+
+/// ScaledJobs are checked and rendered like ScaledObjects (issue 12).
+#[test]
+fn scaled_jobs_are_checked_and_rendered() {
+    let (code, out) = check_text(SCALED_JOB, &[]);
+    assert_eq!((code, out.trim()), (0, "ok: 1 objects"), "{out}");
+    let bad = SCALED_JOB
+        .replace(
+            "maxReplicaCount: 5",
+            "maxReplicaCount: 0\n  rollout: {strategy: default}",
+        )
+        .replace("name: worker\n", "name: worker\n          command: [run]\n")
+        .replace("queueLength: \"1\"", "queueLength: \"many\"");
+    let (code, out) = check_text(&bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    for wanted in [
+        "FILE: ScaledJob media/encode: spec.maxReplicaCount: spec.maxReplicaCount: Invalid value: 0",
+        "FILE: ScaledJob media/encode: spec.rollout.strategy: spec.rollout.strategy: Unsupported value: \"default\"",
+        "FILE: ScaledJob media/encode: spec.triggers[0].metadata.queueLength:",
+    ] {
+        assert!(out.contains(wanted), "no {wanted:?} in\n{out}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "sj.yaml", SCALED_JOB);
+    let (code, out, err) = ebb(&["render", "-f", &file]);
+    assert_eq!(code, 0, "{err}");
+    let job: serde_json::Value = serde_yaml::from_str(&out).expect("one Job");
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["metadata"]["generateName"], "encode-");
+    assert_eq!(job["metadata"]["namespace"], "media");
+    assert_eq!(job["metadata"]["labels"]["scaledjob.keda.sh/name"], "encode");
+    assert_eq!(job["metadata"]["labels"]["team"], "video");
+    assert_eq!(
+        job["metadata"]["annotations"]["scaledjob.keda.sh/generation"],
+        "1"
+    );
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "OnFailure");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "http://sqs.local/123/jobs"
+    );
+    let broken = write(
+        dir.path(),
+        "broken.yaml",
+        &SCALED_JOB.replace("envSourceContainerName", "x").replace(
+            "  jobTargetRef:",
+            "  envSourceContainerName: nope\n  jobTargetRef:",
+        ),
+    );
+    let (code, _, err) = ebb(&["render", "-f", &broken]);
+    assert_eq!(code, 1);
+    assert!(err.contains("couldn't find container with name nope"), "{err}");
 }

@@ -373,6 +373,7 @@ fn services_and_webhooks_point_at_the_right_ports() {
         names,
         [
             "vscaledobject.kb.io",
+            "vscaledjob.kb.io",
             "vstriggerauthentication.kb.io",
             "vsclustertriggerauthentication.kb.io"
         ]
@@ -583,8 +584,38 @@ fn committed_crds_match_the_rust_types() {
             "scaledobjects.keda.sh",
             "triggerauthentications.keda.sh",
             "clustertriggerauthentications.keda.sh",
+            "scaledjobs.keda.sh",
             "httpscaledobjects.http.keda.sh",
             "interceptorroutes.http.keda.sh"
+        ]
+    );
+    assert_eq!(
+        crds[3].spec.names.short_names.as_deref(),
+        Some(&["sj".to_string()][..])
+    );
+    assert!(
+        crds[3].spec.versions[0]
+            .subresources
+            .as_ref()
+            .is_some_and(|s| s.status.is_some())
+    );
+    let sj_columns: Vec<&str> = crds[3].spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        sj_columns,
+        [
+            "Min",
+            "Max",
+            "Ready",
+            "Active",
+            "Paused",
+            "Triggers",
+            "Authentications",
+            "Age"
         ]
     );
     assert_eq!(

@@ -66,6 +66,7 @@ fn answer(
             "ScaledObjectList",
             vec![server.so.clone()],
         )),
+        ("GET", "/apis/keda.sh/v1alpha1/scaledjobs") => ok(list("keda.sh/v1alpha1", "ScaledJobList", vec![])),
         ("GET", "/apis/keda.sh/v1alpha1/triggerauthentications") => {
             ok(list("keda.sh/v1alpha1", "TriggerAuthenticationList", vec![]))
         }

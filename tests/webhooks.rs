@@ -271,6 +271,52 @@ async fn trigger_authentication_rules_depend_on_the_kind() {
     assert_eq!(answer(&ctx, "cta-file-path.json").await["allowed"], true);
 }
 
+/// ScaledJobs are reviewed with `ebb check`'s rules; a refusal is counted as KEDA counts it.
+#[tokio::test]
+async fn scaled_jobs_are_validated() {
+    let (ctx, registry) = context();
+    let review_of = |spec: Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "sj-1", "kind": {"group": "keda.sh", "version": "v1alpha1", "kind": "ScaledJob"},
+                "resource": {"group": "keda.sh", "version": "v1alpha1", "resource": "scaledjobs"},
+                "name": "encode", "namespace": "media", "operation": "CREATE",
+                "userInfo": {"username": "dev"},
+                "object": {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+                           "metadata": {"name": "encode", "namespace": "media"}, "spec": spec}
+            }
+        }))
+        .expect("json")
+    };
+    let template = serde_json::json!({"template": {"spec": {"containers": [{"name": "w", "image": "w:1"}]}}});
+    let cron = serde_json::json!({"type": "cron", "metadata": {"timezone": "Etc/UTC", "start": "0 * * * *", "end": "30 * * * *", "desiredReplicas": "1"}});
+    let ok = review(
+        &review_of(serde_json::json!({"jobTargetRef": template, "triggers": [cron]})),
+        &ctx,
+    )
+    .await;
+    let ok = serde_json::to_value(ok).expect("json");
+    assert_eq!(ok["response"]["allowed"], true, "{ok}");
+    let bad = review(
+        &review_of(serde_json::json!({"jobTargetRef": template, "triggers": []})),
+        &ctx,
+    )
+    .await;
+    let bad = serde_json::to_value(bad).expect("json");
+    assert_eq!(bad["response"]["allowed"], false, "{bad}");
+    assert_eq!(
+        bad["response"]["status"]["message"],
+        "spec.triggers: no triggers defined in the ScaledObject/ScaledJob"
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    assert!(
+        text.contains(r#"keda_webhook_scaled_object_validation_errors_total{namespace="media",action="create",reason="incorrect-triggers"} 1"#),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn malformed_bodies_are_denied_without_panicking() {
     let (ctx, _) = context();
@@ -461,6 +507,7 @@ fn manifests_match_the_webhook_server() {
         paths,
         [
             ebb::webhooks::SCALED_OBJECT_PATH,
+            ebb::webhooks::SCALED_JOB_PATH,
             ebb::webhooks::TRIGGER_AUTHENTICATION_PATH,
             ebb::webhooks::CLUSTER_TRIGGER_AUTHENTICATION_PATH
         ]

@@ -2,9 +2,11 @@
 
 pub mod http_scaled_object;
 pub mod interceptor_route;
+pub mod scaled_job;
 pub mod scaled_object;
 pub mod trigger_authentication;
 
+pub use scaled_job::{ScaledJob, ScaledJobSpec, ScaledJobStatus};
 pub use scaled_object::{ScaledObject, ScaledObjectSpec, ScaledObjectStatus};
 pub use trigger_authentication::{
     ClusterTriggerAuthentication, TriggerAuthentication, TriggerAuthenticationSpec,
@@ -14,13 +16,14 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 /// The CRDs ebb serves, generated from the Rust types (ScaledObject, TriggerAuthentication,
-/// ClusterTriggerAuthentication, and the HTTP add-on's HTTPScaledObject and InterceptorRoute),
-/// in a stable order.
+/// ClusterTriggerAuthentication, ScaledJob, and the HTTP add-on's HTTPScaledObject and
+/// InterceptorRoute), in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         ScaledObject::crd(),
         TriggerAuthentication::crd(),
         ClusterTriggerAuthentication::crd(),
+        scaled_job::scaled_job_crd(),
         http_scaled_object::HTTPScaledObject::crd(),
         interceptor_route::InterceptorRoute::crd(),
     ]

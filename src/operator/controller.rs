@@ -181,16 +181,22 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
     let auth = Arc::new(AuthContext::new(ctx.clone()));
     let scaled_objects = Controller::for_stream(changes_only(scaled_objects, scaled_object_key), reader)
         .owns_stream(changes_only(hpas, hpa_key))
-        .run(reconcile_guarded, error_policy_guarded, ctx)
+        .run(reconcile_guarded, error_policy_guarded, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 debug!(error = %e, "reconcile error");
             }
         });
-    // KEDA runs the (Cluster)TriggerAuthentication controllers beside the ScaledObject one.
+    // KEDA runs the ScaledJob and (Cluster)TriggerAuthentication controllers beside the
+    // ScaledObject one; ScaledJob scalers are built as the ScaledObjects' are.
+    let mut jobs =
+        super::scaled_job::JobContext::new(ctx.client.clone(), ctx.registry.config(), ctx.metrics.clone());
+    jobs.clock = ctx.clock.clone();
+    let scaled_jobs = super::scaled_job::run(Arc::new(jobs), namespace.clone());
     async move {
         tokio::join!(
             scaled_objects,
+            scaled_jobs,
             trigger_auth::run::<TriggerAuthentication>(auth.clone(), namespace),
             trigger_auth::run::<ClusterTriggerAuthentication>(auth, None),
         );

@@ -17,6 +17,7 @@ pub mod controller;
 pub mod error;
 pub mod reconcile;
 pub mod scale_loop;
+pub mod scaled_job;
 pub mod status;
 pub mod trigger_auth;
 pub mod watch;

@@ -271,6 +271,24 @@ impl AuthResolver for LocalResolver {
         let objects = self.objects.load();
         resolve_into(&**objects, &self.cluster_object_namespace, so, index, config)
     }
+
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        template: &k8s_openapi::api::core::v1::PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        let objects = self.objects.load();
+        super::resolve_job_into(
+            &**objects,
+            &self.cluster_object_namespace,
+            so,
+            index,
+            template,
+            config,
+        )
+    }
 }
 
 /// What resolving one trigger against the objects in files found (`ebb check`, `ebb render`).
@@ -378,6 +396,24 @@ impl AuthResolver for FileResolver<'_> {
         self.outside.lock_or_recover().clear();
         let result = resolve_into(self, self.cluster_object_namespace, so, index, config);
         *self.error.lock_or_recover() = result.as_ref().err().cloned();
+        result
+    }
+
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        template: &PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        if let Ok(mut outside) = self.outside.lock() {
+            outside.clear();
+        }
+        let result =
+            super::resolve_job_into(self, self.cluster_object_namespace, so, index, template, config);
+        if let Ok(mut error) = self.error.lock() {
+            *error = result.as_ref().err().cloned();
+        }
         result
     }
 }

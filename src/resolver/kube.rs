@@ -331,4 +331,14 @@ impl AuthResolver for KubeResolver {
     fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
         resolve_into(self, &self.cluster_object_namespace, so, index, config)
     }
+
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        template: &PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        super::resolve_job_into(self, &self.cluster_object_namespace, so, index, template, config)
+    }
 }

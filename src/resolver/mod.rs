@@ -123,8 +123,10 @@ impl<'a> Target<'a> {
             .rsplit_once('/')
             .map(|(g, _)| g)
             .unwrap_or("");
-        // Only apps/v1 workloads have a pod template ebb reads; anything else gets an empty env.
-        let readable = group == "apps" && matches!(kind, "Deployment" | "StatefulSet");
+        // Only apps/v1 workloads (and a ScaledJob's jobTargetRef, see [`JobTemplate`]) have a
+        // pod template ebb reads; anything else gets an empty env.
+        let readable = (group == "apps" && matches!(kind, "Deployment" | "StatefulSet"))
+            || (group == "keda.sh" && kind == "ScaledJob");
         let kind = if readable || group.is_empty() {
             kind.to_string()
         } else {
@@ -666,6 +668,83 @@ pub(crate) fn resolve_into(
     Ok(())
 }
 
+/// Sources whose scale target is a ScaledJob: its pod template is the `jobTargetRef`'s, every
+/// other lookup goes to `inner`.
+pub struct JobTemplate<'a> {
+    /// The lookups for everything else.
+    pub inner: &'a dyn AuthSources,
+    /// `jobTargetRef.template.spec`.
+    pub template: &'a PodSpec,
+}
+
+impl AuthSources for JobTemplate<'_> {
+    fn trigger_authentication(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Result<TriggerAuthenticationSpec, MalformedAuth>> {
+        self.inner.trigger_authentication(namespace, name)
+    }
+
+    fn cluster_trigger_authentication(
+        &self,
+        name: &str,
+    ) -> Option<Result<TriggerAuthenticationSpec, MalformedAuth>> {
+        self.inner.cluster_trigger_authentication(name)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.inner.secret(namespace, name)
+    }
+
+    fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.inner.config_map(namespace, name)
+    }
+
+    fn pod_spec(&self, kind: &str, namespace: &str, name: &str) -> Option<PodSpec> {
+        if kind == "ScaledJob" {
+            Some(self.template.clone())
+        } else {
+            self.inner.pod_spec(kind, namespace, name)
+        }
+    }
+
+    fn service_account(&self, namespace: &str, name: &str) -> Option<Arc<ServiceAccount>> {
+        self.inner.service_account(namespace, name)
+    }
+}
+
+/// [`resolve_into`] for a ScaledJob's trigger (see [`AuthResolver::resolve_for_job`]).
+pub(crate) fn resolve_job_into(
+    sources: &dyn AuthSources,
+    cluster_object_namespace: &str,
+    so: &ScaledObject,
+    index: usize,
+    template: &PodSpec,
+    config: &mut ScalerConfig,
+) -> Result<(), ScalerError> {
+    let sources = JobTemplate {
+        inner: sources,
+        template,
+    };
+    resolve_into(&sources, cluster_object_namespace, so, index, config)
+}
+
+/// An [`AuthResolver`] for one ScaledJob: every trigger is resolved with `template` (its
+/// `jobTargetRef` pod spec) as the scale target's pod template.
+pub struct ForJob<'a> {
+    /// The resolver of everything else.
+    pub inner: &'a dyn AuthResolver,
+    /// `jobTargetRef.template.spec`.
+    pub template: &'a PodSpec,
+}
+
+impl AuthResolver for ForJob<'_> {
+    fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
+        self.inner.resolve_for_job(so, index, self.template, config)
+    }
+}
+
 /// A resolver over a fixed set of sources; handy in tests and tools.
 pub struct StaticResolver<S> {
     /// The lookups.
@@ -677,5 +756,22 @@ pub struct StaticResolver<S> {
 impl<S: AuthSources + Send + Sync> AuthResolver for StaticResolver<S> {
     fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError> {
         resolve_into(&self.sources, &self.cluster_object_namespace, so, index, config)
+    }
+
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        template: &PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        resolve_job_into(
+            &self.sources,
+            &self.cluster_object_namespace,
+            so,
+            index,
+            template,
+            config,
+        )
     }
 }

@@ -193,6 +193,19 @@ pub enum LookupError {
 pub trait AuthResolver: Send + Sync {
     /// Completes `config` for trigger `index` of `so`.
     fn resolve(&self, so: &ScaledObject, index: usize, config: &mut ScalerConfig) -> Result<(), ScalerError>;
+
+    /// [`AuthResolver::resolve`] for a ScaledJob's trigger: `so` is the ScaledJob as a
+    /// ScaledObject (`scaling::scaled_job::as_scaled_object`) and `template` the pod spec of its
+    /// `jobTargetRef`, where `*FromEnv` and TriggerAuthentication `env` entries are read.
+    fn resolve_for_job(
+        &self,
+        so: &ScaledObject,
+        index: usize,
+        _template: &k8s_openapi::api::core::v1::PodSpec,
+        config: &mut ScalerConfig,
+    ) -> Result<(), ScalerError> {
+        self.resolve(so, index, config)
+    }
 }
 
 /// The resolver used when nothing can be resolved: a trigger with an `authenticationRef` fails
@@ -299,6 +312,12 @@ impl Registry {
             c.context = context;
         }
         self.rebuild_all();
+    }
+
+    /// The resolver, scaler context and timeout scalers are built with (the ScaledJob
+    /// controller builds its own registry from them).
+    pub fn config(&self) -> RegistryConfig {
+        self.config.read().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Registers a hook called when an object changes or is removed (the metric cache uses it).

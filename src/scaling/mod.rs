@@ -35,6 +35,7 @@ pub mod http_hold;
 pub mod http_route;
 pub mod reconcile;
 pub mod scale_loop;
+pub mod scaled_job;
 pub mod status;
 pub mod target;
 pub mod validate;

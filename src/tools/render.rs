@@ -16,6 +16,7 @@ use std::{
 
 use crate::{
     cli::{CheckArgs, RenderArgs},
+    crd::ScaledJob,
     crd::ScaledObject,
     resolver::{
         cluster_object_namespace,
@@ -27,6 +28,7 @@ use crate::{
     },
     scaling::{
         hpa::{DesiredError, desired_hpa},
+        scaled_job::{as_scaled_object, jobs::generate_job, validate::validate_scaled_job_with},
         validate::{
             Problem, deprecations, offline_scaler_config_assuming_sources, validate_scaled_object_with,
             validate_trigger_authentication,
@@ -115,9 +117,29 @@ pub fn build_offline(
     objects: &LocalObjects,
     cluster_ns: &str,
 ) -> OfflineTrigger {
+    build_offline_with(so, i, objects, cluster_ns, None)
+}
+
+/// [`build_offline`]; for a ScaledJob (as a ScaledObject), `job_template` is its pod template.
+pub fn build_offline_with(
+    so: &ScaledObject,
+    i: usize,
+    objects: &LocalObjects,
+    cluster_ns: &str,
+    job_template: Option<&k8s_openapi::api::core::v1::PodSpec>,
+) -> OfflineTrigger {
     let ctx = ScalerContext::default();
     let resolver = FileResolver::new(objects, cluster_ns);
-    let built = build_trigger(so, i, &resolver, &ctx, HTTP_TIMEOUT);
+    let built = match job_template {
+        Some(template) => {
+            let for_job = crate::resolver::ForJob {
+                inner: &resolver,
+                template,
+            };
+            build_trigger(so, i, &for_job, &ctx, HTTP_TIMEOUT)
+        }
+        None => build_trigger(so, i, &resolver, &ctx, HTTP_TIMEOUT),
+    };
     let resolution = resolver.resolution();
     let scaler = match (&resolution, so.spec.triggers.get(i)) {
         (FileResolution::NotChecked(_), Some(t)) => {
@@ -222,6 +244,36 @@ pub fn run_render(args: &RenderArgs) -> i32 {
             }
         }
     }
+    for (path, parsed) in &inputs.files {
+        let Ok(parsed) = parsed else { continue };
+        for doc in parsed
+            .others
+            .iter()
+            .filter(|d| str_at(d, &["kind"]) == Some("ScaledJob"))
+        {
+            let who = format!("{}: {}", path.display(), doc_ref(doc, "ScaledJob"));
+            let rendered = parse_scaled_job(doc).and_then(|sj| {
+                let analysis = analyse_scaled_job(&sj, &inputs.objects, &cluster_ns);
+                if analysis.problems.is_empty() {
+                    render_job(&sj, &args.version_label)
+                } else {
+                    Err(analysis
+                        .problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.field, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                }
+            });
+            match rendered {
+                Ok(yaml) => docs.push(yaml),
+                Err(e) => {
+                    eprintln!("{who}: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(docs.join("---\n").as_bytes());
     i32::from(failed)
@@ -263,11 +315,7 @@ fn keda_kind_problem(api_version: &str, kind: &str) -> Option<(&'static str, Str
         ));
     }
     match kind {
-        "TriggerAuthentication" | "ClusterTriggerAuthentication" => None,
-        "ScaledJob" => Some((
-            "kind",
-            "ScaledJob is not supported by ebb yet (see docs/compatibility.md)".to_string(),
-        )),
+        "TriggerAuthentication" | "ClusterTriggerAuthentication" | "ScaledJob" => None,
         other => {
             let nearest = KEDA_KINDS
                 .iter()
@@ -353,6 +401,16 @@ pub fn run_check(args: &CheckArgs) -> i32 {
                 continue;
             }
             checked_here += 1;
+            if kind == "ScaledJob" {
+                problems += check_scaled_job(
+                    &mut out,
+                    &format!("{file}: {}", doc_ref(doc, kind)),
+                    doc,
+                    &inputs.objects,
+                    &cluster_ns,
+                );
+                continue;
+            }
             let json = serde_json::to_value(doc).unwrap_or(serde_json::Value::Null);
             for p in validate_trigger_authentication(&json) {
                 problems += 1;
@@ -373,7 +431,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
             report(
                 &mut out,
                 format!(
-                    "{file}: no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication to check (found: {found}); \
+                    "{file}: no ScaledObject, ScaledJob, TriggerAuthentication or ClusterTriggerAuthentication to check (found: {found}); \
                      --allow-other-kinds accepts files without one"
                 ),
             );
@@ -382,7 +440,7 @@ pub fn run_check(args: &CheckArgs) -> i32 {
     if objects == 0 && problems == 0 {
         report(
             &mut out,
-            "no ScaledObject, TriggerAuthentication or ClusterTriggerAuthentication found in the given files"
+            "no ScaledObject, ScaledJob, TriggerAuthentication or ClusterTriggerAuthentication found in the given files"
                 .to_string(),
         );
         return 1;
@@ -392,6 +450,38 @@ pub fn run_check(args: &CheckArgs) -> i32 {
     }
     report(&mut out, format!("ok: {objects} objects"));
     0
+}
+
+/// Reports one ScaledJob document as `check` does; returns the number of problems.
+fn check_scaled_job(
+    out: &mut std::io::StdoutLock<'_>,
+    who: &str,
+    doc: &serde_yaml::Value,
+    objects: &LocalObjects,
+    cluster_ns: &str,
+) -> usize {
+    let sj = match parse_scaled_job(doc) {
+        Ok(sj) => sj,
+        Err(e) => {
+            report(out, format!("{who}: {e}"));
+            return 1;
+        }
+    };
+    let analysis = analyse_scaled_job(&sj, objects, cluster_ns);
+    for p in &analysis.problems {
+        report(out, format!("{who}: {}: {}", p.field, p.message));
+    }
+    for (field, what) in &analysis.not_checked {
+        let verb = if what.len() == 1 { "is" } else { "are" };
+        report(
+            out,
+            format!(
+                "{who}: {field}: not checked: {} {verb} not in the given files",
+                what.join(", ")
+            ),
+        );
+    }
+    analysis.problems.len()
 }
 
 fn report(out: &mut std::io::StdoutLock<'_>, line: String) {
@@ -418,6 +508,133 @@ mod tests {
         let (field, m) = keda_kind_problem("keda.k8s.io/v1alpha1", "ScaledObject").expect("refused");
         assert_eq!(field, "apiVersion");
         assert!(m.contains("KEDA 1.x"), "{m}");
-        assert!(keda_kind_problem("keda.sh/v1alpha1", "ScaledJob").is_some());
+        assert_eq!(keda_kind_problem("keda.sh/v1alpha1", "ScaledJob"), None);
+    }
+}
+
+// ScaledJobs: `check` reports what the API server (CRD schema), KEDA's webhook and reconciler,
+// or the Job API would refuse; `render` prints the Job a poll would create.
+
+/// What `check` learns about one ScaledJob.
+#[derive(Debug, Default)]
+pub struct JobAnalysis {
+    /// Refusals.
+    pub problems: Vec<Problem>,
+    /// `(field, what was not in the files)` per trigger whose references could not be resolved.
+    pub not_checked: Vec<(String, Vec<String>)>,
+}
+
+/// Reads a `ScaledJob` document (namespace `default` when unset, as `kubectl apply` would).
+pub fn parse_scaled_job(doc: &serde_yaml::Value) -> Result<ScaledJob, String> {
+    let mut sj: ScaledJob = serde_yaml::from_value(doc.clone()).map_err(|e| e.to_string())?;
+    sj.metadata
+        .namespace
+        .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string());
+    Ok(sj)
+}
+
+/// Validates `sj`, building each trigger's scaler with its TriggerAuthentication and env
+/// resolved from the files when they hold what it references.
+pub fn analyse_scaled_job(sj: &ScaledJob, objects: &LocalObjects, cluster_ns: &str) -> JobAnalysis {
+    let so = as_scaled_object(sj);
+    let template = sj
+        .spec
+        .job_target_ref
+        .as_ref()
+        .and_then(|j| j.template.spec.clone())
+        .unwrap_or_default();
+    let triggers: Vec<_> = (0..so.spec.triggers.len())
+        .map(|i| build_offline_with(&so, i, objects, cluster_ns, Some(&template)))
+        .collect();
+    let mut problems = validate_scaled_job_with(sj, &|i| match &triggers[i].resolution {
+        FileResolution::Resolved => Some(triggers[i].scaler.as_ref().map(|_| ()).map_err(Clone::clone)),
+        FileResolution::Failed(_) => Some(Ok(())),
+        FileResolution::NotChecked(_) => None,
+    });
+    let mut not_checked = Vec::new();
+    for (i, t) in triggers.iter().enumerate() {
+        let field = format!(
+            "spec.triggers[{i}].{}",
+            if so.spec.triggers[i].authentication_ref.is_some() {
+                "authenticationRef"
+            } else {
+                "metadata"
+            }
+        );
+        match &t.resolution {
+            FileResolution::Failed(e) => problems.push(Problem {
+                field,
+                message: e.to_string(),
+                reason: "incorrect-triggers",
+            }),
+            FileResolution::NotChecked(what) => not_checked.push((field, what.clone())),
+            FileResolution::Resolved => {}
+        }
+    }
+    JobAnalysis {
+        problems,
+        not_checked,
+    }
+}
+
+/// The Job a poll would create for `sj`, as YAML; the generation is 1 when unset (a new object).
+pub fn render_job(sj: &ScaledJob, version: &str) -> Result<String, String> {
+    let mut sj = sj.clone();
+    sj.metadata.generation.get_or_insert(1);
+    let job = generate_job(&sj, version).map_err(|e| e.to_string())?;
+    serde_yaml::to_string(&job).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod scaled_job_tests {
+    use super::*;
+
+    const SJ: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata: {name: encode, labels: {team: media}}
+spec:
+  envSourceContainerName: worker
+  jobTargetRef:
+    template:
+      spec:
+        containers:
+        - name: worker
+          image: encoder:1
+          env: [{name: QUEUE_URL, value: "http://sqs.local/1/jobs"}]
+  triggers:
+  - type: aws-sqs-queue
+    metadata: {queueURLFromEnv: QUEUE_URL, queueLength: "2", awsRegion: eu-west-1, identityOwner: operator}
+"#;
+
+    #[test]
+    fn env_from_the_job_template_feeds_the_trigger() {
+        let doc: serde_yaml::Value = serde_yaml::from_str(SJ).expect("yaml");
+        let sj = parse_scaled_job(&doc).expect("parses");
+        assert_eq!(sj.metadata.namespace.as_deref(), Some("default"));
+        let a = analyse_scaled_job(&sj, &LocalObjects::from_documents(&[]), "ebb");
+        assert!(a.problems.is_empty(), "{:?}", a.problems);
+        let mut broken = sj.clone();
+        broken.spec.env_source_container_name = Some("sidecar".into());
+        let a = analyse_scaled_job(&broken, &LocalObjects::from_documents(&[]), "ebb");
+        assert_eq!(a.problems[0].field, "spec.envSourceContainerName");
+    }
+
+    #[test]
+    fn renders_the_materialised_job() {
+        let doc: serde_yaml::Value = serde_yaml::from_str(SJ).expect("yaml");
+        let yaml = render_job(&parse_scaled_job(&doc).expect("parses"), "2.20.1").expect("renders");
+        for wanted in [
+            "apiVersion: batch/v1",
+            "kind: Job",
+            "generateName: encode-",
+            "scaledjob.keda.sh/generation: '1'",
+            "app.kubernetes.io/managed-by: keda-operator",
+            "team: media",
+            "restartPolicy: OnFailure",
+            "value: http://sqs.local/1/jobs",
+        ] {
+            assert!(yaml.contains(wanted), "no {wanted:?} in\n{yaml}");
+        }
     }
 }

@@ -11,5 +11,6 @@ pub mod server;
 pub use cluster::{ClusterError, ClusterView, KubeCluster, LocalCluster};
 pub use review::{ReviewError, WebhookContext, review};
 pub use server::{
-    CLUSTER_TRIGGER_AUTHENTICATION_PATH, SCALED_OBJECT_PATH, TRIGGER_AUTHENTICATION_PATH, handle, run,
+    CLUSTER_TRIGGER_AUTHENTICATION_PATH, SCALED_JOB_PATH, SCALED_OBJECT_PATH, TRIGGER_AUTHENTICATION_PATH,
+    handle, run,
 };

@@ -13,9 +13,10 @@ use tracing::{info, warn};
 
 use super::cluster::{ClusterError, ClusterView};
 use crate::{
-    crd::ScaledObject,
+    crd::{ScaledJob, ScaledObject},
     keda_metrics::KedaMetrics,
     quantity,
+    scaling::scaled_job::validate::validate_scaled_job,
     scaling::{
         hpa::hpa_name,
         validate::{Problem, deprecations, validate_scaled_object, validate_trigger_authentication},
@@ -89,6 +90,7 @@ pub async fn review_request(
     }
     match req.kind.kind.as_str() {
         "ScaledObject" => review_scaled_object(req, resp, ctx).await,
+        "ScaledJob" => review_scaled_job(req, resp, ctx),
         "TriggerAuthentication" | "ClusterTriggerAuthentication" => review_trigger_authentication(req, resp),
         other => {
             warn!(kind = other, uid = %req.uid, "admission review for a kind ebb does not validate; allowed");
@@ -474,4 +476,54 @@ async fn resource_problems(
         }
     }
     Ok(out)
+}
+
+fn decode_sj(obj: &DynamicObject) -> Result<ScaledJob, String> {
+    serde_json::to_value(obj)
+        .and_then(serde_json::from_value::<ScaledJob>)
+        .map_err(|e| format!("could not decode ScaledJob: {e}"))
+}
+
+/// Reviews a ScaledJob CREATE or UPDATE with `ebb check`'s rules (schema, KEDA's
+/// `ValidateTriggers`, reconciler and Job API refusals); KEDA counts a refusal in the
+/// ScaledObject error counter (`reason="incorrect-triggers"`) and keeps no total for ScaledJobs.
+fn review_scaled_job(
+    req: &AdmissionRequest<DynamicObject>,
+    resp: AdmissionResponse,
+    ctx: &WebhookContext,
+) -> AdmissionResponse {
+    let Some(obj) = req.object.as_ref() else {
+        return deny(resp, 400, "request has no object".to_string());
+    };
+    let mut sj = match decode_sj(obj) {
+        Ok(sj) => sj,
+        Err(m) => return deny(resp, 400, m),
+    };
+    if sj.metadata.namespace.as_deref().is_none_or(str::is_empty) {
+        sj.metadata.namespace = req.namespace.clone();
+    }
+    if sj.metadata.name.as_deref().is_none_or(str::is_empty) && !req.name.is_empty() {
+        sj.metadata.name = Some(req.name.clone());
+    }
+    // An UPDATE that only drops finalizers with an unchanged spec is let through (deletion).
+    if matches!(req.operation, Operation::Update)
+        && let Some(old) = req.old_object.as_ref().and_then(|o| decode_sj(o).ok())
+    {
+        let old_f = old.metadata.finalizers.as_deref().unwrap_or_default();
+        let new_f = sj.metadata.finalizers.as_deref().unwrap_or_default();
+        if old.spec == sj.spec && new_f.len() < old_f.len() && new_f.iter().all(|f| old_f.contains(f)) {
+            return resp;
+        }
+    }
+    let problems = validate_scaled_job(&sj);
+    log_problems(req, &problems);
+    match problems.first() {
+        Some(p) => {
+            let namespace = sj.metadata.namespace.clone().unwrap_or_default();
+            ctx.metrics
+                .record_webhook_validation_error(&namespace, action(&req.operation), p.reason);
+            deny_problem(resp, p)
+        }
+        None => resp,
+    }
 }

@@ -31,6 +31,8 @@ use crate::{
 
 /// Path of the ScaledObject webhook (manifests/validatingwebhook.yaml).
 pub const SCALED_OBJECT_PATH: &str = "/validate-keda-sh-v1alpha1-scaledobject";
+/// Path of the ScaledJob webhook.
+pub const SCALED_JOB_PATH: &str = "/validate-keda-sh-v1alpha1-scaledjob";
 /// Path of the TriggerAuthentication webhook.
 pub const TRIGGER_AUTHENTICATION_PATH: &str = "/validate-keda-sh-v1alpha1-triggerauthentication";
 /// Path of the ClusterTriggerAuthentication webhook.
@@ -154,7 +156,10 @@ where
     let path = req.uri().path();
     let is_webhook = matches!(
         path,
-        SCALED_OBJECT_PATH | TRIGGER_AUTHENTICATION_PATH | CLUSTER_TRIGGER_AUTHENTICATION_PATH
+        SCALED_OBJECT_PATH
+            | SCALED_JOB_PATH
+            | TRIGGER_AUTHENTICATION_PATH
+            | CLUSTER_TRIGGER_AUTHENTICATION_PATH
     );
     if path == "/healthz" || path == "/livez" || path == "/readyz" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));

@@ -13,6 +13,7 @@ pub mod chart;
 pub mod output;
 pub mod prometheus;
 pub mod replay;
+pub mod scaled_job;
 pub mod trace;
 
 use std::path::Path;
@@ -195,12 +196,29 @@ pub fn setup(
     })
 }
 
-/// The ScaledJob replay's entry point: another part of `ebb simulate` (ScaledJob strategies)
-/// owns it; until it lands this says so instead of pretending.
-fn simulate_scaled_job(name: &str) -> Result<(), SimulateError> {
-    Err(SimulateError::Input(format!(
-        "ScaledJob {name}: the ScaledJob replay is not part of this build"
-    )))
+/// The ScaledJob replay (`scaled_job`): a trace file only (`--prometheus` reads ScaledObjects').
+fn simulate_scaled_job(
+    doc: &serde_yaml::Value,
+    others: &[serde_yaml::Value],
+    args: &SimulateArgs,
+) -> Result<(), SimulateError> {
+    let sj = crate::tools::render::parse_scaled_job(doc).map_err(SimulateError::Input)?;
+    let Some(path) = &args.trace else {
+        return Err(SimulateError::Input(
+            "a ScaledJob is replayed from --trace (--prometheus is not supported for ScaledJobs)".to_string(),
+        ));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SimulateError::Input(format!("{}: {e}", path.display())))?;
+    let trace = Trace::parse(&text).map_err(|e| SimulateError::Input(format!("{}: {e}", path.display())))?;
+    let (steps, summary) = scaled_job::replay(&sj, others, &trace, args)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.output {
+        OutputFormat::Table => scaled_job::table(&mut out, &steps, &summary),
+        OutputFormat::Json => scaled_job::json_lines(&mut out, &steps, &summary),
+    }
+    .map_err(|e| SimulateError::Output(e.to_string()))
 }
 
 /// `ebb simulate`: returns the exit status.
@@ -222,7 +240,7 @@ async fn simulate(args: &SimulateArgs) -> Result<(), SimulateError> {
             .iter()
             .find(|d| kind_of(d) == "ScaledJob" && args.name.as_deref().is_none_or(|n| name_of(d) == n))
     {
-        return simulate_scaled_job(name_of(job));
+        return simulate_scaled_job(job, &loaded.others, args);
     }
     let so = pick(&loaded, args.name.as_deref())?;
     let trace = match (&args.trace, &args.prometheus) {
