@@ -11,8 +11,16 @@
 //!    once it is held, the port starts listening; printed: listen → request at the upstream
 //!    (the "endpoint ready → first byte forwarded" figure; it includes the port probe interval).
 //!
+//! 3. cluster wake: `ebb::activator::serve_cluster` on kube's mocked client answering like an API
+//!    server in this process (HTTPScaledObjects listed, EndpointSlice watches open and empty,
+//!    `/scale` at 0); a request is sent to each of N routes in turn; printed: request sent →
+//!    the `/scale` write received (the "first held request → /scale request sent").
+//! 4. memory: the same cluster activator with R more routes (at 1 replica, no endpoint), then H
+//!    requests held over them from a child process (so the client sockets are not counted);
+//!    printed: this process's RSS before the activator, with the routes, with H held.
+//!
 //! Run with `cargo bench --bench activator -- [--connections C] [--duration D] [--rounds R]
-//! [--wakes N]`. Without `--bench` (as `cargo test --benches` runs it) a short self-check runs and
+//! [--wakes N] [--cluster-wakes N] [--routes R] [--held H]`. Without `--bench` (as `cargo test --benches` runs it) a short self-check runs and
 //! only checks that every request succeeded. Every loop is bounded in count and time.
 
 use std::{
@@ -62,6 +70,18 @@ struct Opts {
     /// Cold starts measured.
     #[arg(long, default_value_t = 50)]
     wakes: usize,
+    /// Cluster-mode wakes measured (request sent → /scale write).
+    #[arg(long, default_value_t = 50)]
+    cluster_wakes: usize,
+    /// Routes for the memory figure.
+    #[arg(long, default_value_t = 1000)]
+    routes: usize,
+    /// Requests held for the memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    held: usize,
+    /// Internal: be the child that opens and holds `--held` connections to this proxy address.
+    #[arg(long, hide = true)]
+    hold_clients_for: Option<SocketAddr>,
     /// Passed by `cargo bench`; without it only the self-check runs.
     #[arg(long, hide = true)]
     bench: bool,
@@ -69,6 +89,9 @@ struct Opts {
 
 fn main() -> Res<()> {
     let opts = Opts::parse();
+    if let Some(proxy) = opts.hold_clients_for {
+        return hold_clients(proxy, opts.held, opts.routes);
+    }
     let (connections, duration, rounds, wakes) = if opts.bench {
         (
             opts.connections.clamp(1, 1024),
@@ -78,6 +101,15 @@ fn main() -> Res<()> {
         )
     } else {
         (4, 0.2, 1, 3)
+    };
+    let (cluster_wakes, routes, held) = if opts.bench {
+        (
+            opts.cluster_wakes.clamp(1, 500),
+            opts.routes.clamp(1, 5000),
+            opts.held.clamp(1, 10_000),
+        )
+    } else {
+        (3, 10, 20)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -146,9 +178,11 @@ fn main() -> Res<()> {
             f64::from(pct(&wake_us, 99.0)) / 1000.0,
             f64::from(*wake_us.last().unwrap_or(&0)) / 1000.0
         );
-        print_loadavg();
         trigger.fire();
         let _ = tokio::time::timeout(Duration::from_secs(30), ebb.task).await;
+
+        cluster_figures(cluster_wakes, routes, held).await?;
+        print_loadavg();
         if !opts.bench {
             println!("activator: self-checks passed (cargo bench --bench activator for the figures)");
         }
@@ -406,4 +440,268 @@ async fn wake_once(ebb: &Ebb, socket: TcpSocket, i: usize) -> Res<u32> {
 /// This process's user+system CPU time in microseconds.
 fn process_cpu_us(ticks_per_second: u64) -> f64 {
     procfs::cpu_ticks(std::process::id()).unwrap_or(0) as f64 * 1e6 / ticks_per_second as f64
+}
+
+/// What the scripted API server of the cluster figures saw.
+#[derive(Default)]
+struct ApiLog {
+    /// When each target's `/scale` write arrived, by workload name.
+    puts: std::collections::HashMap<String, Instant>,
+    scale_gets: usize,
+    unexpected: Vec<String>,
+}
+
+fn cluster_object(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+        "metadata": {"name": name, "namespace": "bench", "resourceVersion": "3",
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"hosts": [format!("{name}.test")],
+                 "scaleTargetRef": {"name": name, "service": name, "portName": "http"}}
+    })
+}
+
+/// kube's mocked client answering as an API server would: HTTPScaledObjects listed, watches
+/// left open (a quiet cluster), no EndpointSlices, `/scale` at 0 for `wake*` targets and at 1
+/// for the others, writes recorded with their arrival time.
+fn mock_api(
+    objects: Vec<serde_json::Value>,
+) -> (
+    kube::Client,
+    Arc<std::sync::Mutex<ApiLog>>,
+    Arc<tokio::sync::Notify>,
+) {
+    use kube::client::Body;
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let log = Arc::new(std::sync::Mutex::new(ApiLog::default()));
+    let wrote = Arc::new(tokio::sync::Notify::new());
+    let (log2, wrote2) = (Arc::clone(&log), Arc::clone(&wrote));
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        let mut replicas: std::collections::HashMap<String, i32> = std::collections::HashMap::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let watching = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
+            let body = req.into_body().collect_bytes().await.unwrap_or_default();
+            let list = |kind: &str, api: &str, items: Vec<serde_json::Value>| serde_json::json!({"apiVersion": api, "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items});
+            let answer = if watching {
+                open.push(send);
+                continue;
+            } else if path == "/apis/http.keda.sh/v1alpha1/httpscaledobjects" {
+                list("HTTPScaledObjectList", "http.keda.sh/v1alpha1", objects.clone())
+            } else if path == "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices" {
+                list("EndpointSliceList", "discovery.k8s.io/v1", vec![])
+            } else if let Some(name) = path
+                .strip_prefix("/apis/apps/v1/namespaces/bench/deployments/")
+                .and_then(|p| p.strip_suffix("/scale"))
+            {
+                let name = name.to_owned();
+                let current = *replicas
+                    .entry(name.clone())
+                    .or_insert(if name.starts_with("wake") { 0 } else { 1 });
+                if method == http::Method::PUT {
+                    let at = Instant::now();
+                    let sent: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let wanted = sent["spec"]["replicas"].as_i64().unwrap_or(0) as i32;
+                    replicas.insert(name.clone(), wanted);
+                    log2.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .puts
+                        .insert(name.clone(), at);
+                    wrote2.notify_waiters();
+                } else {
+                    log2.lock().unwrap_or_else(|p| p.into_inner()).scale_gets += 1;
+                }
+                let now = replicas.get(&name).copied().unwrap_or(current);
+                serde_json::json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+                    "metadata": {"name": name, "namespace": "bench", "resourceVersion": "7"},
+                    "spec": {"replicas": now}, "status": {"replicas": now}})
+            } else {
+                log2.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unexpected
+                    .push(format!("{method} {path}"));
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound"})
+            };
+            let response = Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()));
+            if let Ok(r) = response {
+                send.send_response(r);
+            }
+        }
+    });
+    (kube::Client::new(svc, "default"), log, wrote)
+}
+
+/// Cluster mode: the wake latency, then the memory with `routes` routes and `held` requests.
+async fn cluster_figures(wakes: usize, routes: usize, held: usize) -> Res<()> {
+    let pid = std::process::id();
+    let before = procfs::rss(pid)?;
+    let mut objects: Vec<serde_json::Value> =
+        (0..wakes).map(|i| cluster_object(&format!("wake{i}"))).collect();
+    objects.extend((0..routes).map(|i| cluster_object(&format!("hold{i}"))));
+    let (client, log, wrote) = mock_api(objects);
+    let Command::Activator(args) = Cli::try_parse_from([
+        "ebb",
+        "activator",
+        "--hold-timeout",
+        "300s",
+        "--max-held",
+        "10000",
+        "--max-held-per-route",
+        "1000",
+        "--max-connections",
+        "15000",
+    ])?
+    .command
+    else {
+        return Err("not the activator".into());
+    };
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let (proxy, admin) = (proxy_listener.local_addr()?, admin_listener.local_addr()?);
+    let (trigger, signal) = shutdown::channel();
+    let task = tokio::spawn(ebb::activator::serve_cluster(
+        *args,
+        client,
+        proxy_listener,
+        admin_listener,
+        signal,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = get_once(admin, "admin", "/queue").await?;
+        let queue: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if queue.as_object().is_some_and(|q| q.len() == wakes + routes) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the cluster activator never listed its routes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut wake_us = Vec::new();
+    for i in 0..wakes {
+        let name = format!("wake{i}");
+        let mut tcp = TcpStream::connect(proxy).await?;
+        let request = format!("GET / HTTP/1.1\r\nHost: {name}.test\r\n\r\n");
+        let sent = Instant::now();
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes()).await?;
+        let arrived = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let notified = wrote.notified();
+                if let Some(at) = log.lock().unwrap_or_else(|p| p.into_inner()).puts.get(&name) {
+                    return *at;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .map_err(|_| format!("{name}: no /scale write"))?;
+        wake_us.push(u32::try_from(arrived.saturating_duration_since(sent).as_micros()).unwrap_or(u32::MAX));
+        drop(tcp);
+    }
+    wake_us.sort_unstable();
+    println!(
+        "\n## cluster wake: {} targets at zero (in-process scripted API server)",
+        wake_us.len()
+    );
+    println!(
+        "request sent → /scale write received: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        f64::from(pct(&wake_us, 50.0)) / 1000.0,
+        f64::from(pct(&wake_us, 99.0)) / 1000.0,
+        f64::from(*wake_us.last().unwrap_or(&0)) / 1000.0
+    );
+
+    let listed = procfs::rss(pid)?;
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--hold-clients-for",
+            &proxy.to_string(),
+            "--held",
+            &held.to_string(),
+            "--routes",
+            &routes.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let holding = loop {
+        let (_, body) = get_once(admin, "admin", "/routes").await?;
+        let view: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let n: u64 = view
+            .as_object()
+            .map(|o| o.values().filter_map(|r| r["held"].as_u64()).sum())
+            .unwrap_or(0);
+        if n as usize >= held {
+            break n;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!("only {n} of {held} requests held").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let holding_mem = procfs::rss(pid)?;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    println!("\n## memory: {routes} routes (+{wakes} woken), {holding} requests held (RSS of this process)");
+    println!("| state | RSS MiB |");
+    println!("| --- | ---: |");
+    println!(
+        "| before the cluster activator | {:.1} |",
+        procfs::mib(before.rss_kib)
+    );
+    println!(
+        "| routes listed, endpoint watches open | {:.1} |",
+        procfs::mib(listed.rss_kib)
+    );
+    println!(
+        "| {holding} requests held | {:.1} |",
+        procfs::mib(holding_mem.rss_kib)
+    );
+    println!(
+        "per route {:.1} KiB, per held request {:.2} KiB",
+        listed.rss_kib.saturating_sub(before.rss_kib) as f64 / (routes + wakes) as f64,
+        holding_mem.rss_kib.saturating_sub(listed.rss_kib) as f64 / holding as f64
+    );
+    {
+        let log = log.lock().unwrap_or_else(|p| p.into_inner());
+        if !log.unexpected.is_empty() {
+            return Err(format!("unscripted API calls: {:?}", log.unexpected).into());
+        }
+        if log.puts.len() != wakes {
+            return Err(format!("{} /scale writes for {wakes} wakes", log.puts.len()).into());
+        }
+    }
+    trigger.fire();
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    Ok(())
+}
+
+/// The child of the memory figure: `held` connections to `proxy`, each sending one request to
+/// route `hold{i % routes}`, kept open until stdin closes.
+fn hold_clients(proxy: SocketAddr, held: usize, routes: usize) -> Res<()> {
+    use std::io::{Read, Write};
+    let mut open = Vec::with_capacity(held);
+    for i in 0..held {
+        let mut tcp = std::net::TcpStream::connect(proxy)?;
+        write!(
+            tcp,
+            "GET / HTTP/1.1\r\nHost: hold{}.test\r\n\r\n",
+            i % routes.max(1)
+        )?;
+        open.push(tcp);
+    }
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(open);
+    Ok(())
 }

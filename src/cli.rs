@@ -60,6 +60,12 @@ pub struct ActivatorArgs {
     /// (annotation `activator.ebb/local-command`, port `scaleTargetRef.port` on loopback).
     #[arg(long, env = "EBB_LOCAL")]
     pub local: Option<PathBuf>,
+    /// kubeconfig (default: in-cluster config, then ~/.kube/config); not used with --local.
+    #[arg(long, env = "EBB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Route only this namespace's HTTPScaledObjects (the add-on's KEDA_HTTP_WATCH_NAMESPACE; default: all).
+    #[arg(long, alias = "watch-namespace", env = "EBB_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Port the proxy listens on (the add-on's interceptor uses 8080).
     #[arg(long, env = "EBB_PROXY_PORT", default_value_t = 8080)]
     pub proxy_port: u16,

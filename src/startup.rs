@@ -68,11 +68,6 @@ pub enum StartupError {
         "ebb run drives a cluster and cannot use --local; `ebb metrics-server --local` is the offline demo"
     )]
     RunNeedsCluster,
-    /// `ebb activator` without `--local`: its cluster mode is not built yet.
-    #[error(
-        "ebb activator needs --local DIR for now: its cluster mode (EndpointSlices, /scale) is not built yet"
-    )]
-    ActivatorNeedsLocal,
     /// A `--local` path that is not a directory.
     #[error("--local {0}: not a directory")]
     NotADirectory(PathBuf),

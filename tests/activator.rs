@@ -1,7 +1,9 @@
 //! `ebb activator --local` end to end on loopback: real upstreams (HTTP/1.1, h2c, streamed
 //! bodies with trailers, a Python process started on demand), held requests released the moment
 //! the port accepts, the hold caps, the deadline, clients that leave, idle scale-down, and the
-//! admin port's `/queue`, `/routes` and `/metrics`.
+//! admin port's `/queue`, `/routes` and `/metrics`. Cluster mode (tests named `cluster_*`) runs
+//! against a scripted API server: EndpointSlices release held requests to a real loopback
+//! upstream, the first held request writes `/scale` once.
 //!
 //! No sleeps stand for "long enough": every wait polls a condition under a deadline.
 
@@ -24,7 +26,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpSocket, TcpStream},
@@ -40,7 +42,7 @@ struct Activator {
     admin: SocketAddr,
     trigger: shutdown::Trigger,
     task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Activator {
@@ -72,8 +74,50 @@ impl Activator {
             admin,
             trigger,
             task,
-            _dir: dir,
+            _dir: Some(dir),
         }
+    }
+
+    /// An activator in cluster mode on `client` (a scripted API server).
+    async fn start_cluster(client: kube::Client, flags: &[&str]) -> Activator {
+        let mut argv = vec!["ebb", "activator"];
+        argv.extend_from_slice(flags);
+        let Command::Activator(args) = Cli::try_parse_from(argv).expect("flags").command else {
+            panic!("not the activator subcommand");
+        };
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let proxy = proxy_listener.local_addr().expect("addr");
+        let admin = admin_listener.local_addr().expect("addr");
+        let (trigger, signal) = shutdown::channel();
+        let task = tokio::spawn(ebb::activator::serve_cluster(
+            *args,
+            client,
+            proxy_listener,
+            admin_listener,
+            signal,
+        ));
+        let activator = Activator {
+            proxy,
+            admin,
+            trigger,
+            task,
+            _dir: None,
+        };
+        // Ready once the HTTPScaledObjects are listed.
+        let deadline = Instant::now() + BUDGET;
+        loop {
+            let ready = get(admin, "admin", "/readyz").await;
+            if matches!(&ready, Ok((StatusCode::OK, _, _))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the activator never became ready: {ready:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        activator
     }
 
     async fn stop(self) {
@@ -547,7 +591,7 @@ async fn objects_added_and_removed_in_the_directory_are_followed() {
     let port = upstream.local_addr().expect("addr").port();
     let _server = serve_echo(upstream);
     let activator = Activator::start(&[object("one", "one.test", port, IDLE_COMMAND, "", "")], &[]).await;
-    let dir = activator._dir.path().to_path_buf();
+    let dir = activator._dir.as_ref().expect("local mode").path().to_path_buf();
     common::fs::write_atomic(
         &dir.join("two.yaml"),
         object("two", "two.test", port, IDLE_COMMAND, "", ""),
@@ -617,18 +661,630 @@ fn the_shipped_example_is_a_valid_local_route() {
     assert_eq!(problems, Vec::<String>::new());
     assert_eq!(routes.len(), 1);
     assert_eq!(&*routes[0].route.key, "default/hello");
-    assert_eq!(routes[0].local.port, 8081);
+    let ebb::activator::Backend::Local(local) = &routes[0].backend else {
+        panic!("a local route");
+    };
+    assert_eq!(local.port, 8081);
     assert!(dir.join("site/index.html").is_file());
 }
 
 #[test]
-fn without_local_the_activator_says_the_cluster_mode_is_not_built_yet() {
+fn without_local_or_a_cluster_the_activator_says_so() {
+    let home = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
         .args(["activator", "--proxy-port", "0", "--metrics-port", "0"])
         .env_remove("EBB_LOCAL")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", home.path().join("none"))
+        .env("HOME", home.path())
         .output()
         .expect("ebb runs");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("needs --local DIR"), "{stderr}");
+    assert!(
+        stderr.contains("failed to create a Kubernetes client (use --local to run without a cluster)"),
+        "{stderr}"
+    );
+}
+
+// Cluster mode, against a scripted API server on kube's mocked client (tower-test): lists carry
+// the objects, watches stay open until the test pushes an event, `/scale` reads and writes are
+// recorded. Shapes are the API server's: discovery.k8s.io/v1 EndpointSlice, autoscaling/v1
+// Scale, a metav1 Status on a 409.
+
+type ApiHandle = tower_test::mock::Handle<Request<kube::client::Body>, Response<kube::client::Body>>;
+type Pending = tower_test::mock::SendResponse<Response<kube::client::Body>>;
+
+const SCALE_PATH: &str = "/apis/apps/v1/namespaces/ns/deployments/web/scale";
+
+/// What the scripted API server holds and saw.
+#[derive(Default)]
+struct Cluster {
+    objects: Vec<Value>,
+    services: std::collections::HashMap<String, Value>,
+    slices: std::collections::BTreeMap<String, Value>,
+    /// Slice events not yet delivered, and the open slice watch they go to.
+    slice_events: Vec<Value>,
+    slice_watch: Option<Pending>,
+    /// The other open watches (HTTPScaledObjects): a quiet cluster.
+    watches: Vec<Pending>,
+    replicas: i32,
+    resource_version: u64,
+    /// `/scale` writes answered 409; each one first lets "another writer" set `raced_replicas`.
+    conflicts: usize,
+    raced_replicas: i32,
+    scale_gets: usize,
+    scale_puts: Vec<Value>,
+    service_gets: usize,
+    slice_selectors: Vec<String>,
+    unexpected: Vec<String>,
+}
+
+fn api_status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn scale_json(c: &Cluster) -> Value {
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+           "metadata": {"name": "web", "namespace": "ns", "uid": "5f0c1c8e-0000-4000-8000-000000000002",
+                        "resourceVersion": c.resource_version.to_string(),
+                        "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "spec": {"replicas": c.replicas},
+           "status": {"replicas": c.replicas, "selector": "app=web"}})
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn watch_body(events: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        out.extend(serde_json::to_vec(e).unwrap_or_default());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn reply(send: Pending, code: StatusCode, body: Vec<u8>) {
+    let response = Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body))
+        .expect("response");
+    send.send_response(response);
+}
+
+/// Answers one request; `None` keeps it open (a watch with nothing to say yet).
+fn answer_api(
+    c: &mut Cluster,
+    method: &http::Method,
+    path: &str,
+    query: &str,
+    body: &Value,
+) -> Option<(StatusCode, Value)> {
+    let watching = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
+    let list = |api_version: &str, kind: &str, items: Vec<Value>, rv: u64| json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv.to_string()}, "items": items});
+    match (method.as_str(), path) {
+        ("GET", "/apis/http.keda.sh/v1alpha1/httpscaledobjects") => {
+            if watching {
+                return None;
+            }
+            Some((
+                StatusCode::OK,
+                list(
+                    "http.keda.sh/v1alpha1",
+                    "HTTPScaledObjectList",
+                    c.objects.clone(),
+                    10,
+                ),
+            ))
+        }
+        ("GET", "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices") => {
+            c.slice_selectors
+                .push(query_param(query, "labelSelector").unwrap_or_default());
+            if watching {
+                return None;
+            }
+            let rv = c.resource_version;
+            Some((
+                StatusCode::OK,
+                list(
+                    "discovery.k8s.io/v1",
+                    "EndpointSliceList",
+                    c.slices.values().cloned().collect(),
+                    rv,
+                ),
+            ))
+        }
+        ("GET", p) if p.starts_with("/api/v1/namespaces/ns/services/") => {
+            c.service_gets += 1;
+            let name = p.rsplit('/').next().unwrap_or_default();
+            Some(match c.services.get(name) {
+                Some(s) => (StatusCode::OK, s.clone()),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    api_status(404, "NotFound", &format!("services \"{name}\" not found")),
+                ),
+            })
+        }
+        ("GET", SCALE_PATH) => {
+            c.scale_gets += 1;
+            Some((StatusCode::OK, scale_json(c)))
+        }
+        ("PUT", SCALE_PATH) => {
+            c.scale_puts.push(body.clone());
+            let sent_rv = body["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let conflict = (
+                StatusCode::CONFLICT,
+                api_status(
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again",
+                ),
+            );
+            if c.conflicts > 0 {
+                c.conflicts -= 1;
+                c.replicas = c.raced_replicas;
+                c.resource_version += 1;
+                return Some(conflict);
+            }
+            if sent_rv != c.resource_version.to_string() {
+                return Some(conflict);
+            }
+            c.replicas = body["spec"]["replicas"].as_i64().unwrap_or(-1) as i32;
+            c.resource_version += 1;
+            Some((StatusCode::OK, scale_json(c)))
+        }
+        _ => {
+            c.unexpected.push(format!("{method} {path}?{query}"));
+            Some((StatusCode::NOT_FOUND, api_status(404, "NotFound", "not scripted")))
+        }
+    }
+}
+
+fn spawn_api_server(cluster: std::sync::Arc<std::sync::Mutex<Cluster>>) -> kube::Client {
+    let (svc, mut handle): (_, ApiHandle) = tower_test::mock::pair();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or_default().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            match answer_api(&mut c, &method, &path, &query, &body) {
+                Some((code, value)) => reply(send, code, serde_json::to_vec(&value).unwrap_or_default()),
+                None if path.ends_with("/endpointslices") => {
+                    if c.slice_events.is_empty() {
+                        c.slice_watch = Some(send);
+                    } else {
+                        let events = std::mem::take(&mut c.slice_events);
+                        reply(send, StatusCode::OK, watch_body(&events));
+                    }
+                }
+                None => c.watches.push(send),
+            }
+        }
+    });
+    kube::Client::new(svc, "default")
+}
+
+/// An EndpointSlice of Service `web` as the EndpointSlice controller writes it: port `http` is
+/// `port`, one endpoint per (address, ready, terminating).
+fn slice(rv: u64, port: u16, endpoints: &[(&str, bool, bool)]) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, ready, terminating))| json!({
+            "addresses": [ip],
+            "conditions": {"ready": ready, "serving": ready, "terminating": terminating},
+            "nodeName": "node-1",
+            "targetRef": {"kind": "Pod", "namespace": "ns", "name": format!("web-7d9f-{i}"), "uid": format!("0000000{i}-0000-4000-8000-000000000000")}
+        }))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-abc12", "namespace": "ns", "resourceVersion": rv.to_string(),
+                     "generateName": "web-", "creationTimestamp": "2026-01-01T00:00:00Z",
+                     "labels": {"kubernetes.io/service-name": "web",
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "web",
+                                          "uid": "0a0a0a0a-0000-4000-8000-000000000003",
+                                          "controller": true, "blockOwnerDeletion": true}]},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "protocol": "TCP", "port": port}],
+        "endpoints": endpoints
+    })
+}
+
+/// Service `web`: port 80 named `http` → container port 8080.
+fn web_service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "web", "namespace": "ns", "resourceVersion": "2"},
+           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "selector": {"app": "web"},
+                    "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]}})
+}
+
+/// HTTPScaledObject `ns/web` for host `web.example`; `port` is `{"port": 80}` or `{"portName": …}`.
+fn cluster_object(port: Value, extra_spec: Value) -> Value {
+    let mut target = json!({"name": "web", "kind": "Deployment", "apiVersion": "apps/v1", "service": "web"});
+    if let (Some(t), Some(p)) = (target.as_object_mut(), port.as_object()) {
+        t.extend(p.clone());
+    }
+    let mut spec =
+        json!({"hosts": ["web.example"], "scaleTargetRef": target, "replicas": {"min": 0, "max": 10}});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+           "metadata": {"name": "web", "namespace": "ns", "uid": "9b1c0f7e-0000-4000-8000-000000000001",
+                        "resourceVersion": "3", "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "spec": spec})
+}
+
+/// Sends a slice event to the open watch, or queues it for the next one.
+fn push_slice(cluster: &std::sync::Mutex<Cluster>, slice: Value) {
+    let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    let name = slice["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let kind = if c.slices.contains_key(&name) {
+        "MODIFIED"
+    } else {
+        "ADDED"
+    };
+    c.slices.insert(name, slice.clone());
+    c.slice_events.push(json!({"type": kind, "object": slice}));
+    if let Some(send) = c.slice_watch.take() {
+        let events = std::mem::take(&mut c.slice_events);
+        reply(send, StatusCode::OK, watch_body(&events));
+    }
+}
+
+async fn wait_cluster(cluster: &std::sync::Mutex<Cluster>, what: &str, done: impl Fn(&Cluster) -> bool) {
+    let deadline = Instant::now() + BUDGET;
+    loop {
+        {
+            let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            if done(&c) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; unexpected: {:?}; puts: {:?}; gets: {}",
+                c.unexpected,
+                c.scale_puts,
+                c.scale_gets
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn scripted(
+    objects: Vec<Value>,
+    replicas: i32,
+    slices: Vec<Value>,
+) -> std::sync::Arc<std::sync::Mutex<Cluster>> {
+    let mut c = Cluster {
+        objects,
+        replicas,
+        resource_version: 7,
+        ..Default::default()
+    };
+    c.services.insert("web".into(), web_service());
+    for s in slices {
+        let name = s["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        c.slices.insert(name, s);
+    }
+    std::sync::Arc::new(std::sync::Mutex::new(c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_the_first_held_request_wakes_the_target_once_and_a_ready_slice_releases_it() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = upstream.local_addr().expect("addr").port();
+    let _server = serve_echo(upstream);
+    // The pod exists but is not ready yet: held requests must not go to it.
+    let cluster = scripted(
+        vec![cluster_object(json!({"port": 80}), json!({}))],
+        0,
+        vec![slice(5, port, &[("127.0.0.1", false, false)])],
+    );
+    let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
+
+    let requests: Vec<_> = (0..3)
+        .map(|i| {
+            let proxy = activator.proxy;
+            tokio::spawn(async move { get(proxy, "web.example", &format!("/r{i}")).await })
+        })
+        .collect();
+    activator
+        .wait_route("ns/web", "three requests held", |r| r["held"] == 3)
+        .await;
+    wait_cluster(&cluster, "the /scale write", |c| !c.scale_puts.is_empty()).await;
+    {
+        let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(c.scale_puts.len(), 1, "one write per wake: {:?}", c.scale_puts);
+        let put = &c.scale_puts[0];
+        assert_eq!(put["spec"]["replicas"], 1, "{put}");
+        assert_eq!(put["metadata"]["resourceVersion"], "7", "conflict-safe: {put}");
+        assert_eq!(
+            (put["kind"].as_str(), put["apiVersion"].as_str()),
+            (Some("Scale"), Some("autoscaling/v1"))
+        );
+        assert_eq!(c.replicas, 1);
+        assert_eq!(c.service_gets, 1, "port 80 mapped through the Service once");
+        assert!(
+            !c.slice_selectors.is_empty()
+                && c.slice_selectors
+                    .iter()
+                    .all(|s| s == "kubernetes.io/service-name=web"),
+            "only the routed Service's slices: {:?}",
+            c.slice_selectors
+        );
+    }
+
+    // The pod turns ready: every held request goes to it, to the pod's address and port.
+    push_slice(&cluster, slice(9, port, &[("127.0.0.1", true, false)]));
+    for (i, request) in requests.into_iter().enumerate() {
+        let (status, headers, body) = tokio::time::timeout(BUDGET, request)
+            .await
+            .expect("released in time")
+            .expect("task")
+            .expect("proxied");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(&format!("/r{i} host=web.example")), "{body}");
+        assert_eq!(
+            headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+    }
+    let route = activator
+        .wait_route("ns/web", "released", |r| r["held"] == 0)
+        .await;
+    assert_eq!(
+        route["endpoints"],
+        json!([format!("127.0.0.1:{port}")]),
+        "{route}"
+    );
+    assert_eq!(route["coldStarts"], 1, "{route}");
+    assert_eq!(route["wakeErrors"], 0, "{route}");
+
+    // Warm now: straight through, no /scale call.
+    let (status, headers, _) = get(activator.proxy, "web.example", "/warm")
+        .await
+        .expect("proxied");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+        Some(&b"false"[..])
+    );
+    let (_, _, metrics) = get(activator.admin, "admin", "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains(
+            r#"ebb_activator_wake_duration_seconds_count{route_namespace="ns",route_name="web"} 1"#
+        ),
+        "{metrics}"
+    );
+    {
+        let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!((c.scale_gets, c.scale_puts.len()), (1, 1));
+        assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
+    }
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_terminating_endpoints_are_skipped_and_the_cap_and_deadline_hold() {
+    let (_socket, port) = reserved_port();
+    // Already scaled up, its only pod terminating: held, no /scale write, 504 at the deadline.
+    let cluster = scripted(
+        vec![cluster_object(
+            json!({"port": 80}),
+            json!({"timeouts": {"conditionWait": "700ms"}}),
+        )],
+        1,
+        vec![slice(5, port, &[("127.0.0.1", true, true)])],
+    );
+    let activator = Activator::start_cluster(
+        spawn_api_server(cluster.clone()),
+        &["--max-held-per-route", "1", "--hold-timeout", "5s"],
+    )
+    .await;
+    let proxy = activator.proxy;
+    let first = tokio::spawn(async move { get(proxy, "web.example", "/").await });
+    activator.wait_route("ns/web", "held", |r| r["held"] == 1).await;
+    let (status, headers, _) = get(activator.proxy, "web.example", "/").await.expect("answered");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers.get("retry-after").map(|v| v.as_bytes()), Some(&b"5"[..]));
+    let (status, _, body) = tokio::time::timeout(BUDGET, first)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("answered");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    wait_cluster(&cluster, "the /scale read", |c| c.scale_gets >= 1).await;
+    let route = activator
+        .wait_route("ns/web", "counted", |r| r["held"] == 0)
+        .await;
+    assert_eq!(
+        route["endpoints"],
+        json!([]),
+        "terminating pods get no request: {route}"
+    );
+    assert_eq!(
+        (route["holdTimeouts"].clone(), route["overflows"].clone()),
+        (json!(1), json!(1)),
+        "{route}"
+    );
+    assert_eq!(route["coldStarts"], 0, "{route}");
+    {
+        let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            c.scale_puts.is_empty(),
+            "replicas > 0: nothing to write: {:?}",
+            c.scale_puts
+        );
+        assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
+    }
+    activator.stop().await;
+}
+
+/// A held request meets a `/scale` write conflict; "another writer" left `raced` replicas.
+async fn wake_through_a_conflict(raced: i32) -> (Vec<Value>, usize, usize) {
+    // portName: the EndpointSlice port is found by name, the Service is never read.
+    let cluster = scripted(
+        vec![cluster_object(json!({"portName": "http"}), json!({}))],
+        0,
+        vec![],
+    );
+    {
+        let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        c.conflicts = 1;
+        c.raced_replicas = raced;
+    }
+    let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
+    let proxy = activator.proxy;
+    let held = tokio::spawn(async move { get(proxy, "web.example", "/").await });
+    wait_cluster(&cluster, "the wake to settle", |c| {
+        c.replicas == 1 && c.scale_gets == 2
+    })
+    .await;
+    let route = activator.wait_route("ns/web", "held", |r| r["held"] == 1).await;
+    // The client leaves: nothing waits on the held request at shutdown.
+    held.abort();
+    let _ = held.await;
+    activator
+        .wait_route("ns/web", "abandoned", |r| r["held"] == 0)
+        .await;
+    activator.stop().await;
+    let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
+    assert_eq!(route["wakeErrors"], 0, "{route}");
+    (c.scale_puts.clone(), c.scale_gets, c.service_gets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_scale_conflict_is_read_again_and_written_with_the_new_version() {
+    let (puts, gets, service_gets) = wake_through_a_conflict(0).await;
+    assert_eq!(gets, 2);
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    assert_eq!(puts[0]["metadata"]["resourceVersion"], "7");
+    assert_eq!(puts[1]["metadata"]["resourceVersion"], "8");
+    assert_eq!(puts[1]["spec"]["replicas"], 1);
+    assert_eq!(service_gets, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_scale_conflict_with_the_target_already_up_writes_nothing_more() {
+    let (puts, gets, _) = wake_through_a_conflict(1).await;
+    assert_eq!(gets, 2);
+    assert_eq!(puts.len(), 1, "the other writer already woke it: {puts:?}");
+}
+
+/// A WebSocket echo server (tokio-tungstenite) on `listener`.
+fn serve_websocket_echo(listener: TcpListener) -> JoinHandle<()> {
+    use futures::{SinkExt, StreamExt};
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                    if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Opens a WebSocket to `ws://host/path` through the proxy; returns the stream and the
+/// handshake response's cold-start header.
+async fn websocket(
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (tokio_tungstenite::WebSocketStream<TcpStream>, Option<String>) {
+    let tcp = TcpStream::connect(proxy).await.expect("connect");
+    let (ws, response) = tokio_tungstenite::client_async(format!("ws://{host}{path}"), tcp)
+        .await
+        .expect("WebSocket handshake through the proxy");
+    let cold = response
+        .headers()
+        .get("x-keda-http-cold-start")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (ws, cold)
+}
+
+async fn echo_round_trip(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, text: &str) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text)).await.expect("send");
+    let back = tokio::time::timeout(BUDGET, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("not an error");
+    assert_eq!(back, Message::text(text));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .expect("send");
+    let back = tokio::time::timeout(BUDGET, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("not an error");
+    assert_eq!(back, Message::binary(vec![0u8, 1, 2, 255]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_is_held_at_zero_then_tunnelled() {
+    let (socket, port) = reserved_port();
+    let activator = Activator::start(&[object("chat", "chat.test", port, IDLE_COMMAND, "", "")], &[]).await;
+
+    let proxy = activator.proxy;
+    let opening = tokio::spawn(async move { websocket(proxy, "chat.test", "/socket").await });
+    activator
+        .wait_route("web/chat", "the upgrade request is held", |r| r["held"] == 1)
+        .await;
+    let _server = serve_websocket_echo(socket.listen(64).expect("listen"));
+    let (mut ws, cold) = tokio::time::timeout(BUDGET, opening)
+        .await
+        .expect("released in time")
+        .expect("task");
+    assert_eq!(cold.as_deref(), Some("true"));
+    echo_round_trip(&mut ws, "hello through a cold start").await;
+    // An open tunnel is a request in flight (the target must not go to zero under it).
+    let route = activator.admin_json("/routes").await;
+    assert_eq!(route["web/chat"]["concurrency"], 1, "{route}");
+
+    let (mut warm, cold) = websocket(activator.proxy, "chat.test", "/socket").await;
+    assert_eq!(cold.as_deref(), Some("false"));
+    echo_round_trip(&mut warm, "warm").await;
+
+    ws.close(None).await.expect("close");
+    warm.close(None).await.expect("close");
+    drop((ws, warm));
+    activator
+        .wait_route("web/chat", "both tunnels counted out", |r| r["concurrency"] == 0)
+        .await;
+    let (_, _, metrics) = get(activator.admin, "admin", "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains(r#"ebb_activator_requests_total{route_namespace="web",route_name="chat",code="101",cold_start="true"} 1"#),
+        "{metrics}"
+    );
+    activator.stop().await;
 }

@@ -38,13 +38,13 @@ fn round_trip<T: DeserializeOwned + Serialize>(kind: &str, doc: serde_yaml::Valu
     );
 }
 
-/// `minimum: 1` and `minimum: 1.0` are the same schema: typed CRDs hold f64s, YAML tools may
-/// print either spelling.
+/// JSON with every integral float written as an integer: a CRD's `minimum: 1` comes back from
+/// k8s-openapi's `f64` as `1.0`, the same number.
 fn whole_numbers(v: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match v {
         Value::Number(n) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => Value::from(f as i64),
             _ => Value::Number(n),
         },
         Value::Array(a) => Value::Array(a.into_iter().map(whole_numbers).collect()),
@@ -132,6 +132,37 @@ fn manifests_and_examples_parse_into_typed_objects() {
     );
 }
 
+/// The pod runs as `name`'s ServiceAccount, non-root, one hardened container from the `ebb`
+/// image; returns that container.
+fn assert_hardened<'a>(
+    name: &str,
+    pod: &'a k8s_openapi::api::core::v1::PodSpec,
+) -> &'a k8s_openapi::api::core::v1::Container {
+    assert_eq!(pod.service_account_name.as_deref(), Some(name));
+    let pod_sc = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_sc.run_as_non_root, Some(true), "{name}");
+    let [c] = pod.containers.as_slice() else {
+        panic!("{name}: one container expected");
+    };
+    // Kustomize's `images:` rewrites this one placeholder.
+    assert_eq!(c.image.as_deref(), Some("ebb"), "{name}");
+    let sc = c.security_context.as_ref().expect("container securityContext");
+    assert_eq!(sc.run_as_non_root, Some(true), "{name}");
+    assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+    assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()]),
+        "{name}"
+    );
+    assert_eq!(
+        sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault"),
+        "{name}"
+    );
+    c
+}
+
 #[test]
 fn deployments_are_hardened_and_probed() {
     let names = ["ebb-operator", "ebb-metrics-apiserver", "ebb-webhooks"];
@@ -145,28 +176,7 @@ fn deployments_are_hardened_and_probed() {
             .spec
             .as_ref()
             .expect("pod spec");
-        assert_eq!(pod.service_account_name.as_deref(), Some(name));
-        let pod_sc = pod.security_context.as_ref().expect("pod securityContext");
-        assert_eq!(pod_sc.run_as_non_root, Some(true), "{name}");
-        let [c] = pod.containers.as_slice() else {
-            panic!("{name}: one container expected");
-        };
-        // Kustomize's `images:` rewrites this one placeholder.
-        assert_eq!(c.image.as_deref(), Some("ebb"), "{name}");
-        let sc = c.security_context.as_ref().expect("container securityContext");
-        assert_eq!(sc.run_as_non_root, Some(true), "{name}");
-        assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
-        assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
-        assert_eq!(
-            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
-            Some(vec!["ALL".to_string()]),
-            "{name}"
-        );
-        assert_eq!(
-            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
-            Some("RuntimeDefault"),
-            "{name}"
-        );
+        let c = assert_hardened(name, pod);
         for (probe, path) in [(&c.liveness_probe, "/livez"), (&c.readiness_probe, "/readyz")] {
             let get = probe
                 .as_ref()
@@ -252,6 +262,78 @@ fn deployments_are_hardened_and_probed() {
     let pdb = pdb.spec.expect("spec");
     assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
     assert_eq!(pdb.selector, spec.selector.into());
+}
+
+/// The activator: two hardened replicas probed on the admin port, a PDB, a Service per port,
+/// and args that are real flags of `ebb activator` (cluster mode: no `--local`).
+#[test]
+fn the_activator_is_hardened_probed_and_disruption_bounded() {
+    let d: Deployment = typed("Deployment", "ebb-activator");
+    let spec = d.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert!(
+        !pod.topology_spread_constraints
+            .clone()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let c = assert_hardened("ebb-activator", pod);
+    for (probe, path) in [(&c.liveness_probe, "/livez"), (&c.readiness_probe, "/readyz")] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("httpGet probe");
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, IntOrString::String("admin".into()));
+    }
+    let ports: BTreeSet<(String, i32)> = c
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        BTreeSet::from([("http".to_string(), 8080), ("admin".to_string(), 9090)])
+    );
+    let res = c.resources.as_ref().expect("resources");
+    assert!(res.requests.as_ref().is_some_and(|r| r.contains_key("memory")));
+    assert!(res.limits.as_ref().is_some_and(|r| r.contains_key("memory")));
+    let argv = std::iter::once("ebb".to_string()).chain(c.args.clone().unwrap_or_default());
+    let cli = <ebb::cli::Cli as clap::Parser>::try_parse_from(argv).expect("activator args parse");
+    let ebb::cli::Command::Activator(args) = cli.command else {
+        panic!("the activator Deployment must run `ebb activator`");
+    };
+    assert!(args.local.is_none(), "cluster mode");
+    assert_eq!((args.proxy_port, args.metrics_port), (8080, 9090));
+
+    let pdb: PodDisruptionBudget = typed("PodDisruptionBudget", "ebb-activator");
+    let pdb = pdb.spec.expect("spec");
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.selector, spec.selector.into());
+
+    for (service, port, target) in [
+        ("ebb-activator", 8080, "http"),
+        ("ebb-activator-admin", 9090, "admin"),
+    ] {
+        let svc: Service = typed("Service", service);
+        let spec = svc.spec.expect("spec");
+        assert_eq!(
+            spec.selector
+                .and_then(|s| s.get("app.kubernetes.io/name").cloned())
+                .as_deref(),
+            Some("ebb-activator")
+        );
+        let ports = spec.ports.expect("ports");
+        assert_eq!(ports.len(), 1, "{service}");
+        assert_eq!(ports[0].port, port, "{service}");
+        assert_eq!(
+            ports[0].target_port,
+            Some(IntOrString::String(target.into())),
+            "{service}"
+        );
+    }
 }
 
 #[test]

@@ -75,6 +75,7 @@ pub fn routes_json(proxy: &Proxy) -> Value {
                 "upstreamErrors": load(&c.upstream_errors),
                 "abandoned": load(&c.abandoned),
                 "coldStarts": load(&c.cold_starts),
+                "wakeErrors": load(&c.wake_errors),
                 "endpoints": target.endpoints().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "service": target.route.service,
                 "port": port,

@@ -137,7 +137,7 @@ pub async fn supervise(
 }
 
 /// Resolves once the supervisor is told to stop (or its route table is gone).
-async fn retired(retire: &mut watch::Receiver<bool>) {
+pub(super) async fn retired(retire: &mut watch::Receiver<bool>) {
     let _ = retire.wait_for(|r| *r).await.map(|_| ());
 }
 

@@ -50,6 +50,15 @@ const COLD_START_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Wakes: held → `/scale` sent, one API round trip (the GET) at best.
+const WAKE_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn wake_histogram() -> Histogram {
+    Histogram::new(WAKE_BUCKETS)
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -81,6 +90,10 @@ pub struct ActivatorMetrics {
     pub cold_start_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Requests that matched no route (404).
     pub no_route: Counter,
+    /// Cluster mode: first held request → the `/scale` write sent.
+    pub wake_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Cluster mode: wakes that failed (`/scale` unreadable or refused).
+    pub wake_errors: Family<RouteLabels, Counter>,
 }
 
 impl ActivatorMetrics {
@@ -134,6 +147,16 @@ impl ActivatorMetrics {
             m.cold_start_duration.clone(),
         );
         r.register(
+            "wake_duration_seconds",
+            "Time from the first request held for a target at zero to the /scale write that wakes it",
+            m.wake_duration.clone(),
+        );
+        r.register(
+            "wake_errors",
+            "Wakes that failed: the target's /scale could not be read or written",
+            m.wake_errors.clone(),
+        );
+        r.register(
             "no_route_requests",
             "Requests that matched no route (404)",
             m.no_route.clone(),
@@ -154,6 +177,8 @@ impl ActivatorMetrics {
             cold_starts: Family::default(),
             cold_start_duration: Family::new_with_constructor(cold_start_histogram),
             no_route: Counter::default(),
+            wake_duration: Family::new_with_constructor(wake_histogram),
+            wake_errors: Family::default(),
         }
     }
 
@@ -167,6 +192,8 @@ impl ActivatorMetrics {
         self.upstream_errors.remove(labels);
         self.cold_starts.remove(labels);
         self.cold_start_duration.remove(labels);
+        self.wake_duration.remove(labels);
+        self.wake_errors.remove(labels);
         for (code, cold) in responses {
             self.requests.remove(&labels.with_code(code, cold));
         }

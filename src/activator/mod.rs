@@ -7,13 +7,16 @@
 //!                 per route: target::Target (endpoints, in flight, held, counters)
 //!                    ▲ publish / withdraw endpoints, woken on hold
 //!                 backend: local::supervise (--local: a process per route)
+//!                          cluster::run_route (EndpointSlices of the Service, /scale wake)
 //!  admin port: /queue (the add-on's JSON), /routes (ebb's view), /metrics, /livez, /readyz
 //! ```
 //!
-//! Only `--local` exists so far; the cluster backend (EndpointSlices of routed Services, the
-//! `/scale` patch on the first held request) plugs into the same [`target::Target`] seam.
+//! Two backends feed the same [`target::Target`] seam: `--local` (a process per route,
+//! `local`) and the cluster (`cluster`: the routed Service's EndpointSlices, the target's
+//! `/scale` written on the first held request).
 
 pub mod admin;
+pub mod cluster;
 pub mod local;
 pub mod metrics;
 pub mod proxy;
@@ -35,6 +38,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tracing::{info, warn};
 
 use self::{
+    cluster::ClusterSpec,
     local::{LocalSpec, LocalTiming},
     metrics::ActivatorMetrics,
     proxy::{Proxy, ProxyConfig, RouteOptions, Routing},
@@ -68,13 +72,22 @@ pub struct Desired {
     pub route: Route,
     /// Timeouts and protocol.
     pub options: RouteOptions,
-    /// How the local process runs.
-    pub local: LocalSpec,
+    /// What runs the target.
+    pub backend: Backend,
 }
 
-/// Why an HTTPScaledObject file entry cannot be served in `--local` mode.
+/// What makes a route's endpoints appear: a local process, or the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// `--local`: a process on this machine.
+    Local(LocalSpec),
+    /// The routed Service's EndpointSlices, and the target's `/scale`.
+    Cluster(ClusterSpec),
+}
+
+/// Why an HTTPScaledObject cannot be served.
 #[derive(Debug, thiserror::Error)]
-pub enum LocalObjectError {
+pub enum ObjectError {
     /// The document is not a valid HTTPScaledObject.
     #[error("not a valid HTTPScaledObject: {0}")]
     Parse(String),
@@ -93,53 +106,67 @@ pub enum LocalObjectError {
     /// The protocol annotation has an unknown value.
     #[error("annotation {APP_PROTOCOL_ANNOTATION}: {0:?} is neither h2c nor http/1.1")]
     Protocol(String),
+    /// Cluster mode: no workload to wake.
+    #[error("spec.scaleTargetRef.name is empty: there is no workload to wake")]
+    NoWorkload,
 }
 
-/// Reads one HTTPScaledObject document for `--local` (`dir` is where processes run).
-pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desired, LocalObjectError> {
-    let so: HTTPScaledObject =
-        serde_yaml::from_value(doc.clone()).map_err(|e| LocalObjectError::Parse(e.to_string()))?;
-    let route = Route::from_http_scaled_object(&so)?;
-    let annotations = so.metadata.annotations.clone().unwrap_or_default();
-    let command = annotations
-        .get(LOCAL_COMMAND_ANNOTATION)
-        .filter(|c| !c.trim().is_empty())
-        .ok_or(LocalObjectError::NoCommand)?
-        .clone();
-    let RoutePort::Number(port) = route.port else {
-        return Err(LocalObjectError::PortName);
-    };
+/// The settings every mode reads from an object beyond routing: timeouts and protocol.
+pub fn route_options(so: &HTTPScaledObject) -> Result<RouteOptions, ObjectError> {
     let timeout =
-        |field: &'static str, value: Option<&String>| -> Result<Option<Option<Duration>>, LocalObjectError> {
+        |field: &'static str, value: Option<&String>| -> Result<Option<Option<Duration>>, ObjectError> {
             value
                 .map(|v| {
                     parse_duration(v)
                         .map(|d| (!d.is_zero()).then_some(d))
-                        .map_err(|e| LocalObjectError::Duration(field, e.to_string()))
+                        .map_err(|e| ObjectError::Duration(field, e.to_string()))
                 })
                 .transpose()
         };
     let timeouts = so.spec.timeouts.as_ref();
-    let protocol = match annotations.get(APP_PROTOCOL_ANNOTATION).map(String::as_str) {
+    let annotations = so.metadata.annotations.as_ref();
+    let protocol = match annotations
+        .and_then(|a| a.get(APP_PROTOCOL_ANNOTATION))
+        .map(String::as_str)
+    {
         None => None,
         Some("h2c" | "kubernetes.io/h2c") => Some(Protocol::H2c),
         Some("http/1.1" | "http") => Some(Protocol::Http1),
-        Some(other) => return Err(LocalObjectError::Protocol(other.to_owned())),
+        Some(other) => return Err(ObjectError::Protocol(other.to_owned())),
+    };
+    Ok(RouteOptions {
+        hold_timeout: timeout("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?,
+        response_header_timeout: timeout(
+            "responseHeader",
+            timeouts.and_then(|t| t.response_header.as_ref()),
+        )?,
+        protocol,
+    })
+}
+
+/// Reads one HTTPScaledObject document for `--local` (`dir` is where processes run).
+pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desired, ObjectError> {
+    let so: HTTPScaledObject =
+        serde_yaml::from_value(doc.clone()).map_err(|e| ObjectError::Parse(e.to_string()))?;
+    let route = Route::from_http_scaled_object(&so)?;
+    let command = so
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LOCAL_COMMAND_ANNOTATION))
+        .filter(|c| !c.trim().is_empty())
+        .ok_or(ObjectError::NoCommand)?
+        .clone();
+    let RoutePort::Number(port) = route.port else {
+        return Err(ObjectError::PortName);
     };
     Ok(Desired {
-        options: RouteOptions {
-            hold_timeout: timeout("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?,
-            response_header_timeout: timeout(
-                "responseHeader",
-                timeouts.and_then(|t| t.response_header.as_ref()),
-            )?,
-            protocol,
-        },
-        local: LocalSpec {
+        options: route_options(&so)?,
+        backend: Backend::Local(LocalSpec {
             command,
             port,
             dir: dir.to_path_buf(),
-        },
+        }),
         route,
     })
 }
@@ -189,14 +216,23 @@ struct Running {
     retire: watch::Sender<bool>,
 }
 
-/// Applies a new set of objects: unchanged routes keep their target (and process); new and
-/// changed ones get a fresh target and supervisor; removed and changed ones are stopped.
+/// What starts a route's backend task.
+#[derive(Clone)]
+struct Backends {
+    timing: LocalTiming,
+    /// Cluster mode's client and settings.
+    cluster: Option<Arc<cluster::ClusterContext>>,
+}
+
+/// Applies a new set of objects: unchanged routes keep their target (and process or watch);
+/// new and changed ones get a fresh target and backend task; removed and changed ones are
+/// stopped.
 fn apply(
     proxy: &Proxy,
     running: &mut HashMap<RouteKey, Running>,
     desired: Vec<Desired>,
     metrics: &Arc<ActivatorMetrics>,
-    timing: LocalTiming,
+    backends: &Backends,
     tasks: &mut JoinSet<()>,
 ) {
     let mut next: HashMap<RouteKey, Running> = HashMap::new();
@@ -211,16 +247,38 @@ fn apply(
                     info!(route = %key, "HTTPScaledObject changed; restarting its target");
                     let _ = old.retire.send(true);
                 } else {
-                    info!(route = %key, command = %d.local.command, port = d.local.port, "route added");
+                    match &d.backend {
+                        Backend::Local(l) => {
+                            info!(route = %key, command = %l.command, port = l.port, "route added");
+                        }
+                        Backend::Cluster(c) => {
+                            info!(route = %key, service = %c.service, target = %c.workload, "route added");
+                        }
+                    }
                 }
                 let target = Target::new(d.route.clone(), Arc::clone(metrics));
                 let (retire, retired) = watch::channel(false);
-                tasks.spawn(local::supervise(
-                    Arc::clone(&target),
-                    d.local.clone(),
-                    timing,
-                    retired,
-                ));
+                match (&d.backend, &backends.cluster) {
+                    (Backend::Local(spec), _) => {
+                        tasks.spawn(local::supervise(
+                            Arc::clone(&target),
+                            spec.clone(),
+                            backends.timing,
+                            retired,
+                        ));
+                    }
+                    (Backend::Cluster(spec), Some(ctx)) => {
+                        tasks.spawn(cluster::run_route(
+                            Arc::clone(ctx),
+                            Arc::clone(&target),
+                            spec.clone(),
+                            retired,
+                        ));
+                    }
+                    (Backend::Cluster(_), None) => {
+                        warn!(route = %key, "a cluster route without a cluster client; not served");
+                    }
+                }
                 next.insert(
                     key,
                     Running {
@@ -262,15 +320,20 @@ async fn bind(
     })
 }
 
-/// Runs the activator until `shutdown`: the proxy and admin ports, a supervisor per route, the
-/// directory re-read every second. Local processes are stopped before it returns.
+/// Runs the activator until `shutdown`: the proxy and admin ports, and a backend per route:
+/// with `--local` a supervised process (the directory re-read every second), else the routed
+/// Service's EndpointSlices and the target's `/scale` (HTTPScaledObjects watched). Local
+/// processes are stopped before it returns.
 pub async fn run(args: ActivatorArgs, shutdown: Signal) -> Result<(), StartupError> {
-    let Some(dir) = args.local.clone() else {
-        return Err(StartupError::ActivatorNeedsLocal);
+    let client = match &args.local {
+        Some(dir) if !dir.is_dir() => return Err(StartupError::NotADirectory(dir.clone())),
+        Some(_) => None,
+        None => Some(
+            crate::cluster::client(args.kubeconfig.as_deref())
+                .await
+                .map_err(|e| StartupError::from(e).offering_local())?,
+        ),
     };
-    if !dir.is_dir() {
-        return Err(StartupError::NotADirectory(dir));
-    }
     let proxy_listener = bind(
         SocketAddr::new(args.proxy_bind_address, args.proxy_port),
         "--proxy-port",
@@ -283,18 +346,30 @@ pub async fn run(args: ActivatorArgs, shutdown: Signal) -> Result<(), StartupErr
         "--metrics-bind-address",
     )
     .await?;
-    serve(args, dir, proxy_listener, admin_listener, shutdown).await;
+    match (client, args.local.clone()) {
+        (Some(client), _) => serve_cluster(args, client, proxy_listener, admin_listener, shutdown).await,
+        (None, Some(dir)) => serve(args, dir, proxy_listener, admin_listener, shutdown).await,
+        (None, None) => {}
+    }
     Ok(())
 }
 
-/// [`run`] on listeners already bound (tests bind port 0).
-pub async fn serve(
-    args: ActivatorArgs,
-    dir: PathBuf,
+/// The servers and shared state of a running activator, whatever feeds its routes.
+struct Serving {
+    proxy: Arc<Proxy>,
+    metrics: Arc<ActivatorMetrics>,
+    ready: Arc<AtomicBool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the proxy and admin servers; `/readyz` answers 503 until `ready` is set.
+fn start_servers(
+    args: &ActivatorArgs,
     proxy_listener: TcpListener,
     admin_listener: TcpListener,
-    shutdown: Signal,
-) {
+    shutdown: &Signal,
+    ready: bool,
+) -> Serving {
     let mut registry = prometheus_client::registry::Registry::default();
     let server_metrics = Arc::new(ServerMetrics::register(&mut registry));
     let metrics = Arc::new(ActivatorMetrics::register(&mut registry));
@@ -322,20 +397,7 @@ pub async fn serve(
         Arc::clone(&metrics),
         limits.log_interval,
     ));
-    let timing = LocalTiming {
-        probe_interval: args.probe_interval,
-        probe_timeout: args.connect_timeout,
-        stop_grace: args.stop_grace_period,
-    };
-
-    let mut supervisors = JoinSet::new();
-    let mut running = HashMap::new();
-    let (initial, mut last_problems) = load_local(&dir);
-    report_problems(&last_problems);
-    info!(dir = %dir.display(), routes = initial.len(), "HTTPScaledObjects loaded");
-    apply(&proxy, &mut running, initial, &metrics, timing, &mut supervisors);
-    let ready = Arc::new(AtomicBool::new(true));
-
+    let ready = Arc::new(AtomicBool::new(ready));
     let admin_state = Arc::new(admin::AdminState {
         base: crate::admin::AdminState {
             registry,
@@ -398,9 +460,64 @@ pub async fn serve(
             }
         }
     });
+    Serving {
+        proxy,
+        metrics,
+        ready,
+        servers: vec![proxy_task, admin_task],
+    }
+}
 
-    let mut last = running.values().map(|r| r.desired.clone()).collect::<Vec<_>>();
-    last.sort_by(|a, b| a.route.key.cmp(&b.route.key));
+impl Serving {
+    /// Marks the activator not ready, waits for the servers to drain, retires every backend.
+    async fn stop(self, running: HashMap<RouteKey, Running>, mut backends: JoinSet<()>) {
+        self.ready.store(false, Ordering::Relaxed);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        for r in running.values() {
+            let _ = r.retire.send(true);
+        }
+        while backends.join_next().await.is_some() {}
+        info!("activator stopped");
+    }
+}
+
+fn local_timing(args: &ActivatorArgs) -> LocalTiming {
+    LocalTiming {
+        probe_interval: args.probe_interval,
+        probe_timeout: args.connect_timeout,
+        stop_grace: args.stop_grace_period,
+    }
+}
+
+/// [`run`] with `--local` on listeners already bound (tests bind port 0).
+pub async fn serve(
+    args: ActivatorArgs,
+    dir: PathBuf,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: Signal,
+) {
+    let serving = start_servers(&args, proxy_listener, admin_listener, &shutdown, true);
+    let backends = Backends {
+        timing: local_timing(&args),
+        cluster: None,
+    };
+    let mut supervisors = JoinSet::new();
+    let mut running = HashMap::new();
+    let (initial, mut last_problems) = load_local(&dir);
+    report_problems(&last_problems);
+    info!(dir = %dir.display(), routes = initial.len(), "HTTPScaledObjects loaded");
+    let mut last = initial.clone();
+    apply(
+        &serving.proxy,
+        &mut running,
+        initial,
+        &serving.metrics,
+        &backends,
+        &mut supervisors,
+    );
     loop {
         tokio::select! {
             () = shutdown.wait() => break,
@@ -413,16 +530,85 @@ pub async fn serve(
         }
         if desired != last {
             last = desired.clone();
-            apply(&proxy, &mut running, desired, &metrics, timing, &mut supervisors);
+            apply(
+                &serving.proxy,
+                &mut running,
+                desired,
+                &serving.metrics,
+                &backends,
+                &mut supervisors,
+            );
         }
         while supervisors.try_join_next().is_some() {}
     }
-    ready.store(false, Ordering::Relaxed);
-    let _ = proxy_task.await;
-    let _ = admin_task.await;
-    for r in running.values() {
-        let _ = r.retire.send(true);
+    serving.stop(running, supervisors).await;
+}
+
+/// [`run`] in a cluster on listeners already bound: HTTPScaledObjects watched (all namespaces
+/// or `--namespace`) into the route table; `/readyz` answers 503 until the first list is in.
+pub async fn serve_cluster(
+    args: ActivatorArgs,
+    client: kube::Client,
+    proxy_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: Signal,
+) {
+    let serving = start_servers(&args, proxy_listener, admin_listener, &shutdown, false);
+    let context = Arc::new(cluster::ClusterContext::new(
+        client.clone(),
+        cluster::wake_recheck(args.hold_timeout),
+    ));
+    let backends = Backends {
+        timing: local_timing(&args),
+        cluster: Some(context),
+    };
+    let mut tasks = JoinSet::new();
+    let mut running = HashMap::new();
+    let (objects_tx, mut objects) = watch::channel(None);
+    let watch = tokio::spawn(cluster::watch_objects(
+        client,
+        args.namespace.clone(),
+        objects_tx,
+        shutdown.clone(),
+    ));
+    let mut last: Option<Vec<Desired>> = None;
+    let mut last_problems: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => break,
+            changed = objects.changed() => if changed.is_err() {
+                break;
+            },
+        }
+        // Computed under the borrow (no await): a burst of events coalesces into one rebuild.
+        let Some((desired, problems)) = objects
+            .borrow_and_update()
+            .as_ref()
+            .map(cluster::desired_from_objects)
+        else {
+            continue;
+        };
+        if problems != last_problems {
+            report_problems(&problems);
+            last_problems = problems;
+        }
+        if last.as_ref() != Some(&desired) {
+            if last.is_none() {
+                info!(routes = desired.len(), "HTTPScaledObjects listed");
+            }
+            last = Some(desired.clone());
+            apply(
+                &serving.proxy,
+                &mut running,
+                desired,
+                &serving.metrics,
+                &backends,
+                &mut tasks,
+            );
+        }
+        serving.ready.store(true, Ordering::Relaxed);
+        while tasks.try_join_next().is_some() {}
     }
-    while supervisors.join_next().await.is_some() {}
-    info!("activator stopped");
+    let _ = watch.await;
+    serving.stop(running, tasks).await;
 }

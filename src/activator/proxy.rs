@@ -10,6 +10,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::SocketAddr,
     sync::{
         Arc,
@@ -21,13 +22,14 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use super::{
     metrics::ActivatorMetrics,
-    target::{Endpoints, Refusal, Target},
+    target::{Endpoints, InFlight, Refusal, Target},
     upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
 };
 use crate::{
@@ -199,57 +201,144 @@ impl Proxy {
         let Some(addr) = target.pick(&endpoints) else {
             return plain(StatusCode::BAD_GATEWAY, "no endpoint\n");
         };
+        let header_timeout = options
+            .response_header_timeout
+            .unwrap_or(self.config.response_header_timeout);
+        if let Some(upgrade) = upgrade_protocol(&request) {
+            return self
+                .tunnel(
+                    &target,
+                    in_flight,
+                    request,
+                    (peer, &host, addr),
+                    upgrade,
+                    (cold, started),
+                    header_timeout,
+                )
+                .await;
+        }
         let protocol = options.protocol.unwrap_or(match request.version() {
             http::Version::HTTP_2 => Protocol::H2c,
             _ => Protocol::Http1,
         });
         let upstream_request = prepare(request, peer, &host, self.config.request_body_timeout);
-        let header_timeout = options
-            .response_header_timeout
-            .unwrap_or(self.config.response_header_timeout);
         let send = self.upstream.send(addr, protocol, &host, upstream_request);
-        let result = match header_timeout {
-            Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| None),
-            None => Ok(send.await),
+        match within(header_timeout, send).await {
+            Ok(response) => self.forward(&target, in_flight, response, cold, started),
+            Err(error) => self.failed(&target, addr, error, cold, started),
         }
-        .and_then(|r| r.map_err(Some));
-        match result {
-            Ok(mut response) => {
-                // Our side of the connection speaks HTTP/1.1 (or 2) whatever the upstream spoke.
-                *response.version_mut() = http::Version::HTTP_11;
-                strip_hop_by_hop(response.headers_mut());
-                response.headers_mut().insert(
-                    COLD_START_HEADER,
-                    HeaderValue::from_static(if cold { "true" } else { "false" }),
-                );
-                target.record_response(response.status().as_u16(), cold, started.elapsed());
-                response.map(|body| Guarded::new(body, in_flight).boxed_unsync())
-            }
-            Err(error) => {
-                target.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                target
-                    .metrics()
-                    .upstream_errors
-                    .get_or_create(&target.labels)
-                    .inc();
-                let (code, text) = match &error {
-                    None => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the upstream did not answer in time\n",
-                    ),
-                    Some(_) => (StatusCode::BAD_GATEWAY, "the upstream failed\n"),
-                };
-                let describe = || match &error {
-                    None => format!("{}: {addr}: no response headers in time", target.route.key),
-                    Some(e) => format!("{}: {}", target.route.key, crate::report::error_chain(e)),
-                };
-                if self.upstream_log.admit(describe) {
-                    tracing::warn!(route = %target.route.key, %addr, error = %describe_error(&error), "upstream error");
+    }
+
+    /// The upstream's response, streamed to the client; the request stays counted in flight
+    /// until its body ends.
+    fn forward(
+        &self,
+        target: &Target,
+        in_flight: InFlight,
+        mut response: Response<Incoming>,
+        cold: bool,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        // Our side of the connection speaks HTTP/1.1 (or 2) whatever the upstream spoke.
+        *response.version_mut() = http::Version::HTTP_11;
+        strip_hop_by_hop(response.headers_mut());
+        response
+            .headers_mut()
+            .insert(COLD_START_HEADER, cold_start_value(cold));
+        target.record_response(response.status().as_u16(), cold, started.elapsed());
+        response.map(|body| Guarded::new(body, in_flight).boxed_unsync())
+    }
+
+    /// The answer to a request the upstream failed (`None`: no response headers in time).
+    fn failed(
+        &self,
+        target: &Target,
+        addr: SocketAddr,
+        error: Option<UpstreamError>,
+        cold: bool,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        target.counters.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        target
+            .metrics()
+            .upstream_errors
+            .get_or_create(&target.labels)
+            .inc();
+        let (code, text) = match &error {
+            None => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the upstream did not answer in time\n",
+            ),
+            Some(_) => (StatusCode::BAD_GATEWAY, "the upstream failed\n"),
+        };
+        let describe = || match &error {
+            None => format!("{}: {addr}: no response headers in time", target.route.key),
+            Some(e) => format!("{}: {}", target.route.key, crate::report::error_chain(e)),
+        };
+        if self.upstream_log.admit(describe) {
+            tracing::warn!(route = %target.route.key, %addr, error = %describe_error(&error), "upstream error");
+        }
+        target.record_response(code.as_u16(), cold, started.elapsed());
+        plain(code, text)
+    }
+
+    /// An upgrade request (WebSocket): sent to the endpoint on a connection of its own; on
+    /// `101 Switching Protocols` both connections are taken over and joined byte for byte, the
+    /// request counted in flight until either side closes. A refused upgrade is an ordinary
+    /// response.
+    #[allow(clippy::too_many_arguments)]
+    async fn tunnel(
+        &self,
+        target: &Arc<Target>,
+        in_flight: InFlight,
+        mut request: Request<Incoming>,
+        (peer, host, addr): (SocketAddr, &str, SocketAddr),
+        upgrade: HeaderValue,
+        (cold, started): (bool, Instant),
+        header_timeout: Option<Duration>,
+    ) -> Response<ProxyBody> {
+        let client_side = hyper::upgrade::on(&mut request);
+        let mut upstream_request = prepare(request, peer, host, self.config.request_body_timeout);
+        // `prepare` dropped them as hop-by-hop; an upgrade is the one exchange that needs them.
+        let headers = upstream_request.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+        let mut response = match within(header_timeout, self.upstream.upgrade(addr, upstream_request)).await {
+            Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => r,
+            Ok(r) => return self.forward(target, in_flight, r, cold, started),
+            Err(error) => return self.failed(target, addr, error, cold, started),
+        };
+        let upstream_side = hyper::upgrade::on(&mut response);
+        let key = target.route.key.clone();
+        tokio::spawn(
+            async move {
+                let _counted = in_flight;
+                match tokio::try_join!(client_side, upstream_side) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                            Ok((sent, received)) => {
+                                tracing::debug!(route = %key, sent, received, "upgraded connection closed");
+                            }
+                            Err(e) => tracing::debug!(route = %key, error = %e, "upgraded connection failed"),
+                        }
+                    }
+                    Err(e) => tracing::debug!(route = %key, error = %e, "the upgrade did not complete"),
                 }
-                target.record_response(code.as_u16(), cold, started.elapsed());
-                plain(code, text)
             }
-        }
+            .in_current_span(),
+        );
+        // The endpoint's 101 as it sent it (Upgrade, Connection, Sec-WebSocket-Accept, …).
+        let (mut parts, _) = response.into_parts();
+        parts.version = http::Version::HTTP_11;
+        parts.headers.insert(COLD_START_HEADER, cold_start_value(cold));
+        target.record_response(parts.status.as_u16(), cold, started.elapsed());
+        Response::from_parts(
+            parts,
+            Empty::new()
+                .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
+                .boxed_unsync(),
+        )
     }
 
     /// Holds a request until the target is ready; the error is the response to send instead.
@@ -324,6 +413,41 @@ fn describe_error(error: &Option<UpstreamError>) -> String {
     match error {
         None => "no response headers in time".to_owned(),
         Some(e) => crate::report::error_chain(e),
+    }
+}
+
+/// Awaits `send` within `limit`; `Err(None)` when the response headers did not come in time.
+async fn within<T>(
+    limit: Option<Duration>,
+    send: impl Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, Option<UpstreamError>> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| None),
+        None => Ok(send.await),
+    }
+    .and_then(|r| r.map_err(Some))
+}
+
+fn cold_start_value(cold: bool) -> HeaderValue {
+    HeaderValue::from_static(if cold { "true" } else { "false" })
+}
+
+/// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`).
+fn upgrade_protocol<B>(request: &Request<B>) -> Option<HeaderValue> {
+    if request.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let asked = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asked {
+        request.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
     }
 }
 

@@ -33,6 +33,8 @@ struct Activity {
     in_flight: usize,
     held: usize,
     last_active: Instant,
+    /// When the oldest request still held was held (the wake's clock).
+    held_since: Option<Instant>,
 }
 
 /// Monotonic per-route counters (the `/routes` view).
@@ -50,6 +52,8 @@ pub struct Counters {
     pub cold_starts: AtomicU64,
     /// Held requests whose client left before an answer.
     pub abandoned: AtomicU64,
+    /// Cluster mode: wakes that failed.
+    pub wake_errors: AtomicU64,
 }
 
 /// One route's live state, shared by the proxy and the backend that runs the target.
@@ -97,6 +101,7 @@ impl Target {
                 in_flight: 0,
                 held: 0,
                 last_active: Instant::now(),
+                held_since: None,
             }),
             wake: Notify::new(),
             idle: Notify::new(),
@@ -146,6 +151,9 @@ impl Target {
                 .is_err()
             {
                 return Err(Refusal::Total);
+            }
+            if a.held == 0 {
+                a.held_since = Some(Instant::now());
             }
             a.held += 1;
         }
@@ -218,6 +226,33 @@ impl Target {
             a.last_active.elapsed(),
             Duration::from_secs(u64::from(self.route.scaledown_period)),
         )
+    }
+
+    /// Backend: when the first of the requests held now was held (`None`: none is held).
+    pub fn held_since(&self) -> Option<Instant> {
+        self.activity().held_since
+    }
+
+    /// Backend: resolves once the target has no ready endpoint (at once when it has none).
+    pub async fn emptied(&self) {
+        let mut rx = self.endpoints.subscribe();
+        if rx.wait_for(|e| e.is_empty()).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Backend: the wake took `elapsed` from the first held request to the `/scale` write.
+    pub fn record_wake(&self, elapsed: Duration) {
+        self.metrics
+            .wake_duration
+            .get_or_create(&self.labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Backend: a wake failed.
+    pub fn record_wake_error(&self) {
+        self.counters.wake_errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.wake_errors.get_or_create(&self.labels).inc();
     }
 
     /// Backend: waits until the last request in flight ends.
@@ -347,6 +382,9 @@ impl Drop for Held {
         {
             let mut a = self.target.activity();
             a.held = a.held.saturating_sub(1);
+            if a.held == 0 {
+                a.held_since = None;
+            }
         }
         self.total.fetch_sub(1, Ordering::AcqRel);
         self.target.series.held.dec();

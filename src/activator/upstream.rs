@@ -116,6 +116,9 @@ pub enum UpstreamError {
     /// The HTTP/2 exchange failed.
     #[error("HTTP/2 exchange with {0}")]
     Http2(SocketAddr, #[source] hyper::Error),
+    /// The upgrade (WebSocket) exchange failed.
+    #[error("upgrade exchange with {0}")]
+    Upgrade(SocketAddr, #[source] hyper::Error),
 }
 
 /// Connections to endpoints, shared by every request.
@@ -189,6 +192,38 @@ impl Upstream {
                     .map_err(|e| UpstreamError::Http2(addr, e))
             }
         }
+    }
+
+    /// Sends an upgrade request (WebSocket) to `addr` over a connection of its own that can be
+    /// taken over once the endpoint answers `101 Switching Protocols` (`hyper::upgrade::on`).
+    pub async fn upgrade(
+        &self,
+        addr: SocketAddr,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        *request.version_mut() = Version::HTTP_11;
+        *request.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        let tcp = dial(addr, self.policy)
+            .await
+            .map_err(|e| UpstreamError::Connect(addr, e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| UpstreamError::Upgrade(addr, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream upgrade connection closed");
+            }
+        });
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| UpstreamError::Upgrade(addr, e))
     }
 
     async fn h2_sender(

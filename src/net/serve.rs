@@ -387,7 +387,11 @@ async fn connection<A, H, F, B>(
             }
         })
     };
-    let conn = shared.builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: a handler may answer 101 and take the connection over (the activator's
+    // WebSocket tunnel); the others never do, and nothing changes for them.
+    let conn = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
 
     let started = Instant::now();

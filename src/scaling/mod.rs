@@ -10,7 +10,8 @@
 //!   crd, quantity, selector, scalers (metric specs, trigger metadata)
 //!        │
 //!   scaling ── validate ─ hpa ─ activation ─ fallback ─ formula ─ conditions ─ events ─ target
-//!        │          └── http_route, http_hold (the activator's routing and holding rules)
+//!        │          └── http_route, http_hold, http_endpoints (the activator's routing,
+//!        │              holding, endpoint and wake rules)
 //!        │          └── reconcile (the reconcile plan)   scale_loop (the scale-loop plan)
 //!        ▼
 //!   components: external_metrics, operator, webhooks, tools (render/check), activator
@@ -30,6 +31,7 @@ pub mod formula;
 pub mod hpa;
 pub mod hpa_controller;
 pub mod http_api;
+pub mod http_endpoints;
 pub mod http_hold;
 pub mod http_route;
 pub mod reconcile;

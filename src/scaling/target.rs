@@ -8,8 +8,12 @@ use crate::crd::{ScaledObject, scaled_object::GroupVersionKindResource};
 /// kinds get a naive lower-case plural (the runtime should prefer the API server's discovery).
 pub fn scale_target_gvkr(so: &ScaledObject) -> GroupVersionKindResource {
     let r = &so.spec.scale_target_ref;
-    let api_version = r.api_version_or_default();
-    let kind = r.kind_or_default();
+    gvkr_of(r.api_version_or_default(), r.kind_or_default())
+}
+
+/// The GVKR of a target named by `apiVersion` and `kind` (already defaulted): the HTTP add-on's
+/// `scaleTargetRef` resolves the same way.
+pub fn gvkr_of(api_version: &str, kind: &str) -> GroupVersionKindResource {
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", api_version),
