@@ -30,7 +30,7 @@ use super::{
     error::Error,
     reconcile::{error_policy, reconcile},
     trigger_auth::{self, AuthContext},
-    watch::changes_only,
+    watch::{changes_only, reconcile_key},
 };
 use crate::{
     admin::{self, AdminState},
@@ -68,8 +68,8 @@ pub async fn run(args: OperatorArgs, shutdown: Signal) -> Result<(), StartupErro
         ),
         metrics.clone(),
         crate::scalers::http_push::ActivatorDiscovery {
-            admin_urls: args.scalers.activator_admin.clone(),
-            service: args.scalers.activator_service.clone(),
+            admin_urls: args.scalers.activator.admin.clone(),
+            service: args.scalers.activator.service.clone(),
         },
         &shutdown,
     )
@@ -187,14 +187,17 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
     let auth = Arc::new(AuthContext::new(ctx.clone()));
     let (http_client, http_namespace) = (ctx.client.clone(), namespace.clone());
     let http_scaler_address = ctx.http_scaler_address.clone();
-    let scaled_objects = Controller::for_stream(changes_only(scaled_objects, scaled_object_key), reader)
-        .owns_stream(changes_only(hpas, hpa_key))
-        .run(reconcile_guarded, error_policy_guarded, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                debug!(error = %e, "reconcile error");
-            }
-        });
+    let scaled_objects = Controller::for_stream(
+        changes_only(scaled_objects, reconcile_key::<ScaledObject>),
+        reader,
+    )
+    .owns_stream(changes_only(hpas, hpa_key))
+    .run(reconcile_guarded, error_policy_guarded, ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            debug!(error = %e, "reconcile error");
+        }
+    });
     // KEDA runs the ScaledJob and (Cluster)TriggerAuthentication controllers beside the
     // ScaledObject one; ScaledJob scalers are built as the ScaledObjects' are.
     let mut jobs =
@@ -210,27 +213,6 @@ fn controller(ctx: Arc<Context>, namespace: Option<String>) -> impl std::future:
             trigger_auth::run::<ClusterTriggerAuthentication>(auth, None),
         );
     }
-}
-
-/// What a reconcile of a ScaledObject depends on: spec (generation), annotations (pause),
-/// labels, finalizers and deletion. Status writes, ebb's own included, change none of them,
-/// so they do not queue another reconcile (KEDA filters with GenerationChangedPredicate and
-/// its annotation predicates).
-fn scaled_object_key(so: &DeserializeGuard<ScaledObject>) -> u64 {
-    let m = so.meta();
-    let mut bytes = serde_json::to_vec(&(
-        m.generation,
-        &m.annotations,
-        &m.labels,
-        &m.finalizers,
-        &m.deletion_timestamp,
-    ))
-    .unwrap_or_default();
-    // An object that failed to deserialise is keyed by its resourceVersion: any edit may fix it.
-    if so.0.is_err() {
-        bytes.extend(m.resource_version.as_deref().unwrap_or_default().as_bytes());
-    }
-    crate::hash::fnv1a(&bytes)
 }
 
 /// An owned HPA matters when its spec (generation), labels or annotations changed; the HPA
@@ -312,7 +294,7 @@ mod tests {
             Ok(watcher::Event::Apply(so(2, "5", true))),
             Ok(watcher::Event::Delete(so(2, "5", true))),
         ];
-        let passed = passed(events, scaled_object_key).await;
+        let passed = passed(events, reconcile_key::<ScaledObject>).await;
         assert_eq!(passed, ["1", "3", "4", "5"]);
     }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use futures::StreamExt;
-use kube::{Resource, runtime::watcher};
+use kube::{Resource, core::DeserializeGuard, runtime::watcher};
 
 /// Passes an applied object on only when `key` changed since it was last passed, and every
 /// deletion (a deleted HPA must be recreated even though its generation did not change).
@@ -44,4 +44,28 @@ where
         };
         futures::stream::iter(out)
     })
+}
+
+/// What a reconcile of a ScaledObject or ScaledJob depends on: spec (generation), annotations
+/// (pause), labels, finalizers and deletion. Status writes, ebb's own included, change none of
+/// them, so they do not queue another reconcile (KEDA filters with GenerationChangedPredicate and
+/// its annotation predicates).
+pub fn reconcile_key<K>(obj: &DeserializeGuard<K>) -> u64
+where
+    K: Resource<DynamicType = ()>,
+{
+    let m = obj.meta();
+    let mut bytes = serde_json::to_vec(&(
+        m.generation,
+        &m.annotations,
+        &m.labels,
+        &m.finalizers,
+        &m.deletion_timestamp,
+    ))
+    .unwrap_or_default();
+    // An object that failed to deserialise is keyed by its resourceVersion: any edit may fix it.
+    if obj.0.is_err() {
+        bytes.extend(m.resource_version.as_deref().unwrap_or_default().as_bytes());
+    }
+    crate::hash::fnv1a(&bytes)
 }

@@ -352,24 +352,6 @@ impl Drop for StopLoopsOnDrop {
     }
 }
 
-/// What a reconcile depends on: spec (generation), annotations (pause), labels, finalizers,
-/// deletion; status writes change none of them.
-fn scaled_job_key(sj: &DeserializeGuard<ScaledJob>) -> u64 {
-    let m = sj.meta();
-    let mut bytes = serde_json::to_vec(&(
-        m.generation,
-        &m.annotations,
-        &m.labels,
-        &m.finalizers,
-        &m.deletion_timestamp,
-    ))
-    .unwrap_or_default();
-    if sj.0.is_err() {
-        bytes.extend(m.resource_version.as_deref().unwrap_or_default().as_bytes());
-    }
-    crate::hash::fnv1a(&bytes)
-}
-
 /// Runs the ScaledJob controller until the watch ends or the future is dropped.
 pub async fn run(ctx: Arc<JobContext>, namespace: Option<String>) {
     let _stop = StopLoopsOnDrop(ctx.clone());
@@ -381,12 +363,15 @@ pub async fn run(ctx: Arc<JobContext>, namespace: Option<String>) {
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
-    Controller::for_stream(super::watch::changes_only(stream, scaled_job_key), reader)
-        .run(reconcile::reconcile_guarded, reconcile::error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                debug!(error = %e, "ScaledJob reconcile error");
-            }
-        })
-        .await;
+    Controller::for_stream(
+        super::watch::changes_only(stream, super::watch::reconcile_key::<ScaledJob>),
+        reader,
+    )
+    .run(reconcile::reconcile_guarded, reconcile::error_policy, ctx)
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            debug!(error = %e, "ScaledJob reconcile error");
+        }
+    })
+    .await;
 }
