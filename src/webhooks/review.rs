@@ -4,6 +4,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{autoscaling::v2::HorizontalPodAutoscaler, core::v1::LimitRange};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use kube::core::{
     DynamicObject, Status,
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
@@ -185,10 +187,43 @@ fn log_problems(req: &AdmissionRequest<DynamicObject>, problems: &[Problem]) {
     }
 }
 
-fn decode_so(obj: &DynamicObject) -> Result<ScaledObject, String> {
-    serde_json::to_value(obj)
-        .and_then(serde_json::from_value::<ScaledObject>)
-        .map_err(|e| format!("could not decode ScaledObject: {e}"))
+/// The request's object decoded as `K`, with the namespace and name the request knows (absent
+/// from objects under creation with generateName or from kubectl without -n). `None` for an
+/// UPDATE that only drops finalizers with an unchanged spec (a deletion going through), which is
+/// allowed unchecked; `Err` (a 400) for a missing or undecodable object.
+fn decode_for_review<K, S>(
+    req: &AdmissionRequest<DynamicObject>,
+    kind: &str,
+    spec: fn(&K) -> &S,
+) -> Result<Option<K>, String>
+where
+    K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    S: PartialEq,
+{
+    let decode = |obj: &DynamicObject| {
+        serde_json::to_value(obj)
+            .and_then(serde_json::from_value::<K>)
+            .map_err(|e| format!("could not decode {kind}: {e}"))
+    };
+    let Some(obj) = req.object.as_ref() else {
+        return Err("request has no object".to_string());
+    };
+    let mut new = decode(obj)?;
+    let meta = new.meta_mut();
+    if meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = req.namespace.clone();
+    }
+    if meta.name.as_deref().is_none_or(str::is_empty) && !req.name.is_empty() {
+        meta.name = Some(req.name.clone());
+    }
+    if matches!(req.operation, Operation::Update)
+        && let Some(old) = req.old_object.as_ref().and_then(|o| decode(o).ok())
+        && spec(&old) == spec(&new)
+        && only_removes_finalizers(old.meta(), new.meta())
+    {
+        return Ok(None);
+    }
+    Ok(Some(new))
 }
 
 async fn review_scaled_object(
@@ -196,27 +231,11 @@ async fn review_scaled_object(
     resp: AdmissionResponse,
     ctx: &WebhookContext,
 ) -> AdmissionResponse {
-    let Some(obj) = req.object.as_ref() else {
-        return deny(resp, 400, "request has no object".to_string());
-    };
-    let mut so = match decode_so(obj) {
-        Ok(so) => so,
+    let so = match decode_for_review(req, "ScaledObject", |so: &ScaledObject| &so.spec) {
+        Ok(Some(so)) => so,
+        Ok(None) => return resp,
         Err(m) => return deny(resp, 400, m),
     };
-    // The namespace is absent from objects under creation with generateName or from kubectl
-    // without -n; the request knows it.
-    if so.metadata.namespace.as_deref().is_none_or(str::is_empty) {
-        so.metadata.namespace = req.namespace.clone();
-    }
-    if so.metadata.name.as_deref().is_none_or(str::is_empty) && !req.name.is_empty() {
-        so.metadata.name = Some(req.name.clone());
-    }
-    if matches!(req.operation, Operation::Update)
-        && let Some(old) = req.old_object.as_ref().and_then(|o| decode_so(o).ok())
-        && only_removes_finalizers(&old, &so)
-    {
-        return resp;
-    }
     let namespace = so.metadata.namespace.clone().unwrap_or_default();
     let act = action(&req.operation);
     ctx.metrics.record_webhook_validation(&namespace, act);
@@ -251,10 +270,10 @@ async fn review_scaled_object(
 }
 
 /// KEDA lets the finalizer removal through untouched, so deletion never hangs on the webhook.
-fn only_removes_finalizers(old: &ScaledObject, new: &ScaledObject) -> bool {
-    let old_f = old.metadata.finalizers.as_deref().unwrap_or_default();
-    let new_f = new.metadata.finalizers.as_deref().unwrap_or_default();
-    old.spec == new.spec && new_f.len() < old_f.len() && new_f.iter().all(|f| old_f.contains(f))
+fn only_removes_finalizers(old: &ObjectMeta, new: &ObjectMeta) -> bool {
+    let old_f = old.finalizers.as_deref().unwrap_or_default();
+    let new_f = new.finalizers.as_deref().unwrap_or_default();
+    new_f.len() < old_f.len() && new_f.iter().all(|f| old_f.contains(f))
 }
 
 /// Admission warnings: deprecated settings KEDA 2.17 still accepts, then (§14) settings that
@@ -506,12 +525,6 @@ async fn resource_problems(
     Ok(out)
 }
 
-fn decode_sj(obj: &DynamicObject) -> Result<ScaledJob, String> {
-    serde_json::to_value(obj)
-        .and_then(serde_json::from_value::<ScaledJob>)
-        .map_err(|e| format!("could not decode ScaledJob: {e}"))
-}
-
 /// Reviews a ScaledJob CREATE or UPDATE with `ebb check`'s rules (schema, KEDA's
 /// `ValidateTriggers`, reconciler and Job API refusals); KEDA counts a refusal in the
 /// ScaledObject error counter (`reason="incorrect-triggers"`) and keeps no total for ScaledJobs.
@@ -520,29 +533,11 @@ fn review_scaled_job(
     resp: AdmissionResponse,
     ctx: &WebhookContext,
 ) -> AdmissionResponse {
-    let Some(obj) = req.object.as_ref() else {
-        return deny(resp, 400, "request has no object".to_string());
-    };
-    let mut sj = match decode_sj(obj) {
-        Ok(sj) => sj,
+    let sj = match decode_for_review(req, "ScaledJob", |sj: &ScaledJob| &sj.spec) {
+        Ok(Some(sj)) => sj,
+        Ok(None) => return resp,
         Err(m) => return deny(resp, 400, m),
     };
-    if sj.metadata.namespace.as_deref().is_none_or(str::is_empty) {
-        sj.metadata.namespace = req.namespace.clone();
-    }
-    if sj.metadata.name.as_deref().is_none_or(str::is_empty) && !req.name.is_empty() {
-        sj.metadata.name = Some(req.name.clone());
-    }
-    // An UPDATE that only drops finalizers with an unchanged spec is let through (deletion).
-    if matches!(req.operation, Operation::Update)
-        && let Some(old) = req.old_object.as_ref().and_then(|o| decode_sj(o).ok())
-    {
-        let old_f = old.metadata.finalizers.as_deref().unwrap_or_default();
-        let new_f = sj.metadata.finalizers.as_deref().unwrap_or_default();
-        if old.spec == sj.spec && new_f.len() < old_f.len() && new_f.iter().all(|f| old_f.contains(f)) {
-            return resp;
-        }
-    }
     let problems = validate_scaled_job(&sj);
     log_problems(req, &problems);
     match problems.first() {
