@@ -220,6 +220,14 @@ pub struct ScalerArgs {
     /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
     #[command(flatten)]
     pub cluster_objects: ClusterObjectsArgs,
+    /// Where the `external-push` trigger finds the activator replicas.
+    #[command(flatten)]
+    pub activator: ActivatorDiscoveryArgs,
+}
+
+/// Where the `external-push` trigger finds the activator replicas whose `/queue` it reads.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ActivatorDiscoveryArgs {
     /// Admin URLs of the activator replicas the `external-push` trigger reads (`/queue`);
     /// comma-separated or repeated. Set, no replica is discovered (what `--local` uses).
     #[arg(
@@ -228,11 +236,11 @@ pub struct ScalerArgs {
         value_delimiter = ',',
         value_name = "URL"
     )]
-    pub activator_admin: Vec<String>,
+    pub admin: Vec<String>,
     /// NAMESPACE/NAME of the activator's admin Service, whose EndpointSlices list the replicas
     /// [default: the Service the trigger's `scalerAddress` names].
     #[arg(long, env = "EBB_ACTIVATOR_SERVICE", value_name = "NAMESPACE/NAME")]
-    pub activator_service: Option<String>,
+    pub service: Option<String>,
 }
 
 /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live (KEDA's variable, read
@@ -274,19 +282,9 @@ pub struct RenderArgs {
     /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
     #[command(flatten)]
     pub cluster_objects: ClusterObjectsArgs,
-    /// Admin URLs of the activator replicas the `external-push` trigger reads (`/queue`);
-    /// comma-separated or repeated. Set, no replica is discovered (what `--local` uses).
-    #[arg(
-        long = "activator-admin",
-        env = "EBB_ACTIVATOR_ADMIN",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
-    pub activator_admin: Vec<String>,
-    /// NAMESPACE/NAME of the activator's admin Service, whose EndpointSlices list the replicas
-    /// [default: the Service the trigger's `scalerAddress` names].
-    #[arg(long, env = "EBB_ACTIVATOR_SERVICE", value_name = "NAMESPACE/NAME")]
-    pub activator_service: Option<String>,
+    /// Where the `external-push` trigger finds the activator replicas.
+    #[command(flatten)]
+    pub activator: ActivatorDiscoveryArgs,
 }
 
 /// Flags of `ebb check`.
@@ -302,19 +300,9 @@ pub struct CheckArgs {
     /// Where ClusterTriggerAuthentications' Secrets and ConfigMaps live.
     #[command(flatten)]
     pub cluster_objects: ClusterObjectsArgs,
-    /// Admin URLs of the activator replicas the `external-push` trigger reads (`/queue`);
-    /// comma-separated or repeated. Set, no replica is discovered (what `--local` uses).
-    #[arg(
-        long = "activator-admin",
-        env = "EBB_ACTIVATOR_ADMIN",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
-    pub activator_admin: Vec<String>,
-    /// NAMESPACE/NAME of the activator's admin Service, whose EndpointSlices list the replicas
-    /// [default: the Service the trigger's `scalerAddress` names].
-    #[arg(long, env = "EBB_ACTIVATOR_SERVICE", value_name = "NAMESPACE/NAME")]
-    pub activator_service: Option<String>,
+    /// Where the `external-push` trigger finds the activator replicas.
+    #[command(flatten)]
+    pub activator: ActivatorDiscoveryArgs,
 }
 
 /// Flags of `ebb certs`.

@@ -58,8 +58,8 @@ async fn run_on(args: RunArgs, client: Option<kube::Client>, shutdown: Signal) -
         ),
         metrics.keda.clone(),
         crate::engine::ActivatorDiscovery {
-            admin_urls: args.server.scalers.activator_admin.clone(),
-            service: args.server.scalers.activator_service.clone(),
+            admin_urls: args.server.scalers.activator.admin.clone(),
+            service: args.server.scalers.activator.service.clone(),
         },
         &shutdown,
     )

@@ -162,8 +162,8 @@ pub async fn run(args: MetricsServerArgs, shutdown: Signal) -> Result<(), Startu
         ),
         metrics.keda.clone(),
         crate::scalers::http_push::ActivatorDiscovery {
-            admin_urls: args.scalers.activator_admin.clone(),
-            service: args.scalers.activator_service.clone(),
+            admin_urls: args.scalers.activator.admin.clone(),
+            service: args.scalers.activator.service.clone(),
         },
         &shutdown,
     )
@@ -268,8 +268,8 @@ async fn run_local(
         http: HttpShared::new(
             http_index.clone(),
             ActivatorDiscovery {
-                admin_urls: args.scalers.activator_admin.clone(),
-                service: args.scalers.activator_service.clone(),
+                admin_urls: args.scalers.activator.admin.clone(),
+                service: args.scalers.activator.service.clone(),
             },
         ),
     };
