@@ -692,8 +692,7 @@ fn without_local_or_a_cluster_the_activator_says_so() {
 // recorded. Shapes are the API server's: discovery.k8s.io/v1 EndpointSlice, autoscaling/v1
 // Scale, a metav1 Status on a 409.
 
-type ApiHandle = tower_test::mock::Handle<Request<kube::client::Body>, Response<kube::client::Body>>;
-type Pending = tower_test::mock::SendResponse<Response<kube::client::Body>>;
+use common::scripted_api::{Handle as ApiHandle, Pending, reply};
 
 const SCALE_PATH: &str = "/apis/apps/v1/namespaces/ns/deployments/web/scale";
 
@@ -747,15 +746,6 @@ fn watch_body(events: &[Value]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
-}
-
-fn reply(send: Pending, code: StatusCode, body: Vec<u8>) {
-    let response = Response::builder()
-        .status(code)
-        .header("content-type", "application/json")
-        .body(kube::client::Body::from(body))
-        .expect("response");
-    send.send_response(response);
 }
 
 /// Answers one request; `None` keeps it open (a watch with nothing to say yet).
@@ -850,27 +840,15 @@ fn answer_api(
 }
 
 fn spawn_api_server(cluster: std::sync::Arc<std::sync::Mutex<Cluster>>) -> kube::Client {
-    let (svc, mut handle): (_, ApiHandle) = tower_test::mock::pair();
-    tokio::spawn(async move {
-        while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().clone();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or_default().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            match answer_api(&mut c, &method, &path, &query, &body) {
-                Some((code, value)) => reply(send, code, serde_json::to_vec(&value).unwrap_or_default()),
-                None if path.ends_with("/endpointslices") => {
-                    if c.slice_events.is_empty() {
-                        c.slice_watch = Some(send);
-                    } else {
-                        let events = std::mem::take(&mut c.slice_events);
-                        reply(send, StatusCode::OK, watch_body(&events));
-                    }
-                }
-                None => c.watches.push(send),
-            }
+    let (svc, handle): (_, ApiHandle) = tower_test::mock::pair();
+    common::scripted_api::serve(handle, cluster, answer_api, |c, path, send| {
+        if !path.ends_with("/endpointslices") {
+            c.watches.push(send);
+        } else if c.slice_events.is_empty() {
+            c.slice_watch = Some(send);
+        } else {
+            let events = std::mem::take(&mut c.slice_events);
+            reply(send, StatusCode::OK, watch_body(&events));
         }
     });
     kube::Client::new(svc, "default")

@@ -21,12 +21,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::net::{Banner, http_get, refused_url};
+use common::{
+    net::{Banner, http_get, refused_url},
+    scripted_api::{self, Handle},
+};
 use ebb::{
     scaling::explain::{ObjectView, TriggerView},
     tools::explain::{cluster, render},
 };
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
 
@@ -522,8 +525,6 @@ fn ebb_explain_answers_for_every_shipped_example() {
 
 // ---- the cluster path, against a scripted API server ----
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
 const SO: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/web-so";
 const PROXY: &str =
     "/api/v1/namespaces/ebb/services/http:ebb-metrics-apiserver:metrics/proxy/debug/scaledobjects/ns/web-so";
@@ -624,31 +625,24 @@ struct Scripted {
 }
 
 fn scripted_client(script: Scripted) -> (kube::Client, Arc<Mutex<Scripted>>) {
-    let (svc, mut handle): (_, Handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (svc, handle): (_, Handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let script = Arc::new(Mutex::new(script));
-    let shared = script.clone();
-    tokio::spawn(async move {
-        while let Some((req, send)) = handle.next_request().await {
-            let path = req.uri().path().to_string();
-            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let found = s
-                .answers
-                .iter()
-                .find(|(p, ..)| *p == path)
-                .map(|(_, code, body)| (*code, body.clone()));
-            let (code, body) = found.unwrap_or_else(|| {
-                s.unexpected.push(format!("{} {path}", req.method()));
-                (404, status(404, "NotFound", "not scripted"))
-            });
-            let response = Response::builder()
-                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&body).unwrap_or_default()))
-                .expect("response");
-            send.send_response(response);
-        }
-    });
+    scripted_api::serve(handle, script.clone(), answer, |_, _, _| {});
     (kube::Client::new(svc, "default"), script)
+}
+
+fn answer(s: &mut Scripted, method: &Method, path: &str, _: &str, _: &Value) -> Option<(StatusCode, Value)> {
+    let found = s.answers.iter().find(|(p, ..)| p == path);
+    Some(match found {
+        Some((_, code, body)) => (
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body.clone(),
+        ),
+        None => {
+            s.unexpected.push(format!("{method} {path}"));
+            (StatusCode::NOT_FOUND, status(404, "NotFound", "not scripted"))
+        }
+    })
 }
 
 fn opts() -> cluster::Options {

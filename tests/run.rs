@@ -15,8 +15,7 @@ use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-type Pending = tower_test::mock::SendResponse<Response<Body>>;
+use common::scripted_api::Pending;
 
 const SO_PATH: &str = "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/web-so";
 
@@ -152,30 +151,6 @@ fn answer(
     }
 }
 
-fn spawn_api_server(mut handle: Handle, server: Arc<Mutex<Server>>) {
-    tokio::spawn(async move {
-        while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().clone();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or_default().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let mut s = server.lock().unwrap_or_else(|p| p.into_inner());
-            match answer(&mut s, &method, &path, &query, &body) {
-                None => s.watches.push(send),
-                Some((code, reply)) => {
-                    let response = Response::builder()
-                        .status(code)
-                        .header("content-type", "application/json")
-                        .body(Body::from(serde_json::to_vec(&reply).unwrap_or_default()))
-                        .expect("response");
-                    send.send_response(response);
-                }
-            }
-        }
-    });
-}
-
 fn scaled_object(dead_url: &str) -> Value {
     json!({
         "apiVersion": "keda.sh/v1alpha1",
@@ -228,7 +203,7 @@ async fn hpa_reads_and_the_scale_loop_share_one_fallback_counter() {
         ..Server::default()
     }));
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    spawn_api_server(handle, server.clone());
+    common::scripted_api::serve(handle, server.clone(), answer, |s, _, send| s.watches.push(send));
     let client = kube::Client::new(svc, "default");
 
     let dir = tempfile::tempdir().expect("tempdir");

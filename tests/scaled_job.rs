@@ -24,8 +24,7 @@ use http::{Method, Request, Response, StatusCode};
 use kube::{Client, client::Body};
 use serde_json::{Value, json};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-type Pending = tower_test::mock::SendResponse<Response<Body>>;
+use common::scripted_api::Pending;
 
 const NS_JOBS: &str = "/apis/batch/v1/namespaces/ns/jobs";
 const NS_PODS: &str = "/api/v1/namespaces/ns/pods";
@@ -186,30 +185,6 @@ fn answer(
     }
 }
 
-fn spawn_api_server(mut handle: Handle, server: Arc<Mutex<Server>>) {
-    tokio::spawn(async move {
-        while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().clone();
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or_default().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let mut s = server.lock().unwrap_or_else(|p| p.into_inner());
-            match answer(&mut s, &method, &path, &query, &body) {
-                None => s.watches.push(send),
-                Some((code, reply)) => {
-                    let response = Response::builder()
-                        .status(code)
-                        .header("content-type", "application/json")
-                        .body(Body::from(serde_json::to_vec(&reply).unwrap_or_default()))
-                        .expect("response");
-                    send.send_response(response);
-                }
-            }
-        }
-    });
-}
-
 /// A loopback metrics-api upstream answering `{"v": <value>}`, or 500 while the value is None.
 #[derive(Clone)]
 struct Upstream {
@@ -269,7 +244,7 @@ impl Harness {
         let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(svc, "default");
         let server = Arc::new(Mutex::new(Server::default()));
-        spawn_api_server(handle, server.clone());
+        common::scripted_api::serve(handle, server.clone(), answer, |s, _, send| s.watches.push(send));
         let mut ctx = JobContext::new(client, config, None);
         ctx.spawn_loops = false;
         ctx.version = "test".into();

@@ -8,3 +8,4 @@ pub mod fs;
 pub mod moto;
 pub mod net;
 pub mod prometheus;
+pub mod scripted_api;
