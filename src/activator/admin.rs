@@ -76,6 +76,12 @@ pub fn routes_json(proxy: &Proxy) -> Value {
                 "abandoned": load(&c.abandoned),
                 "coldStarts": load(&c.cold_starts),
                 "wakeErrors": load(&c.wake_errors),
+                "fallbacks": load(&c.fallbacks),
+                "placeholders": load(&c.placeholders),
+                "kind": match target.route.kind {
+                    crate::scaling::http_route::RouteKind::HttpScaledObject => "HTTPScaledObject",
+                    crate::scaling::http_route::RouteKind::InterceptorRoute => "InterceptorRoute",
+                },
                 "endpoints": target.endpoints().iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "service": target.route.service,
                 "port": port,

@@ -1,14 +1,19 @@
-//! The cluster backend: HTTPScaledObjects watched into routes; per route, the routed Service's
-//! EndpointSlices (and nothing else of the cluster's endpoints) watched into the target's ready
-//! pod addresses, and the target's `/scale` written once when a request is held at zero.
+//! The cluster backend: HTTPScaledObjects and InterceptorRoutes watched into routes; one
+//! EndpointSlice watch per routed Service (shared by every route and fallback on it) followed
+//! into each target's ready pod addresses, and the target's `/scale` written once when a
+//! request is held at zero.
 //!
 //! ```text
-//! watch HTTPScaledObjects (all namespaces or --namespace) ─→ routes (same table as --local)
-//! per route ─ GET Service (scaleTargetRef.port → port name; portName is the name)
-//!           ─ watch EndpointSlices  kubernetes.io/service-name=<service> in its namespace
-//!                 ready, not terminating pod ip:port ─→ Target::publish (held requests go)
+//! watch HTTPScaledObjects + InterceptorRoutes (all namespaces or --namespace) ─→ routes
+//! per Service ─ one watch of EndpointSlices kubernetes.io/service-name=<service>
+//!               (started by the first route or fallback on it, stopped with the last)
+//! per route ─ GET Service (port → port name; portName is the name)
+//!           ─ ready, not terminating pod ip:port of its port ─→ Target::publish (held go)
+//!             the port's appProtocol (kubernetes.io/h2c → HTTP/2 upstream)
+//!           ─ fallback: the same for its Service ─→ Target::publish_fallback
 //!           ─ wake: first held request, no endpoint ─ GET /scale ─ replicas 0? ─ PUT 1
 //!                 (resourceVersion of the GET; 409 → read again; > 0 → nothing to do)
+//!                 InterceptorRoute: the workload of the ScaledObject naming it (one list)
 //! ```
 //!
 //! The activator never scales down: the operator does, after the ScaledObject's cooldown, and
@@ -16,28 +21,39 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    net::SocketAddr,
+    sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
+    api::ListParams,
     core::DeserializeGuard,
     runtime::{WatchStreamExt, watcher},
 };
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, warn};
 
-use super::{Backend, Desired, ObjectError, local::retired, route_options, target::Target};
+use super::{
+    Backend, Desired, FallbackRef, ObjectError, http_scaled_object_fallback, interceptor_route_fallback,
+    interceptor_route_options, local::retired, merge_routes, route_options, target::Target, upstream::Protocol,
+};
 use crate::{
     cluster::scale::{self, Plurals},
-    crd::{http_scaled_object::HTTPScaledObject, scaled_object::GroupVersionKindResource},
+    crd::{
+        ScaledObject, http_scaled_object::HTTPScaledObject, interceptor_route::InterceptorRoute,
+        scaled_object::GroupVersionKindResource,
+    },
+    locks::LockExt,
     report::error_chain,
     scaling::{
         http_endpoints::{
-            SERVICE_NAME_LABEL, port_missing, ready_endpoints, service_port_name, wake_replicas,
+            SERVICE_NAME_LABEL, interceptor_route_scale_target, port_app_protocol, port_missing,
+            ready_endpoints, service_port_name, upstream_h2c, wake_replicas,
         },
         http_route::{Route, RoutePort},
         target::gvkr_of,
@@ -45,21 +61,102 @@ use crate::{
     shutdown::Signal,
 };
 
+/// The workload a route wakes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Its kind and resource (KEDA's `apps/v1` Deployment by default).
+    pub gvkr: GroupVersionKindResource,
+    /// Its name.
+    pub name: String,
+}
+
+impl Workload {
+    fn of(api_version: &str, kind: &str, name: &str) -> Workload {
+        let nonempty = |s: &str, default: &'static str| if s.is_empty() { default } else { s }.to_owned();
+        Workload {
+            gvkr: gvkr_of(&nonempty(api_version, "apps/v1"), &nonempty(kind, "Deployment")),
+            name: name.to_owned(),
+        }
+    }
+}
+
 /// How one route is served in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
     /// The namespace of the object, its Service and its workload.
     pub namespace: String,
+    /// The object's name.
+    pub object: String,
     /// The Service requests go to (its EndpointSlices are watched).
     pub service: String,
-    /// `scaleTargetRef.port` or `portName`.
+    /// `scaleTargetRef.port` / `target.port`, or the port name.
     pub port: RoutePort,
-    /// The workload's kind and resource (KEDA's `apps/v1` Deployment by default).
-    pub gvkr: GroupVersionKindResource,
-    /// The workload's name.
-    pub name: String,
-    /// `Kind/name`, for logs.
-    pub workload: String,
+    /// The workload to wake; `None` for an InterceptorRoute (found through the ScaledObject
+    /// whose `external-push` trigger names it, when a wake is needed).
+    pub workload: Option<Workload>,
+}
+
+impl ClusterSpec {
+    /// `Kind/name` of the workload, for logs.
+    pub fn describe_workload(&self) -> String {
+        match &self.workload {
+            Some(w) => format!("{}/{}", w.gvkr.kind, w.name),
+            None => format!("the ScaledObject naming InterceptorRoute {}", self.object),
+        }
+    }
+}
+
+/// Every route's EndpointSlice watches, one per Service: started when the first route (or
+/// fallback) on a Service needs it, stopped when the last one lets go.
+#[derive(Default)]
+pub struct SliceWatches {
+    watches: Mutex<HashMap<(String, String), Weak<SliceWatch>>>,
+}
+
+/// A Service's EndpointSlices by name (`None` until listed); the watch task ends with the last
+/// handle.
+pub struct SliceWatch {
+    slices: watch::Receiver<Option<Arc<HashMap<String, EndpointSlice>>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for SliceWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SliceWatches {
+    /// The watch of `service`'s slices in `namespace`, started if none runs.
+    fn get(&self, client: &Client, namespace: &str, service: &str) -> Arc<SliceWatch> {
+        let mut watches = self.watches.lock_or_recover();
+        let key = (namespace.to_owned(), service.to_owned());
+        if let Some(w) = watches.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        watches.retain(|_, w| w.strong_count() > 0);
+        let (tx, rx) = watch::channel(None);
+        let span = tracing::info_span!("activator.endpointslices", namespace, service);
+        let task = tokio::spawn(
+            watch_slices(client.clone(), namespace.to_owned(), service.to_owned(), tx).instrument(span),
+        )
+        .abort_handle();
+        let w = Arc::new(SliceWatch { slices: rx, task });
+        watches.insert(key, Arc::downgrade(&w));
+        w
+    }
+
+    /// The Services watched now.
+    pub fn active(&self) -> Vec<String> {
+        let watches = self.watches.lock_or_recover();
+        let mut out: Vec<String> = watches
+            .iter()
+            .filter(|(_, w)| w.strong_count() > 0)
+            .map(|((ns, svc), _)| format!("{ns}/{svc}"))
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 /// What every route's backend task shares.
@@ -69,6 +166,8 @@ pub struct ClusterContext {
     /// How long after a wake the target is given to publish an endpoint before `/scale` is read
     /// again (while requests are still held).
     recheck: Duration,
+    /// The EndpointSlice watches.
+    pub slices: SliceWatches,
 }
 
 impl ClusterContext {
@@ -78,6 +177,7 @@ impl ClusterContext {
             client,
             plurals: Plurals::default(),
             recheck,
+            slices: SliceWatches::default(),
         }
     }
 }
@@ -100,6 +200,10 @@ const SERVICE_REREAD: Duration = Duration::from_secs(10);
 /// Conflicting `/scale` writes retried before a wake gives up until the next recheck.
 const MAX_CONFLICTS: usize = 5;
 
+fn namespace_of<K: Resource>(object: &K) -> String {
+    object.meta().namespace.clone().unwrap_or_else(|| "default".to_owned())
+}
+
 /// The route an HTTPScaledObject describes in a cluster.
 pub fn desired_from_object(so: &HTTPScaledObject) -> Result<Desired, ObjectError> {
     let route = Route::from_http_scaled_object(so)?;
@@ -108,63 +212,133 @@ pub fn desired_from_object(so: &HTTPScaledObject) -> Result<Desired, ObjectError
     if target.name.is_empty() {
         return Err(ObjectError::NoWorkload);
     }
-    let nonempty = |s: &str, default: &'static str| if s.is_empty() { default } else { s }.to_owned();
-    let api_version = nonempty(&target.api_version, "apps/v1");
-    let kind = nonempty(&target.kind, "Deployment");
     Ok(Desired {
         options,
+        fallback: http_scaled_object_fallback(so)?,
         backend: Backend::Cluster(ClusterSpec {
-            namespace: so.namespace().unwrap_or_else(|| "default".to_owned()),
+            namespace: namespace_of(so),
+            object: so.name_any(),
             service: target.service.clone(),
             port: route.port.clone(),
-            gvkr: gvkr_of(&api_version, &kind),
-            name: target.name.clone(),
-            workload: format!("{kind}/{}", target.name),
+            workload: Some(Workload::of(&target.api_version, &target.kind, &target.name)),
         }),
         route,
     })
 }
 
-/// Watched HTTPScaledObjects by (namespace, name): the object, or why it did not parse.
-pub type Objects = BTreeMap<(String, String), Result<HTTPScaledObject, String>>;
+/// The route an InterceptorRoute describes in a cluster.
+pub fn desired_from_interceptor_route(ir: &InterceptorRoute) -> Result<Desired, ObjectError> {
+    let route = Route::from_interceptor_route(ir)?;
+    Ok(Desired {
+        options: interceptor_route_options(ir)?,
+        fallback: interceptor_route_fallback(ir)?,
+        backend: Backend::Cluster(ClusterSpec {
+            namespace: namespace_of(ir),
+            object: ir.name_any(),
+            service: ir.spec.target.service.clone(),
+            port: route.port.clone(),
+            workload: None,
+        }),
+        route,
+    })
+}
 
-/// The routes of `objects`, and a line per object that cannot be served (the others are).
-pub fn desired_from_objects(objects: &Objects) -> (Vec<Desired>, Vec<String>) {
-    let mut out = Vec::new();
+/// Watched objects of one kind by (namespace, name): the object, or why it did not parse.
+pub type Objects<K = HTTPScaledObject> = BTreeMap<(String, String), Result<K, String>>;
+
+/// Both kinds as watched; each `None` until its first list is in.
+#[derive(Debug, Default, Clone)]
+pub struct Listed {
+    /// HTTPScaledObjects.
+    pub http_scaled_objects: Option<Objects<HTTPScaledObject>>,
+    /// InterceptorRoutes.
+    pub interceptor_routes: Option<Objects<InterceptorRoute>>,
+}
+
+/// The routes of `listed` once both kinds are listed, and a line per object that cannot be
+/// served (the others are); an InterceptorRoute wins over the HTTPScaledObject of its name.
+pub fn desired_from_objects(listed: &Listed) -> Option<(Vec<Desired>, Vec<String>)> {
+    let (http, irs) = (listed.http_scaled_objects.as_ref()?, listed.interceptor_routes.as_ref()?);
+    let mut found = Vec::new();
     let mut problems = Vec::new();
-    for ((ns, name), object) in objects {
+    for ((ns, name), object) in http {
         match object
             .as_ref()
             .map_err(|e| ObjectError::Parse(e.clone()))
             .and_then(desired_from_object)
         {
-            Ok(d) => out.push(d),
+            Ok(d) => found.push(d),
             Err(e) => problems.push(format!("HTTPScaledObject {ns}/{name} skipped: {e}")),
         }
     }
-    out.sort_by(|a, b| a.route.key.cmp(&b.route.key));
-    (out, problems)
+    for ((ns, name), object) in irs {
+        match object
+            .as_ref()
+            .map_err(|e| ObjectError::Parse(e.clone()))
+            .and_then(desired_from_interceptor_route)
+        {
+            Ok(d) => found.push(d),
+            Err(e) => problems.push(format!("InterceptorRoute {ns}/{name} skipped: {e}")),
+        }
+    }
+    let out = merge_routes(found, &mut problems);
+    Some((out, problems))
 }
 
-/// Watches HTTPScaledObjects (in `namespace`, else everywhere) until `shutdown`, publishing the
-/// whole set after the first list and after every change (`None` until listed).
+/// Watches HTTPScaledObjects and InterceptorRoutes (in `namespace`, else everywhere) until
+/// `shutdown`, publishing both sets after their first lists and after every change.
 pub async fn watch_objects(
     client: Client,
     namespace: Option<String>,
-    objects: watch::Sender<Option<Objects>>,
+    objects: watch::Sender<Listed>,
     shutdown: Signal,
 ) {
-    let api: Api<DeserializeGuard<HTTPScaledObject>> = match &namespace {
+    tokio::join!(
+        watch_kind::<HTTPScaledObject>(
+            client.clone(),
+            namespace.clone(),
+            &objects,
+            |l| &mut l.http_scaled_objects,
+            shutdown.clone(),
+        ),
+        watch_kind::<InterceptorRoute>(
+            client,
+            namespace.clone(),
+            &objects,
+            |l| &mut l.interceptor_routes,
+            shutdown,
+        ),
+    );
+}
+
+async fn watch_kind<K>(
+    client: Client,
+    namespace: Option<String>,
+    objects: &watch::Sender<Listed>,
+    field: fn(&mut Listed) -> &mut Option<Objects<K>>,
+    shutdown: Signal,
+) where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = K::kind(&());
+    let api: Api<DeserializeGuard<K>> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
     let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     futures::pin_mut!(stream);
-    let entry = |g: DeserializeGuard<HTTPScaledObject>| {
+    let entry = |g: DeserializeGuard<K>| {
         let key = (g.namespace().unwrap_or_default(), g.name_any());
         (key, g.0.map_err(|e| e.error))
     };
-    let mut listing: Option<Objects> = None;
+    let mut listing: Option<Objects<K>> = None;
+    let mut missing_logged = false;
     loop {
         let event = tokio::select! {
             () = shutdown.wait() => return,
@@ -180,42 +354,81 @@ pub async fn watch_objects(
                 listing.get_or_insert_default().insert(k, v);
             }
             Ok(watcher::Event::InitDone) => {
-                objects.send_replace(Some(listing.take().unwrap_or_default()));
+                let listed = listing.take().unwrap_or_default();
+                objects.send_modify(|o| *field(o) = Some(listed));
             }
             Ok(watcher::Event::Apply(g)) => {
                 let (k, v) = entry(g);
                 objects.send_modify(|o| {
-                    o.get_or_insert_default().insert(k, v);
+                    field(o).get_or_insert_default().insert(k, v);
                 });
             }
             Ok(watcher::Event::Delete(g)) => {
                 let (k, _) = entry(g);
                 objects.send_modify(|o| {
-                    if let Some(o) = o {
+                    if let Some(o) = field(o) {
                         o.remove(&k);
                     }
                 });
             }
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if status.code == 404 => {
+                // The CRD is not installed: route the other kind meanwhile, keep trying.
+                if !missing_logged {
+                    missing_logged = true;
+                    warn!(kind = %kind, "the {kind} API is not served (CRD not installed?); routing without it, retrying");
+                }
+                objects.send_if_modified(|o| {
+                    let f = field(o);
+                    let fresh = f.is_none();
+                    f.get_or_insert_default();
+                    fresh
+                });
+            }
             Err(e) => {
-                warn!(namespace = namespace.as_deref().unwrap_or("*"), error = %error_chain(&e), "watching HTTPScaledObjects failed; retrying");
+                warn!(kind = %kind, namespace = namespace.as_deref().unwrap_or("*"), error = %error_chain(&e), "watching {kind}s failed; retrying");
             }
         }
     }
 }
 
-/// Serves one route until `retire` turns true: its endpoints followed, its target woken.
+/// Serves one route until `retire` turns true: its endpoints and its fallback's followed, its
+/// target woken.
 pub async fn run_route(
     ctx: Arc<ClusterContext>,
     target: Arc<Target>,
     spec: ClusterSpec,
+    fallback: Option<FallbackRef>,
     mut retire: watch::Receiver<bool>,
 ) {
-    let span = tracing::info_span!("activator.route", route = %target.route.key, service = %spec.service, target = %spec.workload);
+    let span = tracing::info_span!("activator.route", route = %target.route.key, service = %spec.service, target = %spec.describe_workload());
     async {
+        let endpoints = follow(&ctx, &spec.namespace, &spec.service, &spec.port, |ready, protocol| {
+            target.set_app_protocol(protocol);
+            if ready.is_empty() {
+                info!("no ready endpoint");
+                target.withdraw();
+            } else {
+                info!(endpoints = ready.len(), "endpoints ready");
+                target.publish(ready);
+            }
+        });
+        let fallback = async {
+            match &fallback {
+                Some(f) => {
+                    follow(&ctx, &spec.namespace, &f.service, &f.port, |ready, _| {
+                        debug!(fallback = %f.service, endpoints = ready.len(), "fallback endpoints");
+                        target.publish_fallback(ready);
+                    })
+                    .await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = retired(&mut retire) => {}
-            () = follow_endpoints(&ctx, &target, &spec) => {}
+            () = endpoints => {}
+            () = fallback => {}
             () = wake_loop(&ctx, &target, &spec) => {}
         }
     }
@@ -223,16 +436,16 @@ pub async fn run_route(
     .await;
 }
 
-/// The EndpointSlice port name requests go to; reads the Service for a numbered port, retrying
-/// (with back-off) until the Service has that port.
-async fn port_name(ctx: &ClusterContext, spec: &ClusterSpec) -> String {
-    let number = match &spec.port {
+/// The EndpointSlice port name of `port` on `service`; reads the Service for a numbered port,
+/// retrying (with back-off) until the Service has that port.
+async fn port_name(ctx: &ClusterContext, namespace: &str, service: &str, port: &RoutePort) -> String {
+    let number = match port {
         RoutePort::Name(n) => return n.clone(),
         RoutePort::Number(p) => i32::from(*p),
     };
     let mut pause = Duration::from_secs(1);
     loop {
-        match read_port_name(ctx, spec, number).await {
+        match read_port_name(ctx, namespace, service, number).await {
             Ok(name) => return name,
             Err(why) => warn!(retry_s = pause.as_secs(), "{why}"),
         }
@@ -241,38 +454,31 @@ async fn port_name(ctx: &ClusterContext, spec: &ClusterSpec) -> String {
     }
 }
 
-async fn read_port_name(ctx: &ClusterContext, spec: &ClusterSpec, number: i32) -> Result<String, String> {
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &spec.namespace);
-    match services.get_opt(&spec.service).await {
-        Ok(Some(service)) => service_port_name(&service, number).ok_or_else(|| {
-            format!(
-                "Service {}/{} has no port {number} (spec.scaleTargetRef.port)",
-                spec.namespace, spec.service
-            )
-        }),
-        Ok(None) => Err(format!(
-            "Service {}/{} (spec.scaleTargetRef.service) not found",
-            spec.namespace, spec.service
-        )),
+async fn read_port_name(ctx: &ClusterContext, namespace: &str, service: &str, number: i32) -> Result<String, String> {
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    match services.get_opt(service).await {
+        Ok(Some(s)) => service_port_name(&s, number)
+            .ok_or_else(|| format!("Service {namespace}/{service} has no port {number}")),
+        Ok(None) => Err(format!("Service {namespace}/{service} not found")),
         Err(e) => Err(format!(
-            "cannot read Service {}/{}: {}",
-            spec.namespace,
-            spec.service,
+            "cannot read Service {namespace}/{service}: {}",
             error_chain(&e)
         )),
     }
 }
 
-/// Keeps the target's endpoints equal to the ready, not terminating addresses of its Service's
-/// EndpointSlices on the routed port.
-async fn follow_endpoints(ctx: &ClusterContext, target: &Target, spec: &ClusterSpec) {
-    let mut port = port_name(ctx, spec).await;
-    let mut port_read = Instant::now();
-    let slices_api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &spec.namespace);
-    let config = watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", spec.service));
-    let stream = watcher(slices_api, config).default_backoff();
+/// Watches one Service's EndpointSlices into `slices` (shared by every route on the Service).
+async fn watch_slices(
+    client: Client,
+    namespace: String,
+    service: String,
+    slices: watch::Sender<Option<Arc<HashMap<String, EndpointSlice>>>>,
+) {
+    let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={service}"));
+    let stream = watcher(api, config).default_backoff();
     futures::pin_mut!(stream);
-    let mut slices: HashMap<String, EndpointSlice> = HashMap::new();
+    let mut current: HashMap<String, EndpointSlice> = HashMap::new();
     let mut listing: Option<HashMap<String, EndpointSlice>> = None;
     while let Some(event) = stream.next().await {
         match event {
@@ -284,39 +490,62 @@ async fn follow_endpoints(ctx: &ClusterContext, target: &Target, spec: &ClusterS
                 listing.get_or_insert_default().insert(s.name_any(), s);
                 continue;
             }
-            Ok(watcher::Event::InitDone) => slices = listing.take().unwrap_or_default(),
+            Ok(watcher::Event::InitDone) => current = listing.take().unwrap_or_default(),
             Ok(watcher::Event::Apply(s)) => {
-                slices.insert(s.name_any(), s);
+                current.insert(s.name_any(), s);
             }
             Ok(watcher::Event::Delete(s)) => {
-                slices.remove(&s.name_any());
+                current.remove(&s.name_any());
             }
             Err(e) => {
                 warn!(error = %error_chain(&e), "watching the Service's EndpointSlices failed; retrying");
                 continue;
             }
         }
-        if let RoutePort::Number(number) = spec.port
-            && port_missing(slices.values(), &port)
-            && port_read.elapsed() >= SERVICE_REREAD
-        {
-            // The Service's ports changed since it was read.
-            port_read = Instant::now();
-            match read_port_name(ctx, spec, i32::from(number)).await {
-                Ok(name) => port = name,
-                Err(why) => warn!("{why}"),
+        slices.send_replace(Some(Arc::new(current.clone())));
+    }
+}
+
+/// Follows the ready, not terminating addresses of `service`'s EndpointSlices on `port`, and the
+/// port's `appProtocol`, calling `publish` on every change.
+async fn follow(
+    ctx: &ClusterContext,
+    namespace: &str,
+    service: &str,
+    port: &RoutePort,
+    publish: impl Fn(Vec<SocketAddr>, Option<Protocol>),
+) {
+    let mut name = port_name(ctx, namespace, service, port).await;
+    let mut name_read = Instant::now();
+    let watch = ctx.slices.get(&ctx.client, namespace, service);
+    let mut rx = watch.slices.clone();
+    let mut last: Option<(Vec<SocketAddr>, Option<Protocol>)> = None;
+    loop {
+        let listed = rx.borrow_and_update().clone();
+        if let Some(slices) = listed {
+            if let RoutePort::Number(number) = port
+                && port_missing(slices.values(), &name)
+                && name_read.elapsed() >= SERVICE_REREAD
+            {
+                // The Service's ports changed since it was read.
+                name_read = Instant::now();
+                match read_port_name(ctx, namespace, service, i32::from(*number)).await {
+                    Ok(n) => name = n,
+                    Err(why) => warn!("{why}"),
+                }
+            }
+            let ready = ready_endpoints(slices.values(), &name);
+            let protocol = upstream_h2c(port_app_protocol(slices.values(), &name).as_deref())
+                .map(|h2c| if h2c { Protocol::H2c } else { Protocol::Http1 });
+            let now = (ready, protocol);
+            if last.as_ref() != Some(&now) {
+                publish(now.0.clone(), now.1);
+                last = Some(now);
             }
         }
-        let ready = ready_endpoints(slices.values(), &port);
-        if ready[..] == target.endpoints()[..] {
-            continue;
-        }
-        if ready.is_empty() {
-            info!("no ready endpoint");
-            target.withdraw();
-        } else {
-            info!(endpoints = ready.len(), "endpoints ready");
-            target.publish(ready);
+        if rx.changed().await.is_err() {
+            // The watch task ended (it only does when aborted): nothing more will come.
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -324,7 +553,7 @@ async fn follow_endpoints(ctx: &ClusterContext, target: &Target, spec: &ClusterS
 /// Wakes the target once per wake: when a request is held and no endpoint is ready, then not
 /// again until the endpoints come or the recheck delay passes with requests still held.
 async fn wake_loop(ctx: &ClusterContext, target: &Target, spec: &ClusterSpec) {
-    let mut gvkr: Option<GroupVersionKindResource> = None;
+    let mut gvkr: Option<(Workload, GroupVersionKindResource)> = None;
     loop {
         target.woken().await;
         if !target.endpoints().is_empty() {
@@ -350,23 +579,37 @@ async fn wake(
     ctx: &ClusterContext,
     target: &Target,
     spec: &ClusterSpec,
-    gvkr: &mut Option<GroupVersionKindResource>,
+    resolved: &mut Option<(Workload, GroupVersionKindResource)>,
     since: Instant,
 ) {
-    let resolved = match gvkr {
-        Some(g) => g.clone(),
-        None => match scale::resolve_gvkr(&ctx.client, &ctx.plurals, spec.gvkr.clone()).await {
-            Ok(g) => gvkr.insert(g).clone(),
-            Err(why) => {
-                warn!(error = %why, "cannot wake the target: its kind is unknown");
-                target.record_wake_error();
-                return;
+    let (workload, gvkr) = match resolved {
+        Some(r) => r.clone(),
+        None => {
+            let workload = match &spec.workload {
+                Some(w) => w.clone(),
+                None => match interceptor_route_workload(ctx, spec).await {
+                    Ok(w) => w,
+                    Err(why) => {
+                        warn!("cannot wake the target: {why}");
+                        target.record_wake_error();
+                        return;
+                    }
+                },
+            };
+            match scale::resolve_gvkr(&ctx.client, &ctx.plurals, workload.gvkr.clone()).await {
+                Ok(g) => resolved.insert((workload, g)).clone(),
+                Err(why) => {
+                    warn!(error = %why, "cannot wake the target: its kind is unknown");
+                    target.record_wake_error();
+                    return;
+                }
             }
-        },
+        }
     };
+    let resolved = gvkr;
     let mut recorded = false;
     for _ in 0..MAX_CONFLICTS {
-        let current = match scale::get(&ctx.client, &spec.namespace, &resolved, &spec.name).await {
+        let current = match scale::get(&ctx.client, &spec.namespace, &resolved, &workload.name).await {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %error_chain(&e), "cannot wake the target: reading /scale failed");
@@ -407,4 +650,28 @@ async fn wake(
     }
     warn!("cannot wake the target: /scale kept changing under the write");
     target.record_wake_error();
+}
+
+/// The workload of the ScaledObject whose `external-push` trigger names this InterceptorRoute
+/// (one list of the namespace's ScaledObjects per cold start; the route names no workload).
+async fn interceptor_route_workload(ctx: &ClusterContext, spec: &ClusterSpec) -> Result<Workload, String> {
+    let api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let list = api.list(&ListParams::default()).await.map_err(|e| {
+        format!(
+            "listing ScaledObjects in {} failed: {}",
+            spec.namespace,
+            error_chain(&e)
+        )
+    })?;
+    let target = interceptor_route_scale_target(&list.items, &spec.object).ok_or_else(|| {
+        format!(
+            "no ScaledObject in {} has an external-push trigger with interceptorRoute: {}",
+            spec.namespace, spec.object
+        )
+    })?;
+    Ok(Workload::of(
+        target.api_version_or_default(),
+        target.kind_or_default(),
+        &target.name,
+    ))
 }

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod cold;
 pub mod local;
 pub mod metrics;
 pub mod proxy;
@@ -39,6 +40,7 @@ use tracing::{info, warn};
 
 use self::{
     cluster::ClusterSpec,
+    cold::ColdStart,
     local::{LocalSpec, LocalTiming},
     metrics::ActivatorMetrics,
     proxy::{Proxy, ProxyConfig, RouteOptions, Routing},
@@ -47,12 +49,15 @@ use self::{
 };
 use crate::{
     cli::ActivatorArgs,
-    crd::http_scaled_object::{HTTPScaledObject, LOCAL_COMMAND_ANNOTATION},
+    crd::{
+        http_scaled_object::{HTTPScaledObject, LOCAL_COMMAND_ANNOTATION},
+        interceptor_route::InterceptorRoute,
+    },
     net::{PlainTcp, Server, ServerMetrics, parse_duration},
     report::BindError,
     scaling::{
         http_hold::HoldLimits,
-        http_route::{Route, RouteKey, RoutePort, RouteTable},
+        http_route::{Route, RouteKey, RoutePort, RouteTable, fixed_response, target_port},
     },
     shutdown::Signal,
     startup::StartupError,
@@ -65,7 +70,7 @@ pub const APP_PROTOCOL_ANNOTATION: &str = "activator.ebb/app-protocol";
 /// How often the `--local` directory is re-read.
 const LOCAL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One HTTPScaledObject as the activator runs it.
+/// One HTTPScaledObject or InterceptorRoute as the activator runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     /// Its route.
@@ -74,6 +79,18 @@ pub struct Desired {
     pub options: RouteOptions,
     /// What runs the target.
     pub backend: Backend,
+    /// Where held requests go at the deadline (`coldStartTimeoutFailoverRef`,
+    /// `coldStart.fallback`): a Service, or with `--local` a loopback port.
+    pub fallback: Option<FallbackRef>,
+}
+
+/// A fallback Service and its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackRef {
+    /// Service name (unused with `--local`).
+    pub service: String,
+    /// Its port (with `--local`, the loopback port).
+    pub port: RoutePort,
 }
 
 /// What makes a route's endpoints appear: a local process, or the cluster.
@@ -88,8 +105,8 @@ pub enum Backend {
 /// Why an HTTPScaledObject cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// The document is not a valid HTTPScaledObject.
-    #[error("not a valid HTTPScaledObject: {0}")]
+    /// The document is not a valid object of its kind.
+    #[error("not a valid object: {0}")]
     Parse(String),
     /// Routing rules are wrong.
     #[error(transparent)]
@@ -98,7 +115,7 @@ pub enum ObjectError {
     #[error("annotation {LOCAL_COMMAND_ANNOTATION} (the command that starts the target) is missing")]
     NoCommand,
     /// `portName` needs a Service, which local mode has not.
-    #[error("--local needs spec.scaleTargetRef.port (a loopback port), not portName")]
+    #[error("--local needs a port number (a loopback port), not portName")]
     PortName,
     /// A duration field is not a Go duration.
     #[error("spec.timeouts.{0}: {1}")]
@@ -113,74 +130,261 @@ pub enum ObjectError {
 
 /// The settings every mode reads from an object beyond routing: timeouts and protocol.
 pub fn route_options(so: &HTTPScaledObject) -> Result<RouteOptions, ObjectError> {
-    let timeout =
-        |field: &'static str, value: Option<&String>| -> Result<Option<Option<Duration>>, ObjectError> {
-            value
-                .map(|v| {
-                    parse_duration(v)
-                        .map(|d| (!d.is_zero()).then_some(d))
-                        .map_err(|e| ObjectError::Duration(field, e.to_string()))
-                })
-                .transpose()
-        };
+    let timeout = go_duration;
     let timeouts = so.spec.timeouts.as_ref();
-    let annotations = so.metadata.annotations.as_ref();
-    let protocol = match annotations
-        .and_then(|a| a.get(APP_PROTOCOL_ANNOTATION))
-        .map(String::as_str)
-    {
-        None => None,
-        Some("h2c" | "kubernetes.io/h2c") => Some(Protocol::H2c),
-        Some("http/1.1" | "http") => Some(Protocol::Http1),
-        Some(other) => return Err(ObjectError::Protocol(other.to_owned())),
-    };
+    let failover = so.spec.cold_start_timeout_failover_ref.as_ref();
+    let mut hold_timeout = timeout("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?;
+    if let Some(f) = failover {
+        // The failover's own deadline (the add-on's default 30 s) is the wait before it.
+        let seconds = f.timeout_seconds.unwrap_or(30);
+        let seconds = u64::try_from(seconds).map_err(|_| {
+            ObjectError::Duration(
+                "coldStartTimeoutFailoverRef.timeoutSeconds",
+                format!("{seconds} is negative"),
+            )
+        })?;
+        hold_timeout = Some((seconds > 0).then(|| Duration::from_secs(seconds)));
+    }
     Ok(RouteOptions {
-        hold_timeout: timeout("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?,
+        hold_timeout,
         response_header_timeout: timeout(
             "responseHeader",
             timeouts.and_then(|t| t.response_header.as_ref()),
         )?,
-        protocol,
+        protocol: protocol_annotation(so.metadata.annotations.as_ref())?,
+        cold: ColdStart {
+            fallback: failover.is_some(),
+            ..ColdStart::default()
+        },
     })
 }
 
-/// Reads one HTTPScaledObject document for `--local` (`dir` is where processes run).
-pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desired, ObjectError> {
-    let so: HTTPScaledObject =
-        serde_yaml::from_value(doc.clone()).map_err(|e| ObjectError::Parse(e.to_string()))?;
-    let route = Route::from_http_scaled_object(&so)?;
-    let command = so
-        .metadata
-        .annotations
+fn protocol_annotation(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Option<Protocol>, ObjectError> {
+    match annotations
+        .and_then(|a| a.get(APP_PROTOCOL_ANNOTATION))
+        .map(String::as_str)
+    {
+        None => Ok(None),
+        Some("h2c" | "kubernetes.io/h2c") => Ok(Some(Protocol::H2c)),
+        Some("http/1.1" | "http") => Ok(Some(Protocol::Http1)),
+        Some(other) => Err(ObjectError::Protocol(other.to_owned())),
+    }
+}
+
+fn go_duration(field: &'static str, value: Option<&String>) -> Result<Option<Option<Duration>>, ObjectError> {
+    value
+        .map(|v| {
+            parse_duration(v)
+                .map(|d| (!d.is_zero()).then_some(d))
+                .map_err(|e| ObjectError::Duration(field, e.to_string()))
+        })
+        .transpose()
+}
+
+/// An InterceptorRoute's settings beyond routing: `timeouts.readiness` and `responseHeader`
+/// (`0s` disables), the protocol annotation, and `coldStart`. `timeouts.request` is accepted
+/// and not applied (the proxy has no whole-request deadline; docs/activator.md).
+pub fn interceptor_route_options(ir: &InterceptorRoute) -> Result<RouteOptions, ObjectError> {
+    let timeouts = ir.spec.timeouts.as_ref();
+    let cold = ir.spec.cold_start.as_ref();
+    let placeholder = cold
+        .and_then(|c| c.placeholder.as_ref())
+        .map(|p| fixed_response("spec.coldStart.placeholder.response", &p.response, 503))
+        .transpose()?
+        .map(std::sync::Arc::new);
+    let max_pending = cold
+        .and_then(|c| c.max_pending_requests)
+        .map(|m| {
+            usize::try_from(m).ok().filter(|m| *m > 0).ok_or_else(|| {
+                ObjectError::Route(crate::scaling::http_route::RouteError::Field(
+                    "spec.coldStart.maxPendingRequests".into(),
+                    format!("{m} is not at least 1"),
+                ))
+            })
+        })
+        .transpose()?;
+    let overflow_placeholder = match cold.and_then(|c| c.overflow.as_deref()) {
+        None | Some("Reject") => false,
+        Some("Placeholder") => true,
+        Some(other) => {
+            return Err(ObjectError::Route(crate::scaling::http_route::RouteError::Field(
+                "spec.coldStart.overflow".into(),
+                format!("{other:?} is neither Reject nor Placeholder"),
+            )));
+        }
+    };
+    Ok(RouteOptions {
+        hold_timeout: go_duration("readiness", timeouts.and_then(|t| t.readiness.as_ref()))?,
+        response_header_timeout: go_duration(
+            "responseHeader",
+            timeouts.and_then(|t| t.response_header.as_ref()),
+        )?,
+        protocol: protocol_annotation(ir.metadata.annotations.as_ref())?,
+        cold: ColdStart {
+            placeholder,
+            max_pending,
+            overflow_placeholder,
+            fallback: cold.is_some_and(|c| c.fallback.is_some()),
+        },
+    })
+}
+
+/// The fallback an HTTPScaledObject names.
+pub fn http_scaled_object_fallback(so: &HTTPScaledObject) -> Result<Option<FallbackRef>, ObjectError> {
+    so.spec
+        .cold_start_timeout_failover_ref
         .as_ref()
+        .map(|f| {
+            let t = crate::crd::interceptor_route::TargetRef {
+                service: f.service.clone(),
+                port: f.port,
+                port_name: f.port_name.clone(),
+            };
+            Ok(FallbackRef {
+                service: f.service.clone(),
+                port: target_port("spec.coldStartTimeoutFailoverRef", &t)?,
+            })
+        })
+        .transpose()
+}
+
+/// The fallback an InterceptorRoute names.
+pub fn interceptor_route_fallback(ir: &InterceptorRoute) -> Result<Option<FallbackRef>, ObjectError> {
+    ir.spec
+        .cold_start
+        .as_ref()
+        .and_then(|c| c.fallback.as_ref())
+        .map(|f| {
+            Ok(FallbackRef {
+                service: f.service.clone(),
+                port: target_port("spec.coldStart.fallback", f)?,
+            })
+        })
+        .transpose()
+}
+
+/// Lines for what a route accepts but ebb does not do (logged with the object's problems).
+pub fn route_notes(d: &Desired) -> Vec<String> {
+    let mut out = Vec::new();
+    let config_maps = d
+        .route
+        .statics
+        .iter()
+        .map(|s| &s.response)
+        .chain(d.options.cold.placeholder.as_deref())
+        .filter_map(|r| r.config_map.as_deref());
+    for name in config_maps {
+        out.push(format!(
+            "{}: bodyFromConfigMap {name:?} is not read by ebb; the response is sent with its inline body (empty when none)",
+            d.route.key
+        ));
+    }
+    out
+}
+
+/// `--local`: the command annotation and the loopback port of an object.
+fn local_backend(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    port: &RoutePort,
+    dir: &Path,
+) -> Result<Backend, ObjectError> {
+    let command = annotations
         .and_then(|a| a.get(LOCAL_COMMAND_ANNOTATION))
         .filter(|c| !c.trim().is_empty())
         .ok_or(ObjectError::NoCommand)?
         .clone();
-    let RoutePort::Number(port) = route.port else {
+    let RoutePort::Number(port) = *port else {
         return Err(ObjectError::PortName);
     };
+    Ok(Backend::Local(LocalSpec {
+        command,
+        port,
+        dir: dir.to_path_buf(),
+    }))
+}
+
+/// `--local`: a fallback is a loopback port (a process ebb does not start).
+fn local_fallback(fallback: Option<FallbackRef>) -> Result<Option<FallbackRef>, ObjectError> {
+    match fallback {
+        Some(FallbackRef {
+            port: RoutePort::Name(_),
+            ..
+        }) => Err(ObjectError::PortName),
+        other => Ok(other),
+    }
+}
+
+/// Reads one HTTPScaledObject or InterceptorRoute document for `--local` (`dir` is where
+/// processes run).
+pub fn desired_from_document(doc: &serde_yaml::Value, dir: &Path) -> Result<Desired, ObjectError> {
+    let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+    if kind == "InterceptorRoute" {
+        let ir: InterceptorRoute =
+            serde_yaml::from_value(doc.clone()).map_err(|e| ObjectError::Parse(e.to_string()))?;
+        let route = Route::from_interceptor_route(&ir)?;
+        return Ok(Desired {
+            options: interceptor_route_options(&ir)?,
+            backend: local_backend(ir.metadata.annotations.as_ref(), &route.port, dir)?,
+            fallback: local_fallback(interceptor_route_fallback(&ir)?)?,
+            route,
+        });
+    }
+    let so: HTTPScaledObject =
+        serde_yaml::from_value(doc.clone()).map_err(|e| ObjectError::Parse(e.to_string()))?;
+    let route = Route::from_http_scaled_object(&so)?;
     Ok(Desired {
         options: route_options(&so)?,
-        backend: Backend::Local(LocalSpec {
-            command,
-            port,
-            dir: dir.to_path_buf(),
-        }),
+        backend: local_backend(so.metadata.annotations.as_ref(), &route.port, dir)?,
+        fallback: local_fallback(http_scaled_object_fallback(&so)?)?,
         route,
     })
 }
 
-/// Every HTTPScaledObject under `dir`, and a line per file or object that was skipped (the
-/// other objects are kept).
+/// One route per key: an InterceptorRoute wins over the HTTPScaledObject of the same
+/// namespace/name (as the add-on's table does); a line for each object left out.
+pub fn merge_routes(mut found: Vec<Desired>, problems: &mut Vec<String>) -> Vec<Desired> {
+    use crate::scaling::http_route::RouteKind;
+    // InterceptorRoutes first, so the first of each key is the one kept.
+    found.sort_by(|a, b| {
+        a.route
+            .key
+            .cmp(&b.route.key)
+            .then_with(|| b.route.kind.cmp(&a.route.kind))
+    });
+    let mut out: Vec<Desired> = Vec::new();
+    for d in found {
+        match out.last() {
+            Some(kept) if kept.route.key == d.route.key => {
+                if kept.route.kind == RouteKind::InterceptorRoute && d.route.kind == RouteKind::HttpScaledObject {
+                    problems.push(format!(
+                        "HTTPScaledObject {} is not routed: the InterceptorRoute of the same name takes its place",
+                        d.route.key
+                    ));
+                } else {
+                    problems.push(format!("{} is defined twice; the first is kept", d.route.key));
+                }
+            }
+            _ => {
+                problems.extend(route_notes(&d));
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
+/// Every HTTPScaledObject and InterceptorRoute under `dir`, and a line per file or object that
+/// was skipped (the other objects are kept).
 pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
     let (parsed, file_errors) = crate::source::files::load_dir(dir);
     let mut problems: Vec<String> = file_errors.iter().map(ToString::to_string).collect();
-    let mut out: Vec<Desired> = Vec::new();
+    let mut found: Vec<Desired> = Vec::new();
     for doc in &parsed.others {
         let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
         let api = doc.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
-        if kind != "HTTPScaledObject" || !api.starts_with("http.keda.sh/") {
+        if !matches!(kind, "HTTPScaledObject" | "InterceptorRoute") || !api.starts_with("http.keda.sh/") {
             continue;
         }
         let name = doc
@@ -189,17 +393,11 @@ pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
             .and_then(|n| n.as_str())
             .unwrap_or("<unnamed>");
         match desired_from_document(doc, dir) {
-            Ok(d) if out.iter().any(|o| o.route.key == d.route.key) => {
-                problems.push(format!(
-                    "HTTPScaledObject {} is defined twice; the first is kept",
-                    d.route.key
-                ));
-            }
-            Ok(d) => out.push(d),
-            Err(e) => problems.push(format!("HTTPScaledObject {name} skipped: {e}")),
+            Ok(d) => found.push(d),
+            Err(e) => problems.push(format!("{kind} {name} skipped: {e}")),
         }
     }
-    out.sort_by(|a, b| a.route.key.cmp(&b.route.key));
+    let out = merge_routes(found, &mut problems);
     (out, problems)
 }
 
@@ -236,6 +434,9 @@ fn apply(
     tasks: &mut JoinSet<()>,
 ) {
     let mut next: HashMap<RouteKey, Running> = HashMap::new();
+    // Targets whose object changed or went: their held requests look the route up again once
+    // the new table is in.
+    let mut superseded: Vec<Arc<Target>> = Vec::new();
     for d in desired {
         let key = d.route.key.clone();
         match running.remove(&key) {
@@ -244,20 +445,27 @@ fn apply(
             }
             previous => {
                 if let Some(old) = previous {
-                    info!(route = %key, "HTTPScaledObject changed; restarting its target");
+                    info!(route = %key, "route changed; restarting its target");
                     let _ = old.retire.send(true);
+                    superseded.push(old.target);
                 } else {
                     match &d.backend {
                         Backend::Local(l) => {
                             info!(route = %key, command = %l.command, port = l.port, "route added");
                         }
                         Backend::Cluster(c) => {
-                            info!(route = %key, service = %c.service, target = %c.workload, "route added");
+                            info!(route = %key, service = %c.service, target = %c.describe_workload(), "route added");
                         }
                     }
                 }
                 let target = Target::new(d.route.clone(), Arc::clone(metrics));
                 let (retire, retired) = watch::channel(false);
+                if let (Backend::Local(_), Some(f)) = (&d.backend, &d.fallback)
+                    && let RoutePort::Number(port) = f.port
+                {
+                    // With --local a fallback is a loopback port that is already serving.
+                    target.publish_fallback(vec![SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))]);
+                }
                 match (&d.backend, &backends.cluster) {
                     (Backend::Local(spec), _) => {
                         tasks.spawn(local::supervise(
@@ -272,6 +480,7 @@ fn apply(
                             Arc::clone(ctx),
                             Arc::clone(&target),
                             spec.clone(),
+                            d.fallback.clone(),
                             retired,
                         ));
                     }
@@ -294,6 +503,7 @@ fn apply(
         info!(route = %key, "route removed");
         let _ = old.retire.send(true);
         old.target.forget_metrics();
+        superseded.push(old.target);
     }
     *running = next;
     proxy.set_routing(Routing {
@@ -303,6 +513,9 @@ fn apply(
             .map(|(k, r)| (k.clone(), (Arc::clone(&r.target), r.desired.options.clone())))
             .collect(),
     });
+    for target in superseded {
+        target.supersede();
+    }
 }
 
 async fn bind(
@@ -508,7 +721,7 @@ pub async fn serve(
     let mut running = HashMap::new();
     let (initial, mut last_problems) = load_local(&dir);
     report_problems(&last_problems);
-    info!(dir = %dir.display(), routes = initial.len(), "HTTPScaledObjects loaded");
+    info!(dir = %dir.display(), routes = initial.len(), "HTTPScaledObjects and InterceptorRoutes loaded");
     let mut last = initial.clone();
     apply(
         &serving.proxy,
@@ -564,7 +777,7 @@ pub async fn serve_cluster(
     };
     let mut tasks = JoinSet::new();
     let mut running = HashMap::new();
-    let (objects_tx, mut objects) = watch::channel(None);
+    let (objects_tx, mut objects) = watch::channel(cluster::Listed::default());
     let watch = tokio::spawn(cluster::watch_objects(
         client,
         args.namespace.clone(),
@@ -581,11 +794,7 @@ pub async fn serve_cluster(
             },
         }
         // Computed under the borrow (no await): a burst of events coalesces into one rebuild.
-        let Some((desired, problems)) = objects
-            .borrow_and_update()
-            .as_ref()
-            .map(cluster::desired_from_objects)
-        else {
+        let Some((desired, problems)) = cluster::desired_from_objects(&objects.borrow_and_update()) else {
             continue;
         };
         if problems != last_problems {
@@ -594,7 +803,7 @@ pub async fn serve_cluster(
         }
         if last.as_ref() != Some(&desired) {
             if last.is_none() {
-                info!(routes = desired.len(), "HTTPScaledObjects listed");
+                info!(routes = desired.len(), "HTTPScaledObjects and InterceptorRoutes listed");
             }
             last = Some(desired.clone());
             apply(

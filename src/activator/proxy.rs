@@ -28,6 +28,7 @@ use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use super::{
+    cold::{self, ColdStart},
     metrics::ActivatorMetrics,
     target::{Endpoints, InFlight, Refusal, Target},
     upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
@@ -35,8 +36,8 @@ use super::{
 use crate::{
     net::LogThrottle,
     scaling::{
-        http_hold::{self, HoldLimits},
-        http_route::{RouteKey, RouteTable},
+        http_hold::{self, AtZero, HoldLimits},
+        http_route::{RouteKey, RouteTable, StaticRule},
     },
 };
 
@@ -47,8 +48,11 @@ pub struct RouteOptions {
     pub hold_timeout: Option<Option<Duration>>,
     /// `timeouts.responseHeader`.
     pub response_header_timeout: Option<Option<Duration>>,
-    /// Protocol forced by annotation `activator.ebb/app-protocol`; else the client's.
+    /// Protocol forced by annotation `activator.ebb/app-protocol`; else the Service port's
+    /// `appProtocol`, else the client's.
     pub protocol: Option<Protocol>,
+    /// Placeholder, pending cap, fallback.
+    pub cold: ColdStart,
 }
 
 /// The routes and their live targets, swapped whole when the objects change.
@@ -139,18 +143,13 @@ impl Proxy {
         self.held_total.load(Ordering::Relaxed)
     }
 
-    /// Answers one request from `peer`.
-    pub async fn handle(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let routing = self.routing.load_full();
-        let host = request_authority(&request).unwrap_or_default().to_owned();
+    /// The route of `request` in the table in use: its target and settings, or the response
+    /// to send without one (404, or a static route's answer).
+    fn resolve<B>(&self, request: &Request<B>, host: &str) -> Result<(Arc<Target>, RouteOptions), Response<ProxyBody>> {
+        let routing = self.routing.load();
         let found = routing
             .table
-            .lookup(&host, request.uri().path(), |name| {
+            .lookup_match(host, request.uri().path(), |name| {
                 request
                     .headers()
                     .get_all(name)
@@ -158,14 +157,36 @@ impl Proxy {
                     .filter_map(|v| v.to_str().ok())
                     .collect()
             })
-            .and_then(|route| routing.targets.get(&route.key))
-            .cloned();
-        let Some((target, options)) = found else {
+            .and_then(|m| {
+                let (target, options) = routing.targets.get(&m.route.key)?;
+                Some((Arc::clone(target), options.clone(), m.fixed))
+            });
+        let Some((target, options, fixed)) = found else {
             self.metrics.no_route.inc();
             tracing::debug!(%host, path = request.uri().path(), "no route");
-            return plain(StatusCode::NOT_FOUND, "no route matches this host and path\n");
+            return Err(plain(StatusCode::NOT_FOUND, "no route matches this host and path\n"));
         };
-        drop(routing);
+        if let Some(fixed) = fixed.filter(|f: &&StaticRule| {
+            http_hold::static_answers(f.always, !target.endpoints().is_empty())
+        }) {
+            // Not counted and no wake: a static route stands in for the target.
+            return Err(cold::fixed(&fixed.response));
+        }
+        Ok((target, options))
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let host = request_authority(&request).unwrap_or_default().to_owned();
+        let (target, options) = match self.resolve(&request, &host) {
+            Ok(found) => found,
+            Err(response) => return response,
+        };
         let span = tracing::info_span!(
             "activator.request",
             route = %target.route.key,
@@ -180,24 +201,40 @@ impl Proxy {
 
     async fn serve(
         &self,
-        target: Arc<Target>,
-        options: RouteOptions,
+        mut target: Arc<Target>,
+        mut options: RouteOptions,
         request: Request<Incoming>,
         peer: SocketAddr,
         host: String,
         started: Instant,
     ) -> Response<ProxyBody> {
-        let (in_flight, mut endpoints) = target.begin();
-        let cold = endpoints.is_empty();
-        if cold {
-            endpoints = match self.hold(&target, &options).await {
-                Ok(e) => e,
-                Err(response) => {
+        let mut reroutes = 0;
+        let (in_flight, endpoints, cold, fallback) = loop {
+            let (in_flight, endpoints) = target.begin();
+            if !endpoints.is_empty() {
+                break (in_flight, endpoints, false, false);
+            }
+            match self.hold(&target, &options).await {
+                Ok((endpoints, fallback)) => break (in_flight, endpoints, true, fallback),
+                Err(HoldEnd::Answer(response)) => {
                     target.record_response(response.status().as_u16(), true, started.elapsed());
                     return response;
                 }
-            };
-        }
+                Err(HoldEnd::Superseded) => {
+                    // The route's object changed or went: look the request up again.
+                    drop(in_flight);
+                    reroutes += 1;
+                    if reroutes > MAX_REROUTES {
+                        return plain(StatusCode::SERVICE_UNAVAILABLE, "the route keeps changing\n");
+                    }
+                    (target, options) = match self.resolve(&request, &host) {
+                        Ok(found) => found,
+                        Err(response) => return response,
+                    };
+                    tracing::debug!(route = %target.route.key, "held request re-routed after an edit");
+                }
+            }
+        };
         let Some(addr) = target.pick(&endpoints) else {
             return plain(StatusCode::BAD_GATEWAY, "no endpoint\n");
         };
@@ -217,7 +254,8 @@ impl Proxy {
                 )
                 .await;
         }
-        let protocol = options.protocol.unwrap_or(match request.version() {
+        let discovered = if fallback { None } else { target.app_protocol() };
+        let protocol = options.protocol.or(discovered).unwrap_or(match request.version() {
             http::Version::HTTP_2 => Protocol::H2c,
             _ => Protocol::Http1,
         });
@@ -341,40 +379,74 @@ impl Proxy {
         )
     }
 
-    /// Holds a request until the target is ready; the error is the response to send instead.
-    async fn hold(
-        &self,
-        target: &Arc<Target>,
-        options: &RouteOptions,
-    ) -> Result<Endpoints, Response<ProxyBody>> {
-        let held = match target.hold(&self.held_total, self.config.limits) {
-            Ok(h) => h,
-            Err(refusal) => {
+    /// Holds a request until the target is ready (the endpoints, and whether they are the
+    /// fallback's); the error is the response to send instead, or the route's object changed.
+    async fn hold(&self, target: &Arc<Target>, options: &RouteOptions) -> Result<(Endpoints, bool), HoldEnd> {
+        let cold = &options.cold;
+        let limits = http_hold::route_limits(self.config.limits, cold.max_pending);
+        let attempt = if cold.placeholder.is_some() {
+            None
+        } else {
+            Some(target.hold(&self.held_total, limits))
+        };
+        let decision = match &attempt {
+            None | Some(Ok(_)) => http_hold::HoldDecision::Hold,
+            Some(Err(Refusal::Route)) => http_hold::HoldDecision::RouteFull,
+            Some(Err(Refusal::Total)) => http_hold::HoldDecision::TotalFull,
+        };
+        let held = match http_hold::at_zero(cold.placeholder.is_some(), decision, cold.overflow_placeholder) {
+            AtZero::Hold => match attempt {
+                Some(Ok(held)) => held,
+                _ => return Err(HoldEnd::Answer(plain(StatusCode::SERVICE_UNAVAILABLE, "not held\n"))),
+            },
+            answer @ (AtZero::Placeholder | AtZero::OverflowPlaceholder) => {
+                if answer == AtZero::OverflowPlaceholder {
+                    target.counters.overflows.fetch_add(1, Ordering::Relaxed);
+                    target.metrics().overflows.get_or_create(&target.labels).inc();
+                }
+                // Counted already (begin), so the request is activity in the rate window; the
+                // wake fires as for a held request (the add-on's jaseci-labs/jac#8695).
+                target.request_wake();
+                target.counters.placeholders.fetch_add(1, Ordering::Relaxed);
+                let fallback = cold::default_placeholder();
+                let page = cold.placeholder.as_deref().unwrap_or(&fallback);
+                let mut response = cold::fixed(page);
+                response.headers_mut().insert(COLD_START_HEADER, cold_start_value(true));
+                return Err(HoldEnd::Answer(response));
+            }
+            AtZero::Refuse(_) => {
                 target.counters.overflows.fetch_add(1, Ordering::Relaxed);
                 target.metrics().overflows.get_or_create(&target.labels).inc();
-                tracing::debug!(route = %target.route.key, ?refusal, "hold cap reached");
-                let text = match refusal {
-                    Refusal::Route => "too many requests are waiting for this route's target to start\n",
-                    Refusal::Total => "too many requests are waiting for targets to start\n",
+                tracing::debug!(route = %target.route.key, ?decision, "hold cap reached");
+                let text = match decision {
+                    http_hold::HoldDecision::RouteFull => {
+                        "too many requests are waiting for this route's target to start\n"
+                    }
+                    _ => "too many requests are waiting for targets to start\n",
                 };
                 let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, text);
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(self.config.retry_after));
-                return Err(response);
+                return Err(HoldEnd::Answer(response));
             }
         };
         // Counts the hold as abandoned if this future is dropped (the client went away).
         let mut abandon = Abandon(Some(target));
-        let deadline = options.hold_timeout.unwrap_or(self.config.hold_timeout);
-        let ready = target.ready();
+        let deadline = http_hold::hold_deadline(options.hold_timeout, self.config.hold_timeout, cold.fallback);
+        let ready = async {
+            tokio::select! {
+                e = target.ready() => Some(e),
+                () = target.superseded() => None,
+            }
+        };
         let outcome = match deadline {
             Some(limit) => tokio::time::timeout(limit, ready).await.ok(),
             None => Some(ready.await),
         };
         abandon.0 = None;
         match outcome {
-            Some(endpoints) => {
+            Some(Some(endpoints)) => {
                 let waited = held.since().elapsed();
                 target
                     .metrics()
@@ -382,19 +454,36 @@ impl Proxy {
                     .get_or_create(&target.labels)
                     .observe(waited.as_secs_f64());
                 tracing::debug!(route = %target.route.key, waited_ms = waited.as_millis() as u64, "held request released");
-                Ok(endpoints)
+                Ok((endpoints, false))
+            }
+            Some(None) => Err(HoldEnd::Superseded),
+            None if cold.fallback && !target.fallback_endpoints().is_empty() => {
+                target.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(route = %target.route.key, "the target was not ready in time: sending the request to the fallback");
+                Ok((target.fallback_endpoints(), true))
             }
             None => {
                 target.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 target.metrics().timeouts.get_or_create(&target.labels).inc();
                 tracing::info!(route = %target.route.key, "held request timed out: the target was not ready in time");
-                Err(plain(
+                Err(HoldEnd::Answer(plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the target did not become ready in time\n",
-                ))
+                )))
             }
         }
     }
+}
+
+/// How many times one held request follows edits of its route before giving up.
+const MAX_REROUTES: usize = 8;
+
+/// Why a hold ended without endpoints.
+enum HoldEnd {
+    /// Send this instead.
+    Answer(Response<ProxyBody>),
+    /// The route's object was edited or deleted while the request was held.
+    Superseded,
 }
 
 /// Counts a held request abandoned by its client when dropped before the hold ended.

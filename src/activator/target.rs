@@ -10,7 +10,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Hist
 use tokio::sync::{Notify, watch};
 
 use super::metrics::{ActivatorMetrics, RouteLabels};
+use super::upstream::Protocol;
 use crate::locks::LockExt;
 use crate::scaling::{
     http_hold::{self, HoldDecision, HoldLimits},
@@ -54,6 +55,10 @@ pub struct Counters {
     pub abandoned: AtomicU64,
     /// Cluster mode: wakes that failed.
     pub wake_errors: AtomicU64,
+    /// Held requests sent to the fallback Service at the deadline.
+    pub fallbacks: AtomicU64,
+    /// Requests answered with the placeholder (at zero, or past the pending cap).
+    pub placeholders: AtomicU64,
 }
 
 /// One route's live state, shared by the proxy and the backend that runs the target.
@@ -75,6 +80,15 @@ pub struct Target {
     next: AtomicUsize,
     /// The route's series, looked up once: the request path touches no label hash.
     series: Series,
+    /// A wake asked for without a held request (a placeholder answered); cleared by the backend
+    /// when it takes the wake and when endpoints are published.
+    wake_requested: AtomicBool,
+    /// Set when the route's object is edited or deleted: held requests look their route up again.
+    superseded: watch::Sender<bool>,
+    /// Ready endpoints of the route's fallback (`coldStartTimeoutFailoverRef`, `coldStart.fallback`).
+    fallback: watch::Sender<Endpoints>,
+    /// The upstream protocol the Service port's `appProtocol` asks for (0: not said).
+    app_protocol: AtomicU8,
 }
 
 /// Why a request could not be held.
@@ -107,7 +121,60 @@ impl Target {
             idle: Notify::new(),
             next: AtomicUsize::new(0),
             series,
+            wake_requested: AtomicBool::new(false),
+            superseded: watch::channel(false).0,
+            fallback: watch::channel(Endpoints::from(Vec::new())).0,
+            app_protocol: AtomicU8::new(0),
         })
+    }
+
+    /// Asks the backend to wake the target without holding a request (a placeholder was sent:
+    /// the request still counts, and the target must still start).
+    pub fn request_wake(&self) {
+        self.wake_requested.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The route's object was edited or deleted: requests held here look their route up again.
+    pub fn supersede(&self) {
+        self.superseded.send_replace(true);
+    }
+
+    /// Resolves once [`Target::supersede`] was called.
+    pub async fn superseded(&self) {
+        let mut rx = self.superseded.subscribe();
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Backend: the fallback's ready endpoints.
+    pub fn publish_fallback(&self, endpoints: Vec<SocketAddr>) {
+        self.fallback.send_replace(endpoints.into());
+    }
+
+    /// The fallback's ready endpoints now.
+    pub fn fallback_endpoints(&self) -> Endpoints {
+        self.fallback.borrow().clone()
+    }
+
+    /// Backend: the protocol the Service port's `appProtocol` asks for (`None`: not said).
+    pub fn set_app_protocol(&self, protocol: Option<Protocol>) {
+        let v = match protocol {
+            None => 0,
+            Some(Protocol::Http1) => 1,
+            Some(Protocol::H2c) => 2,
+        };
+        self.app_protocol.store(v, Ordering::Relaxed);
+    }
+
+    /// The protocol the Service port's `appProtocol` asks for, if it says.
+    pub fn app_protocol(&self) -> Option<Protocol> {
+        match self.app_protocol.load(Ordering::Relaxed) {
+            1 => Some(Protocol::Http1),
+            2 => Some(Protocol::H2c),
+            _ => None,
+        }
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
@@ -199,6 +266,9 @@ impl Target {
 
     /// Backend: the target is ready at `endpoints`; held requests go now.
     pub fn publish(&self, endpoints: Vec<SocketAddr>) {
+        if !endpoints.is_empty() {
+            self.wake_requested.store(false, Ordering::Release);
+        }
         self.endpoints.send_replace(endpoints.into());
     }
 
@@ -207,11 +277,12 @@ impl Target {
         self.endpoints.send_replace(Endpoints::from(Vec::new()));
     }
 
-    /// Backend: waits until a request is held (at once when one already is).
+    /// Backend: waits until a request is held or a wake was asked for (at once when one already
+    /// is).
     pub async fn woken(&self) {
         loop {
             let notified = self.wake.notified();
-            if self.counts().1 > 0 {
+            if self.wake_requested.swap(false, Ordering::AcqRel) || self.counts().1 > 0 {
                 return;
             }
             notified.await;

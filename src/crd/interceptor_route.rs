@@ -15,8 +15,11 @@ use super::http_scaled_object::{HeaderMatch, HttpCondition};
 pub const TARGET_PORT_MESSAGE: &str = "exactly one of 'port' or 'portName' must be set";
 /// The add-on's message when `scalingMetric` names no metric.
 pub const SCALING_METRIC_MESSAGE: &str = "at least one of 'concurrency' or 'requestRate' must be set";
-/// The add-on's message when `coldStart` has no `fallback`.
-pub const COLD_START_MESSAGE: &str = "'fallback' must be set";
+/// The message when `coldStart` sets nothing (the add-on's v0.14 rule asked for `fallback`;
+/// since v0.15 a placeholder or a pending-request cap alone is a valid cold start).
+pub const COLD_START_MESSAGE: &str = "at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set";
+/// Largest inline `body` of a static or placeholder response (the add-on's 32 KiB).
+pub const MAX_STATIC_BODY: usize = 32 * 1024;
 
 /// Desired state of an InterceptorRoute.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -51,6 +54,10 @@ pub struct InterceptorRouteSpec {
     pub rules: Vec<RoutingRule>,
     /// The metrics the target scales on.
     pub scaling_metric: RouteScalingMetric,
+    /// Requests answered with a fixed response instead of the target (never counted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub static_routes: Vec<StaticRoute>,
 }
 
 /// `spec.target` and `spec.coldStart.fallback`: a Service and exactly one of its port or port name.
@@ -73,10 +80,77 @@ pub struct TargetRef {
 
 /// `spec.coldStart`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("has(self.fallback)").message(COLD_START_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests)").message(COLD_START_MESSAGE))]
 pub struct ColdStartSpec {
     /// Where requests go when the target is not ready before the readiness deadline.
-    pub fallback: TargetRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<TargetRef>,
+    /// Answered at once while the target has no ready endpoint (the wake still fires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<PlaceholderSpec>,
+    /// Requests held at once per proxy replica; more get the `overflow` answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1))]
+    pub max_pending_requests: Option<i32>,
+    /// `Reject` (503, the default) or `Placeholder` past `maxPendingRequests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "overflow_schema")]
+    pub overflow: Option<String>,
+}
+
+/// `spec.coldStart.placeholder`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PlaceholderSpec {
+    /// The response (status 503 when unset).
+    pub response: StaticResponse,
+}
+
+/// A fixed response: `statusCode`, a body inline or from a ConfigMap, headers.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticResponse {
+    /// Status code (200 for static routes, 503 for placeholders when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 100, "maximum" = 599))]
+    pub status_code: Option<i32>,
+    /// The body, at most 32 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
+    pub body: Option<String>,
+    /// The body from a ConfigMap labelled `http.keda.sh/response-body: "true"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_from_config_map: Option<ConfigMapBody>,
+    /// Response headers.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// `bodyFromConfigMap`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ConfigMapBody {
+    /// ConfigMap name (same namespace).
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Data key (unset: from the request path, `index.html` for `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// One `spec.staticRoutes[]` entry.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticRoute {
+    /// Rules matched with OR, as `spec.rules`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
+    pub rules: Vec<RoutingRule>,
+    /// The response.
+    pub response: StaticResponse,
+    /// `WhenUnavailable` (default: only while the target has no ready endpoint) or `Always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "response_mode_schema")]
+    pub response_mode: Option<String>,
 }
 
 /// `spec.timeouts`: Go durations.
@@ -170,6 +244,16 @@ pub struct InterceptorRouteStatus {
     pub conditions: Vec<HttpCondition>,
 }
 
+/// `coldStart.overflow`: the add-on's enum.
+fn overflow_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": ["Reject", "Placeholder"], "default": "Reject"})
+}
+
+/// `staticRoutes[].responseMode`: the add-on's enum with its default.
+fn response_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": ["Always", "WhenUnavailable"], "default": "WhenUnavailable"})
+}
+
 /// `proxyMode`: the add-on's enum with its default.
 fn proxy_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "string", "enum": ["Service", "Endpoint"], "default": "Service"})
@@ -211,7 +295,8 @@ spec:
             ir.spec
                 .cold_start
                 .as_ref()
-                .map(|c| c.fallback.port_name.as_deref()),
+                .and_then(|c| c.fallback.as_ref())
+                .map(|f| f.port_name.as_deref()),
             Some(Some("http"))
         );
     }

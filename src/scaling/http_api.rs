@@ -159,10 +159,12 @@ pub fn validate_interceptor_route(ir: &InterceptorRoute) -> Vec<Problem> {
     let spec = &ir.spec;
     target_ref_problems("spec.target", &spec.target, &mut out);
     if let Some(c) = &spec.cold_start {
-        if c.fallback.service.is_empty() && c.fallback.port.is_none() && c.fallback.port_name.is_none() {
-            out.push(problem("spec.coldStart", COLD_START_MESSAGE));
-        } else {
-            target_ref_problems("spec.coldStart.fallback", &c.fallback, &mut out);
+        match &c.fallback {
+            Some(f) => target_ref_problems("spec.coldStart.fallback", f, &mut out),
+            None if c.placeholder.is_none() && c.max_pending_requests.is_none() => {
+                out.push(problem("spec.coldStart", COLD_START_MESSAGE));
+            }
+            None => {}
         }
     }
     if let Some(mode) = spec.proxy_mode.as_deref()

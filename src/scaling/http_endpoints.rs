@@ -19,6 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
+use crate::crd::{ScaledObject, scaled_object::ScaleTarget};
+
 /// The label EndpointSlices carry with their Service's name.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -90,6 +92,46 @@ pub fn port_missing<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>, por
                 .flatten()
                 .any(|p| p.name.as_deref().unwrap_or_default() == port_name)
     })
+}
+
+/// The `appProtocol` of the port named `port_name`, as the EndpointSlice controller copies it
+/// from the Service port (so no Service read is needed); `None` when no slice says.
+pub fn port_app_protocol<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    port_name: &str,
+) -> Option<String> {
+    slices
+        .into_iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .filter(|p| p.name.as_deref().unwrap_or_default() == port_name)
+        .find_map(|p| p.app_protocol.clone())
+}
+
+/// `appProtocol: kubernetes.io/h2c` (the add-on's only way to HTTP/2 upstream): `Some(true)`;
+/// any other value: HTTP/1.1 (`Some(false)`); unset: `None` (the proxy follows the client).
+pub fn upstream_h2c(app_protocol: Option<&str>) -> Option<bool> {
+    app_protocol.map(|p| p.eq_ignore_ascii_case("kubernetes.io/h2c"))
+}
+
+/// The workload an InterceptorRoute wakes: the `scaleTargetRef` of the ScaledObject (same
+/// namespace) whose `external-push` trigger names the route (`interceptorRoute: NAME`); the
+/// oldest such object by name when several do. An InterceptorRoute names no workload itself.
+pub fn interceptor_route_scale_target<'a>(
+    scaled_objects: impl IntoIterator<Item = &'a ScaledObject>,
+    route_name: &str,
+) -> Option<&'a ScaleTarget> {
+    let mut found: Vec<&ScaledObject> = scaled_objects
+        .into_iter()
+        .filter(|so| {
+            so.spec.triggers.iter().any(|t| {
+                t.type_ == "external-push"
+                    && t.metadata.get("interceptorRoute").map(String::as_str) == Some(route_name)
+            })
+        })
+        .filter(|so| !so.spec.scale_target_ref.name.is_empty())
+        .collect();
+    found.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    found.first().map(|so| &so.spec.scale_target_ref)
 }
 
 /// The replica count the activator writes to a target's `/scale` when a request is held and no
@@ -178,6 +220,44 @@ mod tests {
         }))
         .expect("Service");
         assert_eq!(service_port_name(&single, 80).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn the_slice_port_app_protocol_chooses_h2c() {
+        let s = slice(json!({
+            "metadata": {"name": "g"}, "addressType": "IPv4",
+            "ports": [{"name": "grpc", "port": 9000, "appProtocol": "kubernetes.io/h2c"},
+                      {"name": "http", "port": 8080, "appProtocol": "http"},
+                      {"name": "plain", "port": 8081}],
+            "endpoints": []
+        }));
+        assert_eq!(
+            upstream_h2c(port_app_protocol([&s], "grpc").as_deref()),
+            Some(true)
+        );
+        assert_eq!(
+            upstream_h2c(port_app_protocol([&s], "http").as_deref()),
+            Some(false)
+        );
+        assert_eq!(upstream_h2c(port_app_protocol([&s], "plain").as_deref()), None);
+    }
+
+    #[test]
+    fn an_interceptor_route_wakes_the_target_of_the_scaled_object_naming_it() {
+        let so = |name: &str, route: &str, target: &str| -> ScaledObject {
+            serde_json::from_value(json!({
+                "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"scaleTargetRef": {"name": target, "kind": "StatefulSet", "apiVersion": "apps/v1"},
+                         "triggers": [{"type": "external-push",
+                                       "metadata": {"scalerAddress": "x:9090", "interceptorRoute": route}}]}
+            }))
+            .expect("ScaledObject")
+        };
+        let sos = [so("b", "web", "web-b"), so("a", "web", "web-a"), so("c", "api", "api")];
+        let t = interceptor_route_scale_target(&sos, "web").expect("found");
+        assert_eq!((t.name.as_str(), t.kind_or_default()), ("web-a", "StatefulSet"));
+        assert!(interceptor_route_scale_target(&sos, "other").is_none());
     }
 
     #[test]

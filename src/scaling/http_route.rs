@@ -18,7 +18,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::crd::http_scaled_object::{HTTPScaledObject, HeaderMatch};
+use crate::crd::{
+    http_scaled_object::{HTTPScaledObject, HeaderMatch},
+    interceptor_route::{InterceptorRoute, MAX_STATIC_BODY, RoutingRule, StaticResponse, TargetRef},
+};
 
 /// A route's identity, `<namespace>/<name>` (the key of the add-on's `/queue`).
 pub type RouteKey = Arc<str>;
@@ -32,17 +35,62 @@ pub enum RoutePort {
     Name(String),
 }
 
-/// One HTTPScaledObject, reduced to what routing and the activator need.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// `<namespace>/<name>`.
-    pub key: RouteKey,
+/// Which of the add-on's objects a route comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteKind {
+    /// `http.keda.sh/v1alpha1` HTTPScaledObject.
+    HttpScaledObject,
+    /// `http.keda.sh/v1beta1` InterceptorRoute.
+    InterceptorRoute,
+}
+
+/// One matching rule: hosts (any of), path prefixes (any of) and headers (all of).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteRule {
     /// Hosts, lower-cased; empty means every host.
     pub hosts: Vec<String>,
     /// Path prefixes as segment lists; empty means `/`.
     pub prefixes: Vec<Vec<String>>,
     /// Header matchers (all must match).
     pub headers: Vec<HeaderMatch>,
+}
+
+/// A fixed response (an InterceptorRoute's static route or placeholder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedResponse {
+    /// Status code.
+    pub status: u16,
+    /// Inline body (at most 32 KiB).
+    pub body: String,
+    /// Headers, as written.
+    pub headers: Vec<(String, String)>,
+    /// `bodyFromConfigMap.name` when the body was to come from a ConfigMap (not read: ebb sends
+    /// the inline body, empty, and says so in the log).
+    pub config_map: Option<String>,
+}
+
+/// One `staticRoutes[]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticRule {
+    /// Its rules (OR).
+    pub rules: Vec<RouteRule>,
+    /// What is answered.
+    pub response: FixedResponse,
+    /// `responseMode: Always` (else only while the target has no ready endpoint).
+    pub always: bool,
+}
+
+/// One HTTPScaledObject or InterceptorRoute, reduced to what routing and the activator need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// `<namespace>/<name>`.
+    pub key: RouteKey,
+    /// The object's kind.
+    pub kind: RouteKind,
+    /// Matching rules (OR); an HTTPScaledObject has exactly one.
+    pub rules: Vec<RouteRule>,
+    /// Static routes (InterceptorRoute only), matched before the rules.
+    pub statics: Vec<StaticRule>,
     /// The Service requests go to.
     pub service: String,
     /// Its port.
@@ -53,7 +101,7 @@ pub struct Route {
     pub created: String,
 }
 
-/// Why an HTTPScaledObject cannot be routed.
+/// Why an HTTPScaledObject or InterceptorRoute cannot be routed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// `metadata.name` is missing.
@@ -77,21 +125,115 @@ pub enum RouteError {
     /// A negative `scaledownPeriod`.
     #[error("spec.scaledownPeriod {0} is negative")]
     ScaledownPeriod(i32),
+    /// An InterceptorRoute field that cannot be used: the field and why.
+    #[error("{0}: {1}")]
+    Field(String, String),
 }
 
 /// KEDA's default `cooldownPeriod`, which `scaledownPeriod` becomes.
 pub const DEFAULT_SCALEDOWN_PERIOD: u32 = 300;
 
+/// The port of a Service reference (`field` names it in errors).
+pub fn target_port(field: &str, t: &TargetRef) -> Result<RoutePort, RouteError> {
+    if t.service.is_empty() {
+        return Err(RouteError::Field(format!("{field}.service"), "is empty".into()));
+    }
+    match (t.port, t.port_name.as_deref()) {
+        (Some(p), None) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .map(RoutePort::Number)
+            .ok_or_else(|| RouteError::Field(format!("{field}.port"), format!("{p} is not in 1-65535"))),
+        (None, Some(n)) if !n.is_empty() => Ok(RoutePort::Name(n.to_owned())),
+        _ => Err(RouteError::Field(
+            field.to_owned(),
+            "exactly one of 'port' or 'portName' must be set".into(),
+        )),
+    }
+}
+
+fn created_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default()
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Result<RouteKey, RouteError> {
+    let name = meta
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(RouteError::NoName)?;
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    Ok(format!("{namespace}/{name}").into())
+}
+
+/// An InterceptorRoute rule (`field` names it in errors).
+fn rule_of(field: &str, rule: &RoutingRule) -> Result<RouteRule, RouteError> {
+    let hosts = rule
+        .hosts
+        .iter()
+        .map(|h| {
+            normalize_host_rule(h).ok_or_else(|| {
+                RouteError::Field(
+                    format!("{field}.hosts"),
+                    format!("{h:?} is not a host name, `*.` wildcard or `*`"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if rule.headers.iter().any(|h| h.name.is_empty()) {
+        return Err(RouteError::Field(format!("{field}.headers"), "a header needs a name".into()));
+    }
+    if rule.paths.iter().any(|p| p.value.is_empty()) {
+        return Err(RouteError::Field(format!("{field}.paths"), "a path needs a value".into()));
+    }
+    Ok(RouteRule {
+        hosts,
+        prefixes: rule.paths.iter().map(|p| segments(&p.value)).collect(),
+        headers: rule.headers.clone(),
+    })
+}
+
+/// A static or placeholder response; `default_status` when `statusCode` is unset.
+pub fn fixed_response(field: &str, r: &StaticResponse, default_status: u16) -> Result<FixedResponse, RouteError> {
+    let status = match r.status_code {
+        None => default_status,
+        Some(c) => u16::try_from(c)
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| RouteError::Field(format!("{field}.statusCode"), format!("{c} is not in 100-599")))?,
+    };
+    let body = r.body.clone().unwrap_or_default();
+    if body.len() > MAX_STATIC_BODY {
+        return Err(RouteError::Field(
+            format!("{field}.body"),
+            format!("{} bytes is over the 32 KiB limit", body.len()),
+        ));
+    }
+    for name in r.headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(RouteError::Field(format!("{field}.headers"), format!("{name:?} is not a header name")));
+        }
+    }
+    for value in r.headers.values() {
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(RouteError::Field(format!("{field}.headers"), format!("{value:?} is not a header value")));
+        }
+    }
+    Ok(FixedResponse {
+        status,
+        body,
+        headers: r.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        config_map: r.body_from_config_map.as_ref().map(|c| c.name.clone()),
+    })
+}
+
 impl Route {
     /// The route an HTTPScaledObject describes, or why it has none.
     pub fn from_http_scaled_object(so: &HTTPScaledObject) -> Result<Route, RouteError> {
-        let name = so
-            .metadata
-            .name
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .ok_or(RouteError::NoName)?;
-        let namespace = so.metadata.namespace.as_deref().unwrap_or("default");
+        let key = key_of(&so.metadata)?;
         let spec = &so.spec;
         let target = &spec.scale_target_ref;
         if target.service.is_empty() {
@@ -120,19 +262,91 @@ impl Route {
             Some(s) => u32::try_from(s).map_err(|_| RouteError::ScaledownPeriod(s))?,
         };
         Ok(Route {
-            key: format!("{namespace}/{name}").into(),
-            hosts,
-            prefixes: spec.path_prefixes.iter().map(|p| segments(p)).collect(),
-            headers: spec.headers.clone(),
+            key,
+            kind: RouteKind::HttpScaledObject,
+            rules: vec![RouteRule {
+                hosts,
+                prefixes: spec.path_prefixes.iter().map(|p| segments(p)).collect(),
+                headers: spec.headers.clone(),
+            }],
+            statics: Vec::new(),
             service: target.service.clone(),
             port,
             scaledown_period,
-            created: so
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default(),
+            created: created_of(&so.metadata),
+        })
+    }
+
+    /// The route an InterceptorRoute describes, or why it has none. No `rules` routes every
+    /// host and path, as one empty rule does. `scaledownPeriod` has no field on the object (the
+    /// user's ScaledObject owns the cooldown): KEDA's 300 s.
+    pub fn from_interceptor_route(ir: &InterceptorRoute) -> Result<Route, RouteError> {
+        let key = key_of(&ir.metadata)?;
+        let spec = &ir.spec;
+        let port = target_port("spec.target", &spec.target)?;
+        let mut rules = spec
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| rule_of(&format!("spec.rules[{i}]"), r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rules.is_empty() {
+            rules.push(RouteRule::default());
+        }
+        // A static rule without hosts is for the route's own hosts (a `/healthz` of this app,
+        // not of every host); the route's hosts are every host when one of its rules has none.
+        let inherited_hosts: Vec<String> = if rules.iter().any(|r| r.hosts.is_empty()) {
+            Vec::new()
+        } else {
+            let mut all: Vec<String> = rules.iter().flat_map(|r| r.hosts.iter().cloned()).collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        let statics = spec
+            .static_routes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let field = format!("spec.staticRoutes[{i}]");
+                let mut rules = s
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| rule_of(&format!("{field}.rules[{j}]"), r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if rules.is_empty() {
+                    rules.push(RouteRule::default());
+                }
+                for rule in rules.iter_mut().filter(|r| r.hosts.is_empty()) {
+                    rule.hosts = inherited_hosts.clone();
+                }
+                let always = match s.response_mode.as_deref() {
+                    None | Some("WhenUnavailable") => false,
+                    Some("Always") => true,
+                    Some(other) => {
+                        return Err(RouteError::Field(
+                            format!("{field}.responseMode"),
+                            format!("{other:?} is neither Always nor WhenUnavailable"),
+                        ));
+                    }
+                };
+                Ok(StaticRule {
+                    rules,
+                    response: fixed_response(&format!("{field}.response"), &s.response, 200)?,
+                    always,
+                })
+            })
+            .collect::<Result<Vec<_>, RouteError>>()?;
+        Ok(Route {
+            key,
+            kind: RouteKind::InterceptorRoute,
+            rules,
+            statics,
+            service: spec.target.service.clone(),
+            port,
+            scaledown_period: DEFAULT_SCALEDOWN_PERIOD,
+            created: created_of(&ir.metadata),
         })
     }
 }
@@ -204,12 +418,30 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Which rule of a route an index entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuleRef {
+    /// `rules[i]`.
+    Main(usize),
+    /// `staticRoutes[s].rules[i]`.
+    Static(usize, usize),
+}
+
+/// The route a request matched, and the static route it matched, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'t> {
+    /// The route.
+    pub route: &'t Route,
+    /// A static route of it (answered without counting, see [`StaticRule::always`]).
+    pub fixed: Option<&'t StaticRule>,
+}
+
 /// An immutable routing table: built once per change of the route set, then shared.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    /// host rule → joined prefix (`a/b`, `` for `/`) → route indexes, in precedence order.
-    index: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// host rule → joined prefix (`a/b`, `` for `/`) → (route, rule), in precedence order.
+    index: HashMap<String, HashMap<String, Vec<(usize, RuleRef)>>>,
 }
 
 impl RouteTable {
@@ -217,34 +449,42 @@ impl RouteTable {
     pub fn new(mut routes: Vec<Route>) -> RouteTable {
         // A stable order first, so duplicates resolve the same way on every replica.
         routes.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        let mut index: HashMap<String, HashMap<String, Vec<(usize, RuleRef)>>> = HashMap::new();
         for (i, route) in routes.iter().enumerate() {
-            let hosts: Vec<String> = if route.hosts.is_empty() {
-                vec!["*".to_owned()]
-            } else {
-                route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
-            };
-            let prefixes: Vec<String> = if route.prefixes.is_empty() {
-                vec![String::new()]
-            } else {
-                route.prefixes.iter().map(|s| s.join("/")).collect()
-            };
-            for host in &hosts {
-                for prefix in &prefixes {
-                    let slot = index
-                        .entry(host.clone())
-                        .or_default()
-                        .entry(prefix.clone())
-                        .or_default();
-                    if !slot.contains(&i) {
-                        slot.push(i);
+            let mains = route.rules.iter().enumerate().map(|(r, rule)| (RuleRef::Main(r), rule));
+            let statics = route
+                .statics
+                .iter()
+                .enumerate()
+                .flat_map(|(s, st)| st.rules.iter().enumerate().map(move |(r, rule)| (RuleRef::Static(s, r), rule)));
+            for (which, rule) in statics.chain(mains) {
+                let hosts: Vec<String> = if rule.hosts.is_empty() {
+                    vec!["*".to_owned()]
+                } else {
+                    rule.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+                };
+                let prefixes: Vec<String> = if rule.prefixes.is_empty() {
+                    vec![String::new()]
+                } else {
+                    rule.prefixes.iter().map(|s| s.join("/")).collect()
+                };
+                for host in &hosts {
+                    for prefix in &prefixes {
+                        let slot = index
+                            .entry(host.clone())
+                            .or_default()
+                            .entry(prefix.clone())
+                            .or_default();
+                        if !slot.contains(&(i, which)) {
+                            slot.push((i, which));
+                        }
                     }
                 }
             }
         }
         for by_prefix in index.values_mut() {
             for slot in by_prefix.values_mut() {
-                slot.sort_by(|&a, &b| precedence(&routes[a], &routes[b]));
+                slot.sort_by(|&a, &b| precedence(&routes, a, b));
             }
         }
         RouteTable { routes, index }
@@ -267,12 +507,17 @@ impl RouteTable {
 
     /// The route for a request: `host` as sent (port allowed), `path` as sent (percent-encoded),
     /// `header(name)` every value of a header (name lower-case).
-    pub fn lookup<'h>(
+    pub fn lookup<'h>(&self, host: &str, path: &str, header: impl Fn(&str) -> Vec<&'h str>) -> Option<&Route> {
+        self.lookup_match(host, path, header).map(|m| m.route)
+    }
+
+    /// [`RouteTable::lookup`], telling also which static route matched.
+    pub fn lookup_match<'h>(
         &self,
         host: &str,
         path: &str,
         header: impl Fn(&str) -> Vec<&'h str>,
-    ) -> Option<&Route> {
+    ) -> Option<Matched<'_>> {
         let host = request_host(host);
         let path = decoded_path(path.split('?').next().unwrap_or(""));
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -284,15 +529,27 @@ impl RouteTable {
                 let Some(slot) = by_prefix.get(segs[..len].join("/").as_str()) else {
                     continue;
                 };
-                if let Some(&i) = slot
+                if let Some(&(i, which)) = slot
                     .iter()
-                    .find(|&&i| headers_match(&self.routes[i].headers, &header))
+                    .find(|&&(i, which)| headers_match(&rule_at(&self.routes[i], which).headers, &header))
                 {
-                    return Some(&self.routes[i]);
+                    let route = &self.routes[i];
+                    let fixed = match which {
+                        RuleRef::Main(_) => None,
+                        RuleRef::Static(s, _) => route.statics.get(s),
+                    };
+                    return Some(Matched { route, fixed });
                 }
             }
         }
         None
+    }
+}
+
+fn rule_at(route: &Route, which: RuleRef) -> &RouteRule {
+    match which {
+        RuleRef::Main(r) => &route.rules[r],
+        RuleRef::Static(s, r) => &route.statics[s].rules[r],
     }
 }
 
@@ -318,13 +575,18 @@ fn headers_match<'h>(matchers: &[HeaderMatch], header: &impl Fn(&str) -> Vec<&'h
     })
 }
 
-/// The add-on's order among routes on the same host and prefix.
-fn precedence(a: &Route, b: &Route) -> std::cmp::Ordering {
-    let valued = |r: &Route| r.headers.iter().filter(|h| h.value.is_some()).count();
-    b.headers
-        .len()
-        .cmp(&a.headers.len())
-        .then_with(|| valued(b).cmp(&valued(a)))
+/// The add-on's order among rules on the same host and prefix: more header matchers, more
+/// valued matchers, a static route before the route's own rules, the older object, then
+/// namespace/name descending.
+fn precedence(routes: &[Route], (ai, aw): (usize, RuleRef), (bi, bw): (usize, RuleRef)) -> std::cmp::Ordering {
+    let (a, b) = (&routes[ai], &routes[bi]);
+    let (ah, bh) = (&rule_at(a, aw).headers, &rule_at(b, bw).headers);
+    let valued = |h: &[HeaderMatch]| h.iter().filter(|h| h.value.is_some()).count();
+    let is_static = |w: RuleRef| matches!(w, RuleRef::Static(..));
+    bh.len()
+        .cmp(&ah.len())
+        .then_with(|| valued(bh).cmp(&valued(ah)))
+        .then_with(|| is_static(bw).cmp(&is_static(aw)))
         .then_with(|| match (a.created.is_empty(), b.created.is_empty()) {
             (false, false) => a.created.cmp(&b.created),
             (true, false) => std::cmp::Ordering::Greater,
@@ -332,6 +594,11 @@ fn precedence(a: &Route, b: &Route) -> std::cmp::Ordering {
             (true, true) => std::cmp::Ordering::Equal,
         })
         .then_with(|| b.key.cmp(&a.key))
+        .then_with(|| match (aw, bw) {
+            (RuleRef::Main(x), RuleRef::Main(y)) => x.cmp(&y),
+            (RuleRef::Static(x, _), RuleRef::Static(y, _)) => x.cmp(&y),
+            _ => std::cmp::Ordering::Equal,
+        })
 }
 
 #[cfg(test)]
@@ -341,15 +608,19 @@ mod tests {
     fn route(key: &str, hosts: &[&str], prefixes: &[&str], headers: &[(&str, Option<&str>)]) -> Route {
         Route {
             key: key.into(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            prefixes: prefixes.iter().map(|p| segments(p)).collect(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| HeaderMatch {
-                    name: n.to_string(),
-                    value: v.map(str::to_owned),
-                })
-                .collect(),
+            kind: RouteKind::HttpScaledObject,
+            rules: vec![RouteRule {
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                prefixes: prefixes.iter().map(|p| segments(p)).collect(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| HeaderMatch {
+                        name: n.to_string(),
+                        value: v.map(str::to_owned),
+                    })
+                    .collect(),
+            }],
+            statics: Vec::new(),
             service: "svc".into(),
             port: RoutePort::Number(80),
             scaledown_period: 300,
@@ -474,7 +745,7 @@ mod tests {
         };
         let ok = parse("{name: app, service: app, port: 8080}").expect("route");
         assert_eq!(&*ok.key, "web/app");
-        assert_eq!(ok.hosts, ["app.test"]);
+        assert_eq!(ok.rules[0].hosts, ["app.test"]);
         assert_eq!(ok.port, RoutePort::Number(8080));
         assert_eq!(ok.scaledown_period, DEFAULT_SCALEDOWN_PERIOD);
         assert_eq!(
@@ -494,6 +765,75 @@ mod tests {
         assert_eq!(normalize_host_rule("a.*.b"), None);
         assert_eq!(normalize_host_rule("*.B.c"), Some("*.b.c".into()));
         assert_eq!(normalize_host_rule("a..b"), None);
+    }
+
+    fn ir(yaml_spec: &str) -> Result<Route, RouteError> {
+        let yaml = format!(
+            "apiVersion: http.keda.sh/v1beta1\nkind: InterceptorRoute\nmetadata: {{name: app, namespace: web}}\nspec:\n  target: {{service: app, port: 8080}}\n  scalingMetric: {{concurrency: {{targetValue: 10}}}}\n{yaml_spec}"
+        );
+        let ir: InterceptorRoute = serde_yaml::from_str(&yaml).expect("yaml");
+        Route::from_interceptor_route(&ir)
+    }
+
+    #[test]
+    fn interceptor_route_rules_are_or_and_each_rule_is_and() {
+        let route = ir("  rules:
+    - hosts: [a.test]
+      paths: [{value: /api}]
+      headers: [{name: X-Canary, value: 'on'}]
+    - hosts: [b.test]
+")
+        .expect("route");
+        assert_eq!(route.kind, RouteKind::InterceptorRoute);
+        assert_eq!(route.port, RoutePort::Number(8080));
+        let table = RouteTable::new(vec![route, super::tests::route("web/other", &["a.test"], &[], &[])]);
+        assert_eq!(find(&table, "a.test", "/api/x", &[("x-canary", "on")]), Some("web/app"));
+        // Same host, but the header (AND within the rule) is missing: the other route's `/`.
+        assert_eq!(find(&table, "a.test", "/api/x", &[]), Some("web/other"));
+        assert_eq!(find(&table, "b.test", "/anything", &[]), Some("web/app"));
+        assert_eq!(find(&table, "c.test", "/", &[]), None);
+        // No rules: every host and path.
+        let all = RouteTable::new(vec![ir("").expect("route")]);
+        assert_eq!(find(&all, "any.test", "/x", &[]), Some("web/app"));
+    }
+
+    #[test]
+    fn static_routes_match_before_the_route_and_carry_their_answer() {
+        let route = ir("  rules: [{hosts: [a.test]}]
+  staticRoutes:
+    - rules: [{paths: [{value: /healthz}]}]
+      response: {body: OK}
+    - rules: [{hosts: [a.test], paths: [{value: /}]}]
+      responseMode: Always
+      response: {statusCode: 418, headers: {X-Tea: pot}}
+")
+        .expect("route");
+        let table = RouteTable::new(vec![route]);
+        let lookup = |host: &str, path: &str| table.lookup_match(host, path, |_| Vec::new());
+        let health = lookup("a.test", "/healthz").and_then(|m| m.fixed).expect("static");
+        assert_eq!((health.response.status, health.response.body.as_str(), health.always), (200, "OK", false));
+        let root = lookup("a.test", "/other").and_then(|m| m.fixed).expect("static before the rule");
+        assert_eq!((root.response.status, root.always), (418, true));
+        assert_eq!(root.response.headers, [("X-Tea".to_owned(), "pot".to_owned())]);
+        // A static rule without hosts is for the route's hosts only.
+        assert!(lookup("b.test", "/healthz").is_none());
+    }
+
+    #[test]
+    fn interceptor_routes_say_what_is_wrong() {
+        let big = "x".repeat(MAX_STATIC_BODY + 1);
+        let err = |spec: &str| ir(spec).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&format!("  staticRoutes: [{{response: {{body: {big}}}}}]\n")).contains("32 KiB"));
+        assert!(err("  staticRoutes: [{response: {statusCode: 700}}]\n").contains("statusCode"));
+        assert!(err("  staticRoutes: [{response: {}, responseMode: Sometimes}]\n").contains("responseMode"));
+        assert!(err("  rules: [{hosts: ['a..b']}]\n").contains("spec.rules[0].hosts"));
+        let yaml = "apiVersion: http.keda.sh/v1beta1\nkind: InterceptorRoute\nmetadata: {name: app}\nspec:\n  target: {service: app}\n  scalingMetric: {concurrency: {}}\n";
+        let no_port: InterceptorRoute = serde_yaml::from_str(yaml).expect("yaml");
+        assert!(
+            Route::from_interceptor_route(&no_port)
+                .err()
+                .is_some_and(|e| e.to_string().contains("exactly one of 'port' or 'portName'"))
+        );
     }
 
     #[test]
