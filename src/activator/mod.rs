@@ -712,7 +712,8 @@ pub async fn serve(
     admin_listener: TcpListener,
     shutdown: Signal,
 ) {
-    let serving = start_servers(&args, proxy_listener, admin_listener, &shutdown, true);
+    // `/readyz` answers 503 until the directory's objects are routed.
+    let serving = start_servers(&args, proxy_listener, admin_listener, &shutdown, false);
     let backends = Backends {
         timing: local_timing(&args),
         cluster: None,
@@ -731,6 +732,7 @@ pub async fn serve(
         &backends,
         &mut supervisors,
     );
+    serving.ready.store(true, Ordering::Relaxed);
     loop {
         tokio::select! {
             () = shutdown.wait() => break,

@@ -3,6 +3,7 @@
 // Every test binary compiles the whole harness but uses only its own part of it.
 #![allow(dead_code)]
 
+pub mod activator;
 pub mod activator_admin;
 pub mod fs;
 pub mod moto;

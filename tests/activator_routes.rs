@@ -1,0 +1,332 @@
+//! The activator's routes beyond a plain HTTPScaledObject, end to end on loopback with real
+//! upstreams: InterceptorRoutes (rules, static routes, placeholder, pending cap, fallback), an
+//! InterceptorRoute winning over the HTTPScaledObject of its name, the HTTPScaledObject's
+//! failover Service, and held requests following edits and deletions of their object. `--local`
+//! first; then cluster mode (`cluster_*`) on the scripted API server fed real API JSON: one
+//! EndpointSlice watch per Service shared by every route on it, the Service port's
+//! `appProtocol` choosing h2c, an InterceptorRoute's wake through the ScaledObject naming it.
+//!
+//! No sleeps stand for "long enough": every wait polls a condition under a deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+/// `GET path` with `Host: host` and `headers`, over HTTP/1.1.
+async fn get_with(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut request = Request::get(path).header(http::header::HOST, host);
+    for (n, v) in headers {
+        request = request.header(*n, *v);
+    }
+    let response = sender
+        .send_request(request.body(Empty::<Bytes>::new()).expect("request"))
+        .await
+        .expect("answered");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// An InterceptorRoute `web/NAME` for `--local` (target port `port`), `extra` appended to spec.
+fn interceptor_route(name: &str, port: u16, command: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata:
+  name: {name}
+  namespace: web
+  annotations:
+    activator.ebb/local-command: "{command}"
+spec:
+  target: {{service: {name}, port: {port}}}
+  scalingMetric: {{concurrency: {{targetValue: 10}}}}
+{extra}
+"#
+    )
+}
+
+async fn echo_port() -> u16 {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = upstream.local_addr().expect("addr").port();
+    let _server = serve_echo(upstream);
+    port
+}
+
+fn header<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interceptor_route_is_routed_by_its_rules_and_wins_over_the_httpso_of_its_name() {
+    let port = echo_port().await;
+    let ir = interceptor_route(
+        "app",
+        port,
+        IDLE_COMMAND,
+        r#"  rules:
+    - hosts: [a.test]
+      paths: [{value: /api}]
+      headers: [{name: X-Tenant, value: blue}]
+    - hosts: [b.test]"#,
+    );
+    // Same namespace/name, another host: the InterceptorRoute takes its place.
+    let httpso = object("app", "c.test", port, IDLE_COMMAND, "", "");
+    let activator = Activator::start(&[ir, httpso], &[]).await;
+
+    let (status, headers, body) = get_with(activator.proxy, "a.test", "/api/x", &[("x-tenant", "blue")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("/api/x host=a.test"), "{body}");
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    // AND within a rule: without the header, or outside the path, no route.
+    assert_eq!(get_with(activator.proxy, "a.test", "/api/x", &[]).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get_with(activator.proxy, "a.test", "/other", &[("x-tenant", "blue")]).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // OR across rules.
+    assert_eq!(get_with(activator.proxy, "b.test", "/any", &[]).await.0, StatusCode::OK);
+    // The HTTPScaledObject of the same name is not routed.
+    assert_eq!(get_with(activator.proxy, "c.test", "/", &[]).await.0, StatusCode::NOT_FOUND);
+
+    // Counted under the route's key: what /queue (and the interceptorRoute trigger) reads.
+    let queue = activator.admin_json("/queue").await;
+    assert_eq!(queue["web/app"]["RequestCount"], 2, "{queue}");
+    let routes = activator.admin_json("/routes").await;
+    assert_eq!(routes["web/app"]["kind"], "InterceptorRoute", "{routes}");
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_routes_answer_without_counting_or_waking() {
+    let port = echo_port().await;
+    let ir = interceptor_route(
+        "app",
+        port,
+        IDLE_COMMAND,
+        r#"  rules: [{hosts: [app.test]}]
+  staticRoutes:
+    - rules: [{paths: [{value: /healthz}]}]
+      response: {body: OK}
+    - rules: [{paths: [{value: /maintenance}]}]
+      responseMode: Always
+      response: {statusCode: 503, body: "<h1>down</h1>", headers: {Content-Type: text/html}}"#,
+    );
+    let activator = Activator::start(&[ir], &[]).await;
+
+    // At zero: the static answer, not counted, no start.
+    let (status, _, body) = get_with(activator.proxy, "app.test", "/healthz", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "OK"));
+    let route = activator.admin_json("/routes").await["web/app"].clone();
+    assert_eq!(
+        (route["requestCount"].clone(), route["coldStarts"].clone()),
+        (json!(0), json!(0)),
+        "{route}"
+    );
+
+    // Up (a request woke it): WhenUnavailable now forwards; Always still answers.
+    assert_eq!(get_with(activator.proxy, "app.test", "/", &[]).await.0, StatusCode::OK);
+    let (status, _, body) = get_with(activator.proxy, "app.test", "/healthz", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("/healthz host=app.test"), "forwarded: {body}");
+    let (status, headers, body) = get_with(activator.proxy, "app.test", "/maintenance/x", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "<h1>down</h1>"));
+    assert_eq!(header(&headers, "content-type"), Some("text/html"));
+    let route = activator.admin_json("/routes").await["web/app"].clone();
+    assert_eq!(route["requestCount"], 2, "the forwarded /healthz counts: {route}");
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_answers_at_once_counts_the_request_and_still_wakes() {
+    let (socket, port) = reserved_port();
+    let ir = interceptor_route(
+        "app",
+        port,
+        IDLE_COMMAND,
+        r#"  coldStart:
+    placeholder:
+      response: {body: "<h1>Loading</h1>", headers: {Refresh: "5", Content-Type: text/html}}"#,
+    );
+    let activator = Activator::start(&[ir], &[]).await;
+
+    let (status, headers, body) = tokio::time::timeout(BUDGET, get_with(activator.proxy, "x.test", "/", &[]))
+        .await
+        .expect("answered at once, not held");
+    assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "<h1>Loading</h1>"));
+    assert_eq!(header(&headers, "refresh"), Some("5"));
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    // The wake fired (the process was started) and the request is in the rate window's count
+    // although nothing was ever in flight for long (jaseci-labs/jac#8695).
+    let route = activator
+        .wait_route("web/app", "the wake", |r| r["coldStarts"] == 1)
+        .await;
+    assert_eq!(
+        (route["held"].clone(), route["placeholders"].clone()),
+        (json!(0), json!(1)),
+        "{route}"
+    );
+    assert_eq!(activator.admin_json("/queue").await["web/app"]["RequestCount"], 1);
+
+    // The target comes up: requests go to it.
+    let _server = serve_echo(socket.listen(64).expect("listen"));
+    activator
+        .wait_route("web/app", "ready", |r| r["endpoints"].as_array().is_some_and(|e| !e.is_empty()))
+        .await;
+    let (status, headers, _) = get_with(activator.proxy, "x.test", "/", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("false"));
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_pending_requests_the_overflow_answer_is_sent() {
+    let (_socket, port) = reserved_port();
+    let reject = interceptor_route("reject", port, IDLE_COMMAND, "  rules: [{hosts: [reject.test]}]\n  coldStart: {maxPendingRequests: 1}");
+    let page = interceptor_route(
+        "page",
+        port,
+        IDLE_COMMAND,
+        "  rules: [{hosts: [page.test]}]\n  coldStart: {maxPendingRequests: 1, overflow: Placeholder}",
+    );
+    let activator = Activator::start(&[reject, page], &["--hold-timeout", "30s"]).await;
+    let proxy = activator.proxy;
+    let held: Vec<_> = ["reject.test", "page.test"]
+        .into_iter()
+        .map(|host| tokio::spawn(async move { get(proxy, host, "/").await }))
+        .collect();
+    activator.wait_route("web/reject", "held", |r| r["held"] == 1).await;
+    activator.wait_route("web/page", "held", |r| r["held"] == 1).await;
+
+    let (status, headers, _) = get_with(activator.proxy, "reject.test", "/", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    let (status, headers, body) = get_with(activator.proxy, "page.test", "/", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, ""));
+    assert!(!headers.contains_key("retry-after"), "the placeholder, not the 503 of a cap");
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    for (key, placeholders) in [("web/reject", 0), ("web/page", 1)] {
+        let route = activator.admin_json("/routes").await[key].clone();
+        assert_eq!(
+            (route["overflows"].clone(), route["placeholders"].clone()),
+            (json!(1), json!(placeholders)),
+            "{key}: {route}"
+        );
+    }
+    for h in held {
+        h.abort();
+    }
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_takes_held_requests_at_the_deadline() {
+    let fallback = echo_port().await;
+    let (_never, port) = reserved_port();
+    // HTTPScaledObject: coldStartTimeoutFailoverRef (with --local, a loopback port).
+    let httpso = object(
+        "so",
+        "so.test",
+        port,
+        IDLE_COMMAND,
+        &format!("  coldStartTimeoutFailoverRef: {{service: sorry, port: {fallback}, timeoutSeconds: 1}}"),
+        "",
+    );
+    // InterceptorRoute: coldStart.fallback, its readiness deadline.
+    let ir = interceptor_route(
+        "ir",
+        port,
+        IDLE_COMMAND,
+        &format!("  rules: [{{hosts: [ir.test]}}]\n  timeouts: {{readiness: 300ms}}\n  coldStart: {{fallback: {{service: sorry, port: {fallback}}}}}"),
+    );
+    let activator = Activator::start(&[httpso, ir], &["--hold-timeout", "60s"]).await;
+    for (host, key, at_least) in [
+        ("so.test", "web/so", Duration::from_secs(1)),
+        ("ir.test", "web/ir", Duration::from_millis(300)),
+    ] {
+        let started = Instant::now();
+        let (status, headers, body) = tokio::time::timeout(BUDGET, get_with(activator.proxy, host, "/p", &[]))
+            .await
+            .expect("answered by the fallback");
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+        assert!(body.contains(&format!("/p host={host}")), "{body}");
+        assert!(started.elapsed() >= at_least, "{host}: after the deadline");
+        assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+        let route = activator.admin_json("/routes").await[key].clone();
+        assert_eq!(
+            (route["fallbacks"].clone(), route["holdTimeouts"].clone()),
+            (json!(1), json!(0)),
+            "{route}"
+        );
+    }
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_requests_follow_an_edit_and_end_at_once_on_delete() {
+    let (_never, cold_port) = reserved_port();
+    let warm_port = echo_port().await;
+    let activator = Activator::start(
+        &[object("app", "app.test", cold_port, IDLE_COMMAND, "", "")],
+        &["--hold-timeout", "60s"],
+    )
+    .await;
+    let dir = activator.dir.as_ref().expect("local").path().to_path_buf();
+    let proxy = activator.proxy;
+    let held = tokio::spawn(async move { get(proxy, "app.test", "/edited").await });
+    activator.wait_route("web/app", "held", |r| r["held"] == 1).await;
+
+    // The target's port changes: the held request goes to the new target, long before 60 s.
+    common::fs::write_atomic(
+        &dir.join("route-0.yaml"),
+        object("app", "app.test", warm_port, IDLE_COMMAND, "", ""),
+    );
+    let (status, _, body) = tokio::time::timeout(BUDGET, held)
+        .await
+        .expect("re-routed in time")
+        .expect("task")
+        .expect("answered");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("/edited host=app.test"), "{body}");
+
+    // Held on a route whose object is then deleted: 404 at once.
+    common::fs::write_atomic(
+        &dir.join("route-0.yaml"),
+        object("app", "app.test", cold_port, IDLE_COMMAND, "", ""),
+    );
+    activator
+        .wait_route("web/app", "the cold target back", |r| r["port"] == cold_port)
+        .await;
+    let held = tokio::spawn(async move { get(proxy, "app.test", "/deleted").await });
+    activator.wait_route("web/app", "held", |r| r["held"] == 1).await;
+    std::fs::remove_file(dir.join("route-0.yaml")).expect("delete");
+    let (status, _, body) = tokio::time::timeout(BUDGET, held)
+        .await
+        .expect("answered at once")
+        .expect("task")
+        .expect("answered");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    activator.stop().await;
+}
+
