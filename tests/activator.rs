@@ -9,9 +9,7 @@
 
 mod common;
 
-use common::activator::{
-    Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo,
-};
+use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo};
 use std::{
     convert::Infallible,
     net::SocketAddr,

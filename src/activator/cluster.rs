@@ -40,7 +40,8 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::{
     Backend, Desired, FallbackRef, ObjectError, http_scaled_object_fallback, interceptor_route_fallback,
-    interceptor_route_options, local::retired, merge_routes, route_options, target::Target, upstream::Protocol,
+    interceptor_route_options, local::retired, merge_routes, route_options, target::Target,
+    upstream::Protocol,
 };
 use crate::{
     cluster::scale::{self, Plurals},
@@ -201,7 +202,11 @@ const SERVICE_REREAD: Duration = Duration::from_secs(10);
 const MAX_CONFLICTS: usize = 5;
 
 fn namespace_of<K: Resource>(object: &K) -> String {
-    object.meta().namespace.clone().unwrap_or_else(|| "default".to_owned())
+    object
+        .meta()
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 /// The route an HTTPScaledObject describes in a cluster.
@@ -258,7 +263,10 @@ pub struct Listed {
 /// The routes of `listed` once both kinds are listed, and a line per object that cannot be
 /// served (the others are); an InterceptorRoute wins over the HTTPScaledObject of its name.
 pub fn desired_from_objects(listed: &Listed) -> Option<(Vec<Desired>, Vec<String>)> {
-    let (http, irs) = (listed.http_scaled_objects.as_ref()?, listed.interceptor_routes.as_ref()?);
+    let (http, irs) = (
+        listed.http_scaled_objects.as_ref()?,
+        listed.interceptor_routes.as_ref()?,
+    );
     let mut found = Vec::new();
     let mut problems = Vec::new();
     for ((ns, name), object) in http {
@@ -402,16 +410,22 @@ pub async fn run_route(
 ) {
     let span = tracing::info_span!("activator.route", route = %target.route.key, service = %spec.service, target = %spec.describe_workload());
     async {
-        let endpoints = follow(&ctx, &spec.namespace, &spec.service, &spec.port, |ready, protocol| {
-            target.set_app_protocol(protocol);
-            if ready.is_empty() {
-                info!("no ready endpoint");
-                target.withdraw();
-            } else {
-                info!(endpoints = ready.len(), "endpoints ready");
-                target.publish(ready);
-            }
-        });
+        let endpoints = follow(
+            &ctx,
+            &spec.namespace,
+            &spec.service,
+            &spec.port,
+            |ready, protocol| {
+                target.set_app_protocol(protocol);
+                if ready.is_empty() {
+                    info!("no ready endpoint");
+                    target.withdraw();
+                } else {
+                    info!(endpoints = ready.len(), "endpoints ready");
+                    target.publish(ready);
+                }
+            },
+        );
         let fallback = async {
             match &fallback {
                 Some(f) => {
@@ -454,7 +468,12 @@ async fn port_name(ctx: &ClusterContext, namespace: &str, service: &str, port: &
     }
 }
 
-async fn read_port_name(ctx: &ClusterContext, namespace: &str, service: &str, number: i32) -> Result<String, String> {
+async fn read_port_name(
+    ctx: &ClusterContext,
+    namespace: &str,
+    service: &str,
+    number: i32,
+) -> Result<String, String> {
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
     match services.get_opt(service).await {
         Ok(Some(s)) => service_port_name(&s, number)

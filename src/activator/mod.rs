@@ -357,7 +357,9 @@ pub fn merge_routes(mut found: Vec<Desired>, problems: &mut Vec<String>) -> Vec<
     for d in found {
         match out.last() {
             Some(kept) if kept.route.key == d.route.key => {
-                if kept.route.kind == RouteKind::InterceptorRoute && d.route.kind == RouteKind::HttpScaledObject {
+                if kept.route.kind == RouteKind::InterceptorRoute
+                    && d.route.kind == RouteKind::HttpScaledObject
+                {
                     problems.push(format!(
                         "HTTPScaledObject {} is not routed: the InterceptorRoute of the same name takes its place",
                         d.route.key
@@ -805,7 +807,10 @@ pub async fn serve_cluster(
         }
         if last.as_ref() != Some(&desired) {
             if last.is_none() {
-                info!(routes = desired.len(), "HTTPScaledObjects and InterceptorRoutes listed");
+                info!(
+                    routes = desired.len(),
+                    "HTTPScaledObjects and InterceptorRoutes listed"
+                );
             }
             last = Some(desired.clone());
             apply(

@@ -145,7 +145,11 @@ impl Proxy {
 
     /// The route of `request` in the table in use: its target and settings, or the response
     /// to send without one (404, or a static route's answer).
-    fn resolve<B>(&self, request: &Request<B>, host: &str) -> Result<(Arc<Target>, RouteOptions), Response<ProxyBody>> {
+    fn resolve<B>(
+        &self,
+        request: &Request<B>,
+        host: &str,
+    ) -> Result<(Arc<Target>, RouteOptions), Response<ProxyBody>> {
         let routing = self.routing.load();
         let found = routing
             .table
@@ -164,11 +168,14 @@ impl Proxy {
         let Some((target, options, fixed)) = found else {
             self.metrics.no_route.inc();
             tracing::debug!(%host, path = request.uri().path(), "no route");
-            return Err(plain(StatusCode::NOT_FOUND, "no route matches this host and path\n"));
+            return Err(plain(
+                StatusCode::NOT_FOUND,
+                "no route matches this host and path\n",
+            ));
         };
-        if let Some(fixed) = fixed.filter(|f: &&StaticRule| {
-            http_hold::static_answers(f.always, !target.endpoints().is_empty())
-        }) {
+        if let Some(fixed) = fixed
+            .filter(|f: &&StaticRule| http_hold::static_answers(f.always, !target.endpoints().is_empty()))
+        {
             // Not counted and no wake: a static route stands in for the target.
             return Err(cold::fixed(&fixed.response));
         }
@@ -255,10 +262,13 @@ impl Proxy {
                 .await;
         }
         let discovered = if fallback { None } else { target.app_protocol() };
-        let protocol = options.protocol.or(discovered).unwrap_or(match request.version() {
-            http::Version::HTTP_2 => Protocol::H2c,
-            _ => Protocol::Http1,
-        });
+        let protocol = options
+            .protocol
+            .or(discovered)
+            .unwrap_or(match request.version() {
+                http::Version::HTTP_2 => Protocol::H2c,
+                _ => Protocol::Http1,
+            });
         let upstream_request = prepare(request, peer, &host, self.config.request_body_timeout);
         let send = self.upstream.send(addr, protocol, &host, upstream_request);
         match within(header_timeout, send).await {
@@ -397,7 +407,12 @@ impl Proxy {
         let held = match http_hold::at_zero(cold.placeholder.is_some(), decision, cold.overflow_placeholder) {
             AtZero::Hold => match attempt {
                 Some(Ok(held)) => held,
-                _ => return Err(HoldEnd::Answer(plain(StatusCode::SERVICE_UNAVAILABLE, "not held\n"))),
+                _ => {
+                    return Err(HoldEnd::Answer(plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not held\n",
+                    )));
+                }
             },
             answer @ (AtZero::Placeholder | AtZero::OverflowPlaceholder) => {
                 if answer == AtZero::OverflowPlaceholder {
@@ -411,7 +426,9 @@ impl Proxy {
                 let fallback = cold::default_placeholder();
                 let page = cold.placeholder.as_deref().unwrap_or(&fallback);
                 let mut response = cold::fixed(page);
-                response.headers_mut().insert(COLD_START_HEADER, cold_start_value(true));
+                response
+                    .headers_mut()
+                    .insert(COLD_START_HEADER, cold_start_value(true));
                 return Err(HoldEnd::Answer(response));
             }
             AtZero::Refuse(_) => {
@@ -433,7 +450,8 @@ impl Proxy {
         };
         // Counts the hold as abandoned if this future is dropped (the client went away).
         let mut abandon = Abandon(Some(target));
-        let deadline = http_hold::hold_deadline(options.hold_timeout, self.config.hold_timeout, cold.fallback);
+        let deadline =
+            http_hold::hold_deadline(options.hold_timeout, self.config.hold_timeout, cold.fallback);
         let ready = async {
             tokio::select! {
                 e = target.ready() => Some(e),

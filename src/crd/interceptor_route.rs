@@ -17,7 +17,8 @@ pub const TARGET_PORT_MESSAGE: &str = "exactly one of 'port' or 'portName' must 
 pub const SCALING_METRIC_MESSAGE: &str = "at least one of 'concurrency' or 'requestRate' must be set";
 /// The message when `coldStart` sets nothing (the add-on's v0.14 rule asked for `fallback`;
 /// since v0.15 a placeholder or a pending-request cap alone is a valid cold start).
-pub const COLD_START_MESSAGE: &str = "at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set";
+pub const COLD_START_MESSAGE: &str =
+    "at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set";
 /// Largest inline `body` of a static or placeholder response (the add-on's 32 KiB).
 pub const MAX_STATIC_BODY: usize = 32 * 1024;
 

@@ -254,7 +254,11 @@ mod tests {
             }))
             .expect("ScaledObject")
         };
-        let sos = [so("b", "web", "web-b"), so("a", "web", "web-a"), so("c", "api", "api")];
+        let sos = [
+            so("b", "web", "web-b"),
+            so("a", "web", "web-a"),
+            so("c", "api", "api"),
+        ];
         let t = interceptor_route_scale_target(&sos, "web").expect("found");
         assert_eq!((t.name.as_str(), t.kind_or_default()), ("web-a", "StatefulSet"));
         assert!(interceptor_route_scale_target(&sos, "other").is_none());

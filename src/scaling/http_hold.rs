@@ -84,7 +84,11 @@ pub const FALLBACK_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A held request's deadline: the route's (`Some(None)`: `0s`, none) else the global one; with a
 /// fallback there is always one, or the fallback would never be used.
-pub fn hold_deadline(route: Option<Option<Duration>>, global: Option<Duration>, fallback: bool) -> Option<Duration> {
+pub fn hold_deadline(
+    route: Option<Option<Duration>>,
+    global: Option<Duration>,
+    fallback: bool,
+) -> Option<Duration> {
     let deadline = route.unwrap_or(global);
     if fallback {
         Some(deadline.unwrap_or(FALLBACK_DEADLINE))
@@ -152,7 +156,10 @@ mod tests {
         assert_eq!(hold_deadline(None, Some(s(5)), false), Some(s(5)));
         assert_eq!(hold_deadline(Some(Some(s(2))), Some(s(5)), true), Some(s(2)));
         assert_eq!(hold_deadline(Some(None), Some(s(5)), false), None);
-        assert_eq!(hold_deadline(Some(None), Some(s(5)), true), Some(FALLBACK_DEADLINE));
+        assert_eq!(
+            hold_deadline(Some(None), Some(s(5)), true),
+            Some(FALLBACK_DEADLINE)
+        );
         assert_eq!(hold_deadline(None, None, true), Some(FALLBACK_DEADLINE));
         assert!(static_answers(true, true));
         assert!(static_answers(false, false));

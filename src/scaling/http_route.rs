@@ -184,10 +184,16 @@ fn rule_of(field: &str, rule: &RoutingRule) -> Result<RouteRule, RouteError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     if rule.headers.iter().any(|h| h.name.is_empty()) {
-        return Err(RouteError::Field(format!("{field}.headers"), "a header needs a name".into()));
+        return Err(RouteError::Field(
+            format!("{field}.headers"),
+            "a header needs a name".into(),
+        ));
     }
     if rule.paths.iter().any(|p| p.value.is_empty()) {
-        return Err(RouteError::Field(format!("{field}.paths"), "a path needs a value".into()));
+        return Err(RouteError::Field(
+            format!("{field}.paths"),
+            "a path needs a value".into(),
+        ));
     }
     Ok(RouteRule {
         hosts,
@@ -197,13 +203,19 @@ fn rule_of(field: &str, rule: &RoutingRule) -> Result<RouteRule, RouteError> {
 }
 
 /// A static or placeholder response; `default_status` when `statusCode` is unset.
-pub fn fixed_response(field: &str, r: &StaticResponse, default_status: u16) -> Result<FixedResponse, RouteError> {
+pub fn fixed_response(
+    field: &str,
+    r: &StaticResponse,
+    default_status: u16,
+) -> Result<FixedResponse, RouteError> {
     let status = match r.status_code {
         None => default_status,
         Some(c) => u16::try_from(c)
             .ok()
             .filter(|c| (100..=599).contains(c))
-            .ok_or_else(|| RouteError::Field(format!("{field}.statusCode"), format!("{c} is not in 100-599")))?,
+            .ok_or_else(|| {
+                RouteError::Field(format!("{field}.statusCode"), format!("{c} is not in 100-599"))
+            })?,
     };
     let body = r.body.clone().unwrap_or_default();
     if body.len() > MAX_STATIC_BODY {
@@ -214,12 +226,18 @@ pub fn fixed_response(field: &str, r: &StaticResponse, default_status: u16) -> R
     }
     for name in r.headers.keys() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(RouteError::Field(format!("{field}.headers"), format!("{name:?} is not a header name")));
+            return Err(RouteError::Field(
+                format!("{field}.headers"),
+                format!("{name:?} is not a header name"),
+            ));
         }
     }
     for value in r.headers.values() {
         if http::HeaderValue::from_str(value).is_err() {
-            return Err(RouteError::Field(format!("{field}.headers"), format!("{value:?} is not a header value")));
+            return Err(RouteError::Field(
+                format!("{field}.headers"),
+                format!("{value:?} is not a header value"),
+            ));
         }
     }
     Ok(FixedResponse {
@@ -451,12 +469,17 @@ impl RouteTable {
         routes.sort_by(|a, b| a.key.cmp(&b.key));
         let mut index: HashMap<String, HashMap<String, Vec<(usize, RuleRef)>>> = HashMap::new();
         for (i, route) in routes.iter().enumerate() {
-            let mains = route.rules.iter().enumerate().map(|(r, rule)| (RuleRef::Main(r), rule));
-            let statics = route
-                .statics
+            let mains = route
+                .rules
                 .iter()
                 .enumerate()
-                .flat_map(|(s, st)| st.rules.iter().enumerate().map(move |(r, rule)| (RuleRef::Static(s, r), rule)));
+                .map(|(r, rule)| (RuleRef::Main(r), rule));
+            let statics = route.statics.iter().enumerate().flat_map(|(s, st)| {
+                st.rules
+                    .iter()
+                    .enumerate()
+                    .map(move |(r, rule)| (RuleRef::Static(s, r), rule))
+            });
             for (which, rule) in statics.chain(mains) {
                 let hosts: Vec<String> = if rule.hosts.is_empty() {
                     vec!["*".to_owned()]
@@ -507,7 +530,12 @@ impl RouteTable {
 
     /// The route for a request: `host` as sent (port allowed), `path` as sent (percent-encoded),
     /// `header(name)` every value of a header (name lower-case).
-    pub fn lookup<'h>(&self, host: &str, path: &str, header: impl Fn(&str) -> Vec<&'h str>) -> Option<&Route> {
+    pub fn lookup<'h>(
+        &self,
+        host: &str,
+        path: &str,
+        header: impl Fn(&str) -> Vec<&'h str>,
+    ) -> Option<&Route> {
         self.lookup_match(host, path, header).map(|m| m.route)
     }
 
@@ -578,7 +606,11 @@ fn headers_match<'h>(matchers: &[HeaderMatch], header: &impl Fn(&str) -> Vec<&'h
 /// The add-on's order among rules on the same host and prefix: more header matchers, more
 /// valued matchers, a static route before the route's own rules, the older object, then
 /// namespace/name descending.
-fn precedence(routes: &[Route], (ai, aw): (usize, RuleRef), (bi, bw): (usize, RuleRef)) -> std::cmp::Ordering {
+fn precedence(
+    routes: &[Route],
+    (ai, aw): (usize, RuleRef),
+    (bi, bw): (usize, RuleRef),
+) -> std::cmp::Ordering {
     let (a, b) = (&routes[ai], &routes[bi]);
     let (ah, bh) = (&rule_at(a, aw).headers, &rule_at(b, bw).headers);
     let valued = |h: &[HeaderMatch]| h.iter().filter(|h| h.value.is_some()).count();
@@ -786,8 +818,14 @@ mod tests {
         .expect("route");
         assert_eq!(route.kind, RouteKind::InterceptorRoute);
         assert_eq!(route.port, RoutePort::Number(8080));
-        let table = RouteTable::new(vec![route, super::tests::route("web/other", &["a.test"], &[], &[])]);
-        assert_eq!(find(&table, "a.test", "/api/x", &[("x-canary", "on")]), Some("web/app"));
+        let table = RouteTable::new(vec![
+            route,
+            super::tests::route("web/other", &["a.test"], &[], &[]),
+        ]);
+        assert_eq!(
+            find(&table, "a.test", "/api/x", &[("x-canary", "on")]),
+            Some("web/app")
+        );
         // Same host, but the header (AND within the rule) is missing: the other route's `/`.
         assert_eq!(find(&table, "a.test", "/api/x", &[]), Some("web/other"));
         assert_eq!(find(&table, "b.test", "/anything", &[]), Some("web/app"));
@@ -810,9 +848,20 @@ mod tests {
         .expect("route");
         let table = RouteTable::new(vec![route]);
         let lookup = |host: &str, path: &str| table.lookup_match(host, path, |_| Vec::new());
-        let health = lookup("a.test", "/healthz").and_then(|m| m.fixed).expect("static");
-        assert_eq!((health.response.status, health.response.body.as_str(), health.always), (200, "OK", false));
-        let root = lookup("a.test", "/other").and_then(|m| m.fixed).expect("static before the rule");
+        let health = lookup("a.test", "/healthz")
+            .and_then(|m| m.fixed)
+            .expect("static");
+        assert_eq!(
+            (
+                health.response.status,
+                health.response.body.as_str(),
+                health.always
+            ),
+            (200, "OK", false)
+        );
+        let root = lookup("a.test", "/other")
+            .and_then(|m| m.fixed)
+            .expect("static before the rule");
         assert_eq!((root.response.status, root.always), (418, true));
         assert_eq!(root.response.headers, [("X-Tea".to_owned(), "pot".to_owned())]);
         // A static rule without hosts is for the route's hosts only.
