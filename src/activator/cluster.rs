@@ -674,8 +674,8 @@ async fn wake(
 /// The workload of the ScaledObject whose `external-push` trigger names this InterceptorRoute
 /// (one list of the namespace's ScaledObjects per cold start; the route names no workload).
 async fn interceptor_route_workload(ctx: &ClusterContext, spec: &ClusterSpec) -> Result<Workload, String> {
-    let api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &spec.namespace);
-    let list = api.list(&ListParams::default()).await.map_err(|e| {
+    let scaled_objects: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let list = scaled_objects.list(&ListParams::default()).await.map_err(|e| {
         format!(
             "listing ScaledObjects in {} failed: {}",
             spec.namespace,

@@ -149,7 +149,7 @@ impl Proxy {
         &self,
         request: &Request<B>,
         host: &str,
-    ) -> Result<(Arc<Target>, RouteOptions), Response<ProxyBody>> {
+    ) -> Result<(Arc<Target>, RouteOptions), Box<Response<ProxyBody>>> {
         let routing = self.routing.load();
         let found = routing
             .table
@@ -168,16 +168,16 @@ impl Proxy {
         let Some((target, options, fixed)) = found else {
             self.metrics.no_route.inc();
             tracing::debug!(%host, path = request.uri().path(), "no route");
-            return Err(plain(
+            return Err(Box::new(plain(
                 StatusCode::NOT_FOUND,
                 "no route matches this host and path\n",
-            ));
+            )));
         };
         if let Some(fixed) = fixed
             .filter(|f: &&StaticRule| http_hold::static_answers(f.always, !target.endpoints().is_empty()))
         {
             // Not counted and no wake: a static route stands in for the target.
-            return Err(cold::fixed(&fixed.response));
+            return Err(Box::new(cold::fixed(&fixed.response)));
         }
         Ok((target, options))
     }
@@ -192,7 +192,7 @@ impl Proxy {
         let host = request_authority(&request).unwrap_or_default().to_owned();
         let (target, options) = match self.resolve(&request, &host) {
             Ok(found) => found,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let span = tracing::info_span!(
             "activator.request",
@@ -236,7 +236,7 @@ impl Proxy {
                     }
                     (target, options) = match self.resolve(&request, &host) {
                         Ok(found) => found,
-                        Err(response) => return response,
+                        Err(response) => return *response,
                     };
                     tracing::debug!(route = %target.route.key, "held request re-routed after an edit");
                 }
