@@ -435,12 +435,18 @@ fn the_shipped_example_is_a_valid_local_route() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/activator");
     let (routes, problems) = ebb::activator::load_local(&dir);
     assert_eq!(problems, Vec::<String>::new());
-    assert_eq!(routes.len(), 1);
-    assert_eq!(&*routes[0].route.key, "default/hello");
-    let ebb::activator::Backend::Local(local) = &routes[0].backend else {
-        panic!("a local route");
-    };
-    assert_eq!(local.port, 8081);
+    let keys: Vec<&str> = routes.iter().map(|r| &*r.route.key).collect();
+    assert_eq!(keys, ["default/hello", "default/route"]);
+    let ports: Vec<u16> = routes
+        .iter()
+        .map(|r| match &r.backend {
+            ebb::activator::Backend::Local(local) => local.port,
+            other => panic!("a local route: {other:?}"),
+        })
+        .collect();
+    assert_eq!(ports, [8081, 8082]);
+    assert!(routes[1].options.cold.placeholder.is_some());
+    assert_eq!(routes[1].route.statics.len(), 1);
     assert!(dir.join("site/index.html").is_file());
 }
 
