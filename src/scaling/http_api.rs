@@ -225,6 +225,44 @@ pub fn validate_interceptor_route(ir: &InterceptorRoute) -> Vec<Problem> {
     if let Err(e) = interceptor_route_metrics(ir) {
         out.push(problem(e.field, e.message));
     }
+    if let Some(c) = &spec.cold_start {
+        if let Some(m) = c.max_pending_requests
+            && m < 1
+        {
+            out.push(problem(
+                "spec.coldStart.maxPendingRequests",
+                format!("should be greater than or equal to 1, got {m}"),
+            ));
+        }
+        if let Some(o) = c.overflow.as_deref()
+            && !matches!(o, "Reject" | "Placeholder")
+        {
+            out.push(problem(
+                "spec.coldStart.overflow",
+                format!("Unsupported value: {o:?}: supported values: \"Reject\", \"Placeholder\""),
+            ));
+        }
+    }
+    // Static routes and the placeholder: status range, body size, response mode (the CRD's
+    // bounds), as the activator reads them.
+    if let Err(crate::scaling::http_route::RouteError::Field(field, message)) =
+        crate::scaling::http_route::Route::from_interceptor_route(ir)
+        && !out
+            .iter()
+            .any(|p| p.field.starts_with(&field) || field.starts_with(&p.field))
+    {
+        out.push(problem(field, message));
+    }
+    if let Some(p) = spec.cold_start.as_ref().and_then(|c| c.placeholder.as_ref())
+        && let Err(crate::scaling::http_route::RouteError::Field(field, message)) =
+            crate::scaling::http_route::fixed_response(
+                "spec.coldStart.placeholder.response",
+                &p.response,
+                503,
+            )
+    {
+        out.push(problem(field, message));
+    }
     out
 }
 
@@ -544,6 +582,22 @@ mod tests {
             (
                 "{target: {service: a, port: 80}, scalingMetric: {requestRate: {window: 1s, granularity: 2s}}}",
                 &["spec.scalingMetric.requestRate.window"],
+            ),
+            (
+                "{target: {service: a, port: 80}, scalingMetric: {concurrency: {}}, coldStart: {}}",
+                &["spec.coldStart"],
+            ),
+            (
+                "{target: {service: a, port: 80}, scalingMetric: {concurrency: {}}, coldStart: {maxPendingRequests: 0, overflow: Drop, placeholder: {response: {statusCode: 99}}}}",
+                &[
+                    "spec.coldStart.maxPendingRequests",
+                    "spec.coldStart.overflow",
+                    "spec.coldStart.placeholder.response.statusCode",
+                ],
+            ),
+            (
+                "{target: {service: a, port: 80}, scalingMetric: {concurrency: {}}, staticRoutes: [{response: {}, responseMode: Never}]}",
+                &["spec.staticRoutes[0].responseMode"],
             ),
         ];
         for (spec, want) in cases {
