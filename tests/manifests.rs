@@ -767,10 +767,18 @@ fn http_add_on_crds_carry_the_add_ons_schema() {
         spec["properties"]["scalingMetric"]["x-kubernetes-validations"][0]["rule"],
         "has(self.concurrency) || has(self.requestRate)"
     );
+    // Since the add-on's 0.15 a placeholder or a pending cap alone is a cold start.
     assert_eq!(
-        spec["properties"]["coldStart"]["required"],
-        serde_json::json!(["fallback"])
+        spec["properties"]["coldStart"]["x-kubernetes-validations"][0]["rule"],
+        "has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests)"
     );
+    assert_eq!(
+        spec["properties"]["coldStart"]["properties"]["overflow"]["enum"],
+        serde_json::json!(["Reject", "Placeholder"])
+    );
+    let statics = &spec["properties"]["staticRoutes"]["items"]["properties"];
+    assert_eq!(statics["response"]["properties"]["body"]["maxLength"], 32768);
+    assert_eq!(statics["responseMode"]["default"], "WhenUnavailable");
     assert_eq!(spec["properties"]["proxyMode"]["default"], "Service");
     let rule = &spec["properties"]["rules"]["items"]["properties"];
     assert_eq!(rule["hosts"]["x-kubernetes-list-type"], "set");
