@@ -452,6 +452,8 @@ struct Cluster {
     scale_puts: Vec<(String, Value)>,
     scaled_object_lists: usize,
     service_gets: usize,
+    /// Answer InterceptorRoute lists with this error code (the CRD missing: 404).
+    interceptor_routes_error: Option<u16>,
     unexpected: Vec<String>,
 }
 
@@ -499,6 +501,14 @@ fn answer_api(
                 list("http.keda.sh/v1alpha1", "HTTPScaledObjectList", items, 10),
             )
         }),
+        ("GET", "/apis/http.keda.sh/v1beta1/interceptorroutes") if c.interceptor_routes_error.is_some() => {
+            let code = c.interceptor_routes_error.unwrap_or(404);
+            Some((
+                StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                       "message": "the server could not find the requested resource", "code": code}),
+            ))
+        }
         ("GET", "/apis/http.keda.sh/v1beta1/interceptorroutes") => (!watching).then(|| {
             let items = c.interceptor_routes.clone();
             (
@@ -870,5 +880,35 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
         "{:?}",
         lock(&cluster).unexpected
     );
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_without_the_interceptor_route_crd_http_scaled_objects_are_still_routed() {
+    let port = echo_port().await;
+    let cluster = Arc::new(Mutex::new(Cluster {
+        http_scaled_objects: vec![httpso("web", "web.example", json!({}))],
+        replicas: HashMap::from([("web".to_owned(), 1)]),
+        interceptor_routes_error: Some(404),
+        resource_version: 7,
+        ..Default::default()
+    }));
+    {
+        let mut c = lock(&cluster);
+        c.services.insert("web".into(), service("web", None));
+        c.slices.insert(
+            "web-abc12".into(),
+            slice("web", 5, port, None, &[("127.0.0.1", true)]),
+        );
+    }
+    // Ready (start_cluster waits for /readyz) although InterceptorRoutes cannot be listed.
+    let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
+    activator
+        .wait_route("ns/web", "ready", |r| {
+            r["endpoints"].as_array().is_some_and(|e| !e.is_empty())
+        })
+        .await;
+    let (status, _, body) = get(activator.proxy, "web.example", "/").await.expect("answered");
+    assert_eq!(status, StatusCode::OK, "{body}");
     activator.stop().await;
 }

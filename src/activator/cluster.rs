@@ -379,11 +379,14 @@ async fn watch_kind<K>(
                     }
                 });
             }
-            Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if status.code == 404 => {
-                // The CRD is not installed: route the other kind meanwhile, keep trying.
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                if status.code == 404 || status.code == 403 =>
+            {
+                // The CRD is not installed, or the RBAC predates it: route the other kind
+                // meanwhile, keep trying.
                 if !missing_logged {
                     missing_logged = true;
-                    warn!(kind = %kind, "the {kind} API is not served (CRD not installed?); routing without it, retrying");
+                    warn!(kind = %kind, code = status.code, "cannot list {kind}s (CRD not installed, or no RBAC for them?); routing without them, retrying");
                 }
                 objects.send_if_modified(|o| {
                     let f = field(o);
