@@ -750,8 +750,4 @@ pub struct ExplainArgs {
     /// Output format (`table`: the verdict, a table per trigger, then the rest; `json`: the view).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
-    /// Admin ports of activator replicas (`http://HOST:PORT`, comma-separated): the HTTP routes
-    /// the object's `external-push` triggers read are shown with their live counts.
-    #[arg(long = "activator-admin", value_delimiter = ',')]
-    pub activator_admin: Vec<String>,
 }

@@ -366,58 +366,6 @@ async fn held_requests_follow_an_edit_and_end_at_once_on_delete() {
     activator.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explain_shows_the_routes_live_counts_from_the_activators_admin_port() {
-    let (_never, port) = reserved_port();
-    let activator = Activator::start(&[object("app", "app.test", port, IDLE_COMMAND, "", "")], &[]).await;
-    let proxy = activator.proxy;
-    let held = tokio::spawn(async move { get(proxy, "app.test", "/").await });
-    activator.wait_route("web/app", "held", |r| r["held"] == 1).await;
-    // A metrics server's admin port serving the object's view (its trigger as generated).
-    let view = ebb::scaling::explain::ObjectView {
-        namespace: "web".into(),
-        name: "app".into(),
-        source: "metrics-server".into(),
-        max_replica_count: 10,
-        triggers: vec![ebb::scaling::explain::TriggerView {
-            trigger_type: "external-push".into(),
-            metric: Some("s0-http-web_002Fapp".into()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(
-        serde_json::to_string(&view).expect("json"),
-    )));
-    let metrics_admin = common::activator_admin::admin_server(body).await;
-    let activator_admin = format!("http://{}", activator.admin);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["explain", "-n", "web", "app", "--admin", &metrics_admin])
-        .args(["--activator-admin", &activator_admin, "--output", "json"])
-        .output()
-        .await
-        .expect("ebb runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: Value = serde_json::from_str(&stdout).expect("json");
-    let route = &shown["extensions"]["activator"]["routes"]["web/app"];
-    assert_eq!(
-        (
-            route["held"].clone(),
-            route["concurrency"].clone(),
-            route["replicas"].clone()
-        ),
-        (json!(1), json!(1), json!(1)),
-        "{shown}"
-    );
-    held.abort();
-    activator.stop().await;
-}
-
 // Cluster mode, against a scripted API server on kube's mocked client (tower-test): lists carry
 // the objects, watches stay open until the test pushes an event, `/scale` reads and writes are
 // recorded. Shapes are the API server's: discovery.k8s.io/v1 EndpointSlice, autoscaling/v1

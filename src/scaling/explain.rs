@@ -167,68 +167,6 @@ pub struct ObjectView {
     pub extensions: BTreeMap<String, serde_json::Value>,
 }
 
-/// The activator routes (`<namespace>/<name>`, the keys of its `/queue` and `/routes`) an
-/// object's `external-push` triggers read, from their HPA metric names: `[sN-]http-<ns>_002F<name>`
-/// (an HTTPScaledObject, escaped as the add-on's scaler names it) or
-/// `[sN-]http_<name>_concurrency|_rate` (an InterceptorRoute of the object's namespace). Sorted,
-/// without duplicates.
-pub fn http_route_keys(view: &ObjectView) -> Vec<String> {
-    let mut out: Vec<String> = view
-        .triggers
-        .iter()
-        .filter(|t| t.trigger_type == "external-push")
-        .filter_map(|t| t.metric.as_deref())
-        .filter_map(|metric| {
-            let bare = match metric.split_once('-') {
-                Some((index, rest))
-                    if index.len() > 1
-                        && index.starts_with('s')
-                        && index[1..].bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    rest
-                }
-                _ => metric,
-            };
-            if let Some(escaped) = bare.strip_prefix("http-") {
-                let key = unescape_metric(escaped);
-                return key.contains('/').then_some(key);
-            }
-            let name = bare
-                .strip_prefix("http_")?
-                .strip_suffix("_concurrency")
-                .or_else(|| bare.strip_prefix("http_")?.strip_suffix("_rate"))?;
-            Some(format!("{}/{name}", view.namespace))
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// `_002F` → `/`: the add-on scaler's escaping of characters outside `[-.0-9A-Za-z]`.
-fn unescape_metric(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('_') {
-        out.push_str(&rest[..i]);
-        let code = rest
-            .get(i + 1..i + 5)
-            .and_then(|h| u32::from_str_radix(h, 16).ok());
-        match code.and_then(char::from_u32) {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[i + 5..];
-            }
-            None => {
-                out.push('_');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Seconds left before KEDA may scale an inactive object down to zero/idle:
 /// `lastActiveTime + cooldownPeriod − now`, floored at 0 (times in Unix seconds).
 pub fn cooldown_left(last_active_unix: i64, cooldown_seconds: i64, now_unix: i64) -> i64 {
@@ -597,29 +535,5 @@ mod tests {
         assert_eq!(cooldown_left(1000, 300, 2000), 0);
         assert_eq!(human_seconds(90), "1 m 30 s");
         assert_eq!(human_seconds(7200), "2 h");
-    }
-
-    #[test]
-    fn http_triggers_name_their_activator_routes() {
-        let trigger = |metric: &str| TriggerView {
-            trigger_type: "external-push".into(),
-            metric: Some(metric.into()),
-            ..TriggerView::default()
-        };
-        let view = ObjectView {
-            namespace: "web".into(),
-            triggers: vec![
-                trigger("s0-http-web_002Fapp"),
-                trigger("s1-http_api_concurrency"),
-                trigger("s1-http_api_rate"),
-                TriggerView {
-                    trigger_type: "prometheus".into(),
-                    metric: Some("s2-prometheus".into()),
-                    ..TriggerView::default()
-                },
-            ],
-            ..ObjectView::default()
-        };
-        assert_eq!(http_route_keys(&view), ["web/api", "web/app"]);
     }
 }

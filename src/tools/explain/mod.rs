@@ -61,17 +61,10 @@ pub async fn run(args: ExplainArgs) -> i32 {
         .admin
         .clone()
         .or_else(|| args.local.then(|| LOCAL_ADMIN.to_string()));
-    let mut view = match admin {
+    let view = match admin {
         Some(url) => from_admin(&url, &args.namespace, &args.name, args.timeout).await,
         None => from_kubeconfig(&args).await,
     };
-    if let Ok(v) = &mut view
-        && !args.activator_admin.is_empty()
-    {
-        let keys = crate::scaling::explain::http_route_keys(v);
-        let routes = activator_routes(&args.activator_admin, &keys, args.timeout).await;
-        v.extensions.insert("activator".into(), routes);
-    }
     match view {
         Ok(view) => {
             match args.output {
@@ -132,66 +125,6 @@ pub async fn from_admin(
         });
     }
     serde_json::from_slice(&body).map_err(|source| ExplainError::AdminBody { url, source })
-}
-
-/// The live counts of `keys` summed over the activator replicas at `admins` (their `/routes`):
-/// in flight (held included), held, requests counted, hold timeouts, fallbacks, placeholders,
-/// ready endpoints; a replica that cannot be read is named under `unreachable`.
-pub async fn activator_routes(admins: &[String], keys: &[String], timeout: Duration) -> serde_json::Value {
-    const SUMMED: [&str; 7] = [
-        "concurrency",
-        "held",
-        "requestCount",
-        "holdTimeouts",
-        "overflows",
-        "fallbacks",
-        "placeholders",
-    ];
-    let mut routes = serde_json::Map::new();
-    let mut unreachable = Vec::new();
-    let http = reqwest::Client::builder().timeout(timeout).build();
-    for base in admins {
-        let url = format!("{}/routes", base.trim_end_matches('/'));
-        let read = async {
-            let http = http.as_ref().map_err(ToString::to_string)?;
-            let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            if !response.status().is_success() {
-                return Err(format!("HTTP {}", response.status().as_u16()));
-            }
-            response
-                .json::<serde_json::Value>()
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let all = match read.await {
-            Ok(v) => v,
-            Err(e) => {
-                unreachable.push(serde_json::json!(format!("{url}: {e}")));
-                continue;
-            }
-        };
-        for key in keys {
-            let Some(route) = all.get(key).filter(|r| r.is_object()) else {
-                continue;
-            };
-            let entry = routes
-                .entry(key.clone())
-                .or_insert_with(|| serde_json::json!({"replicas": 0, "endpoints": 0}));
-            entry["replicas"] = (entry["replicas"].as_u64().unwrap_or(0) + 1).into();
-            entry["endpoints"] = (entry["endpoints"].as_u64().unwrap_or(0)
-                + route["endpoints"].as_array().map_or(0, |e| e.len() as u64))
-            .into();
-            for field in SUMMED {
-                entry[field] =
-                    (entry[field].as_u64().unwrap_or(0) + route[field].as_u64().unwrap_or(0)).into();
-            }
-        }
-    }
-    let mut out = serde_json::json!({"routes": routes});
-    if !unreachable.is_empty() {
-        out["unreachable"] = unreachable.into();
-    }
-    out
 }
 
 fn dash<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
