@@ -506,6 +506,8 @@ fn mock_api(
                 continue;
             } else if path == "/apis/http.keda.sh/v1alpha1/httpscaledobjects" {
                 list("HTTPScaledObjectList", "http.keda.sh/v1alpha1", objects.clone())
+            } else if path == "/apis/http.keda.sh/v1beta1/interceptorroutes" {
+                list("InterceptorRouteList", "http.keda.sh/v1beta1", vec![])
             } else if path == "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices" {
                 list("EndpointSliceList", "discovery.k8s.io/v1", vec![])
             } else if let Some(name) = path
