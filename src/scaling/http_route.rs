@@ -274,38 +274,41 @@ impl RouteTable {
         header: impl Fn(&str) -> Vec<&'h str>,
     ) -> Option<&Route> {
         let host = request_host(host);
-        let path = decoded_path(path.split('?').next().unwrap_or(""));
+        let path = path.split('?').next().unwrap_or("");
+        // Decoded only when there is something to decode: no copy per plain request.
+        let path: std::borrow::Cow<'_, str> = if path.contains('%') {
+            decoded_path(path).into()
+        } else {
+            path.into()
+        };
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        for candidate in host_candidates(&host) {
-            let Some(by_prefix) = self.index.get(candidate.as_str()) else {
-                continue;
-            };
-            for len in (0..=segs.len()).rev() {
-                let Some(slot) = by_prefix.get(segs[..len].join("/").as_str()) else {
-                    continue;
-                };
-                if let Some(&i) = slot
+        let probe = |candidate: &str| -> Option<&Route> {
+            let by_prefix = self.index.get(candidate)?;
+            (0..=segs.len()).rev().find_map(|len| {
+                by_prefix
+                    .get(segs[..len].join("/").as_str())?
                     .iter()
                     .find(|&&i| headers_match(&self.routes[i].headers, &header))
-                {
-                    return Some(&self.routes[i]);
-                }
-            }
+                    .map(|&i| &self.routes[i])
+            })
+        };
+        // `a.b.c`, `*.b.c`, `*.c`, `*`, in one buffer rather than a string per candidate.
+        if let Some(route) = probe(&host) {
+            return Some(route);
         }
-        None
+        let mut wildcard = String::new();
+        let mut rest = host.as_str();
+        while let Some((_, tail)) = rest.split_once('.') {
+            wildcard.clear();
+            wildcard.push_str("*.");
+            wildcard.push_str(tail);
+            if let Some(route) = probe(&wildcard) {
+                return Some(route);
+            }
+            rest = tail;
+        }
+        probe("*")
     }
-}
-
-/// `a.b.c` → `a.b.c`, `*.b.c`, `*.c`, `*`.
-fn host_candidates(host: &str) -> Vec<String> {
-    let mut out = vec![host.to_owned()];
-    let mut rest = host;
-    while let Some((_, tail)) = rest.split_once('.') {
-        out.push(format!("*.{tail}"));
-        rest = tail;
-    }
-    out.push("*".to_owned());
-    out
 }
 
 fn headers_match<'h>(matchers: &[HeaderMatch], header: &impl Fn(&str) -> Vec<&'h str>) -> bool {
