@@ -84,7 +84,10 @@ impl Activator {
             Some((cert, key)) => {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind https");
                 let addr = listener.local_addr().expect("addr");
-                (Some(addr), Some(TlsListener::load(listener, cert, key).expect("certificate loads")))
+                (
+                    Some(addr),
+                    Some(TlsListener::load(listener, cert, key).expect("certificate loads")),
+                )
             }
             None => (None, None),
         };
@@ -265,11 +268,16 @@ async fn the_https_port_serves_http1_and_h2_with_forwarded_proto_https() {
 
     // The plain port still says http.
     let (status, text) = get_plain(activator.proxy, "web.test").await.expect("plain port");
-    assert_eq!((status, text.as_str()), (StatusCode::OK, "HTTP/1.1 xfp=http xff=127.0.0.1 xfh=web.test"));
+    assert_eq!(
+        (status, text.as_str()),
+        (StatusCode::OK, "HTTP/1.1 xfp=http xff=127.0.0.1 xfh=web.test")
+    );
 
     // Plain HTTP on the HTTPS port gets Go's one-line hint.
     let mut tcp = TcpStream::connect(https).await.expect("connect");
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n").await.expect("write");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        .await
+        .expect("write");
     let mut answer = Vec::new();
     tokio::time::timeout(BUDGET, tcp.read_to_end(&mut answer))
         .await
@@ -288,7 +296,11 @@ async fn the_https_port_serves_http1_and_h2_with_forwarded_proto_https() {
         .await
         .expect("closed before the test's budget");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
 
     activator.stop().await;
 }
@@ -343,7 +355,10 @@ async fn an_upgraded_tunnel_counts_against_max_connections_until_it_closes() {
 
     // The tunnel holds the only place: another connection is refused (closed unanswered).
     let refused = get_plain(activator.proxy, "chat.test").await;
-    assert!(refused.is_err(), "a second connection was served past the cap: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a second connection was served past the cap: {refused:?}"
+    );
     // The tunnel still works.
     ws.send(Message::text("still here")).await.expect("send");
     let back = tokio::time::timeout(BUDGET, ws.next())
@@ -362,7 +377,10 @@ async fn an_upgraded_tunnel_counts_against_max_connections_until_it_closes() {
             // The echo server answers a plain GET with a failed WebSocket handshake: any
             // answer at all proves the connection was admitted.
             Ok(_) => break,
-            Err(e) => assert!(Instant::now() < deadline, "the closed tunnel never gave its place back: {e}"),
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the closed tunnel never gave its place back: {e}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

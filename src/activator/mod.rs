@@ -521,12 +521,9 @@ fn start_servers(
         async move {
             let handler = move |req, client: Arc<Client>| Arc::clone(&proxy).handle(req, client);
             if let Err(e) = proxy_server
-                .serve(
-                    proxy_listener,
-                    PlainProxy,
-                    handler,
-                    async move { shutdown.wait().await },
-                )
+                .serve(proxy_listener, PlainProxy, handler, async move {
+                    shutdown.wait().await
+                })
                 .await
             {
                 warn!(error = %e, "the proxy server stopped");

@@ -35,11 +35,11 @@ use super::{
 };
 use crate::{
     net::{CloseReason, ConnState, Handshake, LogThrottle},
-    tls::TlsHandshake,
     scaling::{
         http_hold::{self, HoldLimits},
         http_route::{RouteKey, RouteTable},
     },
+    tls::TlsHandshake,
 };
 
 /// Per-route settings the activator reads from the object beyond routing.
@@ -142,7 +142,11 @@ impl Proxy {
     }
 
     /// Answers one request from `client`.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, client: Arc<Client>) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: Arc<Client>,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         // The Host header's value is shared, not copied: it goes on as Host, X-Forwarded-Host
         // and HTTP/2's :authority.
@@ -523,7 +527,11 @@ impl Handshake for PlainProxy {
     type Io = TcpStream;
     type Info = Client;
 
-    async fn handshake(&self, tcp: TcpStream, conn: Arc<ConnState>) -> Result<(TcpStream, Client), CloseReason> {
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> Result<(TcpStream, Client), CloseReason> {
         Ok((tcp, Client::new(conn.peer, Scheme::Http)))
     }
 }
@@ -542,7 +550,11 @@ impl Handshake for TlsProxy {
     type Io = <TlsHandshake as Handshake>::Io;
     type Info = Client;
 
-    async fn handshake(&self, tcp: TcpStream, conn: Arc<ConnState>) -> Result<(Self::Io, Client), CloseReason> {
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> Result<(Self::Io, Client), CloseReason> {
         let peer = conn.peer;
         let (io, _) = self.0.handshake(tcp, conn).await?;
         Ok((io, Client::new(peer, Scheme::Https)))

@@ -168,7 +168,8 @@ impl Upstream {
             Protocol::Http1 => {
                 *request.version_mut() = Version::HTTP_11;
                 let uri = std::mem::take(request.uri_mut());
-                *request.uri_mut() = endpoint_uri(Authority::from_maybe_shared(Bytes::from(addr.to_string())), uri);
+                *request.uri_mut() =
+                    endpoint_uri(Authority::from_maybe_shared(Bytes::from(addr.to_string())), uri);
                 self.h1
                     .request(request)
                     .await

@@ -190,8 +190,7 @@ impl Drop for RequestGuard {
         let ms = u64::try_from(c.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         c.idle_since_ms.store(ms, Ordering::Release);
         // Only a draining connection waits for quiet; the idle deadline is checked lazily.
-        if c.in_flight.fetch_sub(1, Ordering::AcqRel) == 1
-            && c.flags.load(Ordering::Acquire) & DRAINING != 0
+        if c.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && c.flags.load(Ordering::Acquire) & DRAINING != 0
         {
             c.waker.wake();
         }
