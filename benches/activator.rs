@@ -127,7 +127,7 @@ fn main() -> Res<()> {
             reserved.push(socket);
         }
         std::fs::write(dir.path().join("routes.yaml"), objects.join("---\n"))?;
-        let (trigger, ebb) = start_activator(dir.path()).await?;
+        let (trigger, ebb) = start_activator(dir.path(), objects.len()).await?;
 
         // The directory is read once the servers listen: wait for the routes.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -268,7 +268,9 @@ struct Ebb {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start_activator(dir: &std::path::Path) -> Res<(shutdown::Trigger, Ebb)> {
+/// Starts `ebb activator --local DIR` and returns once its `/queue` lists all `routes` (the
+/// directory is read on a task of its own: a request before that is a 404).
+async fn start_activator(dir: &std::path::Path, routes: usize) -> Res<(shutdown::Trigger, Ebb)> {
     let dir_text = dir.to_str().ok_or("non-UTF-8 temp dir")?;
     let Command::Activator(args) =
         Cli::try_parse_from(["ebb", "activator", "--local", dir_text, "--hold-timeout", "30s"])?.command
@@ -287,6 +289,18 @@ async fn start_activator(dir: &std::path::Path) -> Res<(shutdown::Trigger, Ebb)>
         admin_listener,
         signal,
     ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = get_once(admin, "admin", "/queue").await?;
+        let queue: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if queue.as_object().is_some_and(|q| q.len() == routes) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the local activator never listed its routes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok((trigger, Ebb { proxy, admin, task }))
 }
 

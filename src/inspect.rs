@@ -135,6 +135,9 @@ async fn view_with(
                 continue;
             }
         };
+        if let Some((key, detail)) = scaler.live_detail().await {
+            out.extensions.insert(key, detail);
+        }
         let specs = scaler.metric_specs();
         if t.metric_names.is_empty() {
             // cpu/memory: the HPA reads them from metrics.k8s.io.

@@ -174,3 +174,72 @@ async fn older_and_newer_metadata_shapes_build() {
     let err = build_scaler(&config(&[("scalerAddress", "x.y:1")]), &ctx).expect_err("no target");
     assert!(err.to_string().contains("httpScaledObject"), "{err}");
 }
+
+#[tokio::test]
+async fn explain_sees_each_replicas_live_route_counts_and_their_sum() {
+    // The stand-in answers every path alike, so one body carries both shapes: `/queue`'s
+    // capitalised fields and `/routes`' own.
+    let body = |held: u64, in_flight: u64| {
+        Some(format!(
+            r#"{{"default/hello": {{"Concurrency": {in_flight}, "RequestCount": 9, "concurrency": {in_flight}, "held": {held}, "requestCount": 9, "target": "hello:8081"}}}}"#
+        ))
+    };
+    let a = Arc::new(Mutex::new(body(2, 3)));
+    let b = Arc::new(Mutex::new(body(1, 1)));
+    let c = Arc::new(Mutex::new(None));
+    let urls = vec![
+        admin_server(a).await,
+        admin_server(b).await,
+        admin_server(c).await,
+    ];
+    let ctx = ScalerContext {
+        http: HttpShared::new(
+            index("{scaleTargetRef: {name: hello, service: hello, port: 8081}}"),
+            ActivatorDiscovery {
+                admin_urls: urls.clone(),
+                service: None,
+            },
+        ),
+        ..ScalerContext::default()
+    };
+    let scaler = build_scaler(&config(&[("httpScaledObject", "hello")]), &ctx).expect("builds");
+    let (key, live) = scaler
+        .live_detail()
+        .await
+        .expect("the activator's trigger has a live view");
+    assert_eq!(key, ebb::scalers::http_push::LIVE_KEY);
+    let route = &live["routes"]["default/hello"];
+    assert_eq!(route["total"]["held"], 3, "{live}");
+    assert_eq!(route["total"]["concurrency"], 4, "{live}");
+    assert_eq!(route["total"]["requestCount"], 18, "{live}");
+    assert!(
+        route["total"].get("target").is_none(),
+        "only counters add up: {live}"
+    );
+    assert_eq!(route["replicas"][&urls[0]]["held"], 2, "{live}");
+    let failed = route["replicas"][&urls[2]]["error"].as_str().unwrap_or_default();
+    assert!(
+        failed.contains("status 500"),
+        "a failing replica is named with its error: {live}"
+    );
+
+    // Other triggers have none.
+    let cron = build_scaler(
+        &ScalerConfig {
+            trigger_type: "cron".into(),
+            metadata: [
+                ("timezone", "Etc/UTC"),
+                ("start", "0 0 1 1 *"),
+                ("end", "1 0 1 1 *"),
+                ("desiredReplicas", "2"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..config(&[])
+        },
+        &ScalerContext::default(),
+    )
+    .expect("cron builds");
+    assert!(cron.live_detail().await.is_none());
+}

@@ -1,10 +1,11 @@
 //! Writing what a plan decided: the ScaledObject status (server-side apply, one field manager
 //! per writer) and the events.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::{Event as KubeEvent, EventType as KubeEventType},
+    runtime::events::{Event as KubeEvent, EventType as KubeEventType, Recorder},
 };
 use serde_json::json;
 use tracing::warn;
@@ -81,7 +82,12 @@ pub async fn publish<K>(ctx: &Context, object: &K, events: Vec<Event>)
 where
     K: Resource<DynamicType = ()>,
 {
-    let reference = object.object_ref(&());
+    publish_to(&ctx.recorder, &object.object_ref(&()), events).await;
+}
+
+/// Publishes events on the object `reference` names (also one too malformed to decode); a failed
+/// event is logged, never fatal.
+pub async fn publish_to(recorder: &Recorder, reference: &ObjectReference, events: Vec<Event>) {
     for event in events {
         let reason = event.reason.as_str();
         let ev = KubeEvent {
@@ -94,7 +100,7 @@ where
             action: reason.to_string(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+        if let Err(e) = recorder.publish(&ev, reference).await {
             warn!(error = %e, reason, "event not recorded");
         }
     }

@@ -649,10 +649,11 @@ impl Fleet {
         }
     }
 
-    async fn fetch(url: &str) -> Result<HashMap<String, QueueCounts>, String> {
+    /// GETs `path` from one replica's admin port, bounded in time and size.
+    async fn get(url: &str, path: &str) -> Result<Vec<u8>, String> {
         let client =
             super::http_client::build_http_client(FETCH_TIMEOUT, false, None).map_err(|e| e.to_string())?;
-        let target = format!("{}/queue", url.trim_end_matches('/'));
+        let target = format!("{}{path}", url.trim_end_matches('/'));
         let mut resp = client
             .get(&target)
             .send()
@@ -668,6 +669,12 @@ impl Fleet {
             }
             body.extend_from_slice(&chunk);
         }
+        Ok(body)
+    }
+
+    async fn fetch(url: &str) -> Result<HashMap<String, QueueCounts>, String> {
+        let body = Self::get(url, "/queue").await?;
+        let target = format!("{}/queue", url.trim_end_matches('/'));
         let parsed: HashMap<String, QueueEntry> =
             serde_json::from_slice(&body).map_err(|e| format!("GET {target}: not the /queue JSON: {e}"))?;
         Ok(parsed
@@ -754,6 +761,57 @@ impl Fleet {
             })
             .collect();
         Ok(observations)
+    }
+}
+
+/// The `/routes` counters that add up over replicas (the rest, like the port, do not).
+const SUMMED: [&str; 9] = [
+    "concurrency",
+    "held",
+    "requestCount",
+    "holdTimeouts",
+    "overflows",
+    "upstreamErrors",
+    "abandoned",
+    "coldStarts",
+    "wakeErrors",
+];
+
+impl Fleet {
+    /// Each replica's `/routes` entry for `keys`, and their numeric fields summed: the live view
+    /// `ebb explain` prints. Replicas that fail are named with their error, never fatal.
+    async fn live(&self, kube: Option<&kube::Client>, keys: &[String]) -> serde_json::Value {
+        let urls = match self.replica_urls(kube).await {
+            Ok(u) => u,
+            Err(e) => return serde_json::json!({ "error": e.to_string() }),
+        };
+        let answers = join_all(urls.iter().map(|u| Self::get(u, "/routes"))).await;
+        let mut routes = serde_json::Map::new();
+        for key in keys {
+            let mut replicas = serde_json::Map::new();
+            let mut total = serde_json::Map::new();
+            for (url, answer) in urls.iter().zip(&answers) {
+                let entry =
+                    match answer.as_ref().map_err(String::clone).and_then(|b| {
+                        serde_json::from_slice::<serde_json::Value>(b).map_err(|e| e.to_string())
+                    }) {
+                        Ok(all) => all.get(key).cloned().unwrap_or(serde_json::Value::Null),
+                        Err(e) => serde_json::json!({ "error": e }),
+                    };
+                for field in SUMMED {
+                    if let Some(n) = entry.get(field).and_then(serde_json::Value::as_u64) {
+                        let sum = total.get(field).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                        total.insert(field.to_string(), serde_json::json!(sum.saturating_add(n)));
+                    }
+                }
+                replicas.insert(url.clone(), entry);
+            }
+            routes.insert(
+                key.clone(),
+                serde_json::json!({ "total": total, "replicas": replicas }),
+            );
+        }
+        serde_json::json!({ "source": self.source.key(), "routes": routes })
     }
 }
 
@@ -1051,7 +1109,25 @@ impl super::Scaler for ExternalPushScaler {
             })
         })
     }
+
+    fn live_detail(&self) -> BoxFuture<'_, Option<(String, serde_json::Value)>> {
+        Box::pin(async move {
+            let mut keys: Vec<String> = match self.metrics() {
+                Ok(plans) => plans.into_iter().flat_map(|p| p.keys).collect(),
+                Err(e) => return Some((LIVE_KEY.into(), serde_json::json!({ "error": e.to_string() }))),
+            };
+            keys.sort();
+            keys.dedup();
+            let fleet = self.shared.fleet(&self.source);
+            let span = tracing::info_span!("upstream", trigger = self.index, scaler = "external-push", host = %self.source.key(), call = "GET /routes");
+            let live = tracing::Instrument::instrument(fleet.live(self.kube.as_ref(), &keys), span).await;
+            Some((LIVE_KEY.into(), live))
+        })
+    }
 }
+
+/// The key `ebb explain` shows the activator's live route counts under.
+pub const LIVE_KEY: &str = "activator routes";
 
 #[cfg(test)]
 mod tests {

@@ -340,6 +340,12 @@ pub trait Scaler: Send + Sync + fmt::Debug {
     fn activation_threshold(&self) -> f64 {
         0.0
     }
+
+    /// What `ebb explain` shows beyond the metric values, under its own key (the HTTP
+    /// activator's live per-route counts); `None` for most triggers.
+    fn live_detail(&self) -> BoxFuture<'_, Option<(String, serde_json::Value)>> {
+        Box::pin(async { None })
+    }
 }
 
 /// A scaler with one metric, the shape of most triggers: its name and target, and how to read

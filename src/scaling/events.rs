@@ -55,6 +55,32 @@ pub enum EventReason {
     ClusterTriggerAuthenticationUpdated,
     /// A ClusterTriggerAuthentication was deleted.
     ClusterTriggerAuthenticationDeleted,
+    /// A ScaledJob reconcile succeeded after Ready was not True.
+    ScaledJobReady,
+    /// A ScaledJob reconcile step failed (Warning).
+    ScaledJobCheckFailed,
+    /// A ScaledJob status write failed (Warning).
+    ScaledJobUpdateFailed,
+    /// A ScaledJob's pause annotation took effect.
+    ScaledJobPaused,
+    /// A ScaledJob's pause annotation was removed.
+    ScaledJobUnpaused,
+    /// A ScaledJob's rollout cleanup started.
+    ScaledJobRolloutCleanupStarted,
+    /// A ScaledJob's rollout cleanup finished.
+    ScaledJobRolloutCleanupCompleted,
+    /// Deleting a Job during rollout cleanup failed (Warning).
+    ScaledJobRolloutCleanupFailed,
+    /// A ScaledJob's finalizer ran (KEDA records it as a Warning).
+    ScaledJobDeleted,
+    /// A ScaledJob's Active condition became True.
+    ScaledJobActive,
+    /// A ScaledJob's Active condition became False.
+    ScaledJobInactive,
+    /// Jobs were created by one poll (the count includes failed creates, as KEDA's).
+    JobsCreated,
+    /// Creating a Job failed (Warning).
+    JobCreateFailed,
 }
 
 impl EventReason {
@@ -81,6 +107,19 @@ impl EventReason {
             EventReason::ClusterTriggerAuthenticationAdded => "ClusterTriggerAuthenticationAdded",
             EventReason::ClusterTriggerAuthenticationUpdated => "ClusterTriggerAuthenticationUpdated",
             EventReason::ClusterTriggerAuthenticationDeleted => "ClusterTriggerAuthenticationDeleted",
+            EventReason::ScaledJobReady => "ScaledJobReady",
+            EventReason::ScaledJobCheckFailed => "ScaledJobCheckFailed",
+            EventReason::ScaledJobUpdateFailed => "ScaledJobUpdateFailed",
+            EventReason::ScaledJobPaused => "ScaledJobPaused",
+            EventReason::ScaledJobUnpaused => "ScaledJobUnpaused",
+            EventReason::ScaledJobRolloutCleanupStarted => "ScaledJobRolloutCleanupStarted",
+            EventReason::ScaledJobRolloutCleanupCompleted => "ScaledJobRolloutCleanupCompleted",
+            EventReason::ScaledJobRolloutCleanupFailed => "ScaledJobRolloutCleanupFailed",
+            EventReason::ScaledJobDeleted => "ScaledJobDeleted",
+            EventReason::ScaledJobActive => "ScaledJobActive",
+            EventReason::ScaledJobInactive => "ScaledJobInactive",
+            EventReason::JobsCreated => "KEDAJobsCreated",
+            EventReason::JobCreateFailed => "KEDAJobCreateFailed",
         }
     }
 }
@@ -88,6 +127,12 @@ impl EventReason {
 impl fmt::Display for EventReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for EventReason {
+    fn as_ref(&self) -> &str {
+        self.as_str()
     }
 }
 

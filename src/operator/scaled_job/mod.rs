@@ -26,11 +26,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use kube::{
     Api, Client, Resource,
     core::DeserializeGuard,
-    runtime::{
-        Controller, WatchStreamExt,
-        events::{Event as KubeEvent, EventType, Recorder},
-        reflector, watcher,
-    },
+    runtime::{Controller, WatchStreamExt, events::Recorder, reflector, watcher},
 };
 use tracing::{debug, warn};
 
@@ -42,7 +38,7 @@ use crate::{
         ScalerConfig, ScalerError,
         registry::{AuthResolver, ObjectEntry, ObjectKey, Registry, RegistryConfig, object_key},
     },
-    scaling::scaled_job::{self as decide, status::Event},
+    scaling::{events::Event, scaled_job as decide},
 };
 
 /// Source of "now"; tests inject a fixed instant.
@@ -274,23 +270,7 @@ impl JobContext {
 
     /// Publishes `events` on `sj`.
     pub async fn publish(&self, sj: &ScaledJob, events: Vec<Event>) {
-        let reference = sj.object_ref(&());
-        for e in events {
-            let ev = KubeEvent {
-                type_: if e.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: e.reason.to_string(),
-                note: Some(e.message),
-                action: e.reason.to_string(),
-                secondary: None,
-            };
-            if let Err(err) = self.recorder.publish(&ev, &reference).await {
-                warn!(error = %err, reason = e.reason, "event not recorded");
-            }
-        }
+        crate::operator::status::publish_to(&self.recorder, &sj.object_ref(&()), events).await;
     }
 }
 

@@ -24,11 +24,13 @@ use crate::{
         MetricSpec,
         registry::{ObjectEntry, Resolved},
     },
-    scaling::scaled_job::{
-        Combined, Decision, Reading,
-        jobs::{self, Counts},
-        plan,
-        status::{self, Event, reason},
+    scaling::{
+        events::{Event, EventReason},
+        scaled_job::{
+            Combined, Decision, Reading,
+            jobs::{self, Counts},
+            plan, status,
+        },
     },
 };
 
@@ -95,7 +97,7 @@ pub async fn poll(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<PollReport, J
             Ok(s) => s.clone(),
             Err(err) => {
                 report.error = true;
-                events.push(Event::warning(reason::SCALER_FAILED, err.to_string()));
+                events.push(Event::warning(EventReason::ScalerFailed, err.to_string()));
                 if let Some(m) = &ctx.metrics {
                     m.record_scaled_job_error(&key.namespace, &key.name);
                 }
@@ -146,7 +148,7 @@ pub async fn poll(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<PollReport, J
                 Err(err) => {
                     failed = true;
                     warn!(scaledjob = %key, metric, error = %err, "error getting ScaledJob metrics");
-                    events.push(Event::warning(reason::SCALER_FAILED, err.to_string()));
+                    events.push(Event::warning(EventReason::ScalerFailed, err.to_string()));
                     if let Some(m) = &ctx.metrics {
                         m.record_scaled_job_error(&key.namespace, &key.name);
                     }
@@ -234,7 +236,7 @@ pub async fn poll(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<PollReport, J
                 let prefix = job.metadata.generate_name.clone().unwrap_or_default();
                 events.extend(status::created(&prefix, decision.create, &failures));
             }
-            Err(e) => events.push(Event::warning(reason::JOB_CREATE_FAILED, e.to_string())),
+            Err(e) => events.push(Event::warning(EventReason::JobCreateFailed, e.to_string())),
         }
     }
     let mut conditions = new_status.conditions.take().unwrap_or_default();

@@ -8,10 +8,7 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{
-        controller::Action,
-        events::{Event as KubeEvent, EventType},
-    },
+    runtime::controller::Action,
 };
 use serde_json::json;
 use tracing::{info, warn};
@@ -19,10 +16,13 @@ use tracing::{info, warn};
 use super::{JobContext, key_of};
 use crate::{
     crd::{ScaledJob, scaled_job::SCALED_JOB_NAME_LABEL},
-    scaling::scaled_job::{
-        jobs::{self, Propagation},
-        status::{self, Event, Reconciled, reason},
-        validate::validate_scaled_job,
+    scaling::{
+        events::{Event, EventReason},
+        scaled_job::{
+            jobs::{self, Propagation},
+            status::{self, Reconciled},
+            validate::validate_scaled_job,
+        },
     },
 };
 
@@ -109,16 +109,8 @@ async fn report_malformed(ctx: &JobContext, meta: &kube::api::ObjectMeta, error:
         resource_version: meta.resource_version.clone(),
         field_path: None,
     };
-    let ev = KubeEvent {
-        type_: EventType::Warning,
-        reason: reason::CHECK_FAILED.into(),
-        note: Some(message),
-        action: reason::CHECK_FAILED.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-        warn!(error = %e, "event not recorded");
-    }
+    let event = Event::warning(EventReason::ScaledJobCheckFailed, message);
+    crate::operator::status::publish_to(&ctx.recorder, &reference, vec![event]).await;
 }
 
 /// Reconciles one ScaledJob.
@@ -148,9 +140,15 @@ pub async fn reconcile(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<Action, 
             .map_err(JobError::kube(format!("remove finalizer of ScaledJob {key}")))?;
             let mut events = Vec::new();
             if stopped {
-                events.push(Event::normal(reason::SCALERS_STOPPED, "Stopped scalers watch"));
+                events.push(Event::normal(
+                    EventReason::ScalersStopped,
+                    "Stopped scalers watch",
+                ));
             }
-            events.push(Event::warning(reason::DELETED, "ScaledJob was deleted"));
+            events.push(Event::warning(
+                EventReason::ScaledJobDeleted,
+                "ScaledJob was deleted",
+            ));
             ctx.publish(sj, events).await;
             info!(scaledjob = %key, "ScaledJob deleted");
         }
@@ -178,7 +176,10 @@ pub async fn reconcile(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<Action, 
     let outcome = if jobs::is_paused(sj) {
         events.extend(status::paused(&mut conditions, true));
         if ctx.stop_loop(&key) {
-            events.push(Event::normal(reason::SCALERS_STOPPED, "Stopped scalers watch"));
+            events.push(Event::normal(
+                EventReason::ScalersStopped,
+                "Stopped scalers watch",
+            ));
         }
         Reconciled::Paused
     } else {
@@ -188,7 +189,10 @@ pub async fn reconcile(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<Action, 
                 new_status.triggers_types = status::triggers_types(&sj.spec);
                 new_status.authentications_types = status::authentications_types(&sj.spec);
                 if ctx.ensure_loop(sj) {
-                    events.push(Event::normal(reason::SCALERS_STARTED, "Started scalers watch"));
+                    events.push(Event::normal(
+                        EventReason::ScalersStarted,
+                        "Started scalers watch",
+                    ));
                 }
                 Reconciled::Ready
             }
@@ -206,7 +210,7 @@ pub async fn reconcile(ctx: &Arc<JobContext>, sj: &ScaledJob) -> Result<Action, 
     if new_status != before
         && let Err(e) = patch_status(ctx, sj, &serde_json::to_value(&new_status).unwrap_or_default()).await
     {
-        events.push(Event::warning(reason::UPDATE_FAILED, e.to_string()));
+        events.push(Event::warning(EventReason::ScaledJobUpdateFailed, e.to_string()));
     }
     ctx.publish(sj, events).await;
     match outcome {
@@ -237,7 +241,7 @@ async fn prepare(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
         match &t.scaler {
             Ok(_) => {}
             Err(e) => {
-                events.push(Event::warning(reason::SCALER_FAILED, e.to_string()));
+                events.push(Event::warning(EventReason::ScalerFailed, e.to_string()));
                 broken.push(format!("trigger {} ({}): {e}", t.index, t.trigger_type));
             }
         }
@@ -248,7 +252,7 @@ async fn prepare(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
     if !ctx.has_loop(&key_of(sj)) {
         for t in &entry.triggers {
             events.push(Event::normal(
-                reason::SCALERS_STARTED,
+                EventReason::ScalersStarted,
                 format!("Scaler {} is built", t.trigger_type),
             ));
         }
@@ -272,7 +276,7 @@ async fn rollout(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
         return Ok(());
     }
     events.push(Event::normal(
-        reason::ROLLOUT_STARTED,
+        EventReason::ScaledJobRolloutCleanupStarted,
         format!(
             "Deleting {} jobs owned by the previous version of the scaledJob",
             plan.delete.len()
@@ -285,14 +289,14 @@ async fn rollout(ctx: &JobContext, sj: &ScaledJob, events: &mut Vec<Event>) -> R
     for job in &plan.delete {
         if let Err(e) = jobs_api.delete(job, &params).await {
             events.push(Event::warning(
-                reason::ROLLOUT_FAILED,
+                EventReason::ScaledJobRolloutCleanupFailed,
                 format!("Failed to delete job {job}: {e}"),
             ));
             return Err(format!("Not able to delete job: {job}"));
         }
     }
     events.push(Event::normal(
-        reason::ROLLOUT_COMPLETED,
+        EventReason::ScaledJobRolloutCleanupCompleted,
         format!(
             "Deleted {} jobs owned by the previous version of the scaledJob",
             plan.delete.len()

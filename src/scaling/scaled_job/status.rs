@@ -1,16 +1,15 @@
 //! A ScaledJob's conditions and events as KEDA writes them (§2, §8, §9, §10): the controller
 //! hands in what happened, these functions update the conditions and say which events to emit.
 
-use crate::crd::{ScaledJobSpec, scaled_object::Condition};
-
-/// Condition types.
-pub const READY: &str = "Ready";
-/// See [`READY`].
-pub const ACTIVE: &str = "Active";
-/// Never leaves `Unknown` for ScaledJobs (no fallback for jobs).
-pub const FALLBACK: &str = "Fallback";
-/// See [`READY`].
-pub const PAUSED: &str = "Paused";
+use crate::{
+    crd::{ScaledJobSpec, scaled_object::Condition},
+    scaling::{
+        conditions::{
+            ACTIVE, ConditionStatus, ConditionType, PAUSED, READY, condition_status, set_condition,
+        },
+        events::{Event, EventReason},
+    },
+};
 
 /// Ready message after a successful reconcile.
 pub const READY_MESSAGE: &str = "ScaledJob is defined correctly and is ready to scaling";
@@ -19,90 +18,9 @@ pub const LOOP_READY_MESSAGE: &str = "ScaledJob is defined correctly and is read
 /// Ready message while paused.
 pub const PAUSED_RECONCILE_MESSAGE: &str = "ScaledJob is paused, skipping reconcile loop";
 
-/// Event reasons (KEDA's `eventreason` package).
-pub mod reason {
-    /// Reconcile succeeded after Ready was not True.
-    pub const READY: &str = "ScaledJobReady";
-    /// A reconcile step failed.
-    pub const CHECK_FAILED: &str = "ScaledJobCheckFailed";
-    /// A status write failed.
-    pub const UPDATE_FAILED: &str = "ScaledJobUpdateFailed";
-    /// Pause annotation set.
-    pub const PAUSED: &str = "ScaledJobPaused";
-    /// Pause annotation cleared.
-    pub const UNPAUSED: &str = "ScaledJobUnpaused";
-    /// Rollout cleanup started.
-    pub const ROLLOUT_STARTED: &str = "ScaledJobRolloutCleanupStarted";
-    /// Rollout cleanup done.
-    pub const ROLLOUT_COMPLETED: &str = "ScaledJobRolloutCleanupCompleted";
-    /// A rollout delete failed.
-    pub const ROLLOUT_FAILED: &str = "ScaledJobRolloutCleanupFailed";
-    /// Finalizer done.
-    pub const DELETED: &str = "ScaledJobDeleted";
-    /// Active condition became True.
-    pub const ACTIVE: &str = "ScaledJobActive";
-    /// Active condition became False.
-    pub const INACTIVE: &str = "ScaledJobInactive";
-    /// Scale loop started, or a scaler built.
-    pub const SCALERS_STARTED: &str = "KEDAScalersStarted";
-    /// Scale loop stopped.
-    pub const SCALERS_STOPPED: &str = "KEDAScalersStopped";
-    /// A scaler failed to build or to answer.
-    pub const SCALER_FAILED: &str = "KEDAScalerFailed";
-    /// Jobs created this poll.
-    pub const JOBS_CREATED: &str = "KEDAJobsCreated";
-    /// A Job create failed.
-    pub const JOB_CREATE_FAILED: &str = "KEDAJobCreateFailed";
-}
-
-/// An event to publish on the ScaledJob.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// Warning (true) or Normal.
-    pub warning: bool,
-    /// Reason.
-    pub reason: &'static str,
-    /// Message.
-    pub message: String,
-}
-
-impl Event {
-    /// A Normal event.
-    pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: false,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// A Warning event.
-    pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: true,
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-/// KEDA's `GetInitializedConditions` for a ScaledJob.
-pub fn initial_conditions() -> Vec<Condition> {
-    [
-        (READY, "Unknown"),
-        (ACTIVE, "Unknown"),
-        (FALLBACK, "Unknown"),
-        (PAUSED, "False"),
-    ]
-    .into_iter()
-    .map(|(t, s)| Condition {
-        type_: t.to_string(),
-        status: s.to_string(),
-        reason: None,
-        message: None,
-    })
-    .collect()
-}
+/// KEDA's `GetInitializedConditions`, the same four conditions as a ScaledObject's (Fallback
+/// never leaves `Unknown`: jobs have no fallback).
+pub use crate::scaling::conditions::initial_conditions;
 
 /// Adds the initial conditions missing from `conditions`; true when something was added.
 pub fn ensure_conditions(conditions: &mut Vec<Condition>) -> bool {
@@ -116,33 +34,15 @@ pub fn ensure_conditions(conditions: &mut Vec<Condition>) -> bool {
     changed
 }
 
-/// The status of condition `type_`.
-pub fn status_of<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.as_str())
-}
-
-/// Sets one condition; true when it changed.
-pub fn set(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str) -> bool {
-    let wanted = Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: Some(reason.to_string()),
-        message: Some(message.to_string()),
-    };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) if *c == wanted => false,
-        Some(c) => {
-            *c = wanted;
-            true
-        }
-        None => {
-            conditions.push(wanted);
-            true
-        }
-    }
+/// Sets one condition; its reason is an event reason or KEDA's condition-only reason.
+fn set(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: impl AsRef<str>,
+    message: &str,
+) -> bool {
+    set_condition(conditions, type_, status, reason.as_ref(), message)
 }
 
 /// `status.triggersTypes`: trigger types, de-duplicated in order, comma-joined.
@@ -184,28 +84,43 @@ pub enum Reconciled {
 pub fn reconciled(conditions: &mut Vec<Condition>, outcome: &Reconciled) -> Vec<Event> {
     match outcome {
         Reconciled::Failed(msg) => {
-            set(conditions, READY, "False", reason::CHECK_FAILED, msg);
+            set(
+                conditions,
+                READY,
+                ConditionStatus::False,
+                EventReason::ScaledJobCheckFailed,
+                msg,
+            );
             set(
                 conditions,
                 ACTIVE,
-                "Unknown",
+                ConditionStatus::Unknown,
                 "UnknownState",
                 "ScaledJob check failed",
             );
-            vec![Event::warning(reason::CHECK_FAILED, msg.clone())]
+            vec![Event::warning(EventReason::ScaledJobCheckFailed, msg.clone())]
         }
         Reconciled::Ready | Reconciled::Paused => {
-            let was_ready = status_of(conditions, READY) == Some("True");
+            let was_ready = condition_status(conditions, READY) == Some(ConditionStatus::True);
             let msg = if *outcome == Reconciled::Paused {
                 PAUSED_RECONCILE_MESSAGE
             } else {
                 READY_MESSAGE
             };
-            set(conditions, READY, "True", reason::READY, msg);
+            set(
+                conditions,
+                READY,
+                ConditionStatus::True,
+                EventReason::ScaledJobReady,
+                msg,
+            );
             if was_ready {
                 Vec::new()
             } else {
-                vec![Event::normal(reason::READY, "ScaledJob is ready for scaling")]
+                vec![Event::normal(
+                    EventReason::ScaledJobReady,
+                    "ScaledJob is ready for scaling",
+                )]
             }
         }
     }
@@ -213,22 +128,31 @@ pub fn reconciled(conditions: &mut Vec<Condition>, outcome: &Reconciled) -> Vec<
 
 /// Applies the pause annotation to the `Paused` condition; an event when it flipped.
 pub fn paused(conditions: &mut Vec<Condition>, paused: bool) -> Vec<Event> {
-    let was = status_of(conditions, PAUSED) == Some("True");
+    let was = condition_status(conditions, PAUSED) == Some(ConditionStatus::True);
     if paused {
-        set(conditions, PAUSED, "True", reason::PAUSED, "ScaledJob is paused");
+        set(
+            conditions,
+            PAUSED,
+            ConditionStatus::True,
+            EventReason::ScaledJobPaused,
+            "ScaledJob is paused",
+        );
         if !was {
-            return vec![Event::normal(reason::PAUSED, "ScaledJob is paused")];
+            return vec![Event::normal(EventReason::ScaledJobPaused, "ScaledJob is paused")];
         }
     } else {
         set(
             conditions,
             PAUSED,
-            "False",
-            reason::UNPAUSED,
+            ConditionStatus::False,
+            EventReason::ScaledJobUnpaused,
             "ScaledJob is unpaused",
         );
         if was {
-            return vec![Event::normal(reason::UNPAUSED, "ScaledJob is unpaused")];
+            return vec![Event::normal(
+                EventReason::ScaledJobUnpaused,
+                "ScaledJob is unpaused",
+            )];
         }
     }
     Vec::new()
@@ -237,40 +161,46 @@ pub fn paused(conditions: &mut Vec<Condition>, paused: bool) -> Vec<Event> {
 /// Applies one poll's outcome to Ready and Active (§9); events for an Active flip.
 pub fn polled(conditions: &mut Vec<Condition>, active: bool, error: bool) -> Vec<Event> {
     match (error, active) {
-        (false, _) => set(conditions, READY, "True", reason::READY, LOOP_READY_MESSAGE),
+        (false, _) => set(
+            conditions,
+            READY,
+            ConditionStatus::True,
+            EventReason::ScaledJobReady,
+            LOOP_READY_MESSAGE,
+        ),
         (true, true) => set(
             conditions,
             READY,
-            "Unknown",
+            ConditionStatus::Unknown,
             "PartialTriggerError",
             "Some triggers defined in ScaledJob are not working correctly",
         ),
         (true, false) => set(
             conditions,
             READY,
-            "False",
+            ConditionStatus::False,
             "TriggerError",
             "Triggers defined in ScaledJob are not working correctly",
         ),
     };
     let (status, r, msg, event) = if active {
         (
-            "True",
+            ConditionStatus::True,
             "ScalerActive",
             "Scaling is performed because triggers are active",
-            reason::ACTIVE,
+            EventReason::ScaledJobActive,
         )
     } else {
         (
-            "False",
+            ConditionStatus::False,
             "ScalerNotActive",
             "Scaling is not performed because triggers are not active",
-            reason::INACTIVE,
+            EventReason::ScaledJobInactive,
         )
     };
-    let before = status_of(conditions, ACTIVE).map(str::to_string);
+    let before = condition_status(conditions, ACTIVE);
     set(conditions, ACTIVE, status, r, msg);
-    if before.as_deref() != Some(status) {
+    if before != Some(status) {
         vec![Event::normal(event, msg)]
     } else {
         Vec::new()
@@ -284,13 +214,13 @@ pub fn created(prefix: &str, attempted: i64, failures: &[String]) -> Vec<Event> 
         .iter()
         .map(|e| {
             Event::warning(
-                reason::JOB_CREATE_FAILED,
+                EventReason::JobCreateFailed,
                 format!("Failed to create job {prefix}: {e}"),
             )
         })
         .collect();
     out.push(Event::normal(
-        reason::JOBS_CREATED,
+        EventReason::JobsCreated,
         format!("Created {attempted} jobs"),
     ));
     out
@@ -300,8 +230,8 @@ pub fn created(prefix: &str, attempted: i64, failures: &[String]) -> Vec<Event> 
 mod tests {
     use super::*;
 
-    fn get<'a>(cs: &'a [Condition], t: &str) -> (&'a str, &'a str) {
-        let c = cs.iter().find(|c| c.type_ == t).expect("condition");
+    fn get(cs: &[Condition], t: ConditionType) -> (&str, &str) {
+        let c = cs.iter().find(|c| c.type_ == t.as_str()).expect("condition");
         (c.status.as_str(), c.reason.as_deref().unwrap_or(""))
     }
 
@@ -314,17 +244,23 @@ mod tests {
         let ev = reconciled(&mut cs, &Reconciled::Ready);
         assert_eq!(
             ev,
-            [Event::normal(reason::READY, "ScaledJob is ready for scaling")]
+            [Event::normal(
+                EventReason::ScaledJobReady,
+                "ScaledJob is ready for scaling"
+            )]
         );
         // Already ready: no second event.
         assert!(reconciled(&mut cs, &Reconciled::Ready).is_empty());
         let ev = reconciled(&mut cs, &Reconciled::Failed("bad trigger".into()));
-        assert_eq!(ev, [Event::warning(reason::CHECK_FAILED, "bad trigger")]);
-        assert_eq!(get(&cs, READY), ("False", reason::CHECK_FAILED));
+        assert_eq!(
+            ev,
+            [Event::warning(EventReason::ScaledJobCheckFailed, "bad trigger")]
+        );
+        assert_eq!(get(&cs, READY), ("False", "ScaledJobCheckFailed"));
         assert_eq!(get(&cs, ACTIVE), ("Unknown", "UnknownState"));
         // Paused reads Ready=True with the pause message.
         reconciled(&mut cs, &Reconciled::Paused);
-        let ready = cs.iter().find(|c| c.type_ == READY).expect("ready");
+        let ready = cs.iter().find(|c| c.type_ == READY.as_str()).expect("ready");
         assert_eq!(ready.message.as_deref(), Some(PAUSED_RECONCILE_MESSAGE));
     }
 
@@ -332,8 +268,8 @@ mod tests {
     fn poll_conditions() {
         // (active, error) → (Ready, reason)
         let cases = [
-            (true, false, "True", reason::READY),
-            (false, false, "True", reason::READY),
+            (true, false, "True", "ScaledJobReady"),
+            (false, false, "True", "ScaledJobReady"),
             (true, true, "Unknown", "PartialTriggerError"),
             (false, true, "False", "TriggerError"),
         ];
@@ -343,18 +279,24 @@ mod tests {
             assert_eq!(get(&cs, READY), (status, r), "active {active} error {error}");
         }
         let mut cs = initial_conditions();
-        assert_eq!(polled(&mut cs, true, false)[0].reason, reason::ACTIVE);
+        assert_eq!(
+            polled(&mut cs, true, false)[0].reason,
+            EventReason::ScaledJobActive
+        );
         assert!(polled(&mut cs, true, false).is_empty());
-        assert_eq!(polled(&mut cs, false, false)[0].reason, reason::INACTIVE);
+        assert_eq!(
+            polled(&mut cs, false, false)[0].reason,
+            EventReason::ScaledJobInactive
+        );
     }
 
     #[test]
     fn pause_flips_emit_once() {
         let mut cs = initial_conditions();
         assert_eq!(paused(&mut cs, false), []);
-        assert_eq!(paused(&mut cs, true)[0].reason, reason::PAUSED);
+        assert_eq!(paused(&mut cs, true)[0].reason, EventReason::ScaledJobPaused);
         assert_eq!(paused(&mut cs, true), []);
-        assert_eq!(paused(&mut cs, false)[0].reason, reason::UNPAUSED);
+        assert_eq!(paused(&mut cs, false)[0].reason, EventReason::ScaledJobUnpaused);
     }
 
     #[test]
@@ -374,10 +316,10 @@ mod tests {
         assert_eq!(
             ev[0],
             Event::warning(
-                reason::JOB_CREATE_FAILED,
+                EventReason::JobCreateFailed,
                 "Failed to create job encode-: quota exceeded"
             )
         );
-        assert_eq!(ev[1], Event::normal(reason::JOBS_CREATED, "Created 3 jobs"));
+        assert_eq!(ev[1], Event::normal(EventReason::JobsCreated, "Created 3 jobs"));
     }
 }

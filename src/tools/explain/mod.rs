@@ -302,7 +302,8 @@ pub fn render(view: &ObjectView) -> String {
         }
     }
     for (k, v) in &view.extensions {
-        let _ = writeln!(out, "\n{k}: {v}");
+        let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+        let _ = writeln!(out, "\n{k}: {}", text.replace('\n', "\n  "));
     }
     if !view.problems.is_empty() {
         out.push_str("\nnot known:\n");
