@@ -129,6 +129,19 @@ fn main() -> Res<()> {
         std::fs::write(dir.path().join("routes.yaml"), objects.join("---\n"))?;
         let (trigger, ebb) = start_activator(dir.path(), objects.len()).await?;
 
+        // The directory is read once the servers listen: wait for the routes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = get_once(ebb.admin, "admin", "/routes").await?;
+            let routes: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if routes.get("bench/bench").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the activator never loaded its routes".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Every route starts at zero: one request wakes the bench route before measuring.
         let (status, _) = get_once(ebb.proxy, "bench.test", "/").await?;
         if status != StatusCode::OK {

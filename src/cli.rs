@@ -72,6 +72,17 @@ pub struct ActivatorArgs {
     /// Address the proxy binds to.
     #[arg(long, env = "EBB_PROXY_BIND_ADDRESS", default_value = "0.0.0.0")]
     pub proxy_bind_address: IpAddr,
+    /// HTTPS port of the proxy (the add-on's interceptor uses 8443; off unless set): the same
+    /// routes, deadlines and caps as the plain port, ALPN h2 and http/1.1,
+    /// `X-Forwarded-Proto: https`. Needs --tls-cert-file and --tls-private-key-file.
+    #[arg(long, env = "EBB_TLS_PORT", requires_all = ["tls_cert_file", "tls_private_key_file"])]
+    pub tls_port: Option<u16>,
+    /// Serving certificate of the HTTPS port (PEM, leaf first); re-read when it changes.
+    #[arg(long, env = "EBB_TLS_CERT_FILE", requires = "tls_port")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key of the HTTPS port (PEM); re-read when it changes.
+    #[arg(long, env = "EBB_TLS_PRIVATE_KEY_FILE", requires = "tls_port")]
+    pub tls_private_key_file: Option<PathBuf>,
     /// Plain-HTTP admin port: /queue, /routes, /metrics, /livez, /readyz.
     #[arg(long, env = "EBB_METRICS_PORT", default_value_t = 9090)]
     pub metrics_port: u16,

@@ -43,7 +43,7 @@ use self::{
     cold::ColdStart,
     local::{LocalSpec, LocalTiming},
     metrics::ActivatorMetrics,
-    proxy::{Proxy, ProxyConfig, RouteOptions, Routing},
+    proxy::{Client, PlainProxy, Proxy, ProxyConfig, RouteOptions, Routing, TlsProxy},
     target::Target,
     upstream::{DIAL_BUDGET, DialPolicy, Protocol, Upstream},
 };
@@ -61,7 +61,9 @@ use crate::{
     },
     shutdown::Signal,
     startup::StartupError,
+    tls::{CertReloader, ReloadError, TlsHandshake},
 };
+use rustls::server::WebPkiClientVerifier;
 
 /// Annotation forcing the protocol spoken to the target: `h2c` or `http/1.1` (default: the
 /// client's, as Knative's activator does).
@@ -561,6 +563,21 @@ pub async fn run(args: ActivatorArgs, shutdown: Signal) -> Result<(), StartupErr
         "--metrics-bind-address",
     )
     .await?;
+    let proxy_listener = ProxyListeners {
+        plain: proxy_listener,
+        tls: match (args.tls_port, &args.tls_cert_file, &args.tls_private_key_file) {
+            (Some(port), Some(cert), Some(key)) => {
+                let listener = bind(
+                    SocketAddr::new(args.proxy_bind_address, port),
+                    "--tls-port",
+                    "--proxy-bind-address",
+                )
+                .await?;
+                Some(TlsListener::load(listener, cert, key).map_err(StartupError::Certs)?)
+            }
+            _ => None,
+        },
+    };
     match (client, args.local.clone()) {
         (Some(client), _) => serve_cluster(args, client, proxy_listener, admin_listener, shutdown).await,
         (None, Some(dir)) => serve(args, dir, proxy_listener, admin_listener, shutdown).await,
@@ -568,6 +585,56 @@ pub async fn run(args: ActivatorArgs, shutdown: Signal) -> Result<(), StartupErr
     }
     Ok(())
 }
+
+/// The proxy's listeners: the plain port, and the HTTPS port if configured. A bare
+/// `TcpListener` converts into one without HTTPS.
+#[derive(Debug)]
+pub struct ProxyListeners {
+    /// The plain-HTTP port (`--proxy-port`).
+    pub plain: TcpListener,
+    /// The HTTPS port (`--tls-port`).
+    pub tls: Option<TlsListener>,
+}
+
+impl From<TcpListener> for ProxyListeners {
+    fn from(plain: TcpListener) -> Self {
+        ProxyListeners { plain, tls: None }
+    }
+}
+
+/// The HTTPS port: its listener and its certificate, re-read when the files change (the
+/// `tls` module's reloader, as every other TLS port of ebb).
+pub struct TlsListener {
+    listener: TcpListener,
+    reloader: CertReloader,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsListener {
+    /// Loads the certificate and key now (failing fast on bad files); ALPN `h2`, `http/1.1`,
+    /// no client certificate asked for.
+    pub fn load(listener: TcpListener, cert: &Path, key: &Path) -> Result<Self, ReloadError> {
+        let mut reloader = CertReloader::new(TLS_RELOAD_INTERVAL);
+        let resolver = reloader.watch_serving(cert, key)?;
+        let config = crate::tls::server_config(resolver, WebPkiClientVerifier::no_client_auth());
+        Ok(TlsListener {
+            listener,
+            reloader,
+            config,
+        })
+    }
+}
+
+/// How often the HTTPS port's certificate files are looked at.
+const TLS_RELOAD_INTERVAL: Duration = crate::tls::DEFAULT_INTERVAL;
 
 /// The servers and shared state of a running activator, whatever feeds its routes.
 struct Serving {
@@ -580,7 +647,7 @@ struct Serving {
 /// Starts the proxy and admin servers; `/readyz` answers 503 until `ready` is set.
 fn start_servers(
     args: &ActivatorArgs,
-    proxy_listener: TcpListener,
+    proxy_listeners: ProxyListeners,
     admin_listener: TcpListener,
     shutdown: &Signal,
     ready: bool,
@@ -632,8 +699,13 @@ fn start_servers(
         limits,
         metrics: server_metrics,
     };
+    let ProxyListeners {
+        plain: proxy_listener,
+        tls,
+    } = proxy_listeners;
     if let (Ok(p), Ok(a)) = (proxy_listener.local_addr(), admin_listener.local_addr()) {
-        info!(proxy = %p, admin = %a, "activator listening");
+        let https = tls.as_ref().and_then(|t| t.listener.local_addr().ok());
+        info!(proxy = %p, https = ?https, admin = %a, "activator listening");
     }
 
     let admin_task = tokio::spawn({
@@ -657,30 +729,63 @@ fn start_servers(
             }
         }
     });
+    let proxy_server_copy = proxy_server.clone();
     let proxy_task = tokio::spawn({
         let shutdown = shutdown.clone();
         let proxy = Arc::clone(&proxy);
         async move {
-            let handler = move |req, peer: Arc<SocketAddr>| Arc::clone(&proxy).handle(req, *peer);
+            let handler = move |req, client: Arc<Client>| Arc::clone(&proxy).handle(req, client);
             if let Err(e) = proxy_server
-                .serve(
-                    proxy_listener,
-                    PlainTcp,
-                    handler,
-                    async move { shutdown.wait().await },
-                )
+                .serve(proxy_listener, PlainProxy, handler, async move {
+                    shutdown.wait().await
+                })
                 .await
             {
                 warn!(error = %e, "the proxy server stopped");
             }
         }
     });
+    let mut servers = vec![proxy_task, admin_task];
+    if let Some(tls) = tls {
+        servers.push(tokio::spawn(serve_tls(
+            tls,
+            Server {
+                name: "proxy-tls",
+                ..proxy_server_copy
+            },
+            Arc::clone(&proxy),
+            shutdown.clone(),
+        )));
+    }
     Serving {
         proxy,
         metrics,
         ready,
-        servers: vec![proxy_task, admin_task],
+        servers,
     }
+}
+
+/// The HTTPS port: the plain port's server and handler behind the `tls` module's handshake
+/// (Go's hint for plain HTTP, the handshake under the same deadline, the same caps).
+async fn serve_tls(tls: TlsListener, server: Server, proxy: Arc<Proxy>, shutdown: Signal) {
+    let TlsListener {
+        listener,
+        reloader,
+        config,
+    } = tls;
+    let reload = tokio::spawn({
+        let shutdown = shutdown.clone();
+        reloader.run(async move { shutdown.wait().await })
+    });
+    let handshake = TlsProxy(TlsHandshake::new(config, server.limits.log_interval));
+    let handler = move |req, client: Arc<Client>| Arc::clone(&proxy).handle(req, client);
+    if let Err(e) = server
+        .serve(listener, handshake, handler, async move { shutdown.wait().await })
+        .await
+    {
+        warn!(error = %e, "the HTTPS proxy server stopped");
+    }
+    let _ = reload.await;
 }
 
 impl Serving {
@@ -710,12 +815,12 @@ fn local_timing(args: &ActivatorArgs) -> LocalTiming {
 pub async fn serve(
     args: ActivatorArgs,
     dir: PathBuf,
-    proxy_listener: TcpListener,
+    proxy_listener: impl Into<ProxyListeners>,
     admin_listener: TcpListener,
     shutdown: Signal,
 ) {
     // `/readyz` answers 503 until the directory's objects are routed.
-    let serving = start_servers(&args, proxy_listener, admin_listener, &shutdown, false);
+    let serving = start_servers(&args, proxy_listener.into(), admin_listener, &shutdown, false);
     let backends = Backends {
         timing: local_timing(&args),
         cluster: None,
@@ -766,11 +871,11 @@ pub async fn serve(
 pub async fn serve_cluster(
     args: ActivatorArgs,
     client: kube::Client,
-    proxy_listener: TcpListener,
+    proxy_listener: impl Into<ProxyListeners>,
     admin_listener: TcpListener,
     shutdown: Signal,
 ) {
-    let serving = start_servers(&args, proxy_listener, admin_listener, &shutdown, false);
+    let serving = start_servers(&args, proxy_listener.into(), admin_listener, &shutdown, false);
     let context = Arc::new(cluster::ClusterContext::new(
         client.clone(),
         cluster::wake_recheck(args.hold_timeout),

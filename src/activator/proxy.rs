@@ -25,6 +25,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, he
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::{
@@ -34,11 +35,12 @@ use super::{
     upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
 };
 use crate::{
-    net::LogThrottle,
+    net::{CloseReason, ConnState, Handshake, LogThrottle},
     scaling::{
         http_hold::{self, AtZero, HoldLimits},
-        http_route::{RouteKey, RouteTable, StaticRule},
+        http_route::{RouteKey, RouteTable},
     },
+    tls::TlsHandshake,
 };
 
 /// Per-route settings the activator reads from the object beyond routing.
@@ -150,21 +152,24 @@ impl Proxy {
         request: &Request<B>,
         host: &str,
     ) -> Result<(Arc<Target>, RouteOptions), Box<Response<ProxyBody>>> {
-        let routing = self.routing.load();
-        let found = routing
-            .table
-            .lookup_match(host, request.uri().path(), |name| {
-                request
-                    .headers()
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect()
-            })
-            .and_then(|m| {
-                let (target, options) = routing.targets.get(&m.route.key)?;
-                Some((Arc::clone(target), options.clone(), m.fixed))
-            });
+        let found = {
+            // A guard, not a clone of the table's Arc: no reference count touched per request.
+            let routing = self.routing.load();
+            routing
+                .table
+                .lookup_match(host, request.uri().path(), |name| {
+                    request
+                        .headers()
+                        .get_all(name)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect()
+                })
+                .and_then(|m| {
+                    let (target, options) = routing.targets.get(&m.route.key)?;
+                    Some((Arc::clone(target), options.clone(), m.fixed.cloned()))
+                })
+        };
         let Some((target, options, fixed)) = found else {
             self.metrics.no_route.inc();
             tracing::debug!(%host, path = request.uri().path(), "no route");
@@ -173,8 +178,8 @@ impl Proxy {
                 "no route matches this host and path\n",
             )));
         };
-        if let Some(fixed) = fixed
-            .filter(|f: &&StaticRule| http_hold::static_answers(f.always, !target.endpoints().is_empty()))
+        if let Some(fixed) =
+            fixed.filter(|f| http_hold::static_answers(f.always, !target.endpoints().is_empty()))
         {
             // Not counted and no wake: a static route stands in for the target.
             return Err(Box::new(cold::fixed(&fixed.response)));
@@ -182,15 +187,17 @@ impl Proxy {
         Ok((target, options))
     }
 
-    /// Answers one request from `peer`.
+    /// Answers one request from `client`.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: Arc<Client>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let host = request_authority(&request).unwrap_or_default().to_owned();
-        let (target, options) = match self.resolve(&request, &host) {
+        // The Host header's value is shared, not copied: it goes on as Host, X-Forwarded-Host
+        // and HTTP/2's :authority.
+        let host = request_authority(&request);
+        let (target, options) = match self.resolve(&request, host.to_str().unwrap_or_default()) {
             Ok(found) => found,
             Err(response) => return *response,
         };
@@ -201,7 +208,7 @@ impl Proxy {
             method = %request.method(),
             path = request.uri().path(),
         );
-        self.serve(target, options, request, peer, host, started)
+        self.serve(target, options, request, &client, host, started)
             .instrument(span)
             .await
     }
@@ -211,8 +218,8 @@ impl Proxy {
         mut target: Arc<Target>,
         mut options: RouteOptions,
         request: Request<Incoming>,
-        peer: SocketAddr,
-        host: String,
+        client: &Client,
+        host: HeaderValue,
         started: Instant,
     ) -> Response<ProxyBody> {
         let mut reroutes = 0;
@@ -234,7 +241,7 @@ impl Proxy {
                     if reroutes > MAX_REROUTES {
                         return plain(StatusCode::SERVICE_UNAVAILABLE, "the route keeps changing\n");
                     }
-                    (target, options) = match self.resolve(&request, &host) {
+                    (target, options) = match self.resolve(&request, host.to_str().unwrap_or_default()) {
                         Ok(found) => found,
                         Err(response) => return *response,
                     };
@@ -249,17 +256,17 @@ impl Proxy {
             .response_header_timeout
             .unwrap_or(self.config.response_header_timeout);
         if let Some(upgrade) = upgrade_protocol(&request) {
-            return self
-                .tunnel(
-                    &target,
-                    in_flight,
-                    request,
-                    (peer, &host, addr),
-                    upgrade,
-                    (cold, started),
-                    header_timeout,
-                )
-                .await;
+            // Boxed: rare, and its state would otherwise size every request's future.
+            return Box::pin(self.tunnel(
+                &target,
+                in_flight,
+                request,
+                (client, &host, addr),
+                upgrade,
+                (cold, started),
+                header_timeout,
+            ))
+            .await;
         }
         let discovered = if fallback { None } else { target.app_protocol() };
         let protocol = options
@@ -269,7 +276,7 @@ impl Proxy {
                 http::Version::HTTP_2 => Protocol::H2c,
                 _ => Protocol::Http1,
             });
-        let upstream_request = prepare(request, peer, &host, self.config.request_body_timeout);
+        let upstream_request = prepare(request, client, &host, self.config.request_body_timeout);
         let send = self.upstream.send(addr, protocol, &host, upstream_request);
         match within(header_timeout, send).await {
             Ok(response) => self.forward(&target, in_flight, response, cold, started),
@@ -340,13 +347,13 @@ impl Proxy {
         target: &Arc<Target>,
         in_flight: InFlight,
         mut request: Request<Incoming>,
-        (peer, host, addr): (SocketAddr, &str, SocketAddr),
+        (client, host, addr): (&Client, &HeaderValue, SocketAddr),
         upgrade: HeaderValue,
         (cold, started): (bool, Instant),
         header_timeout: Option<Duration>,
     ) -> Response<ProxyBody> {
         let client_side = hyper::upgrade::on(&mut request);
-        let mut upstream_request = prepare(request, peer, host, self.config.request_body_timeout);
+        let mut upstream_request = prepare(request, client, host, self.config.request_body_timeout);
         // `prepare` dropped them as hop-by-hop; an upgrade is the one exchange that needs them.
         let headers = upstream_request.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -561,13 +568,104 @@ fn upgrade_protocol<B>(request: &Request<B>) -> Option<HeaderValue> {
 /// Response header telling whether the request waited for a cold start (the add-on's name).
 pub const COLD_START_HEADER: HeaderName = HeaderName::from_static("x-keda-http-cold-start");
 
-/// The host the client asked for: `Host`, else the URI's authority (HTTP/2).
-fn request_authority<B>(request: &Request<B>) -> Option<&str> {
+/// The host the client asked for: `Host`, else the URI's authority (HTTP/2); empty if neither.
+fn request_authority<B>(request: &Request<B>) -> HeaderValue {
+    if let Some(host) = request.headers().get(header::HOST)
+        && host.to_str().is_ok()
+    {
+        return host.clone();
+    }
     request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+/// How a client reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// The plain port.
+    Http,
+    /// The HTTPS port.
+    Https,
+}
+
+impl Scheme {
+    /// Its `X-Forwarded-Proto`.
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        })
+    }
+}
+
+/// What the proxy knows of a client connection, worked out once per connection rather than
+/// once per request.
+#[derive(Debug)]
+pub struct Client {
+    /// The peer.
+    pub peer: SocketAddr,
+    /// The port it came to.
+    pub scheme: Scheme,
+    /// Its address as `X-Forwarded-For` carries it.
+    ip: HeaderValue,
+}
+
+impl Client {
+    /// The client at `peer` on the `scheme` port.
+    pub fn new(peer: SocketAddr, scheme: Scheme) -> Client {
+        let text = peer.ip().to_canonical().to_string();
+        Client {
+            peer,
+            scheme,
+            ip: HeaderValue::from_maybe_shared(Bytes::from(text))
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        }
+    }
+}
+
+/// The plain proxy port's handshake: none, plus the client's [`Client`] facts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainProxy;
+
+impl Handshake for PlainProxy {
+    type Io = TcpStream;
+    type Info = Client;
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> Result<(TcpStream, Client), CloseReason> {
+        Ok((tcp, Client::new(conn.peer, Scheme::Http)))
+    }
+}
+
+/// The HTTPS proxy port's handshake: the `tls` module's, plus the client's [`Client`] facts.
+#[derive(Clone)]
+pub struct TlsProxy(pub TlsHandshake);
+
+impl std::fmt::Debug for TlsProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TlsProxy").finish_non_exhaustive()
+    }
+}
+
+impl Handshake for TlsProxy {
+    type Io = <TlsHandshake as Handshake>::Io;
+    type Info = Client;
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> Result<(Self::Io, Client), CloseReason> {
+        let peer = conn.peer;
+        let (io, _) = self.0.handshake(tcp, conn).await?;
+        Ok((io, Client::new(peer, Scheme::Https)))
+    }
 }
 
 /// Headers that concern one connection, never forwarded (RFC 9110 §7.6.1).
@@ -608,34 +706,30 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// headers added, `Host` kept, the body streamed under the body deadline.
 fn prepare(
     request: Request<Incoming>,
-    peer: SocketAddr,
-    host: &str,
+    client: &Client,
+    host: &HeaderValue,
     body_timeout: Option<Duration>,
 ) -> Request<ProxyBody> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let client_ip = peer.ip().to_canonical().to_string();
     let forwarded_for = match parts.headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
-        _ => client_ip,
+        Some(prior) if !prior.trim().is_empty() => {
+            let ip = client.ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+        }
+        _ => Some(client.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(v) = forwarded_for {
         parts.headers.insert(X_FORWARDED_FOR, v);
     }
-    if !parts.headers.contains_key(X_FORWARDED_HOST)
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        parts.headers.insert(X_FORWARDED_HOST, v);
+    if !host.is_empty() && !parts.headers.contains_key(X_FORWARDED_HOST) {
+        parts.headers.insert(X_FORWARDED_HOST, host.clone());
     }
     if !parts.headers.contains_key(X_FORWARDED_PROTO) {
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        parts.headers.insert(X_FORWARDED_PROTO, client.scheme.header());
     }
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        parts.headers.insert(header::HOST, v);
+    if !host.is_empty() && !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, host.clone());
     }
     Request::from_parts(parts, IdleTimeoutBody::new(body, body_timeout).boxed_unsync())
 }

@@ -19,7 +19,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, Uri, Version};
+use http::{
+    HeaderValue, Request, Response, Uri, Version,
+    uri::{Authority, PathAndQuery},
+};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::{
@@ -158,40 +161,46 @@ impl Upstream {
         &self,
         addr: SocketAddr,
         protocol: Protocol,
-        host: &str,
+        host: &HeaderValue,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
         match protocol {
             Protocol::Http1 => {
                 *request.version_mut() = Version::HTTP_11;
-                *request.uri_mut() = endpoint_uri(&addr.to_string(), &path);
+                let uri = std::mem::take(request.uri_mut());
+                *request.uri_mut() =
+                    endpoint_uri(Authority::from_maybe_shared(Bytes::from(addr.to_string())), uri);
                 self.h1
                     .request(request)
                     .await
                     .map_err(|e| UpstreamError::Http1(addr, e))
             }
-            Protocol::H2c => {
-                *request.version_mut() = Version::HTTP_2;
-                // :authority carries the client's host, as Go's transport sends req.Host.
-                *request.uri_mut() = endpoint_uri(host, &path);
-                request.headers_mut().remove(http::header::HOST);
-                let mut sender = self.h2_sender(addr).await?;
-                if sender.ready().await.is_err() {
-                    // The cached connection died since: one fresh connection, once.
-                    self.forget_h2(addr);
-                    sender = self.h2_sender(addr).await?;
-                }
-                sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| UpstreamError::Http2(addr, e))
-            }
+            // Boxed: its dial and handshake would otherwise size every request's future.
+            Protocol::H2c => Box::pin(self.send_h2(addr, host, request)).await,
         }
+    }
+
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        host: &HeaderValue,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        *request.version_mut() = Version::HTTP_2;
+        // :authority carries the client's host, as Go's transport sends req.Host.
+        let uri = std::mem::take(request.uri_mut());
+        *request.uri_mut() = endpoint_uri(Authority::try_from(host.as_bytes()), uri);
+        request.headers_mut().remove(http::header::HOST);
+        let mut sender = self.h2_sender(addr).await?;
+        if sender.ready().await.is_err() {
+            // The cached connection died since: one fresh connection, once.
+            self.forget_h2(addr);
+            sender = self.h2_sender(addr).await?;
+        }
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| UpstreamError::Http2(addr, e))
     }
 
     /// Sends an upgrade request (WebSocket) to `addr` over a connection of its own that can be
@@ -264,10 +273,16 @@ impl Upstream {
     }
 }
 
-fn endpoint_uri(authority: &str, path: &str) -> Uri {
-    format!("http://{authority}{path}")
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"))
+/// `http://authority` plus the path and query of `uri` (`/` if it has none), built from the
+/// parts without formatting and parsing the whole again.
+fn endpoint_uri(authority: Result<Authority, http::uri::InvalidUri>, uri: Uri) -> Uri {
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = authority.ok();
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// The pause between two pieces of a request body grew past the limit.

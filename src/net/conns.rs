@@ -7,12 +7,31 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::Instant,
 };
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
+
+/// The table chose the connection to be closed.
+const EVICTED: u8 = 1;
+/// The server is shutting down.
+const DRAINING: u8 = 2;
+/// A handler took the connection over (`101 Switching Protocols`): it is a tunnel now.
+const UPGRADED: u8 = 4;
+
+/// What the serving loop is told about its connection from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The table chose it to be closed.
+    Evicted,
+    /// The server is shutting down.
+    Draining,
+    /// While draining, its last request in flight ended.
+    Quiet,
+}
 
 /// What the serving loop and the handler know about one connection.
 #[derive(Debug)]
@@ -27,9 +46,11 @@ pub struct ConnState {
     idle_since_ms: AtomicU64,
     authenticated: AtomicBool,
     http2: AtomicBool,
-    evicted: AtomicBool,
-    evict: Notify,
-    became_idle: Notify,
+    /// [`EVICTED`], [`DRAINING`], [`UPGRADED`].
+    flags: AtomicU8,
+    /// The serving loop's task, woken by eviction, shutdown and (while draining) quiet: one
+    /// atomic per poll, where a `Notify` per event took a lock on every wake of the connection.
+    waker: AtomicWaker,
 }
 
 impl ConnState {
@@ -43,9 +64,8 @@ impl ConnState {
             idle_since_ms: AtomicU64::new(0),
             authenticated: AtomicBool::new(false),
             http2: AtomicBool::new(false),
-            evicted: AtomicBool::new(false),
-            evict: Notify::new(),
-            became_idle: Notify::new(),
+            flags: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -103,23 +123,51 @@ impl ConnState {
         }
     }
 
-    /// Resolves after the connection went from busy to idle (a permit is kept if nobody waits).
-    pub async fn idle(&self) {
-        self.became_idle.notified().await;
+    /// Records that a handler took the connection over (an upgrade): from now on it is never
+    /// shed, and it stays counted until the tunnel closes.
+    pub fn mark_upgraded(&self) {
+        self.raise(UPGRADED);
     }
 
-    /// Resolves once the table chose this connection to be closed.
-    pub async fn evicted(&self) {
-        self.evict.notified().await;
+    /// True once the connection was taken over by an upgrade.
+    pub fn is_upgraded(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & UPGRADED != 0
+    }
+
+    /// The serving loop's wait for news about its connection; `seen` are the signals it has
+    /// handled already ([`Signal::Quiet`] is only reported while draining, and only once
+    /// `seen` includes [`Signal::Draining`]).
+    pub fn poll_signal(&self, cx: &mut Context<'_>, seen: &[Signal]) -> Poll<Signal> {
+        self.waker.register(cx.waker());
+        let flags = self.flags.load(Ordering::Acquire);
+        let fresh = |s: Signal| !seen.contains(&s);
+        if flags & EVICTED != 0 && fresh(Signal::Evicted) {
+            return Poll::Ready(Signal::Evicted);
+        }
+        if flags & DRAINING != 0 {
+            if fresh(Signal::Draining) {
+                return Poll::Ready(Signal::Draining);
+            }
+            if fresh(Signal::Quiet) && self.in_flight() == 0 {
+                return Poll::Ready(Signal::Quiet);
+            }
+        }
+        Poll::Pending
+    }
+
+    fn raise(&self, flag: u8) {
+        self.flags.fetch_or(flag, Ordering::AcqRel);
+        self.waker.wake();
     }
 
     fn evict(&self) {
-        self.evicted.store(true, Ordering::Release);
-        self.evict.notify_one();
+        self.raise(EVICTED);
     }
 
     fn sheddable(&self) -> bool {
-        !self.is_authenticated() && self.in_flight() == 0 && !self.evicted.load(Ordering::Acquire)
+        !self.is_authenticated()
+            && self.in_flight() == 0
+            && self.flags.load(Ordering::Acquire) & (EVICTED | UPGRADED) == 0
     }
 }
 
@@ -129,13 +177,22 @@ pub struct RequestGuard {
     conn: Arc<ConnState>,
 }
 
+impl RequestGuard {
+    /// The connection the request came on.
+    pub fn conn(&self) -> &Arc<ConnState> {
+        &self.conn
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let c = &self.conn;
         let ms = u64::try_from(c.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         c.idle_since_ms.store(ms, Ordering::Release);
-        if c.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            c.became_idle.notify_one();
+        // Only a draining connection waits for quiet; the idle deadline is checked lazily.
+        if c.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && c.flags.load(Ordering::Acquire) & DRAINING != 0
+        {
+            c.waker.wake();
         }
     }
 }
@@ -225,6 +282,13 @@ impl ConnTable {
     /// Closes the oldest sheddable connection (when descriptors ran out); `None` if none is.
     pub fn shed_one(&self) -> Option<Arc<ConnState>> {
         Self::shed_oldest(&mut self.lock())
+    }
+
+    /// Tells every open connection that the server is shutting down.
+    pub fn drain_all(&self) {
+        for conn in self.lock().values() {
+            conn.raise(DRAINING);
+        }
     }
 
     fn shed_oldest(open: &mut BTreeMap<u64, Arc<ConnState>>) -> Option<Arc<ConnState>> {

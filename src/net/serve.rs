@@ -34,12 +34,11 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
-    sync::watch,
     task::JoinSet,
 };
 
 use super::{
-    conns::{ConnGuard, ConnState, ConnTable, RequestGuard},
+    conns::{ConnGuard, ConnState, ConnTable, RequestGuard, Signal},
     logthrottle::{DEFAULT_WINDOW, LogThrottle},
     metrics::{CloseReason, ServerMetrics},
 };
@@ -253,7 +252,6 @@ impl Server {
         let capacity_log = LogThrottle::new(self.limits.log_interval, |s| {
             tracing::warn!(count = s.count, last = %s.last, "{} more connections refused at the connection cap in the last {}", s.count, s.window_text());
         });
-        let (drain_tx, drain_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut backoff: Option<Duration> = None;
         tokio::pin!(shutdown);
@@ -302,16 +300,11 @@ impl Server {
             };
             // Latency matters more than packet count for small API responses.
             let _ = tcp.set_nodelay(true);
-            tasks.spawn(connection(
-                Arc::clone(&shared),
-                tcp,
-                admitted.guard,
-                drain_rx.clone(),
-            ));
+            tasks.spawn(connection(Arc::clone(&shared), tcp, admitted.guard));
         };
 
         drop(listener);
-        let _ = drain_tx.send(true);
+        table.drain_all();
         let drained = tokio::time::timeout(self.limits.drain_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -330,12 +323,13 @@ impl Server {
 }
 
 /// Serves one connection from handshake to close; see the module docs for the phases.
-async fn connection<A, H, F, B>(
-    shared: Arc<Shared<A, H>>,
-    tcp: TcpStream,
-    guard: ConnGuard,
-    mut drain: watch::Receiver<bool>,
-) where
+///
+/// The loop wakes with the connection, so it keeps its own work per wake to a load or two:
+/// eviction and shutdown arrive through [`ConnState::poll_signal`], and the watchdog is one
+/// timer re-armed only when it fires (while a request is in flight it re-checks later instead
+/// of being told when the connection turns idle).
+async fn connection<A, H, F, B>(shared: Arc<Shared<A, H>>, tcp: TcpStream, guard: ConnGuard)
+where
     A: Handshake,
     H: Fn(Request<Incoming>, Arc<A::Info>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -346,7 +340,7 @@ async fn connection<A, H, F, B>(
     let limits = &server.limits;
     let name = server.name;
     server.metrics.opened(name);
-    let _open = OpenGauge(&server.metrics, name);
+    let open = OpenGauge(Arc::clone(&server.metrics), name);
     let state = Arc::clone(guard.state());
 
     let handshake = async {
@@ -360,8 +354,10 @@ async fn connection<A, H, F, B>(
     };
     let outcome = tokio::select! {
         r = handshake => r,
-        () = state.evicted() => Err(CloseReason::Shed),
-        _ = drain.changed() => Err(CloseReason::Shutdown),
+        signal = std::future::poll_fn(|cx| state.poll_signal(cx, &[])) => Err(match signal {
+            Signal::Evicted => CloseReason::Shed,
+            Signal::Draining | Signal::Quiet => CloseReason::Shutdown,
+        }),
     };
     let (io, info) = match outcome {
         Ok(pair) => pair,
@@ -380,6 +376,9 @@ async fn connection<A, H, F, B>(
             let response = (shared.handler)(request, Arc::clone(&info));
             async move {
                 let response = response.await;
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    tracked.conn().mark_upgraded();
+                }
                 Ok::<_, Infallible>(response.map(|body| TrackedBody {
                     body,
                     _request: tracked,
@@ -388,7 +387,13 @@ async fn connection<A, H, F, B>(
         })
     };
     // With upgrades: a handler may answer 101 and take the connection over (the activator's
-    // WebSocket tunnel); the others never do, and nothing changes for them.
+    // WebSocket tunnel); the others never do, and nothing changes for them. The stream carries
+    // the connection's place in the table, so a tunnel keeps counting against the cap.
+    let io = Counted {
+        io,
+        _slot: guard,
+        _open: open,
+    };
     let conn = shared
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -398,57 +403,117 @@ async fn connection<A, H, F, B>(
     let grace = limits
         .read_header_timeout
         .map_or(GOAWAY_GRACE, |t| t.min(GOAWAY_GRACE));
-    let mut draining = false;
+    let recheck = limits
+        .idle_timeout
+        .or(limits.read_header_timeout)
+        .unwrap_or(BUSY_RECHECK);
+    let first = watchdog_deadline(&state, limits, started).map_or(started + recheck, |(at, _)| at);
+    let timer = tokio::time::sleep_until(first.into());
+    tokio::pin!(timer);
+    let mut seen: Vec<Signal> = Vec::with_capacity(0);
     // Set once a graceful close began: the reason, and when to stop waiting for it.
     let mut closing: Option<(Instant, CloseReason)> = None;
     let reason = loop {
-        if draining && closing.is_none() && state.in_flight() == 0 {
-            closing = Some((Instant::now() + grace, CloseReason::Shutdown));
-        }
-        let deadline = closing.or_else(|| watchdog_deadline(&state, limits, started));
-        let timer = async {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             result = conn.as_mut() => break match (result, closing) {
                 (Ok(()), Some((_, why))) => why,
                 (Ok(()), None) => CloseReason::Done,
                 (Err(e), _) => classify(e.as_ref()),
             },
-            () = state.evicted(), if closing.is_none() => break CloseReason::Shed,
-            _ = drain.changed(), if !draining => {
-                draining = true;
-                if state.requests() == 0 {
-                    break CloseReason::Shutdown;
+            signal = std::future::poll_fn(|cx| state.poll_signal(cx, &seen)) => {
+                seen.push(signal);
+                match signal {
+                    Signal::Evicted if closing.is_none() => break CloseReason::Shed,
+                    Signal::Evicted => {}
+                    Signal::Draining => {
+                        if state.requests() == 0 {
+                            break CloseReason::Shutdown;
+                        }
+                        // Finish in-flight requests, refuse new ones (GOAWAY / Connection: close).
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Signal::Quiet => {
+                        if closing.is_none() {
+                            let at = Instant::now() + grace;
+                            closing = Some((at, CloseReason::Shutdown));
+                            timer.as_mut().reset(at.into());
+                        }
+                    }
                 }
-                // Finish in-flight requests, refuse new ones (GOAWAY / Connection: close).
-                conn.as_mut().graceful_shutdown();
             }
-            () = state.idle() => {}
-            () = timer => {
+            () = timer.as_mut() => {
                 if let Some((_, why)) = closing {
                     break why;
                 }
-                let Some((at, why)) = watchdog_deadline(&state, limits, started) else {
-                    continue;
-                };
-                if Instant::now() < at {
-                    continue;
+                let now = Instant::now();
+                match watchdog_deadline(&state, limits, started) {
+                    // Busy: look again later rather than be told of every request's end.
+                    None => timer.as_mut().reset((now + recheck).into()),
+                    Some((at, _)) if now < at => timer.as_mut().reset(at.into()),
+                    Some((_, why)) => {
+                        if state.requests() == 0 {
+                            break why;
+                        }
+                        // Served before: let hyper close it politely (GOAWAY), briefly.
+                        conn.as_mut().graceful_shutdown();
+                        let at = now + grace;
+                        closing = Some((at, why));
+                        timer.as_mut().reset(at.into());
+                    }
                 }
-                if state.requests() == 0 {
-                    break why;
-                }
-                // Served before: let hyper close it politely (GOAWAY), briefly.
-                conn.as_mut().graceful_shutdown();
-                closing = Some((Instant::now() + grace, why));
             }
         }
     };
     server.metrics.closed(name, reason);
     tracing::debug!(server = name, peer = %state.peer, reason = reason.label(), "connection closed");
+}
+
+/// How often the watchdog looks at a busy connection when no deadline is configured.
+const BUSY_RECHECK: Duration = Duration::from_secs(60);
+
+/// A connection's stream with its place in the connection table and the open-connections
+/// gauge: whoever holds the stream (hyper, or the tunnel an upgrade hands it to) holds the
+/// place, so an upgraded connection counts against `--max-connections` until it closes.
+struct Counted<Io> {
+    io: Io,
+    _slot: ConnGuard,
+    _open: OpenGauge,
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Counted<Io> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Counted<Io> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 /// When the watchdog closes an idle connection, and why; `None` while a request is in flight.
@@ -473,10 +538,10 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> CloseReason {
     }
 }
 
-/// Keeps the open-connections gauge up while the connection task lives.
-struct OpenGauge<'a>(&'a ServerMetrics, &'static str);
+/// Keeps the open-connections gauge up while the connection (or its tunnel) lives.
+struct OpenGauge(Arc<ServerMetrics>, &'static str);
 
-impl Drop for OpenGauge<'_> {
+impl Drop for OpenGauge {
     fn drop(&mut self) {
         self.0.released(self.1);
     }

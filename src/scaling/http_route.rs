@@ -547,30 +547,45 @@ impl RouteTable {
         header: impl Fn(&str) -> Vec<&'h str>,
     ) -> Option<Matched<'_>> {
         let host = request_host(host);
-        let path = decoded_path(path.split('?').next().unwrap_or(""));
+        let path = path.split('?').next().unwrap_or("");
+        // Decoded only when there is something to decode: no copy per plain request.
+        let path: std::borrow::Cow<'_, str> = if path.contains('%') {
+            decoded_path(path).into()
+        } else {
+            path.into()
+        };
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        for candidate in host_candidates(&host) {
-            let Some(by_prefix) = self.index.get(candidate.as_str()) else {
-                continue;
-            };
-            for len in (0..=segs.len()).rev() {
-                let Some(slot) = by_prefix.get(segs[..len].join("/").as_str()) else {
-                    continue;
-                };
-                if let Some(&(i, which)) = slot
+        let probe = |candidate: &str| -> Option<Matched<'_>> {
+            let by_prefix = self.index.get(candidate)?;
+            (0..=segs.len()).rev().find_map(|len| {
+                let &(i, which) = by_prefix
+                    .get(segs[..len].join("/").as_str())?
                     .iter()
-                    .find(|&&(i, which)| headers_match(&rule_at(&self.routes[i], which).headers, &header))
-                {
-                    let route = &self.routes[i];
-                    let fixed = match which {
-                        RuleRef::Main(_) => None,
-                        RuleRef::Static(s, _) => route.statics.get(s),
-                    };
-                    return Some(Matched { route, fixed });
-                }
-            }
+                    .find(|&&(i, which)| headers_match(&rule_at(&self.routes[i], which).headers, &header))?;
+                let route = &self.routes[i];
+                let fixed = match which {
+                    RuleRef::Main(_) => None,
+                    RuleRef::Static(s, _) => route.statics.get(s),
+                };
+                Some(Matched { route, fixed })
+            })
+        };
+        // `a.b.c`, `*.b.c`, `*.c`, `*`, in one buffer rather than a string per candidate.
+        if let Some(found) = probe(&host) {
+            return Some(found);
         }
-        None
+        let mut wildcard = String::new();
+        let mut rest = host.as_str();
+        while let Some((_, tail)) = rest.split_once('.') {
+            wildcard.clear();
+            wildcard.push_str("*.");
+            wildcard.push_str(tail);
+            if let Some(found) = probe(&wildcard) {
+                return Some(found);
+            }
+            rest = tail;
+        }
+        probe("*")
     }
 }
 
@@ -579,18 +594,6 @@ fn rule_at(route: &Route, which: RuleRef) -> &RouteRule {
         RuleRef::Main(r) => &route.rules[r],
         RuleRef::Static(s, r) => &route.statics[s].rules[r],
     }
-}
-
-/// `a.b.c` → `a.b.c`, `*.b.c`, `*.c`, `*`.
-fn host_candidates(host: &str) -> Vec<String> {
-    let mut out = vec![host.to_owned()];
-    let mut rest = host;
-    while let Some((_, tail)) = rest.split_once('.') {
-        out.push(format!("*.{tail}"));
-        rest = tail;
-    }
-    out.push("*".to_owned());
-    out
 }
 
 fn headers_match<'h>(matchers: &[HeaderMatch], header: &impl Fn(&str) -> Vec<&'h str>) -> bool {
