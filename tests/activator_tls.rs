@@ -16,13 +16,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use clap::Parser;
-use ebb::{
-    activator::{ProxyListeners, TlsListener},
-    cli::{Cli, Command},
-    shutdown,
-    tls::certgen,
-};
+use common::activator::{Activator, BUDGET, IDLE_COMMAND};
+use ebb::tls::certgen;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -35,86 +30,9 @@ use tokio::{
 };
 use tokio_rustls::TlsConnector;
 
-const BUDGET: Duration = Duration::from_secs(20);
-
-/// An HTTPScaledObject for `--local` whose target the test serves itself.
+/// An HTTPScaledObject for `--local` on host `NAME.test` whose target the test serves itself.
 fn object(name: &str, port: u16) -> String {
-    format!(
-        r#"apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata:
-  name: {name}
-  namespace: web
-  annotations:
-    activator.ebb/local-command: "exec sleep 600"
-spec:
-  hosts: ["{name}.test"]
-  scaleTargetRef:
-    name: {name}
-    service: {name}
-    port: {port}
-"#
-    )
-}
-
-struct Activator {
-    proxy: SocketAddr,
-    https: Option<SocketAddr>,
-    trigger: shutdown::Trigger,
-    task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Activator {
-    /// `--local` with `objects`, `flags`, and an HTTPS port serving `cert`/`key` if given.
-    async fn start(objects: &[String], flags: &[&str], tls: Option<(&Path, &Path)>) -> Activator {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (i, text) in objects.iter().enumerate() {
-            common::fs::write_atomic(&dir.path().join(format!("route-{i}.yaml")), text);
-        }
-        let mut argv = vec!["ebb", "activator", "--local", dir.path().to_str().expect("utf-8")];
-        argv.extend_from_slice(flags);
-        let Command::Activator(args) = Cli::try_parse_from(argv).expect("flags").command else {
-            panic!("not the activator subcommand");
-        };
-        let plain = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let proxy = plain.local_addr().expect("addr");
-        let (https, tls) = match tls {
-            Some((cert, key)) => {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind https");
-                let addr = listener.local_addr().expect("addr");
-                (
-                    Some(addr),
-                    Some(TlsListener::load(listener, cert, key).expect("certificate loads")),
-                )
-            }
-            None => (None, None),
-        };
-        let (trigger, signal) = shutdown::channel();
-        let task = tokio::spawn(ebb::activator::serve(
-            *args,
-            dir.path().to_path_buf(),
-            ProxyListeners { plain, tls },
-            admin,
-            signal,
-        ));
-        Activator {
-            proxy,
-            https,
-            trigger,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        self.trigger.fire();
-        tokio::time::timeout(BUDGET, self.task)
-            .await
-            .expect("the activator stops in time")
-            .expect("the activator task ends cleanly");
-    }
+    common::activator::object(name, &format!("{name}.test"), port, IDLE_COMMAND, "", "")
 }
 
 /// An upstream (HTTP/1.1 and h2c) answering with the version and forwarded headers it saw.
@@ -218,7 +136,7 @@ async fn the_https_port_serves_http1_and_h2_with_forwarded_proto_https() {
     let _upstream = serve_echo(upstream);
     let certs = tempfile::tempdir().expect("tempdir");
     let (ca_pem, cert, key) = certificate(certs.path());
-    let activator = Activator::start(
+    let activator = Activator::start_with_tls(
         &[object("web", port)],
         &["--tls-handshake-timeout", "300ms"],
         Some((&cert, &key)),
@@ -335,7 +253,7 @@ async fn an_upgraded_tunnel_counts_against_max_connections_until_it_closes() {
     let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = upstream.local_addr().expect("addr").port();
     let _upstream = serve_websocket_echo(upstream);
-    let activator = Activator::start(&[object("chat", port)], &["--max-connections", "1"], None).await;
+    let activator = Activator::start(&[object("chat", port)], &["--max-connections", "1"]).await;
 
     let tcp = TcpStream::connect(activator.proxy).await.expect("connect");
     let (mut ws, _) = tokio::time::timeout(

@@ -4,13 +4,15 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    path::Path,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use clap::Parser;
 use ebb::{
-    cli::{Cli, Command},
+    activator::{ProxyListeners, TlsListener},
+    cli::{ActivatorArgs, Cli, Command},
     shutdown,
 };
 use http::{Request, Response, StatusCode};
@@ -31,54 +33,103 @@ pub struct Activator {
     pub proxy: SocketAddr,
     /// The admin port.
     pub admin: SocketAddr,
+    /// The HTTPS proxy port, when started with a certificate.
+    pub https: Option<SocketAddr>,
     trigger: shutdown::Trigger,
     task: JoinHandle<()>,
     /// The `--local` directory.
     pub dir: Option<tempfile::TempDir>,
 }
 
+/// The `ebb activator` arguments `argv` parses to.
+fn parse(argv: Vec<&str>) -> ActivatorArgs {
+    let Command::Activator(args) = Cli::try_parse_from(argv).expect("flags").command else {
+        panic!("not the activator subcommand");
+    };
+    *args
+}
+
+async fn bind(what: &str) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
 impl Activator {
+    /// `--local` with `objects` (one file each) and `flags`, ready once they are routed.
     pub async fn start(objects: &[String], flags: &[&str]) -> Activator {
+        Self::start_with_tls(objects, flags, None).await
+    }
+
+    /// [`Activator::start`], plus an HTTPS port serving `cert`/`key` when given.
+    pub async fn start_with_tls(
+        objects: &[String],
+        flags: &[&str],
+        tls: Option<(&Path, &Path)>,
+    ) -> Activator {
         let dir = tempfile::tempdir().expect("tempdir");
         for (i, text) in objects.iter().enumerate() {
             super::fs::write_atomic(&dir.path().join(format!("route-{i}.yaml")), text);
         }
         let mut argv = vec!["ebb", "activator", "--local", dir.path().to_str().expect("utf-8")];
         argv.extend_from_slice(flags);
-        let Command::Activator(args) = Cli::try_parse_from(argv).expect("flags").command else {
-            panic!("not the activator subcommand");
+        let args = parse(argv);
+        let (plain, proxy) = bind("proxy").await;
+        let (admin_listener, admin) = bind("admin").await;
+        let (https, tls) = match tls {
+            Some((cert, key)) => {
+                let (listener, addr) = bind("https").await;
+                let tls = TlsListener::load(listener, cert, key).expect("certificate loads");
+                (Some(addr), Some(tls))
+            }
+            None => (None, None),
         };
-        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let proxy = proxy_listener.local_addr().expect("addr");
-        let admin = admin_listener.local_addr().expect("addr");
         let (trigger, signal) = shutdown::channel();
-        let path = dir.path().to_path_buf();
         let task = tokio::spawn(ebb::activator::serve(
-            *args,
-            path,
+            args,
+            dir.path().to_path_buf(),
+            ProxyListeners { plain, tls },
+            admin_listener,
+            signal,
+        ));
+        Self::ready(proxy, admin, https, trigger, task, Some(dir)).await
+    }
+
+    /// An activator in cluster mode on `client` (a scripted API server), ready once the
+    /// HTTPScaledObjects and InterceptorRoutes are listed.
+    pub async fn start_cluster(client: kube::Client, flags: &[&str]) -> Activator {
+        let mut argv = vec!["ebb", "activator"];
+        argv.extend_from_slice(flags);
+        let args = parse(argv);
+        let (proxy_listener, proxy) = bind("proxy").await;
+        let (admin_listener, admin) = bind("admin").await;
+        let (trigger, signal) = shutdown::channel();
+        let task = tokio::spawn(ebb::activator::serve_cluster(
+            args,
+            client,
             proxy_listener,
             admin_listener,
             signal,
         ));
-        let activator = Activator {
-            proxy,
-            admin,
-            trigger,
-            task,
-            dir: Some(dir),
-        };
-        activator.wait_ready().await;
-        activator
+        Self::ready(proxy, admin, None, trigger, task, None).await
     }
 
-    /// Waits until `/readyz` answers 200 (the objects are routed).
-    async fn wait_ready(&self) {
+    /// The started activator, once `/readyz` answers 200.
+    async fn ready(
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        https: Option<SocketAddr>,
+        trigger: shutdown::Trigger,
+        task: JoinHandle<()>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Activator {
         let deadline = Instant::now() + BUDGET;
         loop {
-            let ready = get(self.admin, "admin", "/readyz").await;
+            let ready = get(admin, "admin", "/readyz").await;
             if matches!(&ready, Ok((StatusCode::OK, _, _))) {
-                return;
+                break;
             }
             assert!(
                 Instant::now() < deadline,
@@ -86,37 +137,14 @@ impl Activator {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// An activator in cluster mode on `client` (a scripted API server).
-    pub async fn start_cluster(client: kube::Client, flags: &[&str]) -> Activator {
-        let mut argv = vec!["ebb", "activator"];
-        argv.extend_from_slice(flags);
-        let Command::Activator(args) = Cli::try_parse_from(argv).expect("flags").command else {
-            panic!("not the activator subcommand");
-        };
-        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-        let proxy = proxy_listener.local_addr().expect("addr");
-        let admin = admin_listener.local_addr().expect("addr");
-        let (trigger, signal) = shutdown::channel();
-        let task = tokio::spawn(ebb::activator::serve_cluster(
-            *args,
-            client,
-            proxy_listener,
-            admin_listener,
-            signal,
-        ));
-        let activator = Activator {
+        Activator {
             proxy,
             admin,
+            https,
             trigger,
             task,
-            dir: None,
-        };
-        // Ready once the HTTPScaledObjects and InterceptorRoutes are listed.
-        activator.wait_ready().await;
-        activator
+            dir,
+        }
     }
 
     pub async fn stop(self) {
