@@ -104,6 +104,19 @@ async fn done(task: tokio::task::JoinHandle<Result<Applied, kube::Error>>) -> Re
         .expect("joined")
 }
 
+/// The status write the reconcile ends with (answered with the object); its body.
+async fn expect_status(handle: &mut Handle, obj: &HTTPScaledObject) -> Value {
+    let reply = serde_json::to_value(obj).expect("json");
+    expect(
+        handle,
+        Method::PATCH,
+        &format!("{HTTPSO}/status"),
+        StatusCode::OK,
+        reply,
+    )
+    .await
+}
+
 fn ready(body: &Value) -> &Value {
     &body["status"]["conditions"][0]
 }
@@ -121,14 +134,7 @@ async fn creates_the_add_ons_scaled_object_and_sets_ready() {
     )
     .await;
     assert_eq!(sent, expected_scaled_object(json!({"note": "kept"})));
-    let st = expect(
-        &mut h,
-        Method::PATCH,
-        &format!("{HTTPSO}/status"),
-        StatusCode::OK,
-        serde_json::to_value(&obj).expect("json"),
-    )
-    .await;
+    let st = expect_status(&mut h, &obj).await;
     assert_eq!(st["status"]["targetWorkload"], "apps/v1/Deployment/app");
     assert_eq!(st["status"]["targetService"], "app:8080");
     assert_eq!(
@@ -162,14 +168,7 @@ async fn an_existing_scaled_object_is_merge_patched() {
     .await;
     assert_eq!(patch["spec"], expected_scaled_object(json!({}))["spec"]);
     assert_eq!(patch["metadata"]["ownerReferences"][0]["uid"], "u-1");
-    expect(
-        &mut h,
-        Method::PATCH,
-        &format!("{HTTPSO}/status"),
-        StatusCode::OK,
-        serde_json::to_value(&obj).expect("json"),
-    )
-    .await;
+    expect_status(&mut h, &obj).await;
     assert_eq!(done(task).await.expect("ok"), Applied::Patched);
 }
 
@@ -185,14 +184,7 @@ async fn a_refused_create_sets_create_error() {
         status(403, "Forbidden"),
     )
     .await;
-    let st = expect(
-        &mut h,
-        Method::PATCH,
-        &format!("{HTTPSO}/status"),
-        StatusCode::OK,
-        serde_json::to_value(&obj).expect("json"),
-    )
-    .await;
+    let st = expect_status(&mut h, &obj).await;
     assert_eq!(ready(&st)["status"], "False");
     assert_eq!(ready(&st)["reason"], "CreateError");
     assert!(
@@ -218,14 +210,7 @@ async fn skip_annotation_deletes_the_owned_scaled_object_only() {
     )
     .await;
     expect(&mut h, Method::DELETE, SO, StatusCode::OK, status(200, "Success")).await;
-    let st = expect(
-        &mut h,
-        Method::PATCH,
-        &format!("{HTTPSO}/status"),
-        StatusCode::OK,
-        serde_json::to_value(&obj).expect("json"),
-    )
-    .await;
+    let st = expect_status(&mut h, &obj).await;
     assert_eq!(ready(&st)["status"], "True");
     assert_eq!(done(task).await.expect("ok"), Applied::Skipped);
 
@@ -234,14 +219,7 @@ async fn skip_annotation_deletes_the_owned_scaled_object_only() {
     let mut users = expected_scaled_object(json!({}));
     users["metadata"]["ownerReferences"] = json!([]);
     expect(&mut h, Method::GET, SO, StatusCode::OK, users).await;
-    expect(
-        &mut h,
-        Method::PATCH,
-        &format!("{HTTPSO}/status"),
-        StatusCode::OK,
-        serde_json::to_value(&obj).expect("json"),
-    )
-    .await;
+    expect_status(&mut h, &obj).await;
     assert_eq!(done(task).await.expect("ok"), Applied::Skipped);
 }
 
@@ -257,14 +235,7 @@ async fn orphan_annotation_removes_only_the_owner_reference() {
         patch,
         json!({"metadata": {"ownerReferences": [], "resourceVersion": "9"}})
     );
-    expect(
-        &mut h,
-        Method::PATCH,
-        &format!("{HTTPSO}/status"),
-        StatusCode::OK,
-        serde_json::to_value(&obj).expect("json"),
-    )
-    .await;
+    expect_status(&mut h, &obj).await;
     assert_eq!(done(task).await.expect("ok"), Applied::Orphaned);
 }
 
