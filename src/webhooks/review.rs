@@ -127,45 +127,53 @@ fn review_trigger_authentication(
     req: &AdmissionRequest<DynamicObject>,
     resp: AdmissionResponse,
 ) -> AdmissionResponse {
-    let Some(obj) = req.object.as_ref() else {
-        return deny(resp, 400, "request has no object".to_string());
-    };
-    let mut value = match serde_json::to_value(obj) {
-        Ok(v) => v,
-        Err(e) => return deny(resp, 400, format!("could not read {}: {e}", req.kind.kind)),
-    };
     // The kind decides whether filePath is allowed, so never trust an object without one.
-    if let Some(map) = value.as_object_mut() {
-        map.insert("kind".into(), Value::String(req.kind.kind.clone()));
-    }
-    let problems = validate_trigger_authentication(&value);
-    log_problems(req, &problems);
-    match problems.first() {
-        Some(p) => deny_problem(resp, p),
-        None => resp,
-    }
+    let value = match object_of_request_kind(req) {
+        Ok(v) => v,
+        Err(message) => return deny(resp, 400, message),
+    };
+    answer_problems(req, resp, &validate_trigger_authentication(&value))
 }
 
 /// HTTPScaledObject and InterceptorRoute: what the add-on's schema, CEL rules and operator
 /// refuse, plus ebb's rate checks ([`validate_http_document`]).
 fn review_http_add_on(req: &AdmissionRequest<DynamicObject>, resp: AdmissionResponse) -> AdmissionResponse {
-    let Some(obj) = req.object.as_ref() else {
-        return deny(resp, 400, "request has no object".to_string());
-    };
-    let mut value = match serde_json::to_value(obj) {
-        Ok(v) => v,
-        Err(e) => return deny(resp, 400, format!("could not read {}: {e}", req.kind.kind)),
-    };
     // The request's kind decides how the object is read, whatever the body says.
+    let mut value = match object_of_request_kind(req) {
+        Ok(v) => v,
+        Err(message) => return deny(resp, 400, message),
+    };
     if let Some(map) = value.as_object_mut() {
-        map.insert("kind".into(), Value::String(req.kind.kind.clone()));
         map.insert(
             "apiVersion".into(),
             Value::String(format!("{}/{}", req.kind.group, req.kind.version)),
         );
     }
-    let problems = validate_http_document(&value).unwrap_or_default();
-    log_problems(req, &problems);
+    answer_problems(req, resp, &validate_http_document(&value).unwrap_or_default())
+}
+
+/// The request's object as JSON with `kind` set from the request (the message when there is
+/// none or it cannot be read).
+fn object_of_request_kind(req: &AdmissionRequest<DynamicObject>) -> Result<Value, String> {
+    let obj = req
+        .object
+        .as_ref()
+        .ok_or_else(|| "request has no object".to_string())?;
+    let mut value =
+        serde_json::to_value(obj).map_err(|e| format!("could not read {}: {e}", req.kind.kind))?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("kind".into(), Value::String(req.kind.kind.clone()));
+    }
+    Ok(value)
+}
+
+/// Logs `problems` and denies with the first, or allows.
+fn answer_problems(
+    req: &AdmissionRequest<DynamicObject>,
+    resp: AdmissionResponse,
+    problems: &[Problem],
+) -> AdmissionResponse {
+    log_problems(req, problems);
     match problems.first() {
         Some(p) => deny_problem(resp, p),
         None => resp,
