@@ -132,10 +132,9 @@ pub enum ObjectError {
 
 /// The settings every mode reads from an object beyond routing: timeouts and protocol.
 pub fn route_options(so: &HTTPScaledObject) -> Result<RouteOptions, ObjectError> {
-    let timeout = go_duration;
     let timeouts = so.spec.timeouts.as_ref();
     let failover = so.spec.cold_start_timeout_failover_ref.as_ref();
-    let mut hold_timeout = timeout("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?;
+    let mut hold_timeout = go_duration("conditionWait", timeouts.and_then(|t| t.condition_wait.as_ref()))?;
     if let Some(f) = failover {
         // The failover's own deadline (the add-on's default 30 s) is the wait before it.
         let seconds = f.timeout_seconds.unwrap_or(30);
@@ -149,7 +148,7 @@ pub fn route_options(so: &HTTPScaledObject) -> Result<RouteOptions, ObjectError>
     }
     Ok(RouteOptions {
         hold_timeout,
-        response_header_timeout: timeout(
+        response_header_timeout: go_duration(
             "responseHeader",
             timeouts.and_then(|t| t.response_header.as_ref()),
         )?,
