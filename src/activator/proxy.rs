@@ -12,6 +12,7 @@ use std::{
     collections::HashMap,
     future::Future,
     net::SocketAddr,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -35,6 +36,7 @@ use super::{
     upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
 };
 use crate::{
+    locks::LockExt,
     net::{CloseReason, ConnState, Handshake, LogThrottle},
     scaling::{
         http_hold::{self, AtZero, HoldLimits},
@@ -208,9 +210,14 @@ impl Proxy {
             method = %request.method(),
             path = request.uri().path(),
         );
-        self.serve(target, options, request, &client, host, started)
-            .instrument(span)
-            .await
+        let serve = self.serve(target, options, request, &client, host, started);
+        // A span no subscriber records is inert: the request skips the wrapper's enter/exit on
+        // every poll.
+        if span.is_disabled() {
+            serve.await
+        } else {
+            serve.instrument(span).await
+        }
     }
 
     async fn serve(
@@ -278,7 +285,7 @@ impl Proxy {
             });
         let upstream_request = prepare(request, client, &host, self.config.request_body_timeout);
         let send = self.upstream.send(addr, protocol, &host, upstream_request);
-        match within(header_timeout, send).await {
+        match client.within(header_timeout, send).await {
             Ok(response) => self.forward(&target, in_flight, response, cold, started),
             Err(error) => self.failed(&target, addr, error, cold, started),
         }
@@ -611,6 +618,8 @@ pub struct Client {
     pub scheme: Scheme,
     /// Its address as `X-Forwarded-For` carries it.
     ip: HeaderValue,
+    /// The response-header timer, kept between the connection's requests (see [`Client::within`]).
+    header_timer: std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
 
 impl Client {
@@ -622,7 +631,38 @@ impl Client {
             scheme,
             ip: HeaderValue::from_maybe_shared(Bytes::from(text))
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
+            header_timer: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Awaits `send` within `limit`, as [`within`] does, on a timer kept for the connection's
+    /// next request. A fresh timer per request is an insertion into and a removal from tokio's
+    /// timer wheel each time; a kept one whose deadline only moves later is updated in place, so
+    /// the deadline costs a clock read. Concurrent HTTP/2 streams that find it taken use their own.
+    async fn within<T>(
+        &self,
+        limit: Option<Duration>,
+        send: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, Option<UpstreamError>> {
+        let Some(limit) = limit else {
+            return send.await.map_err(Some);
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let kept = self.header_timer.lock_or_recover().take();
+        let mut timer = match kept {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let result = tokio::select! {
+            biased;
+            r = send => r.map_err(Some),
+            () = timer.as_mut() => Err(None),
+        };
+        *self.header_timer.lock_or_recover() = Some(timer);
+        result
     }
 }
 
@@ -681,6 +721,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names costs less than the nine
+    // hashed removals below.
+    if !headers
+        .keys()
+        .any(|name| *name == header::TE || HOP_BY_HOP.contains(name))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
