@@ -17,7 +17,7 @@ use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_p
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
 /// `GET path` with `Host: host` and `headers`, over HTTP/1.1.
@@ -366,339 +366,32 @@ async fn held_requests_follow_an_edit_and_end_at_once_on_delete() {
     activator.stop().await;
 }
 
-// Cluster mode, against a scripted API server on kube's mocked client (tower-test): lists carry
-// the objects, watches stay open until the test pushes an event, `/scale` reads and writes are
-// recorded. Shapes are the API server's: discovery.k8s.io/v1 EndpointSlice, autoscaling/v1
-// Scale, keda.sh/v1alpha1 ScaledObjectList.
+// Cluster mode, against the scripted cluster of `common::activator_cluster` (real API JSON).
 
-use common::scripted_api::{Handle as ApiHandle, Pending, reply};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-
-/// What the scripted API server holds and saw.
-#[derive(Default)]
-struct Cluster {
-    http_scaled_objects: Vec<Value>,
-    interceptor_routes: Vec<Value>,
-    scaled_objects: Vec<Value>,
-    services: HashMap<String, Value>,
-    /// EndpointSlices by name (each labelled with its Service).
-    slices: BTreeMap<String, Value>,
-    /// Per Service: EndpointSlice lists served (one per watch started), the open watch, events
-    /// not delivered yet.
-    slice_lists: HashMap<String, usize>,
-    slice_watches: HashMap<String, Pending>,
-    slice_events: HashMap<String, Vec<Value>>,
-    /// The Service of the slice watch `answer` just left open (for `hold`).
-    opening: Option<String>,
-    httpso_watch: Option<Pending>,
-    httpso_events: Vec<Value>,
-    watches: Vec<Pending>,
-    /// Deployment name → replicas.
-    replicas: HashMap<String, i32>,
-    resource_version: u64,
-    scale_puts: Vec<(String, Value)>,
-    scaled_object_lists: usize,
-    service_gets: usize,
-    /// Answer InterceptorRoute lists with this error code (the CRD missing: 404).
-    interceptor_routes_error: Option<u16>,
-    unexpected: Vec<String>,
-}
-
-fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
-    c.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn query_param(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn watch_body(events: &[Value]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        out.extend(serde_json::to_vec(e).unwrap_or_default());
-        out.push(b'\n');
-    }
-    out
-}
-
-fn scale_json(name: &str, replicas: i32, rv: u64) -> Value {
-    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
-           "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv.to_string()},
-           "spec": {"replicas": replicas},
-           "status": {"replicas": replicas, "selector": format!("app={name}")}})
-}
-
-fn answer_api(
-    c: &mut Cluster,
-    method: &http::Method,
-    path: &str,
-    query: &str,
-    body: &Value,
-) -> Option<(StatusCode, Value)> {
-    let watching = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
-    let list = |api_version: &str, kind: &str, items: Vec<Value>, rv: u64| json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv.to_string()}, "items": items});
-    const SCALE_PREFIX: &str = "/apis/apps/v1/namespaces/ns/deployments/";
-    match (method.as_str(), path) {
-        ("GET", "/apis/http.keda.sh/v1alpha1/httpscaledobjects") => (!watching).then(|| {
-            let items = c.http_scaled_objects.clone();
-            (
-                StatusCode::OK,
-                list("http.keda.sh/v1alpha1", "HTTPScaledObjectList", items, 10),
-            )
-        }),
-        ("GET", "/apis/http.keda.sh/v1beta1/interceptorroutes") if c.interceptor_routes_error.is_some() => {
-            let code = c.interceptor_routes_error.unwrap_or(404);
-            Some((
-                StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                       "message": "the server could not find the requested resource", "code": code}),
-            ))
-        }
-        ("GET", "/apis/http.keda.sh/v1beta1/interceptorroutes") => (!watching).then(|| {
-            let items = c.interceptor_routes.clone();
-            (
-                StatusCode::OK,
-                list("http.keda.sh/v1beta1", "InterceptorRouteList", items, 10),
-            )
-        }),
-        ("GET", "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects") => {
-            c.scaled_object_lists += 1;
-            let items = c.scaled_objects.clone();
-            Some((
-                StatusCode::OK,
-                list("keda.sh/v1alpha1", "ScaledObjectList", items, 10),
-            ))
-        }
-        ("GET", "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices") => {
-            let selector = query_param(query, "labelSelector").unwrap_or_default();
-            let service = selector
-                .strip_prefix("kubernetes.io/service-name=")
-                .unwrap_or_default()
-                .to_owned();
-            if watching {
-                c.opening = Some(service);
-                return None;
-            }
-            *c.slice_lists.entry(service.clone()).or_default() += 1;
-            let items = c
-                .slices
-                .values()
-                .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == service.as_str())
-                .cloned()
-                .collect();
-            Some((
-                StatusCode::OK,
-                list(
-                    "discovery.k8s.io/v1",
-                    "EndpointSliceList",
-                    items,
-                    c.resource_version,
-                ),
-            ))
-        }
-        ("GET", p) if p.starts_with("/api/v1/namespaces/ns/services/") => {
-            c.service_gets += 1;
-            let name = p.rsplit('/').next().unwrap_or_default();
-            Some(match c.services.get(name) {
-                Some(s) => (StatusCode::OK, s.clone()),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-                ),
-            })
-        }
-        (m, p) if p.starts_with(SCALE_PREFIX) && p.ends_with("/scale") => {
-            let name = p[SCALE_PREFIX.len()..].trim_end_matches("/scale").to_owned();
-            let rv = c.resource_version;
-            if m == "PUT" {
-                c.scale_puts.push((name.clone(), body.clone()));
-                let wanted = body["spec"]["replicas"].as_i64().unwrap_or(-1) as i32;
-                c.replicas.insert(name.clone(), wanted);
-                c.resource_version += 1;
-            }
-            let replicas = c.replicas.get(&name).copied().unwrap_or(0);
-            Some((StatusCode::OK, scale_json(&name, replicas, rv)))
-        }
-        _ => {
-            c.unexpected.push(format!("{method} {path}?{query}"));
-            Some((
-                StatusCode::NOT_FOUND,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-            ))
-        }
-    }
-}
-
-fn spawn_api_server(cluster: Arc<Mutex<Cluster>>) -> kube::Client {
-    let (svc, handle): (_, ApiHandle) = tower_test::mock::pair();
-    common::scripted_api::serve(handle, cluster, answer_api, |c, path, send| {
-        if path.ends_with("/endpointslices") {
-            let service = c.opening.take().unwrap_or_default();
-            match c.slice_events.remove(&service).filter(|e| !e.is_empty()) {
-                Some(events) => reply(send, StatusCode::OK, watch_body(&events)),
-                None => {
-                    c.slice_watches.insert(service, send);
-                }
-            }
-        } else if path.ends_with("/httpscaledobjects") {
-            if c.httpso_events.is_empty() {
-                c.httpso_watch = Some(send);
-            } else {
-                let events = std::mem::take(&mut c.httpso_events);
-                reply(send, StatusCode::OK, watch_body(&events));
-            }
-        } else {
-            c.watches.push(send);
-        }
-    });
-    kube::Client::new(svc, "default")
-}
-
-/// An EndpointSlice of `service` as the EndpointSlice controller writes it: one port named
-/// `http` (`port`, with `appProtocol` when given), one endpoint per (address, ready).
-fn slice(service: &str, rv: u64, port: u16, app_protocol: Option<&str>, endpoints: &[(&str, bool)]) -> Value {
-    let endpoints: Vec<Value> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, (ip, ready))| {
-            json!({
-                "addresses": [ip],
-                "conditions": {"ready": ready, "serving": ready, "terminating": false},
-                "targetRef": {"kind": "Pod", "namespace": "ns", "name": format!("{service}-{i}")}
-            })
-        })
-        .collect();
-    let mut port = json!({"name": "http", "protocol": "TCP", "port": port});
-    if let Some(p) = app_protocol {
-        port["appProtocol"] = json!(p);
-    }
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{service}-abc12"), "namespace": "ns", "resourceVersion": rv.to_string(),
-                     "labels": {"kubernetes.io/service-name": service,
-                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-        "addressType": "IPv4",
-        "ports": [port],
-        "endpoints": endpoints
-    })
-}
-
-/// Service `name`: port 80 named `http` (appProtocol as given) → 8080.
-fn service(name: &str, app_protocol: Option<&str>) -> Value {
-    let mut port = json!({"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080});
-    if let Some(p) = app_protocol {
-        port["appProtocol"] = json!(p);
-    }
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": "ns", "resourceVersion": "2"},
-           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [port]}})
-}
-
-/// HTTPScaledObject `ns/NAME` for `host`, Service `web` port 80, Deployment `web`.
-fn httpso(name: &str, host: &str, extra_spec: Value) -> Value {
-    let mut spec = json!({"hosts": [host],
-        "scaleTargetRef": {"name": "web", "kind": "Deployment", "apiVersion": "apps/v1", "service": "web", "port": 80}});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
-        s.extend(e.clone());
-    }
-    json!({"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-           "metadata": {"name": name, "namespace": "ns", "uid": format!("9b1c0f7e-0000-4000-8000-{name:0>12}"),
-                        "resourceVersion": "3", "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
-           "spec": spec})
-}
-
-/// Sends a slice event to its Service's open watch, or queues it for the next one.
-fn push_slice(cluster: &Mutex<Cluster>, slice: Value) {
-    let mut c = lock(cluster);
-    let name = slice["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let service = slice["metadata"]["labels"]["kubernetes.io/service-name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let kind = if c.slices.contains_key(&name) {
-        "MODIFIED"
-    } else {
-        "ADDED"
-    };
-    c.slices.insert(name, slice.clone());
-    let mut events = c.slice_events.remove(&service).unwrap_or_default();
-    events.push(json!({"type": kind, "object": slice}));
-    match c.slice_watches.remove(&service) {
-        Some(send) => reply(send, StatusCode::OK, watch_body(&events)),
-        None => {
-            c.slice_events.insert(service, events);
-        }
-    }
-}
-
-/// Sends an HTTPScaledObject event (`ADDED`, `DELETED`) to the open watch, or queues it.
-fn push_httpso(cluster: &Mutex<Cluster>, kind: &str, object: Value) {
-    let mut c = lock(cluster);
-    match kind {
-        "DELETED" => c
-            .http_scaled_objects
-            .retain(|o| o["metadata"]["name"] != object["metadata"]["name"]),
-        _ => c.http_scaled_objects.push(object.clone()),
-    }
-    c.httpso_events.push(json!({"type": kind, "object": object}));
-    if let Some(send) = c.httpso_watch.take() {
-        let events = std::mem::take(&mut c.httpso_events);
-        reply(send, StatusCode::OK, watch_body(&events));
-    }
-}
-
-async fn wait_cluster(cluster: &Mutex<Cluster>, what: &str, done: impl Fn(&Cluster) -> bool) {
-    let deadline = Instant::now() + BUDGET;
-    loop {
-        {
-            let c = lock(cluster);
-            if done(&c) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; unexpected: {:?}; puts: {:?}; lists: {:?}",
-                c.unexpected,
-                c.scale_puts,
-                c.slice_lists
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use common::activator_cluster::{
+    Cluster, httpso, interceptor_route as cluster_route, lock, push_object, push_slice, route_scaled_object,
+    service, slice, spawn_api_server, wait_cluster,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_routes_on_one_service_share_its_watch_and_app_protocol_h2c_is_spoken() {
     let port = echo_port().await;
-    let ir = json!({"apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
-        "metadata": {"name": "api", "namespace": "ns", "resourceVersion": "4", "generation": 1,
-                     "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"target": {"service": "web", "portName": "http"},
-                 "rules": [{"hosts": ["api.example"]}],
-                 "scalingMetric": {"concurrency": {"targetValue": 10}}}});
+    let ir = cluster_route("api", "api.example", json!({}));
+    let mut c = Cluster::new(
+        vec![httpso("web", "web.example", json!({})), ir],
+        vec![slice(
+            "web",
+            5,
+            port,
+            Some("kubernetes.io/h2c"),
+            &[("127.0.0.1", false, false)],
+        )],
+    );
     // The user's ScaledObject for the route: it names the workload the activator wakes.
-    let so = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-        "metadata": {"name": "api", "namespace": "ns", "resourceVersion": "5"},
-        "spec": {"scaleTargetRef": {"name": "api"}, "minReplicaCount": 0,
-                 "triggers": [{"type": "external-push",
-                               "metadata": {"scalerAddress": "ebb-activator-admin.ebb:9090", "interceptorRoute": "api"}}]}});
-    let cluster = Arc::new(Mutex::new(Cluster {
-        http_scaled_objects: vec![httpso("web", "web.example", json!({}))],
-        interceptor_routes: vec![ir],
-        scaled_objects: vec![so],
-        resource_version: 7,
-        ..Default::default()
-    }));
-    {
-        let mut c = lock(&cluster);
-        c.services
-            .insert("web".into(), service("web", Some("kubernetes.io/h2c")));
-        let s = slice("web", 5, port, Some("kubernetes.io/h2c"), &[("127.0.0.1", false)]);
-        c.slices.insert("web-abc12".into(), s);
-    }
+    c.scaled_objects.push(route_scaled_object("api", "api"));
+    c.services
+        .insert("web".into(), service("web", Some("kubernetes.io/h2c")));
+    let cluster = c.shared();
     let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
 
     let proxy = activator.proxy;
@@ -724,7 +417,13 @@ async fn cluster_routes_on_one_service_share_its_watch_and_app_protocol_h2c_is_s
 
     push_slice(
         &cluster,
-        slice("web", 9, port, Some("kubernetes.io/h2c"), &[("127.0.0.1", true)]),
+        slice(
+            "web",
+            9,
+            port,
+            Some("kubernetes.io/h2c"),
+            &[("127.0.0.1", true, false)],
+        ),
     );
     let (status, _, body) = tokio::time::timeout(BUDGET, held)
         .await
@@ -759,24 +458,15 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
         "other.example",
         json!({"timeouts": {"conditionWait": "60s"}}),
     );
-    let cluster = Arc::new(Mutex::new(Cluster {
-        http_scaled_objects: vec![web.clone(), other.clone()],
-        replicas: HashMap::from([("web".to_owned(), 1)]),
-        resource_version: 7,
-        ..Default::default()
-    }));
-    {
-        let mut c = lock(&cluster);
-        c.services.insert("web".into(), service("web", None));
-        c.slices.insert(
-            "web-abc12".into(),
-            slice("web", 5, dead, None, &[("127.0.0.1", false)]),
-        );
-        c.slices.insert(
-            "sorry-abc12".into(),
-            slice("sorry", 5, fallback, None, &[("127.0.0.1", true)]),
-        );
-    }
+    let mut c = Cluster::new(
+        vec![web.clone(), other.clone()],
+        vec![
+            slice("web", 5, dead, None, &[("127.0.0.1", false, false)]),
+            slice("sorry", 5, fallback, None, &[("127.0.0.1", true, false)]),
+        ],
+    );
+    c.replicas.insert("web".into(), 1);
+    let cluster = c.shared();
     let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
 
     // Not ready within timeoutSeconds: the failover Service's ready pod answers.
@@ -806,7 +496,7 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
     let proxy = activator.proxy;
     let held = tokio::spawn(async move { get(proxy, "other.example", "/").await });
     activator.wait_route("ns/other", "held", |r| r["held"] == 1).await;
-    push_httpso(&cluster, "DELETED", other);
+    push_object(&cluster, "DELETED", other);
     let (status, _, body) = tokio::time::timeout(BUDGET, held)
         .await
         .expect("answered at once")
@@ -815,9 +505,9 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     // The last route on Service web goes: its watch stops; the route back: a new watch.
-    push_httpso(&cluster, "DELETED", web.clone());
+    push_object(&cluster, "DELETED", web.clone());
     activator.wait_route("ns/web", "removed", |r| r.is_null()).await;
-    push_httpso(&cluster, "ADDED", web);
+    push_object(&cluster, "ADDED", web);
     activator.wait_route("ns/web", "back", |r| !r.is_null()).await;
     wait_cluster(&cluster, "a new watch of web's slices", |c| {
         c.slice_lists.get("web") == Some(&2) && c.slice_lists.get("sorry") == Some(&2)
@@ -834,21 +524,13 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_without_the_interceptor_route_crd_http_scaled_objects_are_still_routed() {
     let port = echo_port().await;
-    let cluster = Arc::new(Mutex::new(Cluster {
-        http_scaled_objects: vec![httpso("web", "web.example", json!({}))],
-        replicas: HashMap::from([("web".to_owned(), 1)]),
-        interceptor_routes_error: Some(404),
-        resource_version: 7,
-        ..Default::default()
-    }));
-    {
-        let mut c = lock(&cluster);
-        c.services.insert("web".into(), service("web", None));
-        c.slices.insert(
-            "web-abc12".into(),
-            slice("web", 5, port, None, &[("127.0.0.1", true)]),
-        );
-    }
+    let mut c = Cluster::new(
+        vec![httpso("web", "web.example", json!({}))],
+        vec![slice("web", 5, port, None, &[("127.0.0.1", true, false)])],
+    );
+    c.replicas.insert("web".into(), 1);
+    c.interceptor_routes_error = Some(404);
+    let cluster = c.shared();
     // Ready (start_cluster waits for /readyz) although InterceptorRoutes cannot be listed.
     let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
     activator
