@@ -10,15 +10,22 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    convert::Infallible,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 
 /// `GET path` with `Host: host` and `headers`, over HTTP/1.1.
 async fn get_with(
@@ -363,6 +370,200 @@ async fn held_requests_follow_an_edit_and_end_at_once_on_delete() {
         .expect("task")
         .expect("answered");
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    activator.stop().await;
+}
+
+/// An upstream on a port of its own that sends response headers only once `release` turns
+/// true (`late` then); on `/stall-body` it sends headers and a first chunk at once and the rest
+/// on release.
+async fn slow_port(release: watch::Receiver<bool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let release = release.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let mut release = release.clone();
+                    async move {
+                        if request.uri().path() == "/stall-body" {
+                            let chunks = futures::stream::unfold(0, move |n| {
+                                let mut release = release.clone();
+                                async move {
+                                    match n {
+                                        0 => {
+                                            Some((Ok::<_, Infallible>(Frame::data(Bytes::from("first "))), 1))
+                                        }
+                                        1 => {
+                                            let _ = release.wait_for(|r| *r).await;
+                                            Some((Ok(Frame::data(Bytes::from("rest"))), 2))
+                                        }
+                                        _ => None,
+                                    }
+                                }
+                            });
+                            return Ok::<_, Infallible>(Response::new(
+                                StreamBody::new(chunks).boxed_unsync(),
+                            ));
+                        }
+                        let _ = release.wait_for(|r| *r).await;
+                        Ok(Response::new(Full::new(Bytes::from("late")).boxed_unsync()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// `GET path` with `Host: host` through the proxy, awaited up to the test budget.
+async fn answered(proxy: std::net::SocketAddr, host: &str, path: &str) -> (StatusCode, String, Duration) {
+    let started = Instant::now();
+    let (status, _, body) = tokio::time::timeout(BUDGET, get_with(proxy, host, path, &[]))
+        .await
+        .expect("answered in time");
+    (status, body, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_request_bounds_the_hold_the_response_headers_and_the_body() {
+    let (release, released) = watch::channel(false);
+    let slow = slow_port(released).await;
+    let (_never, cold) = reserved_port();
+    let fast = echo_port().await;
+    let route = |name: &str, port: u16, request: &str| {
+        interceptor_route(
+            name,
+            port,
+            IDLE_COMMAND,
+            &format!("  rules: [{{hosts: [{name}.test]}}]\n  timeouts: {{request: {request}}}"),
+        )
+    };
+    let activator = Activator::start(
+        &[
+            route("slow", slow, "300ms"),
+            route("cold", cold, "300ms"),
+            route("fast", fast, "5s"),
+        ],
+        &["--hold-timeout", "60s"],
+    )
+    .await;
+    let key = |name: &str| format!("web/{name}");
+
+    // No response headers within the request deadline: 504, an upstream timeout.
+    let (status, body, took) = answered(activator.proxy, "slow.test", "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let r = activator.admin_json("/routes").await[key("slow")].clone();
+    assert_eq!(
+        (r["upstreamErrors"].clone(), r["holdTimeouts"].clone()),
+        (json!(1), json!(0)),
+        "{r}"
+    );
+
+    // Held with no endpoint: 504 at the request deadline, long before the 60 s hold deadline.
+    let (status, body, took) = answered(activator.proxy, "cold.test", "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let r = activator.admin_json("/routes").await[key("cold")].clone();
+    assert_eq!(r["holdTimeouts"], 1, "{r}");
+
+    // Headers in time, then the body stalls past the deadline: the body is cut.
+    let tcp = TcpStream::connect(activator.proxy).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = Request::get("/stall-body")
+        .header(http::header::HOST, "slow.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(BUDGET, sender.send_request(request))
+        .await
+        .expect("headers in time")
+        .expect("headers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = tokio::time::timeout(BUDGET, response.into_body().collect())
+        .await
+        .expect("the body ends in time");
+    assert!(body.is_err(), "cut at the deadline, not completed: {body:?}");
+
+    // Within the deadline: answered.
+    let (status, body, _) = answered(activator.proxy, "fast.test", "/ok").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("/ok host=fast.test"), "{body}");
+    let _ = release.send(true);
+    activator.stop().await;
+}
+
+/// Sends `GET /` to `host`, checks it is still waiting after three times `deadline`, then
+/// releases the upstream: the answer is the upstream's.
+async fn outlives(
+    proxy: std::net::SocketAddr,
+    host: &'static str,
+    deadline: Duration,
+    release: &watch::Sender<bool>,
+) {
+    let request = tokio::spawn(async move { get_with(proxy, host, "/", &[]).await });
+    // What is tested is that no deadline fires: waiting past it is the test.
+    tokio::time::sleep(deadline * 3).await;
+    assert!(!request.is_finished(), "{host}: answered before the upstream was");
+    let _ = release.send(true);
+    let (status, _, body) = tokio::time::timeout(BUDGET, request)
+        .await
+        .expect("answered in time")
+        .expect("task");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "late"), "{host}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_request_0s_disables_the_global_request_deadline() {
+    let (release, released) = watch::channel(false);
+    let slow = slow_port(released).await;
+    let global = interceptor_route("global", slow, IDLE_COMMAND, "  rules: [{hosts: [global.test]}]");
+    let off = interceptor_route(
+        "off",
+        slow,
+        IDLE_COMMAND,
+        "  rules: [{hosts: [off.test]}]\n  timeouts: {request: 0s}",
+    );
+    let activator = Activator::start(&[global, off], &["--request-timeout", "300ms"]).await;
+    let (status, body, _) = answered(activator.proxy, "global.test", "/").await;
+    assert_eq!(
+        status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "--request-timeout applies: {body}"
+    );
+    outlives(activator.proxy, "off.test", Duration::from_millis(300), &release).await;
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_response_header_answers_504_and_0s_disables_the_global_one() {
+    let (release, released) = watch::channel(false);
+    let slow = slow_port(released).await;
+    let short = interceptor_route(
+        "short",
+        slow,
+        IDLE_COMMAND,
+        "  rules: [{hosts: [short.test]}]\n  timeouts: {responseHeader: 300ms}",
+    );
+    let off = interceptor_route(
+        "off",
+        slow,
+        IDLE_COMMAND,
+        "  rules: [{hosts: [off.test]}]\n  timeouts: {responseHeader: 0s}",
+    );
+    let activator = Activator::start(&[short, off], &["--response-header-timeout", "300ms"]).await;
+    let (status, body, took) = answered(activator.proxy, "short.test", "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let r = activator.admin_json("/routes").await["web/short"].clone();
+    assert_eq!(r["upstreamErrors"], 1, "{r}");
+    outlives(activator.proxy, "off.test", Duration::from_millis(300), &release).await;
     activator.stop().await;
 }
 

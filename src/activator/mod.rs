@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod cold;
+pub mod deadline;
 pub mod local;
 pub mod metrics;
 pub mod proxy;
@@ -148,6 +149,8 @@ pub fn route_options(so: &HTTPScaledObject) -> Result<RouteOptions, ObjectError>
     }
     Ok(RouteOptions {
         hold_timeout,
+        // HTTPScaledObjects have no per-object request deadline: `--request-timeout`.
+        request_timeout: None,
         response_header_timeout: go_duration(
             "responseHeader",
             timeouts.and_then(|t| t.response_header.as_ref()),
@@ -184,9 +187,8 @@ fn go_duration(field: &'static str, value: Option<&String>) -> Result<Option<Opt
         .transpose()
 }
 
-/// An InterceptorRoute's settings beyond routing: `timeouts.readiness` and `responseHeader`
-/// (`0s` disables), the protocol annotation, and `coldStart`. `timeouts.request` is accepted
-/// and not applied (the proxy has no whole-request deadline; docs/activator.md).
+/// An InterceptorRoute's settings beyond routing: `timeouts.readiness`, `request` and
+/// `responseHeader` (`0s` disables), the protocol annotation, and `coldStart`.
 pub fn interceptor_route_options(ir: &InterceptorRoute) -> Result<RouteOptions, ObjectError> {
     let timeouts = ir.spec.timeouts.as_ref();
     let cold = ir.spec.cold_start.as_ref();
@@ -218,6 +220,7 @@ pub fn interceptor_route_options(ir: &InterceptorRoute) -> Result<RouteOptions, 
     };
     Ok(RouteOptions {
         hold_timeout: go_duration("readiness", timeouts.and_then(|t| t.readiness.as_ref()))?,
+        request_timeout: go_duration("request", timeouts.and_then(|t| t.request.as_ref()))?,
         response_header_timeout: go_duration(
             "responseHeader",
             timeouts.and_then(|t| t.response_header.as_ref()),
@@ -665,6 +668,7 @@ fn start_servers(
         },
         response_header_timeout: some(args.response_header_timeout),
         request_body_timeout: some(args.request_body_timeout),
+        request_timeout: some(args.request_timeout),
         retry_after: ProxyConfig::retry_after_for(hold_timeout),
     };
     let upstream = Upstream::new(DialPolicy {

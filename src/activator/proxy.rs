@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use super::{
     cold::{self, ColdStart},
+    deadline::{self, DeadlineBody},
     metrics::ActivatorMetrics,
     target::{Endpoints, InFlight, Refusal, Target},
     upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
@@ -50,6 +51,8 @@ pub struct RouteOptions {
     pub hold_timeout: Option<Option<Duration>>,
     /// `timeouts.responseHeader`.
     pub response_header_timeout: Option<Option<Duration>>,
+    /// `timeouts.request`: the whole request's deadline (`Some(None)`: `0s`, none).
+    pub request_timeout: Option<Option<Duration>>,
     /// Protocol forced by annotation `activator.ebb/app-protocol`; else the Service port's
     /// `appProtocol`, else the client's.
     pub protocol: Option<Protocol>,
@@ -77,6 +80,8 @@ pub struct ProxyConfig {
     pub response_header_timeout: Option<Duration>,
     /// Longest pause inside a request body.
     pub request_body_timeout: Option<Duration>,
+    /// The whole request's deadline (`None`: none), unless the route sets its own.
+    pub request_timeout: Option<Duration>,
     /// `Retry-After` seconds on overflow.
     pub retry_after: u64,
 }
@@ -223,10 +228,15 @@ impl Proxy {
         started: Instant,
     ) -> Response<ProxyBody> {
         let mut reroutes = 0;
+        let deadline =
+            deadline::request_deadline(options.request_timeout, self.config.request_timeout, started);
         let (in_flight, endpoints, cold, fallback) = loop {
             let (in_flight, endpoints) = target.begin();
             if !endpoints.is_empty() {
                 break (in_flight, endpoints, false, false);
+            }
+            if let Some(deadline) = deadline {
+                deadline::bound_hold(&mut options, self.config.hold_timeout, deadline, Instant::now());
             }
             match self.hold(&target, &options).await {
                 Ok((endpoints, fallback)) => break (in_flight, endpoints, true, fallback),
@@ -252,9 +262,13 @@ impl Proxy {
         let Some(addr) = target.pick(&endpoints) else {
             return plain(StatusCode::BAD_GATEWAY, "no endpoint\n");
         };
-        let header_timeout = options
-            .response_header_timeout
-            .unwrap_or(self.config.response_header_timeout);
+        let header_timeout = deadline::bound(
+            options
+                .response_header_timeout
+                .unwrap_or(self.config.response_header_timeout),
+            deadline,
+            Instant::now(),
+        );
         if let Some(upgrade) = upgrade_protocol(&request) {
             // Boxed: rare, and its state would otherwise size every request's future.
             return Box::pin(self.tunnel(
@@ -278,9 +292,12 @@ impl Proxy {
             });
         let upstream_request = prepare(request, client, &host, self.config.request_body_timeout);
         let send = self.upstream.send(addr, protocol, &host, upstream_request);
-        match within(header_timeout, send).await {
-            Ok(response) => self.forward(&target, in_flight, response, cold, started),
-            Err(error) => self.failed(&target, addr, error, cold, started),
+        match (within(header_timeout, send).await, deadline) {
+            (Ok(response), None) => self.forward(&target, in_flight, response, cold, started),
+            (Ok(response), Some(deadline)) => self
+                .forward(&target, in_flight, response, cold, started)
+                .map(|body| DeadlineBody::new(body, deadline).boxed_unsync()),
+            (Err(error), _) => self.failed(&target, addr, error, cold, started),
         }
     }
 
