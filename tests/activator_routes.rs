@@ -570,8 +570,8 @@ async fn timeouts_response_header_answers_504_and_0s_disables_the_global_one() {
 // Cluster mode, against the scripted cluster of `common::activator_cluster` (real API JSON).
 
 use common::activator_cluster::{
-    Cluster, httpso, interceptor_route as cluster_route, lock, push_object, push_slice, route_scaled_object,
-    service, slice, spawn_api_server, wait_cluster,
+    Cluster, config_map, httpso, interceptor_route as cluster_route, lock, push_config_map, push_object,
+    push_slice, route_scaled_object, service, slice, spawn_api_server, wait_cluster,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,5 +741,178 @@ async fn cluster_without_the_interceptor_route_crd_http_scaled_objects_are_still
         .await;
     let (status, _, body) = get(activator.proxy, "web.example", "/").await.expect("answered");
     assert_eq!(status, StatusCode::OK, "{body}");
+    activator.stop().await;
+}
+
+/// `GET path` on `host` until `check` holds for the answer (a ConfigMap's watch delivers it a
+/// moment after the route is in); the last answer.
+async fn answer_until(
+    proxy: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    what: &str,
+    check: impl Fn(StatusCode, &str) -> bool,
+) -> (StatusCode, http::HeaderMap, String) {
+    let deadline = Instant::now() + BUDGET;
+    loop {
+        let (status, headers, body) = get_with(proxy, host, path, &[]).await;
+        if check(status, &body) {
+            return (status, headers, body);
+        }
+        assert!(Instant::now() < deadline, "{what}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_bodies_from_config_maps_are_watched_and_served() {
+    let static_route = |path: &str, response: serde_json::Value| json!({"rules": [{"paths": [{"value": path}]}], "responseMode": "Always", "response": response});
+    let ir = cluster_route(
+        "page",
+        "page.example",
+        json!({
+            "staticRoutes": [
+                static_route("/maintenance", json!({"statusCode": 503, "bodyFromConfigMap": {"name": "pages", "key": "maintenance.html"}})),
+                static_route("/missing-key", json!({"bodyFromConfigMap": {"name": "pages", "key": "nope.html"}})),
+                static_route("/unlabelled", json!({"bodyFromConfigMap": {"name": "plain", "key": "index.html"}})),
+            ],
+            "coldStart": {"placeholder": {"response": {"bodyFromConfigMap": {"name": "pages"}}}}
+        }),
+    );
+    let mut c = Cluster::new(vec![ir], vec![]);
+    c.scaled_objects.push(route_scaled_object("page", "web"));
+    let pages = |maintenance: &str| {
+        config_map(
+            "pages",
+            20,
+            true,
+            json!({"maintenance.html": maintenance, "index.html": "<h1>starting</h1>", "style.css": "h1 {}"}),
+        )
+    };
+    c.config_maps.insert("pages".into(), pages("<h1>down</h1>"));
+    c.config_maps.insert(
+        "plain".into(),
+        config_map("plain", 21, false, json!({"index.html": "not served"})),
+    );
+    let cluster = c.shared();
+    let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
+    let proxy = activator.proxy;
+
+    // A static route's body from a named key; its Content-Type from the key's extension.
+    let (_, headers, _) = answer_until(
+        proxy,
+        "page.example",
+        "/maintenance",
+        "the ConfigMap's body",
+        |s, b| s == StatusCode::SERVICE_UNAVAILABLE && b == "<h1>down</h1>",
+    )
+    .await;
+    assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"));
+    // A named key the ConfigMap lacks, and a ConfigMap without the label: 500, as the add-on.
+    assert_eq!(
+        get_with(proxy, "page.example", "/missing-key", &[]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        get_with(proxy, "page.example", "/unlabelled", &[]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // The placeholder without a key: the key is the path (index.html for /); a missing one
+    // is an empty body.
+    for (path, body, content_type) in [
+        ("/", "<h1>starting</h1>", Some("text/html; charset=utf-8")),
+        ("/style.css", "h1 {}", Some("text/css; charset=utf-8")),
+        ("/favicon.ico", "", None),
+    ] {
+        let (status, headers, got) = get_with(proxy, "page.example", path, &[]).await;
+        assert_eq!(
+            (status, got.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, body),
+            "{path}"
+        );
+        assert_eq!(header(&headers, "content-type"), content_type, "{path}");
+        assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"), "{path}");
+    }
+
+    // An edit of the ConfigMap is served without touching the route; deleting it is a 500.
+    push_config_map(&cluster, "MODIFIED", pages("<h1>back soon</h1>"));
+    answer_until(
+        proxy,
+        "page.example",
+        "/maintenance",
+        "the edited body",
+        |_, b| b == "<h1>back soon</h1>",
+    )
+    .await;
+    push_config_map(&cluster, "DELETED", pages("<h1>back soon</h1>"));
+    answer_until(
+        proxy,
+        "page.example",
+        "/maintenance",
+        "the deleted ConfigMap",
+        |s, _| s == StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await;
+    {
+        let c = lock(&cluster);
+        // One watch per ConfigMap, shared by the static routes and the placeholder.
+        assert_eq!(
+            c.config_map_lists.get("pages"),
+            Some(&1),
+            "{:?}",
+            c.config_map_lists
+        );
+        assert_eq!(
+            c.config_map_lists.get("plain"),
+            Some(&1),
+            "{:?}",
+            c.config_map_lists
+        );
+        assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
+    }
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_bodies_from_config_maps_come_from_the_directory() {
+    let (_never, port) = reserved_port();
+    let ir = interceptor_route(
+        "app",
+        port,
+        IDLE_COMMAND,
+        r#"  rules: [{hosts: [app.test]}]
+  staticRoutes:
+    - rules: [{paths: [{value: /maintenance}]}]
+      responseMode: Always
+      response: {bodyFromConfigMap: {name: pages, key: maintenance.html}}
+    - rules: [{paths: [{value: /other}]}]
+      responseMode: Always
+      response: {bodyFromConfigMap: {name: absent}}"#,
+    );
+    let pages = |text: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pages\n  namespace: web\n  labels: {{http.keda.sh/response-body: \"true\"}}\ndata:\n  maintenance.html: \"{text}\"\n"
+        )
+    };
+    let activator = Activator::start(&[ir, pages("<p>down</p>")], &[]).await;
+    let (status, headers, body) = get_with(activator.proxy, "app.test", "/maintenance", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "<p>down</p>"));
+    assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        get_with(activator.proxy, "app.test", "/other", &[]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "no such ConfigMap in the directory"
+    );
+    // The directory is re-read: an edited ConfigMap is served.
+    let dir = activator.dir.as_ref().expect("local").path().to_path_buf();
+    common::fs::write_atomic(&dir.join("route-1.yaml"), pages("<p>back</p>"));
+    answer_until(
+        activator.proxy,
+        "app.test",
+        "/maintenance",
+        "the edited file",
+        |_, b| b == "<p>back</p>",
+    )
+    .await;
     activator.stop().await;
 }

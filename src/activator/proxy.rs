@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::{
-    cold::{self, ColdStart},
+    cold::{self, ColdStart, ResponseBodies},
     deadline::{self, DeadlineBody},
     metrics::ActivatorMetrics,
     target::{Endpoints, InFlight, Refusal, Target},
@@ -39,7 +39,7 @@ use crate::{
     net::{CloseReason, ConnState, Handshake, LogThrottle},
     scaling::{
         http_hold::{self, AtZero, HoldLimits},
-        http_route::{RouteKey, RouteTable},
+        http_route::{FixedResponse, RouteKey, RouteTable},
     },
     tls::TlsHandshake,
 };
@@ -105,6 +105,7 @@ pub struct Proxy {
     config: ProxyConfig,
     metrics: Arc<ActivatorMetrics>,
     upstream_log: Arc<LogThrottle>,
+    bodies: ResponseBodies,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -129,6 +130,7 @@ impl Proxy {
             held_total: Arc::new(AtomicUsize::new(0)),
             config,
             metrics,
+            bodies: ResponseBodies::default(),
             upstream_log: LogThrottle::new(log_window, |s| {
                 tracing::warn!(count = s.count, last = %s.last, "{} more upstream errors in the last {}", s.count, s.window_text());
             }),
@@ -143,6 +145,23 @@ impl Proxy {
     /// The routing table in use.
     pub fn routing(&self) -> Arc<Routing> {
         self.routing.load_full()
+    }
+
+    /// The ConfigMap data static and placeholder responses read (`bodyFromConfigMap`).
+    pub fn bodies(&self) -> &ResponseBodies {
+        &self.bodies
+    }
+
+    /// A static or placeholder response to a request for `path` on `target`'s route; a body
+    /// that cannot be read from its ConfigMap is a 500 (as in the add-on), logged.
+    fn fixed(&self, target: &Target, r: &FixedResponse, path: &str) -> Response<ProxyBody> {
+        let namespace = target.route.key.split_once('/').map_or("", |(ns, _)| ns);
+        cold::render(r, &self.bodies, namespace, path).unwrap_or_else(|e| {
+            if self.upstream_log.admit(|| e.to_string()) {
+                tracing::warn!(route = %target.route.key, "cannot send the static response: {e}");
+            }
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        })
     }
 
     /// Requests held now over every route.
@@ -187,7 +206,11 @@ impl Proxy {
             fixed.filter(|f| http_hold::static_answers(f.always, !target.endpoints().is_empty()))
         {
             // Not counted and no wake: a static route stands in for the target.
-            return Err(Box::new(cold::fixed(&fixed.response)));
+            return Err(Box::new(self.fixed(
+                &target,
+                &fixed.response,
+                request.uri().path(),
+            )));
         }
         Ok((target, options))
     }
@@ -238,7 +261,7 @@ impl Proxy {
             if let Some(deadline) = deadline {
                 deadline::bound_hold(&mut options, self.config.hold_timeout, deadline, Instant::now());
             }
-            match self.hold(&target, &options).await {
+            match self.hold(&target, &options, request.uri().path()).await {
                 Ok((endpoints, fallback)) => break (in_flight, endpoints, true, fallback),
                 Err(HoldEnd::Answer(response)) => {
                     target.record_response(response.status().as_u16(), true, started.elapsed());
@@ -415,7 +438,12 @@ impl Proxy {
 
     /// Holds a request until the target is ready (the endpoints, and whether they are the
     /// fallback's); the error is the response to send instead, or the route's object changed.
-    async fn hold(&self, target: &Arc<Target>, options: &RouteOptions) -> Result<(Endpoints, bool), HoldEnd> {
+    async fn hold(
+        &self,
+        target: &Arc<Target>,
+        options: &RouteOptions,
+        path: &str,
+    ) -> Result<(Endpoints, bool), HoldEnd> {
         let cold = &options.cold;
         let limits = http_hold::route_limits(self.config.limits, cold.max_pending);
         let attempt = if cold.placeholder.is_some() {
@@ -449,7 +477,7 @@ impl Proxy {
                 target.counters.placeholders.fetch_add(1, Ordering::Relaxed);
                 let fallback = cold::default_placeholder();
                 let page = cold.placeholder.as_deref().unwrap_or(&fallback);
-                let mut response = cold::fixed(page);
+                let mut response = self.fixed(target, page, path);
                 response
                     .headers_mut()
                     .insert(COLD_START_HEADER, cold_start_value(true));
