@@ -916,3 +916,75 @@ async fn local_bodies_from_config_maps_come_from_the_directory() {
     .await;
     activator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_placeholder_answers_at_once_and_the_scale_write_is_sent() {
+    let port = echo_port().await;
+    let ir = cluster_route(
+        "ph",
+        "ph.example",
+        json!({"coldStart": {"placeholder": {"response": {"body": "<h1>Loading</h1>", "headers": {"Refresh": "2"}}}}}),
+    );
+    let mut c = Cluster::new(vec![ir], vec![]);
+    c.scaled_objects.push(route_scaled_object("ph", "web"));
+    let cluster = c.shared();
+    let activator =
+        Activator::start_cluster(spawn_api_server(cluster.clone()), &["--hold-timeout", "60s"]).await;
+
+    // Answered at once (not held for the 60 s hold deadline), with the add-on's 503.
+    let (status, headers, body) =
+        tokio::time::timeout(BUDGET, get_with(activator.proxy, "ph.example", "/", &[]))
+            .await
+            .expect("answered at once");
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "<h1>Loading</h1>")
+    );
+    assert_eq!(header(&headers, "refresh"), Some("2"));
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    // The wake went out: the ScaledObject naming the route was read, its workload set to 1.
+    wait_cluster(&cluster, "the /scale write", |c| !c.scale_puts.is_empty()).await;
+    {
+        let c = lock(&cluster);
+        let (name, put) = &c.scale_puts[0];
+        assert_eq!(
+            (name.as_str(), &put["spec"]["replicas"]),
+            ("web", &json!(1)),
+            "{put}"
+        );
+        assert_eq!(c.scaled_object_lists, 1);
+    }
+    // Counted (activity in the rate window), never held.
+    let route = activator
+        .wait_route("ns/ph", "the wake counted", |r| r["coldStarts"] == 1)
+        .await;
+    assert_eq!(
+        (
+            route["requestCount"].clone(),
+            route["placeholders"].clone(),
+            route["held"].clone(),
+            route["holdTimeouts"].clone()
+        ),
+        (json!(1), json!(1), json!(0), json!(0)),
+        "{route}"
+    );
+    assert_eq!(activator.admin_json("/queue").await["ns/ph"]["RequestCount"], 1);
+
+    // The pod is ready: requests go to it.
+    push_slice(
+        &cluster,
+        slice("web", 9, port, None, &[("127.0.0.1", true, false)]),
+    );
+    let (_, headers, body) = answer_until(activator.proxy, "ph.example", "/up", "forwarded", |s, _| {
+        s == StatusCode::OK
+    })
+    .await;
+    assert!(body.contains("/up host=ph.example"), "{body}");
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("false"));
+    {
+        let c = lock(&cluster);
+        assert_eq!(c.scale_puts.len(), 1, "one wake: {:?}", c.scale_puts);
+        assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
+    }
+    activator.stop().await;
+}
