@@ -71,14 +71,17 @@ pub fn fixed(r: &FixedResponse) -> Response<ProxyBody> {
 /// directory. A ConfigMap that is not here is missing (or not labelled
 /// `http.keda.sh/response-body: "true"`).
 #[derive(Debug, Clone, Default)]
-pub struct ResponseBodies(Arc<RwLock<HashMap<(String, String), Arc<BTreeMap<String, String>>>>>);
+pub struct ResponseBodies(Arc<RwLock<HashMap<(String, String), ConfigMapData>>>);
+
+/// A ConfigMap's `data`.
+pub type ConfigMapData = Arc<BTreeMap<String, String>>;
 
 /// The label a ConfigMap needs for its data to be served as a response body (the add-on's).
 pub const RESPONSE_BODY_LABEL: &str = "http.keda.sh/response-body";
 
 impl ResponseBodies {
     /// The data of `namespace/name`, if it is known.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<BTreeMap<String, String>>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<ConfigMapData> {
         let map = self.0.read_or_recover();
         map.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }

@@ -367,11 +367,11 @@ pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
 }
 
 /// ConfigMap data by namespace and name.
-type ConfigMapData = HashMap<(String, String), std::collections::BTreeMap<String, String>>;
+type LocalConfigMaps = HashMap<(String, String), std::collections::BTreeMap<String, String>>;
 
 /// The ConfigMaps labelled `http.keda.sh/response-body: "true"` among `docs` (`--local`: the
 /// response bodies of `bodyFromConfigMap`, as the cluster's label-selected watch sees them).
-fn local_config_maps(docs: &[serde_yaml::Value]) -> ConfigMapData {
+fn local_config_maps(docs: &[serde_yaml::Value]) -> LocalConfigMaps {
     docs.iter()
         .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
         .filter_map(|d| serde_yaml::from_value::<k8s_openapi::api::core::v1::ConfigMap>(d.clone()).ok())
@@ -391,7 +391,7 @@ fn local_config_maps(docs: &[serde_yaml::Value]) -> ConfigMapData {
 }
 
 /// A line per `bodyFromConfigMap` of `d` whose ConfigMap is not in `config_maps`.
-fn missing_config_maps(d: &Desired, config_maps: &ConfigMapData) -> Vec<String> {
+fn missing_config_maps(d: &Desired, config_maps: &LocalConfigMaps) -> Vec<String> {
     let namespace = d.route.key.split_once('/').map_or("", |(ns, _)| ns);
     let mut names: Vec<&str> = d
         .route
@@ -417,7 +417,7 @@ fn missing_config_maps(d: &Desired, config_maps: &ConfigMapData) -> Vec<String> 
 }
 
 /// [`load_local`], plus the directory's response-body ConfigMaps.
-fn load_local_with_bodies(dir: &Path) -> (Vec<Desired>, Vec<String>, ConfigMapData) {
+fn load_local_with_bodies(dir: &Path) -> (Vec<Desired>, Vec<String>, LocalConfigMaps) {
     let (parsed, file_errors) = crate::source::files::load_dir(dir);
     let mut problems: Vec<String> = file_errors.iter().map(ToString::to_string).collect();
     let config_maps = local_config_maps(&parsed.others);
