@@ -1,10 +1,12 @@
 //! The activator's routes beyond a plain HTTPScaledObject, end to end on loopback with real
-//! upstreams: InterceptorRoutes (rules, static routes, placeholder, pending cap, fallback), an
-//! InterceptorRoute winning over the HTTPScaledObject of its name, the HTTPScaledObject's
-//! failover Service, and held requests following edits and deletions of their object. `--local`
-//! first; then cluster mode (`cluster_*`) on the scripted API server fed real API JSON: one
+//! upstreams: InterceptorRoutes (rules, static routes, placeholder, pending cap, fallback,
+//! `timeouts.request` and `responseHeader`), an InterceptorRoute winning over the
+//! HTTPScaledObject of its name, the HTTPScaledObject's failover Service, and held requests
+//! following edits and deletions of their object. `--local` first; then cluster mode
+//! (`cluster_*`) on the scripted cluster (`common::activator_cluster`, real API JSON): one
 //! EndpointSlice watch per Service shared by every route on it, the Service port's
-//! `appProtocol` choosing h2c, an InterceptorRoute's wake through the ScaledObject naming it.
+//! `appProtocol` choosing h2c, an InterceptorRoute's wake through the ScaledObject naming it
+//! (held or answered by a placeholder), `bodyFromConfigMap` bodies from watched ConfigMaps.
 //!
 //! No sleeps stand for "long enough": every wait polls a condition under a deadline.
 
