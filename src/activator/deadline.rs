@@ -21,7 +21,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::{proxy::RouteOptions, upstream::BoxError};
+use super::upstream::BoxError;
 use crate::scaling::http_hold;
 
 /// When the request must be done: the route's deadline (`Some(None)`: `0s`, none) else the
@@ -34,21 +34,21 @@ pub fn request_deadline(
     route.unwrap_or(global).map(|limit| started + limit)
 }
 
-/// Bounds a hold by the request deadline: when the deadline comes before the hold's own (or the
-/// hold has none), the time left becomes the hold's deadline, and the fallback is not used (the
+/// A hold bounded by the request deadline: `Some(time left)` when the deadline comes before the
+/// hold's own (route's `hold`, else `global_hold`; with a `fallback`, the fallback's), or the
+/// hold has none. The time left is then the hold's deadline, and the fallback is not used (the
 /// add-on answers 504 when no time is left for it).
 pub fn bound_hold(
-    options: &mut RouteOptions,
+    hold: Option<Option<Duration>>,
     global_hold: Option<Duration>,
+    fallback: bool,
     deadline: Instant,
     now: Instant,
-) {
+) -> Option<Duration> {
     let left = deadline.saturating_duration_since(now);
-    let hold = http_hold::hold_deadline(options.hold_timeout, global_hold, options.cold.fallback);
-    if hold.is_none_or(|h| left <= h) {
-        options.hold_timeout = Some(Some(left));
-        options.cold.fallback = false;
-    }
+    http_hold::hold_deadline(hold, global_hold, fallback)
+        .is_none_or(|h| left <= h)
+        .then_some(left)
 }
 
 /// The response-header deadline bounded by the request deadline.
@@ -112,7 +112,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activator::cold::ColdStart;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -126,38 +125,21 @@ mod tests {
     }
 
     #[test]
-    fn a_sooner_request_deadline_bounds_the_hold_and_leaves_no_time_for_the_fallback() {
+    fn a_sooner_request_deadline_bounds_the_hold() {
         let t = Instant::now();
-        let mut o = RouteOptions {
-            hold_timeout: Some(Some(S(30))),
-            cold: ColdStart {
-                fallback: true,
-                ..ColdStart::default()
-            },
-            ..RouteOptions::default()
-        };
-        bound_hold(&mut o, None, t + S(3), t + S(1));
-        assert_eq!((o.hold_timeout, o.cold.fallback), (Some(Some(S(2))), false));
-
-        // The hold's own deadline comes first: untouched, the fallback kept.
-        let mut o = RouteOptions {
-            hold_timeout: Some(Some(S(1))),
-            cold: ColdStart {
-                fallback: true,
-                ..ColdStart::default()
-            },
-            ..RouteOptions::default()
-        };
-        bound_hold(&mut o, None, t + S(3), t);
-        assert_eq!((o.hold_timeout, o.cold.fallback), (Some(Some(S(1))), true));
-
-        // No hold deadline at all (`0s`, no global): the request's.
-        let mut o = RouteOptions {
-            hold_timeout: Some(None),
-            ..RouteOptions::default()
-        };
-        bound_hold(&mut o, Some(S(30)), t + S(3), t + S(4));
-        assert_eq!(o.hold_timeout, Some(Some(Duration::ZERO)));
+        // Sooner than the fallback's 30 s: the hold ends with the request.
+        assert_eq!(
+            bound_hold(Some(Some(S(30))), None, true, t + S(3), t + S(1)),
+            Some(S(2))
+        );
+        // The hold's own deadline comes first: untouched (and the fallback kept).
+        assert_eq!(bound_hold(Some(Some(S(1))), None, true, t + S(3), t), None);
+        assert_eq!(bound_hold(None, Some(S(1)), false, t + S(3), t), None);
+        // No hold deadline at all (`0s`): the request's, even when already passed.
+        assert_eq!(
+            bound_hold(Some(None), Some(S(30)), false, t + S(3), t + S(4)),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

@@ -258,8 +258,19 @@ impl Proxy {
             if !endpoints.is_empty() {
                 break (in_flight, endpoints, false, false);
             }
-            if let Some(deadline) = deadline {
-                deadline::bound_hold(&mut options, self.config.hold_timeout, deadline, Instant::now());
+            if let Some(left) = deadline.and_then(|d| {
+                let fallback = options.cold.fallback;
+                deadline::bound_hold(
+                    options.hold_timeout,
+                    self.config.hold_timeout,
+                    fallback,
+                    d,
+                    Instant::now(),
+                )
+            }) {
+                // The request's deadline comes first: it ends the hold, with no time for a fallback.
+                options.hold_timeout = Some(Some(left));
+                options.cold.fallback = false;
             }
             match self.hold(&target, &options, request.uri().path()).await {
                 Ok((endpoints, fallback)) => break (in_flight, endpoints, true, fallback),
