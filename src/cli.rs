@@ -101,6 +101,9 @@ pub struct ActivatorArgs {
     /// How long the upstream may take to send response headers before a 504 (`timeouts.responseHeader` overrides; 0 disables).
     #[arg(long, env = "EBB_RESPONSE_HEADER_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     pub response_header_timeout: Duration,
+    /// Deadline of a whole request, hold and response body included, before a 504 or a cut body (the add-on's `KEDA_HTTP_REQUEST_TIMEOUT`; an InterceptorRoute's `timeouts.request` overrides; 0 disables).
+    #[arg(long, env = "EBB_REQUEST_TIMEOUT", default_value = "0s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Longest pause between two pieces of a request body before the request fails (0 disables).
     #[arg(long, env = "EBB_REQUEST_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub request_body_timeout: Duration,

@@ -469,289 +469,33 @@ fn without_local_or_a_cluster_the_activator_says_so() {
     );
 }
 
-// Cluster mode, against a scripted API server on kube's mocked client (tower-test): lists carry
-// the objects, watches stay open until the test pushes an event, `/scale` reads and writes are
-// recorded. Shapes are the API server's: discovery.k8s.io/v1 EndpointSlice, autoscaling/v1
-// Scale, a metav1 Status on a 409.
+// Cluster mode, against the scripted cluster of `common::activator_cluster` (real API JSON).
 
-use common::scripted_api::{Handle as ApiHandle, Pending, reply};
-
-const SCALE_PATH: &str = "/apis/apps/v1/namespaces/ns/deployments/web/scale";
-
-/// What the scripted API server holds and saw.
-#[derive(Default)]
-struct Cluster {
-    objects: Vec<Value>,
-    services: std::collections::HashMap<String, Value>,
-    slices: std::collections::BTreeMap<String, Value>,
-    /// Slice events not yet delivered, and the open slice watch they go to.
-    slice_events: Vec<Value>,
-    slice_watch: Option<Pending>,
-    /// The other open watches (HTTPScaledObjects): a quiet cluster.
-    watches: Vec<Pending>,
-    replicas: i32,
-    resource_version: u64,
-    /// `/scale` writes answered 409; each one first lets "another writer" set `raced_replicas`.
-    conflicts: usize,
-    raced_replicas: i32,
-    scale_gets: usize,
-    scale_puts: Vec<Value>,
-    service_gets: usize,
-    slice_selectors: Vec<String>,
-    unexpected: Vec<String>,
-}
-
-fn api_status(code: u16, reason: &str, message: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": message, "reason": reason, "code": code})
-}
-
-fn scale_json(c: &Cluster) -> Value {
-    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
-           "metadata": {"name": "web", "namespace": "ns", "uid": "5f0c1c8e-0000-4000-8000-000000000002",
-                        "resourceVersion": c.resource_version.to_string(),
-                        "creationTimestamp": "2026-01-01T00:00:00Z"},
-           "spec": {"replicas": c.replicas},
-           "status": {"replicas": c.replicas, "selector": "app=web"}})
-}
-
-fn query_param(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn watch_body(events: &[Value]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        out.extend(serde_json::to_vec(e).unwrap_or_default());
-        out.push(b'\n');
-    }
-    out
-}
-
-/// Answers one request; `None` keeps it open (a watch with nothing to say yet).
-fn answer_api(
-    c: &mut Cluster,
-    method: &http::Method,
-    path: &str,
-    query: &str,
-    body: &Value,
-) -> Option<(StatusCode, Value)> {
-    let watching = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
-    let list = |api_version: &str, kind: &str, items: Vec<Value>, rv: u64| json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv.to_string()}, "items": items});
-    match (method.as_str(), path) {
-        ("GET", "/apis/http.keda.sh/v1alpha1/httpscaledobjects") => {
-            if watching {
-                return None;
-            }
-            Some((
-                StatusCode::OK,
-                list(
-                    "http.keda.sh/v1alpha1",
-                    "HTTPScaledObjectList",
-                    c.objects.clone(),
-                    10,
-                ),
-            ))
-        }
-        ("GET", "/apis/http.keda.sh/v1beta1/interceptorroutes") => {
-            if watching {
-                return None;
-            }
-            Some((
-                StatusCode::OK,
-                list("http.keda.sh/v1beta1", "InterceptorRouteList", Vec::new(), 10),
-            ))
-        }
-        ("GET", "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices") => {
-            c.slice_selectors
-                .push(query_param(query, "labelSelector").unwrap_or_default());
-            if watching {
-                return None;
-            }
-            let rv = c.resource_version;
-            Some((
-                StatusCode::OK,
-                list(
-                    "discovery.k8s.io/v1",
-                    "EndpointSliceList",
-                    c.slices.values().cloned().collect(),
-                    rv,
-                ),
-            ))
-        }
-        ("GET", p) if p.starts_with("/api/v1/namespaces/ns/services/") => {
-            c.service_gets += 1;
-            let name = p.rsplit('/').next().unwrap_or_default();
-            Some(match c.services.get(name) {
-                Some(s) => (StatusCode::OK, s.clone()),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    api_status(404, "NotFound", &format!("services \"{name}\" not found")),
-                ),
-            })
-        }
-        ("GET", SCALE_PATH) => {
-            c.scale_gets += 1;
-            Some((StatusCode::OK, scale_json(c)))
-        }
-        ("PUT", SCALE_PATH) => {
-            c.scale_puts.push(body.clone());
-            let sent_rv = body["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let conflict = (
-                StatusCode::CONFLICT,
-                api_status(
-                    409,
-                    "Conflict",
-                    "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again",
-                ),
-            );
-            if c.conflicts > 0 {
-                c.conflicts -= 1;
-                c.replicas = c.raced_replicas;
-                c.resource_version += 1;
-                return Some(conflict);
-            }
-            if sent_rv != c.resource_version.to_string() {
-                return Some(conflict);
-            }
-            c.replicas = body["spec"]["replicas"].as_i64().unwrap_or(-1) as i32;
-            c.resource_version += 1;
-            Some((StatusCode::OK, scale_json(c)))
-        }
-        _ => {
-            c.unexpected.push(format!("{method} {path}?{query}"));
-            Some((StatusCode::NOT_FOUND, api_status(404, "NotFound", "not scripted")))
-        }
-    }
-}
-
-fn spawn_api_server(cluster: std::sync::Arc<std::sync::Mutex<Cluster>>) -> kube::Client {
-    let (svc, handle): (_, ApiHandle) = tower_test::mock::pair();
-    common::scripted_api::serve(handle, cluster, answer_api, |c, path, send| {
-        if !path.ends_with("/endpointslices") {
-            c.watches.push(send);
-        } else if c.slice_events.is_empty() {
-            c.slice_watch = Some(send);
-        } else {
-            let events = std::mem::take(&mut c.slice_events);
-            reply(send, StatusCode::OK, watch_body(&events));
-        }
-    });
-    kube::Client::new(svc, "default")
-}
-
-/// An EndpointSlice of Service `web` as the EndpointSlice controller writes it: port `http` is
-/// `port`, one endpoint per (address, ready, terminating).
-fn slice(rv: u64, port: u16, endpoints: &[(&str, bool, bool)]) -> Value {
-    let endpoints: Vec<Value> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, (ip, ready, terminating))| json!({
-            "addresses": [ip],
-            "conditions": {"ready": ready, "serving": ready, "terminating": terminating},
-            "nodeName": "node-1",
-            "targetRef": {"kind": "Pod", "namespace": "ns", "name": format!("web-7d9f-{i}"), "uid": format!("0000000{i}-0000-4000-8000-000000000000")}
-        }))
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "web-abc12", "namespace": "ns", "resourceVersion": rv.to_string(),
-                     "generateName": "web-", "creationTimestamp": "2026-01-01T00:00:00Z",
-                     "labels": {"kubernetes.io/service-name": "web",
-                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
-                     "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "web",
-                                          "uid": "0a0a0a0a-0000-4000-8000-000000000003",
-                                          "controller": true, "blockOwnerDeletion": true}]},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "protocol": "TCP", "port": port}],
-        "endpoints": endpoints
-    })
-}
-
-/// Service `web`: port 80 named `http` → container port 8080.
-fn web_service() -> Value {
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": "web", "namespace": "ns", "resourceVersion": "2"},
-           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "selector": {"app": "web"},
-                    "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]}})
-}
+use common::activator_cluster::{Cluster, httpso, lock, push_slice, slice, spawn_api_server, wait_cluster};
 
 /// HTTPScaledObject `ns/web` for host `web.example`; `port` is `{"port": 80}` or `{"portName": …}`.
 fn cluster_object(port: Value, extra_spec: Value) -> Value {
-    let mut target = json!({"name": "web", "kind": "Deployment", "apiVersion": "apps/v1", "service": "web"});
+    let mut target = json!({"port": null});
     if let (Some(t), Some(p)) = (target.as_object_mut(), port.as_object()) {
         t.extend(p.clone());
     }
-    let mut spec =
-        json!({"hosts": ["web.example"], "scaleTargetRef": target, "replicas": {"min": 0, "max": 10}});
+    let mut spec = json!({"scaleTargetRef": target});
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
         s.extend(e.clone());
     }
-    json!({"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-           "metadata": {"name": "web", "namespace": "ns", "uid": "9b1c0f7e-0000-4000-8000-000000000001",
-                        "resourceVersion": "3", "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
-           "spec": spec})
+    httpso("web", "web.example", spec)
 }
 
-/// Sends a slice event to the open watch, or queues it for the next one.
-fn push_slice(cluster: &std::sync::Mutex<Cluster>, slice: Value) {
-    let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-    let name = slice["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let kind = if c.slices.contains_key(&name) {
-        "MODIFIED"
-    } else {
-        "ADDED"
-    };
-    c.slices.insert(name, slice.clone());
-    c.slice_events.push(json!({"type": kind, "object": slice}));
-    if let Some(send) = c.slice_watch.take() {
-        let events = std::mem::take(&mut c.slice_events);
-        reply(send, StatusCode::OK, watch_body(&events));
-    }
-}
-
-async fn wait_cluster(cluster: &std::sync::Mutex<Cluster>, what: &str, done: impl Fn(&Cluster) -> bool) {
-    let deadline = Instant::now() + BUDGET;
-    loop {
-        {
-            let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
-            if done(&c) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; unexpected: {:?}; puts: {:?}; gets: {}",
-                c.unexpected,
-                c.scale_puts,
-                c.scale_gets
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
+/// The scripted cluster with `objects`, Deployment `web` at `replicas` and `slices` of Service
+/// `web`.
 fn scripted(
     objects: Vec<Value>,
     replicas: i32,
     slices: Vec<Value>,
 ) -> std::sync::Arc<std::sync::Mutex<Cluster>> {
-    let mut c = Cluster {
-        objects,
-        replicas,
-        resource_version: 7,
-        ..Default::default()
-    };
-    c.services.insert("web".into(), web_service());
-    for s in slices {
-        let name = s["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        c.slices.insert(name, s);
-    }
-    std::sync::Arc::new(std::sync::Mutex::new(c))
+    let mut c = Cluster::new(objects, slices);
+    c.replicas.insert("web".into(), replicas);
+    c.shared()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -763,7 +507,7 @@ async fn cluster_the_first_held_request_wakes_the_target_once_and_a_ready_slice_
     let cluster = scripted(
         vec![cluster_object(json!({"port": 80}), json!({}))],
         0,
-        vec![slice(5, port, &[("127.0.0.1", false, false)])],
+        vec![slice("web", 5, port, None, &[("127.0.0.1", false, false)])],
     );
     let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
 
@@ -778,16 +522,16 @@ async fn cluster_the_first_held_request_wakes_the_target_once_and_a_ready_slice_
         .await;
     wait_cluster(&cluster, "the /scale write", |c| !c.scale_puts.is_empty()).await;
     {
-        let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let c = lock(&cluster);
         assert_eq!(c.scale_puts.len(), 1, "one write per wake: {:?}", c.scale_puts);
-        let put = &c.scale_puts[0];
+        let put = &c.scale_puts[0].1;
         assert_eq!(put["spec"]["replicas"], 1, "{put}");
         assert_eq!(put["metadata"]["resourceVersion"], "7", "conflict-safe: {put}");
         assert_eq!(
             (put["kind"].as_str(), put["apiVersion"].as_str()),
             (Some("Scale"), Some("autoscaling/v1"))
         );
-        assert_eq!(c.replicas, 1);
+        assert_eq!(c.replicas_of("web"), 1);
         assert_eq!(c.service_gets, 1, "port 80 mapped through the Service once");
         assert!(
             !c.slice_selectors.is_empty()
@@ -800,7 +544,10 @@ async fn cluster_the_first_held_request_wakes_the_target_once_and_a_ready_slice_
     }
 
     // The pod turns ready: every held request goes to it, to the pod's address and port.
-    push_slice(&cluster, slice(9, port, &[("127.0.0.1", true, false)]));
+    push_slice(
+        &cluster,
+        slice("web", 9, port, None, &[("127.0.0.1", true, false)]),
+    );
     for (i, request) in requests.into_iter().enumerate() {
         let (status, headers, body) = tokio::time::timeout(BUDGET, request)
             .await
@@ -842,7 +589,7 @@ async fn cluster_the_first_held_request_wakes_the_target_once_and_a_ready_slice_
         "{metrics}"
     );
     {
-        let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let c = lock(&cluster);
         assert_eq!((c.scale_gets, c.scale_puts.len()), (1, 1));
         assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
     }
@@ -859,7 +606,7 @@ async fn cluster_terminating_endpoints_are_skipped_and_the_cap_and_deadline_hold
             json!({"timeouts": {"conditionWait": "700ms"}}),
         )],
         1,
-        vec![slice(5, port, &[("127.0.0.1", true, true)])],
+        vec![slice("web", 5, port, None, &[("127.0.0.1", true, true)])],
     );
     let activator = Activator::start_cluster(
         spawn_api_server(cluster.clone()),
@@ -894,7 +641,7 @@ async fn cluster_terminating_endpoints_are_skipped_and_the_cap_and_deadline_hold
     );
     assert_eq!(route["coldStarts"], 0, "{route}");
     {
-        let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let c = lock(&cluster);
         assert!(
             c.scale_puts.is_empty(),
             "replicas > 0: nothing to write: {:?}",
@@ -914,7 +661,7 @@ async fn wake_through_a_conflict(raced: i32) -> (Vec<Value>, usize, usize) {
         vec![],
     );
     {
-        let mut c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = lock(&cluster);
         c.conflicts = 1;
         c.raced_replicas = raced;
     }
@@ -922,7 +669,7 @@ async fn wake_through_a_conflict(raced: i32) -> (Vec<Value>, usize, usize) {
     let proxy = activator.proxy;
     let held = tokio::spawn(async move { get(proxy, "web.example", "/").await });
     wait_cluster(&cluster, "the wake to settle", |c| {
-        c.replicas == 1 && c.scale_gets == 2
+        c.replicas_of("web") == 1 && c.scale_gets == 2
     })
     .await;
     let route = activator.wait_route("ns/web", "held", |r| r["held"] == 1).await;
@@ -933,10 +680,14 @@ async fn wake_through_a_conflict(raced: i32) -> (Vec<Value>, usize, usize) {
         .wait_route("ns/web", "abandoned", |r| r["held"] == 0)
         .await;
     activator.stop().await;
-    let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    let c = lock(&cluster);
     assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
     assert_eq!(route["wakeErrors"], 0, "{route}");
-    (c.scale_puts.clone(), c.scale_gets, c.service_gets)
+    (
+        c.scale_puts.iter().map(|(_, put)| put.clone()).collect(),
+        c.scale_gets,
+        c.service_gets,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

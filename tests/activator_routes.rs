@@ -1,24 +1,33 @@
 //! The activator's routes beyond a plain HTTPScaledObject, end to end on loopback with real
-//! upstreams: InterceptorRoutes (rules, static routes, placeholder, pending cap, fallback), an
-//! InterceptorRoute winning over the HTTPScaledObject of its name, the HTTPScaledObject's
-//! failover Service, and held requests following edits and deletions of their object. `--local`
-//! first; then cluster mode (`cluster_*`) on the scripted API server fed real API JSON: one
+//! upstreams: InterceptorRoutes (rules, static routes, placeholder, pending cap, fallback,
+//! `timeouts.request` and `responseHeader`), an InterceptorRoute winning over the
+//! HTTPScaledObject of its name, the HTTPScaledObject's failover Service, and held requests
+//! following edits and deletions of their object. `--local` first; then cluster mode
+//! (`cluster_*`) on the scripted cluster (`common::activator_cluster`, real API JSON): one
 //! EndpointSlice watch per Service shared by every route on it, the Service port's
-//! `appProtocol` choosing h2c, an InterceptorRoute's wake through the ScaledObject naming it.
+//! `appProtocol` choosing h2c, an InterceptorRoute's wake through the ScaledObject naming it
+//! (held or answered by a placeholder), `bodyFromConfigMap` bodies from watched ConfigMaps.
 //!
 //! No sleeps stand for "long enough": every wait polls a condition under a deadline.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    convert::Infallible,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use serde_json::json;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 
 /// `GET path` with `Host: host` and `headers`, over HTTP/1.1.
 async fn get_with(
@@ -366,339 +375,226 @@ async fn held_requests_follow_an_edit_and_end_at_once_on_delete() {
     activator.stop().await;
 }
 
-// Cluster mode, against a scripted API server on kube's mocked client (tower-test): lists carry
-// the objects, watches stay open until the test pushes an event, `/scale` reads and writes are
-// recorded. Shapes are the API server's: discovery.k8s.io/v1 EndpointSlice, autoscaling/v1
-// Scale, keda.sh/v1alpha1 ScaledObjectList.
-
-use common::scripted_api::{Handle as ApiHandle, Pending, reply};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-
-/// What the scripted API server holds and saw.
-#[derive(Default)]
-struct Cluster {
-    http_scaled_objects: Vec<Value>,
-    interceptor_routes: Vec<Value>,
-    scaled_objects: Vec<Value>,
-    services: HashMap<String, Value>,
-    /// EndpointSlices by name (each labelled with its Service).
-    slices: BTreeMap<String, Value>,
-    /// Per Service: EndpointSlice lists served (one per watch started), the open watch, events
-    /// not delivered yet.
-    slice_lists: HashMap<String, usize>,
-    slice_watches: HashMap<String, Pending>,
-    slice_events: HashMap<String, Vec<Value>>,
-    /// The Service of the slice watch `answer` just left open (for `hold`).
-    opening: Option<String>,
-    httpso_watch: Option<Pending>,
-    httpso_events: Vec<Value>,
-    watches: Vec<Pending>,
-    /// Deployment name → replicas.
-    replicas: HashMap<String, i32>,
-    resource_version: u64,
-    scale_puts: Vec<(String, Value)>,
-    scaled_object_lists: usize,
-    service_gets: usize,
-    /// Answer InterceptorRoute lists with this error code (the CRD missing: 404).
-    interceptor_routes_error: Option<u16>,
-    unexpected: Vec<String>,
-}
-
-fn lock(c: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
-    c.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn query_param(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn watch_body(events: &[Value]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        out.extend(serde_json::to_vec(e).unwrap_or_default());
-        out.push(b'\n');
-    }
-    out
-}
-
-fn scale_json(name: &str, replicas: i32, rv: u64) -> Value {
-    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
-           "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv.to_string()},
-           "spec": {"replicas": replicas},
-           "status": {"replicas": replicas, "selector": format!("app={name}")}})
-}
-
-fn answer_api(
-    c: &mut Cluster,
-    method: &http::Method,
-    path: &str,
-    query: &str,
-    body: &Value,
-) -> Option<(StatusCode, Value)> {
-    let watching = query_param(query, "watch").is_some_and(|w| w == "true" || w == "1");
-    let list = |api_version: &str, kind: &str, items: Vec<Value>, rv: u64| json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": rv.to_string()}, "items": items});
-    const SCALE_PREFIX: &str = "/apis/apps/v1/namespaces/ns/deployments/";
-    match (method.as_str(), path) {
-        ("GET", "/apis/http.keda.sh/v1alpha1/httpscaledobjects") => (!watching).then(|| {
-            let items = c.http_scaled_objects.clone();
-            (
-                StatusCode::OK,
-                list("http.keda.sh/v1alpha1", "HTTPScaledObjectList", items, 10),
-            )
-        }),
-        ("GET", "/apis/http.keda.sh/v1beta1/interceptorroutes") if c.interceptor_routes_error.is_some() => {
-            let code = c.interceptor_routes_error.unwrap_or(404);
-            Some((
-                StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND),
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                       "message": "the server could not find the requested resource", "code": code}),
-            ))
-        }
-        ("GET", "/apis/http.keda.sh/v1beta1/interceptorroutes") => (!watching).then(|| {
-            let items = c.interceptor_routes.clone();
-            (
-                StatusCode::OK,
-                list("http.keda.sh/v1beta1", "InterceptorRouteList", items, 10),
-            )
-        }),
-        ("GET", "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects") => {
-            c.scaled_object_lists += 1;
-            let items = c.scaled_objects.clone();
-            Some((
-                StatusCode::OK,
-                list("keda.sh/v1alpha1", "ScaledObjectList", items, 10),
-            ))
-        }
-        ("GET", "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices") => {
-            let selector = query_param(query, "labelSelector").unwrap_or_default();
-            let service = selector
-                .strip_prefix("kubernetes.io/service-name=")
-                .unwrap_or_default()
-                .to_owned();
-            if watching {
-                c.opening = Some(service);
-                return None;
-            }
-            *c.slice_lists.entry(service.clone()).or_default() += 1;
-            let items = c
-                .slices
-                .values()
-                .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == service.as_str())
-                .cloned()
-                .collect();
-            Some((
-                StatusCode::OK,
-                list(
-                    "discovery.k8s.io/v1",
-                    "EndpointSliceList",
-                    items,
-                    c.resource_version,
-                ),
-            ))
-        }
-        ("GET", p) if p.starts_with("/api/v1/namespaces/ns/services/") => {
-            c.service_gets += 1;
-            let name = p.rsplit('/').next().unwrap_or_default();
-            Some(match c.services.get(name) {
-                Some(s) => (StatusCode::OK, s.clone()),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-                ),
-            })
-        }
-        (m, p) if p.starts_with(SCALE_PREFIX) && p.ends_with("/scale") => {
-            let name = p[SCALE_PREFIX.len()..].trim_end_matches("/scale").to_owned();
-            let rv = c.resource_version;
-            if m == "PUT" {
-                c.scale_puts.push((name.clone(), body.clone()));
-                let wanted = body["spec"]["replicas"].as_i64().unwrap_or(-1) as i32;
-                c.replicas.insert(name.clone(), wanted);
-                c.resource_version += 1;
-            }
-            let replicas = c.replicas.get(&name).copied().unwrap_or(0);
-            Some((StatusCode::OK, scale_json(&name, replicas, rv)))
-        }
-        _ => {
-            c.unexpected.push(format!("{method} {path}?{query}"));
-            Some((
-                StatusCode::NOT_FOUND,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-            ))
-        }
-    }
-}
-
-fn spawn_api_server(cluster: Arc<Mutex<Cluster>>) -> kube::Client {
-    let (svc, handle): (_, ApiHandle) = tower_test::mock::pair();
-    common::scripted_api::serve(handle, cluster, answer_api, |c, path, send| {
-        if path.ends_with("/endpointslices") {
-            let service = c.opening.take().unwrap_or_default();
-            match c.slice_events.remove(&service).filter(|e| !e.is_empty()) {
-                Some(events) => reply(send, StatusCode::OK, watch_body(&events)),
-                None => {
-                    c.slice_watches.insert(service, send);
-                }
-            }
-        } else if path.ends_with("/httpscaledobjects") {
-            if c.httpso_events.is_empty() {
-                c.httpso_watch = Some(send);
-            } else {
-                let events = std::mem::take(&mut c.httpso_events);
-                reply(send, StatusCode::OK, watch_body(&events));
-            }
-        } else {
-            c.watches.push(send);
+/// An upstream on a port of its own that sends response headers only once `release` turns
+/// true (`late` then); on `/stall-body` it sends headers and a first chunk at once and the rest
+/// on release.
+async fn slow_port(release: watch::Receiver<bool>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let release = release.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let mut release = release.clone();
+                    async move {
+                        if request.uri().path() == "/stall-body" {
+                            let chunks = futures::stream::unfold(0, move |n| {
+                                let mut release = release.clone();
+                                async move {
+                                    match n {
+                                        0 => {
+                                            Some((Ok::<_, Infallible>(Frame::data(Bytes::from("first "))), 1))
+                                        }
+                                        1 => {
+                                            let _ = release.wait_for(|r| *r).await;
+                                            Some((Ok(Frame::data(Bytes::from("rest"))), 2))
+                                        }
+                                        _ => None,
+                                    }
+                                }
+                            });
+                            return Ok::<_, Infallible>(Response::new(
+                                StreamBody::new(chunks).boxed_unsync(),
+                            ));
+                        }
+                        let _ = release.wait_for(|r| *r).await;
+                        Ok(Response::new(Full::new(Bytes::from("late")).boxed_unsync()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
         }
     });
-    kube::Client::new(svc, "default")
+    port
 }
 
-/// An EndpointSlice of `service` as the EndpointSlice controller writes it: one port named
-/// `http` (`port`, with `appProtocol` when given), one endpoint per (address, ready).
-fn slice(service: &str, rv: u64, port: u16, app_protocol: Option<&str>, endpoints: &[(&str, bool)]) -> Value {
-    let endpoints: Vec<Value> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, (ip, ready))| {
-            json!({
-                "addresses": [ip],
-                "conditions": {"ready": ready, "serving": ready, "terminating": false},
-                "targetRef": {"kind": "Pod", "namespace": "ns", "name": format!("{service}-{i}")}
-            })
-        })
-        .collect();
-    let mut port = json!({"name": "http", "protocol": "TCP", "port": port});
-    if let Some(p) = app_protocol {
-        port["appProtocol"] = json!(p);
-    }
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{service}-abc12"), "namespace": "ns", "resourceVersion": rv.to_string(),
-                     "labels": {"kubernetes.io/service-name": service,
-                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-        "addressType": "IPv4",
-        "ports": [port],
-        "endpoints": endpoints
-    })
+/// `GET path` with `Host: host` through the proxy, awaited up to the test budget.
+async fn answered(proxy: std::net::SocketAddr, host: &str, path: &str) -> (StatusCode, String, Duration) {
+    let started = Instant::now();
+    let (status, _, body) = tokio::time::timeout(BUDGET, get_with(proxy, host, path, &[]))
+        .await
+        .expect("answered in time");
+    (status, body, started.elapsed())
 }
 
-/// Service `name`: port 80 named `http` (appProtocol as given) → 8080.
-fn service(name: &str, app_protocol: Option<&str>) -> Value {
-    let mut port = json!({"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080});
-    if let Some(p) = app_protocol {
-        port["appProtocol"] = json!(p);
-    }
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": "ns", "resourceVersion": "2"},
-           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "ports": [port]}})
-}
-
-/// HTTPScaledObject `ns/NAME` for `host`, Service `web` port 80, Deployment `web`.
-fn httpso(name: &str, host: &str, extra_spec: Value) -> Value {
-    let mut spec = json!({"hosts": [host],
-        "scaleTargetRef": {"name": "web", "kind": "Deployment", "apiVersion": "apps/v1", "service": "web", "port": 80}});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra_spec.as_object()) {
-        s.extend(e.clone());
-    }
-    json!({"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-           "metadata": {"name": name, "namespace": "ns", "uid": format!("9b1c0f7e-0000-4000-8000-{name:0>12}"),
-                        "resourceVersion": "3", "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
-           "spec": spec})
-}
-
-/// Sends a slice event to its Service's open watch, or queues it for the next one.
-fn push_slice(cluster: &Mutex<Cluster>, slice: Value) {
-    let mut c = lock(cluster);
-    let name = slice["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let service = slice["metadata"]["labels"]["kubernetes.io/service-name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let kind = if c.slices.contains_key(&name) {
-        "MODIFIED"
-    } else {
-        "ADDED"
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_request_bounds_the_hold_the_response_headers_and_the_body() {
+    let (release, released) = watch::channel(false);
+    let slow = slow_port(released).await;
+    let (_never, cold) = reserved_port();
+    let fast = echo_port().await;
+    let route = |name: &str, port: u16, request: &str| {
+        interceptor_route(
+            name,
+            port,
+            IDLE_COMMAND,
+            &format!("  rules: [{{hosts: [{name}.test]}}]\n  timeouts: {{request: {request}}}"),
+        )
     };
-    c.slices.insert(name, slice.clone());
-    let mut events = c.slice_events.remove(&service).unwrap_or_default();
-    events.push(json!({"type": kind, "object": slice}));
-    match c.slice_watches.remove(&service) {
-        Some(send) => reply(send, StatusCode::OK, watch_body(&events)),
-        None => {
-            c.slice_events.insert(service, events);
-        }
-    }
+    let activator = Activator::start(
+        &[
+            route("slow", slow, "300ms"),
+            route("cold", cold, "300ms"),
+            route("fast", fast, "5s"),
+        ],
+        &["--hold-timeout", "60s"],
+    )
+    .await;
+    let key = |name: &str| format!("web/{name}");
+
+    // No response headers within the request deadline: 504, an upstream timeout.
+    let (status, body, took) = answered(activator.proxy, "slow.test", "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let r = activator.admin_json("/routes").await[key("slow")].clone();
+    assert_eq!(
+        (r["upstreamErrors"].clone(), r["holdTimeouts"].clone()),
+        (json!(1), json!(0)),
+        "{r}"
+    );
+
+    // Held with no endpoint: 504 at the request deadline, long before the 60 s hold deadline.
+    let (status, body, took) = answered(activator.proxy, "cold.test", "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let r = activator.admin_json("/routes").await[key("cold")].clone();
+    assert_eq!(r["holdTimeouts"], 1, "{r}");
+
+    // Headers in time, then the body stalls past the deadline: the body is cut.
+    let tcp = TcpStream::connect(activator.proxy).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = Request::get("/stall-body")
+        .header(http::header::HOST, "slow.test")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = tokio::time::timeout(BUDGET, sender.send_request(request))
+        .await
+        .expect("headers in time")
+        .expect("headers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = tokio::time::timeout(BUDGET, response.into_body().collect())
+        .await
+        .expect("the body ends in time");
+    assert!(body.is_err(), "cut at the deadline, not completed: {body:?}");
+
+    // Within the deadline: answered.
+    let (status, body, _) = answered(activator.proxy, "fast.test", "/ok").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("/ok host=fast.test"), "{body}");
+    let _ = release.send(true);
+    activator.stop().await;
 }
 
-/// Sends an HTTPScaledObject event (`ADDED`, `DELETED`) to the open watch, or queues it.
-fn push_httpso(cluster: &Mutex<Cluster>, kind: &str, object: Value) {
-    let mut c = lock(cluster);
-    match kind {
-        "DELETED" => c
-            .http_scaled_objects
-            .retain(|o| o["metadata"]["name"] != object["metadata"]["name"]),
-        _ => c.http_scaled_objects.push(object.clone()),
-    }
-    c.httpso_events.push(json!({"type": kind, "object": object}));
-    if let Some(send) = c.httpso_watch.take() {
-        let events = std::mem::take(&mut c.httpso_events);
-        reply(send, StatusCode::OK, watch_body(&events));
-    }
+/// Sends `GET /` to `host`, checks it is still waiting after three times `deadline`, then
+/// releases the upstream: the answer is the upstream's.
+async fn outlives(
+    proxy: std::net::SocketAddr,
+    host: &'static str,
+    deadline: Duration,
+    release: &watch::Sender<bool>,
+) {
+    let request = tokio::spawn(async move { get_with(proxy, host, "/", &[]).await });
+    // What is tested is that no deadline fires: waiting past it is the test.
+    tokio::time::sleep(deadline * 3).await;
+    assert!(!request.is_finished(), "{host}: answered before the upstream was");
+    let _ = release.send(true);
+    let (status, _, body) = tokio::time::timeout(BUDGET, request)
+        .await
+        .expect("answered in time")
+        .expect("task");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "late"), "{host}");
 }
 
-async fn wait_cluster(cluster: &Mutex<Cluster>, what: &str, done: impl Fn(&Cluster) -> bool) {
-    let deadline = Instant::now() + BUDGET;
-    loop {
-        {
-            let c = lock(cluster);
-            if done(&c) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; unexpected: {:?}; puts: {:?}; lists: {:?}",
-                c.unexpected,
-                c.scale_puts,
-                c.slice_lists
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_request_0s_disables_the_global_request_deadline() {
+    let (release, released) = watch::channel(false);
+    let slow = slow_port(released).await;
+    let global = interceptor_route("global", slow, IDLE_COMMAND, "  rules: [{hosts: [global.test]}]");
+    let off = interceptor_route(
+        "off",
+        slow,
+        IDLE_COMMAND,
+        "  rules: [{hosts: [off.test]}]\n  timeouts: {request: 0s}",
+    );
+    let activator = Activator::start(&[global, off], &["--request-timeout", "300ms"]).await;
+    let (status, body, _) = answered(activator.proxy, "global.test", "/").await;
+    assert_eq!(
+        status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "--request-timeout applies: {body}"
+    );
+    outlives(activator.proxy, "off.test", Duration::from_millis(300), &release).await;
+    activator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_response_header_answers_504_and_0s_disables_the_global_one() {
+    let (release, released) = watch::channel(false);
+    let slow = slow_port(released).await;
+    let short = interceptor_route(
+        "short",
+        slow,
+        IDLE_COMMAND,
+        "  rules: [{hosts: [short.test]}]\n  timeouts: {responseHeader: 300ms}",
+    );
+    let off = interceptor_route(
+        "off",
+        slow,
+        IDLE_COMMAND,
+        "  rules: [{hosts: [off.test]}]\n  timeouts: {responseHeader: 0s}",
+    );
+    let activator = Activator::start(&[short, off], &["--response-header-timeout", "300ms"]).await;
+    let (status, body, took) = answered(activator.proxy, "short.test", "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let r = activator.admin_json("/routes").await["web/short"].clone();
+    assert_eq!(r["upstreamErrors"], 1, "{r}");
+    outlives(activator.proxy, "off.test", Duration::from_millis(300), &release).await;
+    activator.stop().await;
+}
+
+// Cluster mode, against the scripted cluster of `common::activator_cluster` (real API JSON).
+
+use common::activator_cluster::{
+    Cluster, config_map, httpso, interceptor_route as cluster_route, lock, push_config_map, push_object,
+    push_slice, route_scaled_object, service, slice, spawn_api_server, wait_cluster,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_routes_on_one_service_share_its_watch_and_app_protocol_h2c_is_spoken() {
     let port = echo_port().await;
-    let ir = json!({"apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
-        "metadata": {"name": "api", "namespace": "ns", "resourceVersion": "4", "generation": 1,
-                     "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"target": {"service": "web", "portName": "http"},
-                 "rules": [{"hosts": ["api.example"]}],
-                 "scalingMetric": {"concurrency": {"targetValue": 10}}}});
+    let ir = cluster_route("api", "api.example", json!({}));
+    let mut c = Cluster::new(
+        vec![httpso("web", "web.example", json!({})), ir],
+        vec![slice(
+            "web",
+            5,
+            port,
+            Some("kubernetes.io/h2c"),
+            &[("127.0.0.1", false, false)],
+        )],
+    );
     // The user's ScaledObject for the route: it names the workload the activator wakes.
-    let so = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-        "metadata": {"name": "api", "namespace": "ns", "resourceVersion": "5"},
-        "spec": {"scaleTargetRef": {"name": "api"}, "minReplicaCount": 0,
-                 "triggers": [{"type": "external-push",
-                               "metadata": {"scalerAddress": "ebb-activator-admin.ebb:9090", "interceptorRoute": "api"}}]}});
-    let cluster = Arc::new(Mutex::new(Cluster {
-        http_scaled_objects: vec![httpso("web", "web.example", json!({}))],
-        interceptor_routes: vec![ir],
-        scaled_objects: vec![so],
-        resource_version: 7,
-        ..Default::default()
-    }));
-    {
-        let mut c = lock(&cluster);
-        c.services
-            .insert("web".into(), service("web", Some("kubernetes.io/h2c")));
-        let s = slice("web", 5, port, Some("kubernetes.io/h2c"), &[("127.0.0.1", false)]);
-        c.slices.insert("web-abc12".into(), s);
-    }
+    c.scaled_objects.push(route_scaled_object("api", "api"));
+    c.services
+        .insert("web".into(), service("web", Some("kubernetes.io/h2c")));
+    let cluster = c.shared();
     let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
 
     let proxy = activator.proxy;
@@ -724,7 +620,13 @@ async fn cluster_routes_on_one_service_share_its_watch_and_app_protocol_h2c_is_s
 
     push_slice(
         &cluster,
-        slice("web", 9, port, Some("kubernetes.io/h2c"), &[("127.0.0.1", true)]),
+        slice(
+            "web",
+            9,
+            port,
+            Some("kubernetes.io/h2c"),
+            &[("127.0.0.1", true, false)],
+        ),
     );
     let (status, _, body) = tokio::time::timeout(BUDGET, held)
         .await
@@ -759,24 +661,15 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
         "other.example",
         json!({"timeouts": {"conditionWait": "60s"}}),
     );
-    let cluster = Arc::new(Mutex::new(Cluster {
-        http_scaled_objects: vec![web.clone(), other.clone()],
-        replicas: HashMap::from([("web".to_owned(), 1)]),
-        resource_version: 7,
-        ..Default::default()
-    }));
-    {
-        let mut c = lock(&cluster);
-        c.services.insert("web".into(), service("web", None));
-        c.slices.insert(
-            "web-abc12".into(),
-            slice("web", 5, dead, None, &[("127.0.0.1", false)]),
-        );
-        c.slices.insert(
-            "sorry-abc12".into(),
-            slice("sorry", 5, fallback, None, &[("127.0.0.1", true)]),
-        );
-    }
+    let mut c = Cluster::new(
+        vec![web.clone(), other.clone()],
+        vec![
+            slice("web", 5, dead, None, &[("127.0.0.1", false, false)]),
+            slice("sorry", 5, fallback, None, &[("127.0.0.1", true, false)]),
+        ],
+    );
+    c.replicas.insert("web".into(), 1);
+    let cluster = c.shared();
     let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
 
     // Not ready within timeoutSeconds: the failover Service's ready pod answers.
@@ -806,7 +699,7 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
     let proxy = activator.proxy;
     let held = tokio::spawn(async move { get(proxy, "other.example", "/").await });
     activator.wait_route("ns/other", "held", |r| r["held"] == 1).await;
-    push_httpso(&cluster, "DELETED", other);
+    push_object(&cluster, "DELETED", other);
     let (status, _, body) = tokio::time::timeout(BUDGET, held)
         .await
         .expect("answered at once")
@@ -815,9 +708,9 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     // The last route on Service web goes: its watch stops; the route back: a new watch.
-    push_httpso(&cluster, "DELETED", web.clone());
+    push_object(&cluster, "DELETED", web.clone());
     activator.wait_route("ns/web", "removed", |r| r.is_null()).await;
-    push_httpso(&cluster, "ADDED", web);
+    push_object(&cluster, "ADDED", web);
     activator.wait_route("ns/web", "back", |r| !r.is_null()).await;
     wait_cluster(&cluster, "a new watch of web's slices", |c| {
         c.slice_lists.get("web") == Some(&2) && c.slice_lists.get("sorry") == Some(&2)
@@ -834,21 +727,13 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_without_the_interceptor_route_crd_http_scaled_objects_are_still_routed() {
     let port = echo_port().await;
-    let cluster = Arc::new(Mutex::new(Cluster {
-        http_scaled_objects: vec![httpso("web", "web.example", json!({}))],
-        replicas: HashMap::from([("web".to_owned(), 1)]),
-        interceptor_routes_error: Some(404),
-        resource_version: 7,
-        ..Default::default()
-    }));
-    {
-        let mut c = lock(&cluster);
-        c.services.insert("web".into(), service("web", None));
-        c.slices.insert(
-            "web-abc12".into(),
-            slice("web", 5, port, None, &[("127.0.0.1", true)]),
-        );
-    }
+    let mut c = Cluster::new(
+        vec![httpso("web", "web.example", json!({}))],
+        vec![slice("web", 5, port, None, &[("127.0.0.1", true, false)])],
+    );
+    c.replicas.insert("web".into(), 1);
+    c.interceptor_routes_error = Some(404);
+    let cluster = c.shared();
     // Ready (start_cluster waits for /readyz) although InterceptorRoutes cannot be listed.
     let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
     activator
@@ -858,5 +743,250 @@ async fn cluster_without_the_interceptor_route_crd_http_scaled_objects_are_still
         .await;
     let (status, _, body) = get(activator.proxy, "web.example", "/").await.expect("answered");
     assert_eq!(status, StatusCode::OK, "{body}");
+    activator.stop().await;
+}
+
+/// `GET path` on `host` until `check` holds for the answer (a ConfigMap's watch delivers it a
+/// moment after the route is in); the last answer.
+async fn answer_until(
+    proxy: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    what: &str,
+    check: impl Fn(StatusCode, &str) -> bool,
+) -> (StatusCode, http::HeaderMap, String) {
+    let deadline = Instant::now() + BUDGET;
+    loop {
+        let (status, headers, body) = get_with(proxy, host, path, &[]).await;
+        if check(status, &body) {
+            return (status, headers, body);
+        }
+        assert!(Instant::now() < deadline, "{what}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_bodies_from_config_maps_are_watched_and_served() {
+    let static_route = |path: &str, response: serde_json::Value| json!({"rules": [{"paths": [{"value": path}]}], "responseMode": "Always", "response": response});
+    let ir = cluster_route(
+        "page",
+        "page.example",
+        json!({
+            "staticRoutes": [
+                static_route("/maintenance", json!({"statusCode": 503, "bodyFromConfigMap": {"name": "pages", "key": "maintenance.html"}})),
+                static_route("/missing-key", json!({"bodyFromConfigMap": {"name": "pages", "key": "nope.html"}})),
+                static_route("/unlabelled", json!({"bodyFromConfigMap": {"name": "plain", "key": "index.html"}})),
+            ],
+            "coldStart": {"placeholder": {"response": {"bodyFromConfigMap": {"name": "pages"}}}}
+        }),
+    );
+    let mut c = Cluster::new(vec![ir], vec![]);
+    c.scaled_objects.push(route_scaled_object("page", "web"));
+    let pages = |maintenance: &str| {
+        config_map(
+            "pages",
+            20,
+            true,
+            json!({"maintenance.html": maintenance, "index.html": "<h1>starting</h1>", "style.css": "h1 {}"}),
+        )
+    };
+    c.config_maps.insert("pages".into(), pages("<h1>down</h1>"));
+    c.config_maps.insert(
+        "plain".into(),
+        config_map("plain", 21, false, json!({"index.html": "not served"})),
+    );
+    let cluster = c.shared();
+    let activator = Activator::start_cluster(spawn_api_server(cluster.clone()), &[]).await;
+    let proxy = activator.proxy;
+
+    // A static route's body from a named key; its Content-Type from the key's extension.
+    let (_, headers, _) = answer_until(
+        proxy,
+        "page.example",
+        "/maintenance",
+        "the ConfigMap's body",
+        |s, b| s == StatusCode::SERVICE_UNAVAILABLE && b == "<h1>down</h1>",
+    )
+    .await;
+    assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"));
+    // A named key the ConfigMap lacks, and a ConfigMap without the label: 500, as the add-on.
+    assert_eq!(
+        get_with(proxy, "page.example", "/missing-key", &[]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        get_with(proxy, "page.example", "/unlabelled", &[]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // The placeholder without a key: the key is the path (index.html for /); a missing one
+    // is an empty body.
+    for (path, body, content_type) in [
+        ("/", "<h1>starting</h1>", Some("text/html; charset=utf-8")),
+        ("/style.css", "h1 {}", Some("text/css; charset=utf-8")),
+        ("/favicon.ico", "", None),
+    ] {
+        let (status, headers, got) = get_with(proxy, "page.example", path, &[]).await;
+        assert_eq!(
+            (status, got.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, body),
+            "{path}"
+        );
+        assert_eq!(header(&headers, "content-type"), content_type, "{path}");
+        assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"), "{path}");
+    }
+
+    // An edit of the ConfigMap is served without touching the route; deleting it is a 500.
+    push_config_map(&cluster, "MODIFIED", pages("<h1>back soon</h1>"));
+    answer_until(
+        proxy,
+        "page.example",
+        "/maintenance",
+        "the edited body",
+        |_, b| b == "<h1>back soon</h1>",
+    )
+    .await;
+    push_config_map(&cluster, "DELETED", pages("<h1>back soon</h1>"));
+    answer_until(
+        proxy,
+        "page.example",
+        "/maintenance",
+        "the deleted ConfigMap",
+        |s, _| s == StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await;
+    {
+        let c = lock(&cluster);
+        // One watch per ConfigMap, shared by the static routes and the placeholder.
+        assert_eq!(
+            c.config_map_lists.get("pages"),
+            Some(&1),
+            "{:?}",
+            c.config_map_lists
+        );
+        assert_eq!(
+            c.config_map_lists.get("plain"),
+            Some(&1),
+            "{:?}",
+            c.config_map_lists
+        );
+        assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
+    }
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_bodies_from_config_maps_come_from_the_directory() {
+    let (_never, port) = reserved_port();
+    let ir = interceptor_route(
+        "app",
+        port,
+        IDLE_COMMAND,
+        r#"  rules: [{hosts: [app.test]}]
+  staticRoutes:
+    - rules: [{paths: [{value: /maintenance}]}]
+      responseMode: Always
+      response: {bodyFromConfigMap: {name: pages, key: maintenance.html}}
+    - rules: [{paths: [{value: /other}]}]
+      responseMode: Always
+      response: {bodyFromConfigMap: {name: absent}}"#,
+    );
+    let pages = |text: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pages\n  namespace: web\n  labels: {{http.keda.sh/response-body: \"true\"}}\ndata:\n  maintenance.html: \"{text}\"\n"
+        )
+    };
+    let activator = Activator::start(&[ir, pages("<p>down</p>")], &[]).await;
+    let (status, headers, body) = get_with(activator.proxy, "app.test", "/maintenance", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "<p>down</p>"));
+    assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        get_with(activator.proxy, "app.test", "/other", &[]).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "no such ConfigMap in the directory"
+    );
+    // The directory is re-read: an edited ConfigMap is served.
+    let dir = activator.dir.as_ref().expect("local").path().to_path_buf();
+    common::fs::write_atomic(&dir.join("route-1.yaml"), pages("<p>back</p>"));
+    answer_until(
+        activator.proxy,
+        "app.test",
+        "/maintenance",
+        "the edited file",
+        |_, b| b == "<p>back</p>",
+    )
+    .await;
+    activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_placeholder_answers_at_once_and_the_scale_write_is_sent() {
+    let port = echo_port().await;
+    let ir = cluster_route(
+        "ph",
+        "ph.example",
+        json!({"coldStart": {"placeholder": {"response": {"body": "<h1>Loading</h1>", "headers": {"Refresh": "2"}}}}}),
+    );
+    let mut c = Cluster::new(vec![ir], vec![]);
+    c.scaled_objects.push(route_scaled_object("ph", "web"));
+    let cluster = c.shared();
+    let activator =
+        Activator::start_cluster(spawn_api_server(cluster.clone()), &["--hold-timeout", "60s"]).await;
+
+    // Answered at once (not held for the 60 s hold deadline), with the add-on's 503.
+    let (status, headers, body) =
+        tokio::time::timeout(BUDGET, get_with(activator.proxy, "ph.example", "/", &[]))
+            .await
+            .expect("answered at once");
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "<h1>Loading</h1>")
+    );
+    assert_eq!(header(&headers, "refresh"), Some("2"));
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    // The wake went out: the ScaledObject naming the route was read, its workload set to 1.
+    wait_cluster(&cluster, "the /scale write", |c| !c.scale_puts.is_empty()).await;
+    {
+        let c = lock(&cluster);
+        let (name, put) = &c.scale_puts[0];
+        assert_eq!(
+            (name.as_str(), &put["spec"]["replicas"]),
+            ("web", &json!(1)),
+            "{put}"
+        );
+        assert_eq!(c.scaled_object_lists, 1);
+    }
+    // Counted (activity in the rate window), never held.
+    let route = activator
+        .wait_route("ns/ph", "the wake counted", |r| r["coldStarts"] == 1)
+        .await;
+    assert_eq!(
+        (
+            route["requestCount"].clone(),
+            route["placeholders"].clone(),
+            route["held"].clone(),
+            route["holdTimeouts"].clone()
+        ),
+        (json!(1), json!(1), json!(0), json!(0)),
+        "{route}"
+    );
+    assert_eq!(activator.admin_json("/queue").await["ns/ph"]["RequestCount"], 1);
+
+    // The pod is ready: requests go to it.
+    push_slice(
+        &cluster,
+        slice("web", 9, port, None, &[("127.0.0.1", true, false)]),
+    );
+    let (_, headers, body) = answer_until(activator.proxy, "ph.example", "/up", "forwarded", |s, _| {
+        s == StatusCode::OK
+    })
+    .await;
+    assert!(body.contains("/up host=ph.example"), "{body}");
+    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("false"));
+    {
+        let c = lock(&cluster);
+        assert_eq!(c.scale_puts.len(), 1, "one wake: {:?}", c.scale_puts);
+        assert!(c.unexpected.is_empty(), "{:?}", c.unexpected);
+    }
     activator.stop().await;
 }

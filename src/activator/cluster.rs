@@ -11,6 +11,8 @@
 //!           ─ ready, not terminating pod ip:port of its port ─→ Target::publish (held go)
 //!             the port's appProtocol (kubernetes.io/h2c → HTTP/2 upstream)
 //!           ─ fallback: the same for its Service ─→ Target::publish_fallback
+//!           ─ bodyFromConfigMap: one watch per ConfigMap named (metadata.name=<name>, label
+//!             http.keda.sh/response-body=true), shared ─→ ResponseBodies (read per request)
 //!           ─ wake: first held request, no endpoint ─ GET /scale ─ replicas 0? ─ PUT 1
 //!                 (resourceVersion of the GET; 409 → read again; > 0 → nothing to do)
 //!                 InterceptorRoute: the workload of the ScaledObject naming it (one list)
@@ -27,7 +29,10 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::ListParams,
@@ -39,8 +44,12 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{
-    Backend, Desired, FallbackRef, ObjectError, http_scaled_object_fallback, interceptor_route_fallback,
-    interceptor_route_options, local::retired, merge_routes, route_options, target::Target,
+    Backend, Desired, FallbackRef, ObjectError,
+    cold::{RESPONSE_BODY_LABEL, ResponseBodies},
+    http_scaled_object_fallback, interceptor_route_fallback, interceptor_route_options,
+    local::retired,
+    merge_routes, route_options,
+    target::Target,
     upstream::Protocol,
 };
 use crate::{
@@ -95,6 +104,8 @@ pub struct ClusterSpec {
     /// The workload to wake; `None` for an InterceptorRoute (found through the ScaledObject
     /// whose `external-push` trigger names it, when a wake is needed).
     pub workload: Option<Workload>,
+    /// The ConfigMaps its static and placeholder responses read their bodies from.
+    pub config_maps: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -160,6 +171,115 @@ impl SliceWatches {
     }
 }
 
+/// The watches of the ConfigMaps responses read their bodies from, one per ConfigMap (shared by
+/// every route naming it), each keeping its data in [`ResponseBodies`] while it runs.
+pub struct ConfigMapWatches {
+    bodies: ResponseBodies,
+    watches: Mutex<HashMap<(String, String), Weak<ConfigMapWatch>>>,
+}
+
+/// One ConfigMap's watch; it ends, and its data is forgotten, with the last handle.
+pub struct ConfigMapWatch {
+    key: (String, String),
+    bodies: ResponseBodies,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for ConfigMapWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.bodies.set(&self.key.0, &self.key.1, None);
+    }
+}
+
+impl ConfigMapWatches {
+    /// Watches that keep their data in `bodies`.
+    pub fn new(bodies: ResponseBodies) -> ConfigMapWatches {
+        ConfigMapWatches {
+            bodies,
+            watches: Mutex::default(),
+        }
+    }
+
+    /// The watch of ConfigMap `namespace/name`, started if none runs.
+    fn get(&self, client: &Client, namespace: &str, name: &str) -> Arc<ConfigMapWatch> {
+        let mut watches = self.watches.lock_or_recover();
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some(w) = watches.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        watches.retain(|_, w| w.strong_count() > 0);
+        let span = tracing::info_span!("activator.configmap", namespace, configmap = name);
+        let task = tokio::spawn(
+            watch_config_map(
+                client.clone(),
+                namespace.to_owned(),
+                name.to_owned(),
+                self.bodies.clone(),
+            )
+            .instrument(span),
+        )
+        .abort_handle();
+        let w = Arc::new(ConfigMapWatch {
+            key: key.clone(),
+            bodies: self.bodies.clone(),
+            task,
+        });
+        watches.insert(key, Arc::downgrade(&w));
+        w
+    }
+}
+
+/// Follows ConfigMap `namespace/name` (only while it has the response-body label, as the
+/// add-on's cache sees it) into `bodies`; a missing one is logged once per disappearance.
+async fn watch_config_map(client: Client, namespace: String, name: String, bodies: ResponseBodies) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default()
+        .fields(&format!("metadata.name={name}"))
+        .labels(&format!("{RESPONSE_BODY_LABEL}=true"));
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    let mut listing: Option<ConfigMap> = None;
+    let mut present = true;
+    while let Some(event) = stream.next().await {
+        let now = match event {
+            Ok(watcher::Event::Init) => {
+                listing = None;
+                continue;
+            }
+            Ok(watcher::Event::InitApply(c)) => {
+                listing = Some(c);
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => listing.take(),
+            Ok(watcher::Event::Apply(c)) => Some(c),
+            Ok(watcher::Event::Delete(_)) => None,
+            Err(e) => {
+                warn!(error = %error_chain(&e), "watching the ConfigMap failed; retrying");
+                continue;
+            }
+        };
+        match now {
+            Some(c) => {
+                if !present {
+                    info!("ConfigMap found: responses read their bodies from it");
+                }
+                present = true;
+                bodies.set(&namespace, &name, Some(c.data.unwrap_or_default()));
+            }
+            None => {
+                if present {
+                    warn!(
+                        "ConfigMap {namespace}/{name} not found or not labelled {RESPONSE_BODY_LABEL}=true: responses with bodyFromConfigMap {name:?} answer 500 until it is"
+                    );
+                }
+                present = false;
+                bodies.set(&namespace, &name, None);
+            }
+        }
+    }
+}
+
 /// What every route's backend task shares.
 pub struct ClusterContext {
     client: Client,
@@ -169,16 +289,19 @@ pub struct ClusterContext {
     recheck: Duration,
     /// The EndpointSlice watches.
     pub slices: SliceWatches,
+    /// The ConfigMap watches.
+    pub config_maps: ConfigMapWatches,
 }
 
 impl ClusterContext {
-    /// A context on `client`.
-    pub fn new(client: Client, recheck: Duration) -> ClusterContext {
+    /// A context on `client`; ConfigMap bodies are kept in `bodies`.
+    pub fn new(client: Client, recheck: Duration, bodies: ResponseBodies) -> ClusterContext {
         ClusterContext {
             client,
             plurals: Plurals::default(),
             recheck,
             slices: SliceWatches::default(),
+            config_maps: ConfigMapWatches::new(bodies),
         }
     }
 }
@@ -226,6 +349,7 @@ pub fn desired_from_object(so: &HTTPScaledObject) -> Result<Desired, ObjectError
             service: target.service.clone(),
             port: route.port.clone(),
             workload: Some(Workload::of(&target.api_version, &target.kind, &target.name)),
+            config_maps: Vec::new(),
         }),
         route,
     })
@@ -234,8 +358,18 @@ pub fn desired_from_object(so: &HTTPScaledObject) -> Result<Desired, ObjectError
 /// The route an InterceptorRoute describes in a cluster.
 pub fn desired_from_interceptor_route(ir: &InterceptorRoute) -> Result<Desired, ObjectError> {
     let route = Route::from_interceptor_route(ir)?;
+    let options = interceptor_route_options(ir)?;
+    let mut config_maps: Vec<String> = route
+        .statics
+        .iter()
+        .map(|s| &s.response)
+        .chain(options.cold.placeholder.as_deref())
+        .filter_map(|r| r.config_map.as_ref().map(|c| c.name.clone()))
+        .collect();
+    config_maps.sort();
+    config_maps.dedup();
     Ok(Desired {
-        options: interceptor_route_options(ir)?,
+        options,
         fallback: interceptor_route_fallback(ir)?,
         backend: Backend::Cluster(ClusterSpec {
             namespace: namespace_of(ir),
@@ -243,6 +377,7 @@ pub fn desired_from_interceptor_route(ir: &InterceptorRoute) -> Result<Desired, 
             service: ir.spec.target.service.clone(),
             port: route.port.clone(),
             workload: None,
+            config_maps,
         }),
         route,
     })
@@ -412,6 +547,12 @@ pub async fn run_route(
     mut retire: watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("activator.route", route = %target.route.key, service = %spec.service, target = %spec.describe_workload());
+    // Held for as long as the route runs: the ConfigMaps its responses read stay watched.
+    let _config_maps: Vec<Arc<ConfigMapWatch>> = spec
+        .config_maps
+        .iter()
+        .map(|name| ctx.config_maps.get(&ctx.client, &spec.namespace, name))
+        .collect();
     async {
         let endpoints = follow(
             &ctx,

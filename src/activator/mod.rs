@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod cold;
+pub mod deadline;
 pub mod local;
 pub mod metrics;
 pub mod proxy;
@@ -148,6 +149,8 @@ pub fn route_options(so: &HTTPScaledObject) -> Result<RouteOptions, ObjectError>
     }
     Ok(RouteOptions {
         hold_timeout,
+        // HTTPScaledObjects have no per-object request deadline: `--request-timeout`.
+        request_timeout: None,
         response_header_timeout: go_duration(
             "responseHeader",
             timeouts.and_then(|t| t.response_header.as_ref()),
@@ -184,9 +187,8 @@ fn go_duration(field: &'static str, value: Option<&String>) -> Result<Option<Opt
         .transpose()
 }
 
-/// An InterceptorRoute's settings beyond routing: `timeouts.readiness` and `responseHeader`
-/// (`0s` disables), the protocol annotation, and `coldStart`. `timeouts.request` is accepted
-/// and not applied (the proxy has no whole-request deadline; docs/activator.md).
+/// An InterceptorRoute's settings beyond routing: `timeouts.readiness`, `request` and
+/// `responseHeader` (`0s` disables), the protocol annotation, and `coldStart`.
 pub fn interceptor_route_options(ir: &InterceptorRoute) -> Result<RouteOptions, ObjectError> {
     let timeouts = ir.spec.timeouts.as_ref();
     let cold = ir.spec.cold_start.as_ref();
@@ -218,6 +220,7 @@ pub fn interceptor_route_options(ir: &InterceptorRoute) -> Result<RouteOptions, 
     };
     Ok(RouteOptions {
         hold_timeout: go_duration("readiness", timeouts.and_then(|t| t.readiness.as_ref()))?,
+        request_timeout: go_duration("request", timeouts.and_then(|t| t.request.as_ref()))?,
         response_header_timeout: go_duration(
             "responseHeader",
             timeouts.and_then(|t| t.response_header.as_ref()),
@@ -264,25 +267,6 @@ pub fn interceptor_route_fallback(ir: &InterceptorRoute) -> Result<Option<Fallba
             })
         })
         .transpose()
-}
-
-/// Lines for what a route accepts but ebb does not do (logged with the object's problems).
-pub fn route_notes(d: &Desired) -> Vec<String> {
-    let mut out = Vec::new();
-    let config_maps = d
-        .route
-        .statics
-        .iter()
-        .map(|s| &s.response)
-        .chain(d.options.cold.placeholder.as_deref())
-        .filter_map(|r| r.config_map.as_deref());
-    for name in config_maps {
-        out.push(format!(
-            "{}: bodyFromConfigMap {name:?} is not read by ebb; the response is sent with its inline body (empty when none)",
-            d.route.key
-        ));
-    }
-    out
 }
 
 /// `--local`: the command annotation and the loopback port of an object.
@@ -369,10 +353,7 @@ pub fn merge_routes(mut found: Vec<Desired>, problems: &mut Vec<String>) -> Vec<
                     problems.push(format!("{} is defined twice; the first is kept", d.route.key));
                 }
             }
-            _ => {
-                problems.extend(route_notes(&d));
-                out.push(d);
-            }
+            _ => out.push(d),
         }
     }
     out
@@ -381,8 +362,65 @@ pub fn merge_routes(mut found: Vec<Desired>, problems: &mut Vec<String>) -> Vec<
 /// Every HTTPScaledObject and InterceptorRoute under `dir`, and a line per file or object that
 /// was skipped (the other objects are kept).
 pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
+    let (desired, problems, _) = load_local_with_bodies(dir);
+    (desired, problems)
+}
+
+/// ConfigMap data by namespace and name.
+type LocalConfigMaps = HashMap<(String, String), std::collections::BTreeMap<String, String>>;
+
+/// The ConfigMaps labelled `http.keda.sh/response-body: "true"` among `docs` (`--local`: the
+/// response bodies of `bodyFromConfigMap`, as the cluster's label-selected watch sees them).
+fn local_config_maps(docs: &[serde_yaml::Value]) -> LocalConfigMaps {
+    docs.iter()
+        .filter(|d| d.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
+        .filter_map(|d| serde_yaml::from_value::<k8s_openapi::api::core::v1::ConfigMap>(d.clone()).ok())
+        .filter(|c| {
+            c.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(cold::RESPONSE_BODY_LABEL))
+                .is_some_and(|v| v == "true")
+        })
+        .filter_map(|c| {
+            let name = c.metadata.name?;
+            let namespace = c.metadata.namespace.unwrap_or_else(|| "default".to_owned());
+            Some(((namespace, name), c.data.unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// A line per `bodyFromConfigMap` of `d` whose ConfigMap is not in `config_maps`.
+fn missing_config_maps(d: &Desired, config_maps: &LocalConfigMaps) -> Vec<String> {
+    let namespace = d.route.key.split_once('/').map_or("", |(ns, _)| ns);
+    let mut names: Vec<&str> = d
+        .route
+        .statics
+        .iter()
+        .map(|s| &s.response)
+        .chain(d.options.cold.placeholder.as_deref())
+        .filter_map(|r| r.config_map.as_ref().map(|c| c.name.as_str()))
+        .filter(|name| !config_maps.contains_key(&(namespace.to_owned(), (*name).to_owned())))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            format!(
+                "{}: bodyFromConfigMap {name:?}: no ConfigMap {namespace}/{name} labelled {}=true in the directory; its responses answer 500",
+                d.route.key,
+                cold::RESPONSE_BODY_LABEL
+            )
+        })
+        .collect()
+}
+
+/// [`load_local`], plus the directory's response-body ConfigMaps.
+fn load_local_with_bodies(dir: &Path) -> (Vec<Desired>, Vec<String>, LocalConfigMaps) {
     let (parsed, file_errors) = crate::source::files::load_dir(dir);
     let mut problems: Vec<String> = file_errors.iter().map(ToString::to_string).collect();
+    let config_maps = local_config_maps(&parsed.others);
     let mut found: Vec<Desired> = Vec::new();
     for doc in &parsed.others {
         let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
@@ -401,7 +439,10 @@ pub fn load_local(dir: &Path) -> (Vec<Desired>, Vec<String>) {
         }
     }
     let out = merge_routes(found, &mut problems);
-    (out, problems)
+    for d in &out {
+        problems.extend(missing_config_maps(d, &config_maps));
+    }
+    (out, problems, config_maps)
 }
 
 fn report_problems(problems: &[String]) {
@@ -665,6 +706,7 @@ fn start_servers(
         },
         response_header_timeout: some(args.response_header_timeout),
         request_body_timeout: some(args.request_body_timeout),
+        request_timeout: some(args.request_timeout),
         retry_after: ProxyConfig::retry_after_for(hold_timeout),
     };
     let upstream = Upstream::new(DialPolicy {
@@ -826,7 +868,8 @@ pub async fn serve(
     };
     let mut supervisors = JoinSet::new();
     let mut running = HashMap::new();
-    let (initial, mut last_problems) = load_local(&dir);
+    let (initial, mut last_problems, bodies) = load_local_with_bodies(&dir);
+    serving.proxy.bodies().replace(bodies);
     report_problems(&last_problems);
     info!(dir = %dir.display(), routes = initial.len(), "HTTPScaledObjects and InterceptorRoutes loaded");
     let mut last = initial.clone();
@@ -844,7 +887,8 @@ pub async fn serve(
             () = shutdown.wait() => break,
             () = tokio::time::sleep(LOCAL_POLL_INTERVAL) => {}
         }
-        let (desired, problems) = load_local(&dir);
+        let (desired, problems, bodies) = load_local_with_bodies(&dir);
+        serving.proxy.bodies().replace(bodies);
         if problems != last_problems {
             report_problems(&problems);
             last_problems = problems;
@@ -878,6 +922,7 @@ pub async fn serve_cluster(
     let context = Arc::new(cluster::ClusterContext::new(
         client.clone(),
         cluster::wake_recheck(args.hold_timeout),
+        serving.proxy.bodies().clone(),
     ));
     let backends = Backends {
         timing: local_timing(&args),

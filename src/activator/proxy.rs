@@ -30,7 +30,8 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::{
-    cold::{self, ColdStart},
+    cold::{self, ColdStart, ResponseBodies},
+    deadline::{self, DeadlineBody},
     metrics::ActivatorMetrics,
     target::{Endpoints, InFlight, Refusal, Target},
     upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
@@ -40,7 +41,7 @@ use crate::{
     net::{CloseReason, ConnState, Handshake, LogThrottle},
     scaling::{
         http_hold::{self, AtZero, HoldLimits},
-        http_route::{RouteKey, RouteTable},
+        http_route::{FixedResponse, RouteKey, RouteTable},
     },
     tls::TlsHandshake,
 };
@@ -52,6 +53,8 @@ pub struct RouteOptions {
     pub hold_timeout: Option<Option<Duration>>,
     /// `timeouts.responseHeader`.
     pub response_header_timeout: Option<Option<Duration>>,
+    /// `timeouts.request`: the whole request's deadline (`Some(None)`: `0s`, none).
+    pub request_timeout: Option<Option<Duration>>,
     /// Protocol forced by annotation `activator.ebb/app-protocol`; else the Service port's
     /// `appProtocol`, else the client's.
     pub protocol: Option<Protocol>,
@@ -79,6 +82,8 @@ pub struct ProxyConfig {
     pub response_header_timeout: Option<Duration>,
     /// Longest pause inside a request body.
     pub request_body_timeout: Option<Duration>,
+    /// The whole request's deadline (`None`: none), unless the route sets its own.
+    pub request_timeout: Option<Duration>,
     /// `Retry-After` seconds on overflow.
     pub retry_after: u64,
 }
@@ -102,6 +107,7 @@ pub struct Proxy {
     config: ProxyConfig,
     metrics: Arc<ActivatorMetrics>,
     upstream_log: Arc<LogThrottle>,
+    bodies: ResponseBodies,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -126,6 +132,7 @@ impl Proxy {
             held_total: Arc::new(AtomicUsize::new(0)),
             config,
             metrics,
+            bodies: ResponseBodies::default(),
             upstream_log: LogThrottle::new(log_window, |s| {
                 tracing::warn!(count = s.count, last = %s.last, "{} more upstream errors in the last {}", s.count, s.window_text());
             }),
@@ -140,6 +147,23 @@ impl Proxy {
     /// The routing table in use.
     pub fn routing(&self) -> Arc<Routing> {
         self.routing.load_full()
+    }
+
+    /// The ConfigMap data static and placeholder responses read (`bodyFromConfigMap`).
+    pub fn bodies(&self) -> &ResponseBodies {
+        &self.bodies
+    }
+
+    /// A static or placeholder response to a request for `path` on `target`'s route; a body
+    /// that cannot be read from its ConfigMap is a 500 (as in the add-on), logged.
+    fn fixed(&self, target: &Target, r: &FixedResponse, path: &str) -> Response<ProxyBody> {
+        let namespace = target.route.key.split_once('/').map_or("", |(ns, _)| ns);
+        cold::render(r, &self.bodies, namespace, path).unwrap_or_else(|e| {
+            if self.upstream_log.admit(|| e.to_string()) {
+                tracing::warn!(route = %target.route.key, "cannot send the static response: {e}");
+            }
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        })
     }
 
     /// Requests held now over every route.
@@ -184,7 +208,11 @@ impl Proxy {
             fixed.filter(|f| http_hold::static_answers(f.always, !target.endpoints().is_empty()))
         {
             // Not counted and no wake: a static route stands in for the target.
-            return Err(Box::new(cold::fixed(&fixed.response)));
+            return Err(Box::new(self.fixed(
+                &target,
+                &fixed.response,
+                request.uri().path(),
+            )));
         }
         Ok((target, options))
     }
@@ -230,12 +258,28 @@ impl Proxy {
         started: Instant,
     ) -> Response<ProxyBody> {
         let mut reroutes = 0;
+        let deadline =
+            deadline::request_deadline(options.request_timeout, self.config.request_timeout, started);
         let (in_flight, endpoints, cold, fallback) = loop {
             let (in_flight, endpoints) = target.begin();
             if !endpoints.is_empty() {
                 break (in_flight, endpoints, false, false);
             }
-            match self.hold(&target, &options).await {
+            if let Some(left) = deadline.and_then(|d| {
+                let fallback = options.cold.fallback;
+                deadline::bound_hold(
+                    options.hold_timeout,
+                    self.config.hold_timeout,
+                    fallback,
+                    d,
+                    Instant::now(),
+                )
+            }) {
+                // The request's deadline comes first: it ends the hold, with no time for a fallback.
+                options.hold_timeout = Some(Some(left));
+                options.cold.fallback = false;
+            }
+            match self.hold(&target, &options, request.uri().path()).await {
                 Ok((endpoints, fallback)) => break (in_flight, endpoints, true, fallback),
                 Err(HoldEnd::Answer(response)) => {
                     target.record_response(response.status().as_u16(), true, started.elapsed());
@@ -262,6 +306,10 @@ impl Proxy {
         let header_timeout = options
             .response_header_timeout
             .unwrap_or(self.config.response_header_timeout);
+        let header_timeout = match deadline {
+            Some(_) => deadline::bound(header_timeout, deadline, Instant::now()),
+            None => header_timeout,
+        };
         if let Some(upgrade) = upgrade_protocol(&request) {
             // Boxed: rare, and its state would otherwise size every request's future.
             return Box::pin(self.tunnel(
@@ -285,9 +333,12 @@ impl Proxy {
             });
         let upstream_request = prepare(request, client, &host, self.config.request_body_timeout);
         let send = self.upstream.send(addr, protocol, &host, upstream_request);
-        match client.within(header_timeout, send).await {
-            Ok(response) => self.forward(&target, in_flight, response, cold, started),
-            Err(error) => self.failed(&target, addr, error, cold, started),
+        match (client.within(header_timeout, send).await, deadline) {
+            (Ok(response), None) => self.forward(&target, in_flight, response, cold, started),
+            (Ok(response), Some(deadline)) => self
+                .forward(&target, in_flight, response, cold, started)
+                .map(|body| DeadlineBody::new(body, deadline).boxed_unsync()),
+            (Err(error), _) => self.failed(&target, addr, error, cold, started),
         }
     }
 
@@ -405,7 +456,12 @@ impl Proxy {
 
     /// Holds a request until the target is ready (the endpoints, and whether they are the
     /// fallback's); the error is the response to send instead, or the route's object changed.
-    async fn hold(&self, target: &Arc<Target>, options: &RouteOptions) -> Result<(Endpoints, bool), HoldEnd> {
+    async fn hold(
+        &self,
+        target: &Arc<Target>,
+        options: &RouteOptions,
+        path: &str,
+    ) -> Result<(Endpoints, bool), HoldEnd> {
         let cold = &options.cold;
         let limits = http_hold::route_limits(self.config.limits, cold.max_pending);
         let attempt = if cold.placeholder.is_some() {
@@ -439,7 +495,7 @@ impl Proxy {
                 target.counters.placeholders.fetch_add(1, Ordering::Relaxed);
                 let fallback = cold::default_placeholder();
                 let page = cold.placeholder.as_deref().unwrap_or(&fallback);
-                let mut response = cold::fixed(page);
+                let mut response = self.fixed(target, page, path);
                 response
                     .headers_mut()
                     .insert(COLD_START_HEADER, cold_start_value(true));

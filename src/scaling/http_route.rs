@@ -64,9 +64,58 @@ pub struct FixedResponse {
     pub body: String,
     /// Headers, as written.
     pub headers: Vec<(String, String)>,
-    /// `bodyFromConfigMap.name` when the body was to come from a ConfigMap (not read: ebb sends
-    /// the inline body, empty, and says so in the log).
-    pub config_map: Option<String>,
+    /// `bodyFromConfigMap` (ignored when `body` is set, as the add-on does): the body comes
+    /// from a ConfigMap in the route's namespace.
+    pub config_map: Option<BodyFromConfigMap>,
+}
+
+/// Where a fixed response's body comes from: a key of a ConfigMap in the route's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyFromConfigMap {
+    /// The ConfigMap's name.
+    pub name: String,
+    /// Its data key; `None`: the key is the request path without its leading `/`
+    /// (`index.html` for `/`), and a missing key is an empty body.
+    pub key: Option<String>,
+}
+
+impl BodyFromConfigMap {
+    /// The data key a request for `path` reads, and whether the key was named (a named key
+    /// that is missing is an error; a key from the path that is missing is an empty body).
+    pub fn key_for<'a>(&'a self, path: &'a str) -> (&'a str, bool) {
+        match self.key.as_deref() {
+            Some(k) => (k, true),
+            None => match path.strip_prefix('/').unwrap_or(path) {
+                "" => (DEFAULT_CONFIG_MAP_KEY, false),
+                k => (k, false),
+            },
+        }
+    }
+}
+
+/// The key a path-derived `bodyFromConfigMap` reads for `/` (the add-on's).
+pub const DEFAULT_CONFIG_MAP_KEY: &str = "index.html";
+
+/// The `Content-Type` a ConfigMap key's extension implies, when the response sets none (the
+/// add-on uses Go's `mime.TypeByExtension`; this is Go's built-in table).
+pub fn content_type_of(key: &str) -> Option<&'static str> {
+    let (_, ext) = key.rsplit_once('.')?;
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "avif" => "image/avif",
+        "css" => "text/css; charset=utf-8",
+        "gif" => "image/gif",
+        "htm" | "html" => "text/html; charset=utf-8",
+        "jpeg" | "jpg" => "image/jpeg",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        "wasm" => "application/wasm",
+        "webp" => "image/webp",
+        "xml" => "text/xml; charset=utf-8",
+        _ => return None,
+    })
 }
 
 /// One `staticRoutes[]` entry.
@@ -244,7 +293,13 @@ pub fn fixed_response(
         status,
         body,
         headers: r.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        config_map: r.body_from_config_map.as_ref().map(|c| c.name.clone()),
+        config_map: match (&r.body, &r.body_from_config_map) {
+            (None, Some(c)) => Some(BodyFromConfigMap {
+                name: c.name.clone(),
+                key: c.key.clone().filter(|k| !k.is_empty()),
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -639,6 +694,25 @@ fn precedence(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_map_body_key_is_named_or_taken_from_the_path() {
+        let named = BodyFromConfigMap {
+            name: "pages".into(),
+            key: Some("down.html".into()),
+        };
+        assert_eq!(named.key_for("/anything"), ("down.html", true));
+        let from_path = BodyFromConfigMap {
+            name: "pages".into(),
+            key: None,
+        };
+        assert_eq!(from_path.key_for("/"), ("index.html", false));
+        assert_eq!(from_path.key_for("/app.js"), ("app.js", false));
+        assert_eq!(content_type_of("app.js"), Some("text/javascript; charset=utf-8"));
+        assert_eq!(content_type_of("INDEX.HTML"), Some("text/html; charset=utf-8"));
+        assert_eq!(content_type_of("favicon.ico"), None);
+        assert_eq!(content_type_of("README"), None);
+    }
 
     fn route(key: &str, hosts: &[&str], prefixes: &[&str], headers: &[(&str, Option<&str>)]) -> Route {
         Route {

@@ -5,6 +5,7 @@
 
 pub mod activator;
 pub mod activator_admin;
+pub mod activator_cluster;
 pub mod fs;
 pub mod moto;
 pub mod net;
