@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod cold;
+pub mod gate;
 pub mod local;
 pub mod metrics;
 pub mod proxy;
@@ -43,7 +44,8 @@ use self::{
     cold::ColdStart,
     local::{LocalSpec, LocalTiming},
     metrics::ActivatorMetrics,
-    proxy::{Client, PlainProxy, Proxy, ProxyConfig, RouteOptions, Routing, TlsProxy},
+    gate::PlainProxy,
+    proxy::{Client, Proxy, ProxyConfig, RouteOptions, Routing, TlsProxy},
     target::Target,
     upstream::{DIAL_BUDGET, DialPolicy, Protocol, Upstream},
 };
@@ -733,9 +735,10 @@ fn start_servers(
         let shutdown = shutdown.clone();
         let proxy = Arc::clone(&proxy);
         async move {
+            let gate = PlainProxy::new(Arc::clone(&proxy), proxy_server.limits.log_interval);
             let handler = move |req, client: Arc<Client>| Arc::clone(&proxy).handle(req, client);
             if let Err(e) = proxy_server
-                .serve(proxy_listener, PlainProxy, handler, async move {
+                .serve(proxy_listener, gate, handler, async move {
                     shutdown.wait().await
                 })
                 .await
