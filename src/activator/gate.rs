@@ -121,30 +121,54 @@ impl PlainProxy {
         };
         let request = conn.begin_request(false);
         let hold = self.proxy.gate_hold(target, options).instrument(span);
-        tokio::select! {
-            held = hold => {
-                client.set_gated(held);
-                Gated::Serve { io: tcp, read: head, request: Some(request) }
-            }
+        let mut forgot = false;
+        let held = tokio::select! {
+            held = hold => held,
             // Dropping the hold counts it abandoned and releases its places, as when hyper
             // drops a held request's future.
-            () = client_gone(&tcp) => Gated::Close(CloseReason::Done),
+            () = client_gone(&tcp, &mut forgot) => return Gated::Close(CloseReason::Done),
+        };
+        client.set_gated(held);
+        let tcp = if forgot {
+            match registered_anew(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "registering the connection again failed");
+                    return Gated::Close(CloseReason::Error);
+                }
+            }
+        } else {
+            tcp
+        };
+        Gated::Serve {
+            io: tcp,
+            read: head,
+            request: Some(request),
         }
     }
 }
 
 /// Resolves when the client closed the connection (or reset it). Bytes it sends meanwhile (a
-/// body, the next requests) stay in the socket: their readiness is dropped, and the wait is for
-/// the next event, so a waiting body never spins this loop.
-async fn client_gone(tcp: &TcpStream) {
+/// body, the next requests) stay in the socket: the reactor's note that they are there is
+/// dropped (`forgot` set), and the wait is for the next event, so a waiting body never spins
+/// this loop.
+async fn client_gone(tcp: &TcpStream, forgot: &mut bool) {
     loop {
         match tcp.ready(Interest::READABLE).await {
             Ok(ready) if !ready.is_read_closed() => {
+                *forgot = true;
                 let _ = tcp.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
             }
             _ => return,
         }
     }
+}
+
+/// `tcp` registered with the reactor anew. After [`client_gone`] dropped the readiness of
+/// bytes still waiting, the reactor (edge-triggered) would not report them again until more
+/// arrive; a new registration reports what is there at once, so hyper reads them.
+fn registered_anew(tcp: TcpStream) -> io::Result<TcpStream> {
+    TcpStream::from_std(tcp.into_std()?)
 }
 
 /// What the head reader got.
@@ -389,6 +413,43 @@ mod tests {
             read_head(&mut server).await.expect("head"),
             Head::Pass(b"GET / HT".to_vec(), Pass::Closed)
         );
+    }
+
+    #[tokio::test]
+    async fn bytes_past_the_head_neither_end_the_watch_nor_spin_it_and_a_close_ends_it() {
+        let (mut client, mut server) = pair().await;
+        client
+            .write_all(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello")
+            .await
+            .expect("write");
+        assert!(matches!(read_head(&mut server).await, Ok(Head::Complete(_))));
+        let mut forgot = false;
+        let watch = async {
+            client_gone(&server, &mut forgot).await;
+            "gone"
+        };
+        let waited = async {
+            // More body while watched: an event, and still no close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(b"wor").await.expect("write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            "waited"
+        };
+        // On this one-thread runtime a spinning watch would starve the timer.
+        assert_eq!(tokio::select! { w = watch => w, w = waited => w }, "waited");
+        assert!(forgot);
+        // Registered anew, the waiting bytes are reported again: hyper reads them at once.
+        let mut server = registered_anew(server).expect("registered");
+        let mut rest = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(10), server.read_exact(&mut rest))
+            .await
+            .expect("the waiting bytes are read")
+            .expect("read");
+        assert_eq!(&rest, b"hellowor", "nothing taken from the socket");
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), client_gone(&server, &mut forgot))
+            .await
+            .expect("the close is seen");
     }
 
     #[test]
