@@ -27,8 +27,15 @@ use tokio::{
 fn serve_body_echo(listener: TcpListener) -> JoinHandle<()> {
     async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
         let path = request.uri().path().to_owned();
-        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Ok(Response::new(Full::new(Bytes::from([path.as_bytes(), b"\n", &body].concat()))))
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok(Response::new(Full::new(Bytes::from(
+            [path.as_bytes(), b"\n", &body].concat(),
+        ))))
     }
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
@@ -81,12 +88,20 @@ async fn a_held_post_keeps_its_body_and_its_connection() {
         .expect("answered");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
-        response.headers().get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+        response
+            .headers()
+            .get("x-keda-http-cold-start")
+            .map(|v| v.as_bytes()),
         Some(&b"true"[..])
     );
     let got = response.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(&got[..8], b"/upload\n");
-    assert!(got[8..] == body[..], "the body arrived changed ({} of {} bytes)", got.len() - 8, body.len());
+    assert!(
+        got[8..] == body[..],
+        "the body arrived changed ({} of {} bytes)",
+        got.len() - 8,
+        body.len()
+    );
 
     // The same connection serves the next request, warm now.
     let next = Request::get("/again")
@@ -99,7 +114,10 @@ async fn a_held_post_keeps_its_body_and_its_connection() {
         .expect("answered");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
-        response.headers().get("x-keda-http-cold-start").map(|v| v.as_bytes()),
+        response
+            .headers()
+            .get("x-keda-http-cold-start")
+            .map(|v| v.as_bytes()),
         Some(&b"false"[..])
     );
     let got = response.into_body().collect().await.expect("body").to_bytes();
@@ -111,7 +129,10 @@ async fn a_held_post_keeps_its_body_and_its_connection() {
     assert_eq!(route["held"], 0, "{route}");
     let queue = activator.admin_json("/queue").await;
     assert_eq!(queue["web/app"]["RequestCount"], 2, "{queue}");
-    let metrics = get(activator.admin, "admin", "/metrics").await.expect("metrics").2;
+    let metrics = get(activator.admin, "admin", "/metrics")
+        .await
+        .expect("metrics")
+        .2;
     let observed = metrics
         .lines()
         .find(|l| l.starts_with("ebb_activator_cold_start_duration_seconds_count") && l.contains("web"))
@@ -142,7 +163,10 @@ async fn pipelined_requests_behind_a_held_one_are_answered_in_order() {
         .expect("read");
     let text = String::from_utf8_lossy(&out);
     let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("no {s:?} in {text}"));
-    assert!(at("/one\n") < at("/two\nhello") && at("/two\nhello") < at("/three\n"), "{text}");
+    assert!(
+        at("/one\n") < at("/two\nhello") && at("/two\nhello") < at("/three\n"),
+        "{text}"
+    );
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
     let queue = activator.admin_json("/queue").await;
     assert_eq!(queue["web/app"]["RequestCount"], 3, "{queue}");
@@ -170,7 +194,9 @@ async fn the_deadline_answers_504_once_and_the_connection_goes_on() {
         .expect("in time")
         .expect("answered");
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-    let route = activator.wait_route("web/app", "counted", |r| r["held"] == 0).await;
+    let route = activator
+        .wait_route("web/app", "counted", |r| r["held"] == 0)
+        .await;
     assert_eq!(route["holdTimeouts"], 1, "{route}");
     assert_eq!(route["concurrency"], 0, "{route}");
     let queue = activator.admin_json("/queue").await;
@@ -182,7 +208,9 @@ async fn the_deadline_answers_504_once_and_the_connection_goes_on() {
         .expect("in time")
         .expect("answered");
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-    let route = activator.wait_route("web/app", "counted", |r| r["holdTimeouts"] == 2).await;
+    let route = activator
+        .wait_route("web/app", "counted", |r| r["holdTimeouts"] == 2)
+        .await;
     assert_eq!(route["held"], 0, "{route}");
     activator.stop().await;
 }
@@ -268,11 +296,17 @@ async fn malformed_and_oversized_heads_get_hyper_answers() {
     let answer = exchange(activator.proxy, &long).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     // A head just under the limit is served.
-    let cookie = format!("GET / HTTP/1.1\r\nHost: app.test\r\nCookie: {}\r\nConnection: close\r\n\r\n", "c".repeat(100_000));
+    let cookie = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        "c".repeat(100_000)
+    );
     let answer = exchange(activator.proxy, cookie.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     let queue = activator.admin_json("/queue").await;
-    assert_eq!(queue["web/app"]["RequestCount"], 1, "only the valid request counted: {queue}");
+    assert_eq!(
+        queue["web/app"]["RequestCount"], 1,
+        "only the valid request counted: {queue}"
+    );
     activator.stop().await;
 }
 
@@ -291,7 +325,10 @@ async fn shutdown_drains_a_held_request_then_closes_its_connection() {
     // The proxy stops accepting; the held request is still in flight.
     let deadline = std::time::Instant::now() + BUDGET;
     while TcpStream::connect(proxy).await.is_ok() {
-        assert!(std::time::Instant::now() < deadline, "the proxy port kept accepting");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy port kept accepting"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let _ = admin;

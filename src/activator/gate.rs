@@ -67,7 +67,11 @@ impl Handshake for PlainProxy {
     type Io = TcpStream;
     type Info = Client;
 
-    async fn handshake(&self, tcp: TcpStream, conn: Arc<ConnState>) -> Result<(TcpStream, Client), CloseReason> {
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        conn: Arc<ConnState>,
+    ) -> Result<(TcpStream, Client), CloseReason> {
         Ok((tcp, Client::new(conn.peer, Scheme::Http)))
     }
 
@@ -157,7 +161,9 @@ async fn client_gone(tcp: &TcpStream, forgot: &mut bool) {
         match tcp.ready(Interest::READABLE).await {
             Ok(ready) if !ready.is_read_closed() => {
                 *forgot = true;
-                let _ = tcp.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                let _ = tcp.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
             }
             _ => return,
         }
@@ -310,7 +316,11 @@ fn plain_framing(request: &Request<()>) -> bool {
     }
     match lengths.as_slice() {
         [] => true,
-        [one] => one.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).is_some(),
+        [one] => one
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some(),
         _ => false,
     }
 }
@@ -325,7 +335,9 @@ mod tests {
     /// A connected pair: (the client's end, the server's end).
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
         (client, server)
     }
@@ -341,7 +353,10 @@ mod tests {
         let (mut client, mut server) = pair().await;
         let head = b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3000\r\n\r\n";
         let body = vec![b'x'; 3000];
-        client.write_all(&[&head[..], &body[..]].concat()).await.expect("write");
+        client
+            .write_all(&[&head[..], &body[..]].concat())
+            .await
+            .expect("write");
         let got = read_head(&mut server).await.expect("head");
         assert_eq!(got, Head::Complete(head.to_vec()));
         if let Head::Complete(bytes) = &got {
@@ -364,7 +379,10 @@ mod tests {
             client.write_all(piece).await.expect("write");
             tokio::task::yield_now().await;
         }
-        client.write_all(b"GET /next HTTP/1.1\r\n\r\n").await.expect("write");
+        client
+            .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
         let (got, server) = reader.await.expect("join");
         assert_eq!(got, Head::Complete(head.into_bytes()));
         drop(client);
@@ -374,8 +392,14 @@ mod tests {
     #[tokio::test]
     async fn malformed_heads_and_http2_go_to_hyper_with_nothing_lost() {
         for (sent, why) in [
-            (&b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"[..], Pass::Malformed(httparse::Error::HeaderName)),
-            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], Pass::Malformed(httparse::Error::Version)),
+            (
+                &b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"[..],
+                Pass::Malformed(httparse::Error::HeaderName),
+            ),
+            (
+                &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+                Pass::Malformed(httparse::Error::Version),
+            ),
         ] {
             let (mut client, mut server) = pair().await;
             client.write_all(sent).await.expect("write");
@@ -385,7 +409,11 @@ mod tests {
             };
             assert_eq!(got_why, why);
             drop(client);
-            assert_eq!([read, rest(server).await].concat(), sent, "every byte reaches hyper");
+            assert_eq!(
+                [read, rest(server).await].concat(),
+                sent,
+                "every byte reaches hyper"
+            );
         }
         assert_eq!(Pass::Malformed(httparse::Error::Version).problem(), None);
         assert!(Pass::Malformed(httparse::Error::HeaderName).problem().is_some());
@@ -458,13 +486,18 @@ mod tests {
         assert!(routed("GET /a?b=1 HTTP/1.1\r\nHost: a.test\r\n\r\n"));
         assert!(routed("POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\n"));
         assert!(routed("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
-        assert!(!routed("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"));
+        assert!(!routed(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+        ));
         assert!(!routed("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"));
         assert!(!routed("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"));
-        assert!(!routed("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"));
+        assert!(!routed(
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+        ));
         assert!(!routed("POST / HTTP/1.1\r\nContent-Length: five\r\n\r\n"));
         assert!(!routed("CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n"));
-        let request = request_of(b"GET /p HTTP/1.1\r\nHost: a.test\r\nX-A: 1\r\nX-A: 2\r\n\r\n").expect("routed");
+        let request =
+            request_of(b"GET /p HTTP/1.1\r\nHost: a.test\r\nX-A: 1\r\nX-A: 2\r\n\r\n").expect("routed");
         assert_eq!(request.uri().path(), "/p");
         assert_eq!(request.headers().get_all("x-a").iter().count(), 2);
     }

@@ -42,9 +42,9 @@ use tracing::{info, warn};
 use self::{
     cluster::ClusterSpec,
     cold::ColdStart,
+    gate::PlainProxy,
     local::{LocalSpec, LocalTiming},
     metrics::ActivatorMetrics,
-    gate::PlainProxy,
     proxy::{Client, Proxy, ProxyConfig, RouteOptions, Routing, TlsProxy},
     target::Target,
     upstream::{DIAL_BUDGET, DialPolicy, Protocol, Upstream},
@@ -738,9 +738,12 @@ fn start_servers(
             let gate = PlainProxy::new(Arc::clone(&proxy), proxy_server.limits.log_interval);
             let handler = move |req, client: Arc<Client>| Arc::clone(&proxy).handle(req, client);
             if let Err(e) = proxy_server
-                .serve(proxy_listener, gate, handler, async move {
-                    shutdown.wait().await
-                })
+                .serve(
+                    proxy_listener,
+                    gate,
+                    handler,
+                    async move { shutdown.wait().await },
+                )
                 .await
             {
                 warn!(error = %e, "the proxy server stopped");

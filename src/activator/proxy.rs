@@ -147,7 +147,11 @@ impl Proxy {
     }
 
     /// The route of `request` in the table in use: its target, settings and static answer.
-    fn lookup<B>(&self, request: &Request<B>, host: &str) -> Option<(Arc<Target>, RouteOptions, Option<StaticRule>)> {
+    fn lookup<B>(
+        &self,
+        request: &Request<B>,
+        host: &str,
+    ) -> Option<(Arc<Target>, RouteOptions, Option<StaticRule>)> {
         // A guard, not a clone of the table's Arc: no reference count touched per request.
         let routing = self.routing.load();
         routing
