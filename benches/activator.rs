@@ -6,7 +6,11 @@
 //!    `ebb activator --local` (routing, counting, forwarded headers, metrics). Printed:
 //!    requests/s, p50/p99 latency, ebb/bare throughput, p99 added over the direct call, and
 //!    proxy CPU per request (this process's CPU per request minus the direct rounds' share,
-//!    since client and upstream run here too).
+//!    since client and upstream run here too). With `--variants`, a fourth target: the bare
+//!    proxy served the way ebb's serving loop builds its server (`hyper_util`'s auto server with
+//!    upgrades and the HTTP/1 header-read timer), which attributes that part of the gap.
+//!    Then latency without queueing: one connection, one request at a time, the three targets
+//!    alternating; printed: p50/p99 and p99 added over the direct call.
 //! 2. wake: N routes whose ports are bound but not listening; a request is sent to each and,
 //!    once it is held, the port starts listening; printed: listen → request at the upstream
 //!    (the "endpoint ready → first byte forwarded" figure; it includes the port probe interval).
@@ -20,7 +24,7 @@
 //!    printed: this process's RSS before the activator, with the routes, with H held.
 //!
 //! Run with `cargo bench --bench activator -- [--connections C] [--duration D] [--rounds R]
-//! [--wakes N] [--cluster-wakes N] [--routes R] [--held H]`. Without `--bench` (as `cargo test --benches` runs it) a short self-check runs and
+//! [--wakes N] [--cluster-wakes N] [--routes R] [--held H] [--variants]`. Without `--bench` (as `cargo test --benches` runs it) a short self-check runs and
 //! only checks that every request succeeded. Every loop is bounded in count and time.
 
 use std::{
@@ -79,6 +83,16 @@ struct Opts {
     /// Requests held for the memory figure.
     #[arg(long, default_value_t = 10_000)]
     held: usize,
+    /// Also measure the bare proxy served as ebb serves (auto server, upgrades, header timer).
+    #[arg(long)]
+    variants: bool,
+    /// Internal: be a child serving one proxy (`bare`, `bare-auto` or `ebb`) in front of
+    /// `--upstream`; prints its port, serves until stdin closes.
+    #[arg(long, hide = true)]
+    serve_proxy: Option<String>,
+    /// Internal: the upstream a `--serve-proxy` child forwards to.
+    #[arg(long, hide = true)]
+    upstream: Option<SocketAddr>,
     /// Internal: be the child that opens and holds `--held` connections to this proxy address.
     #[arg(long, hide = true)]
     hold_clients_for: Option<SocketAddr>,
@@ -91,6 +105,9 @@ fn main() -> Res<()> {
     let opts = Opts::parse();
     if let Some(proxy) = opts.hold_clients_for {
         return hold_clients(proxy, opts.held, opts.routes);
+    }
+    if let (Some(kind), Some(upstream)) = (&opts.serve_proxy, opts.upstream) {
+        return serve_proxy_child(kind, upstream);
     }
     let (connections, duration, rounds, wakes) = if opts.bench {
         (
@@ -116,9 +133,77 @@ fn main() -> Res<()> {
         print_machine();
         let ticks = procfs::clock_ticks_per_second();
         let upstream = start_upstream().await?;
-        let bare = start_bare_proxy(upstream).await?;
+        // Each proxy of the overhead figures runs in a process of its own, so its CPU per
+        // request is read from its own /proc entry, apart from the load generator's.
+        let bare = ProxyChild::start("bare", upstream)?;
+        let ebb_child = ProxyChild::start("ebb", upstream)?;
+        let bare_auto = if opts.variants {
+            Some(ProxyChild::start("bare-auto", upstream)?)
+        } else {
+            None
+        };
+        let mut targets: Vec<(&str, SocketAddr, Option<u32>)> = vec![
+            ("direct", upstream, None),
+            ("bare hyper proxy", bare.addr, Some(bare.pid())),
+            ("ebb activator", ebb_child.addr, Some(ebb_child.pid())),
+        ];
+        if let Some(child) = &bare_auto {
+            targets.push(("bare, served as ebb serves", child.addr, Some(child.pid())));
+        }
+        let mut results: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, (name, addr, pid)) in targets.iter().enumerate() {
+                let round = load(*addr, *pid, connections, Duration::from_secs_f64(duration), ticks).await?;
+                if round.errors > 0 {
+                    return Err(format!("{name}: {} failed requests", round.errors).into());
+                }
+                results[i].push(round);
+            }
+        }
+        println!("\n## overhead: {connections} connections, {rounds} x {duration} s per target");
+        println!("| target | requests/s | p50 µs | p99 µs | proxy process CPU µs/request | requests per proxy CPU-second |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        let summaries: Vec<Summary> = results.iter().map(|r| summarize(r)).collect();
+        for ((name, _, pid), s) in targets.iter().zip(&summaries) {
+            let (cpu, per_cpu) = match pid {
+                Some(_) => (format!("{:.1}", s.proxy_cpu_us_per_request), format!("{:.0}", 1e6 / s.proxy_cpu_us_per_request.max(0.01))),
+                None => ("-".to_owned(), "-".to_owned()),
+            };
+            println!("| {name} | {:.0} | {} | {} | {cpu} | {per_cpu} |", s.rps, s.p50, s.p99);
+        }
+        let (bare_s, ebb_s) = (&summaries[1], &summaries[2]);
+        println!("ebb/bare throughput: {:.3}", ebb_s.rps / bare_s.rps);
+        println!(
+            "ebb/bare proxy CPU per request: {:.3}",
+            ebb_s.proxy_cpu_us_per_request / bare_s.proxy_cpu_us_per_request.max(0.01)
+        );
+
+        // Latency without queueing: one connection, one request at a time, the three targets
+        // alternating; the "p99 added over a direct call" is read here.
+        let mut sequential: Vec<Vec<Round>> = vec![vec![], vec![], vec![]];
+        for _ in 0..rounds {
+            for (i, (name, addr, pid)) in targets.iter().take(3).enumerate() {
+                let round = load(*addr, *pid, 1, Duration::from_secs_f64(duration / 2.0), ticks).await?;
+                if round.errors > 0 {
+                    return Err(format!("{name}: {} failed requests", round.errors).into());
+                }
+                sequential[i].push(round);
+            }
+        }
+        let sequential: Vec<Summary> = sequential.iter().map(|r| summarize(r)).collect();
+        let direct_p99 = i64::from(sequential[0].p99);
+        println!("\n## latency: 1 connection, one request at a time, {rounds} x {:.1} s per target", duration / 2.0);
+        println!("| target | p50 µs | p99 µs | p99 added over direct µs |");
+        println!("| --- | --- | --- | --- |");
+        for ((name, _, _), s) in targets.iter().zip(&sequential) {
+            println!("| {name} | {} | {} | {} |", s.p50, s.p99, i64::from(s.p99) - direct_p99);
+        }
+        drop((bare, ebb_child, bare_auto));
+
+        // The wake figures: an in-process `--local` activator whose routes' ports are bound but
+        // not listening yet.
         let dir = tempfile::tempdir()?;
-        let mut objects = vec![object("bench", upstream.port())];
+        let mut objects = Vec::new();
         let mut reserved = Vec::new();
         for i in 0..wakes {
             let socket = TcpSocket::new_v4()?;
@@ -128,56 +213,6 @@ fn main() -> Res<()> {
         }
         std::fs::write(dir.path().join("routes.yaml"), objects.join("---\n"))?;
         let (trigger, ebb) = start_activator(dir.path(), objects.len()).await?;
-
-        // The directory is read once the servers listen: wait for the routes.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, body) = get_once(ebb.admin, "admin", "/routes").await?;
-            let routes: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            if routes.get("bench/bench").is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err("the activator never loaded its routes".into());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Every route starts at zero: one request wakes the bench route before measuring.
-        let (status, _) = get_once(ebb.proxy, "bench.test", "/").await?;
-        if status != StatusCode::OK {
-            return Err(format!("warm-up through ebb answered {status}").into());
-        }
-
-        let mut results: Vec<(&str, Vec<Round>)> = vec![("direct", vec![]), ("bare hyper proxy", vec![]), ("ebb activator", vec![])];
-        for _ in 0..rounds {
-            for (i, target) in [upstream, bare, ebb.proxy].into_iter().enumerate() {
-                let round = load(target, connections, Duration::from_secs_f64(duration), ticks).await?;
-                if round.errors > 0 {
-                    return Err(format!("{}: {} failed requests", results[i].0, round.errors).into());
-                }
-                results[i].1.push(round);
-            }
-        }
-        println!("\n## overhead: {connections} connections, {rounds} x {duration} s per target");
-        println!("| target | requests/s | p50 µs | p99 µs | process CPU µs/request |");
-        println!("| --- | --- | --- | --- | --- |");
-        let summaries: Vec<Summary> = results.iter().map(|(_, r)| summarize(r)).collect();
-        for ((name, _), s) in results.iter().zip(&summaries) {
-            println!("| {name} | {:.0} | {} | {} | {:.1} |", s.rps, s.p50, s.p99, s.cpu_us_per_request);
-        }
-        let (direct, bare_s, ebb_s) = (&summaries[0], &summaries[1], &summaries[2]);
-        println!("ebb/bare throughput: {:.3}", ebb_s.rps / bare_s.rps);
-        println!(
-            "p99 added over direct: ebb {:.3} ms, bare {:.3} ms",
-            (f64::from(ebb_s.p99) - f64::from(direct.p99)) / 1000.0,
-            (f64::from(bare_s.p99) - f64::from(direct.p99)) / 1000.0
-        );
-        let per_cpu = |s: &Summary| 1e6 / (s.cpu_us_per_request - direct.cpu_us_per_request).max(0.1);
-        println!(
-            "proxy requests per CPU-second (process CPU minus the direct rounds' client+upstream share): ebb {:.0}, bare {:.0}",
-            per_cpu(ebb_s),
-            per_cpu(bare_s)
-        );
 
         let mut wake_us = Vec::new();
         for (i, socket) in reserved.into_iter().enumerate() {
@@ -227,7 +262,7 @@ async fn start_upstream() -> Res<SocketAddr> {
 }
 
 /// The baseline: a hyper server forwarding every request through a pooled hyper client.
-async fn start_bare_proxy(upstream: SocketAddr) -> Res<SocketAddr> {
+async fn start_bare_proxy(upstream: SocketAddr, served: Served) -> Res<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let mut connector = HttpConnector::new();
@@ -254,12 +289,39 @@ async fn start_bare_proxy(upstream: SocketAddr) -> Res<SocketAddr> {
                     }
                 }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service),
-            );
+            match served {
+                Served::Http1 => {
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), service),
+                    );
+                }
+                Served::AutoWithTimer => {
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(32));
+                    tokio::spawn(async move {
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                            .await;
+                    });
+                }
+            }
         }
     });
     Ok(addr)
+}
+
+/// How the bare proxy's server side is built.
+#[derive(Debug, Clone, Copy)]
+enum Served {
+    /// hyper's HTTP/1 server, nothing else (the baseline).
+    Http1,
+    /// As ebb's serving loop builds it: `hyper_util`'s auto server with upgrades and the
+    /// HTTP/1 header-read timer; attributes that part of ebb's cost (`--variants`).
+    AutoWithTimer,
 }
 
 struct Ebb {
@@ -320,12 +382,20 @@ struct Round {
     latencies_us: Vec<u32>,
     errors: usize,
     elapsed: Duration,
-    cpu_us: f64,
+    /// CPU the proxy's own process spent in the round (0 for the direct target).
+    proxy_cpu_us: f64,
 }
 
-async fn load(target: SocketAddr, connections: usize, duration: Duration, ticks: u64) -> Res<Round> {
+async fn load(
+    target: SocketAddr,
+    proxy: Option<u32>,
+    connections: usize,
+    duration: Duration,
+    ticks: u64,
+) -> Res<Round> {
     let stop = Arc::new(AtomicBool::new(false));
-    let cpu_before = process_cpu_us(ticks);
+    let proxy_cpu = |pid: Option<u32>| pid.map_or(0.0, |pid| pid_cpu_us(pid, ticks));
+    let cpu_before = proxy_cpu(proxy);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -385,7 +455,7 @@ async fn load(target: SocketAddr, connections: usize, duration: Duration, ticks:
         latencies_us,
         errors,
         elapsed,
-        cpu_us: process_cpu_us(ticks) - cpu_before,
+        proxy_cpu_us: proxy_cpu(proxy) - cpu_before,
     })
 }
 
@@ -393,7 +463,7 @@ struct Summary {
     rps: f64,
     p50: u32,
     p99: u32,
-    cpu_us_per_request: f64,
+    proxy_cpu_us_per_request: f64,
 }
 
 fn summarize(rounds: &[Round]) -> Summary {
@@ -404,12 +474,12 @@ fn summarize(rounds: &[Round]) -> Summary {
     all.sort_unstable();
     let requests = all.len().max(1) as f64;
     let secs: f64 = rounds.iter().map(|r| r.elapsed.as_secs_f64()).sum();
-    let cpu: f64 = rounds.iter().map(|r| r.cpu_us).sum();
+    let cpu: f64 = rounds.iter().map(|r| r.proxy_cpu_us).sum();
     Summary {
         rps: requests / secs.max(1e-9),
         p50: pct(&all, 50.0),
         p99: pct(&all, 99.0),
-        cpu_us_per_request: cpu / requests,
+        proxy_cpu_us_per_request: cpu / requests,
     }
 }
 
@@ -465,8 +535,79 @@ async fn wake_once(ebb: &Ebb, socket: TcpSocket, i: usize) -> Res<u32> {
 }
 
 /// This process's user+system CPU time in microseconds.
-fn process_cpu_us(ticks_per_second: u64) -> f64 {
-    procfs::cpu_ticks(std::process::id()).unwrap_or(0) as f64 * 1e6 / ticks_per_second as f64
+fn pid_cpu_us(pid: u32, ticks_per_second: u64) -> f64 {
+    procfs::cpu_ticks(pid).unwrap_or(0) as f64 * 1e6 / ticks_per_second as f64
+}
+
+/// A proxy served by a child process of this bench (`--serve-proxy`), stopped when dropped.
+struct ProxyChild {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ProxyChild {
+    /// Starts the child and waits for the port it prints once it serves.
+    fn start(kind: &str, upstream: SocketAddr) -> Res<ProxyChild> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["--serve-proxy", kind, "--upstream", &upstream.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no child stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("serving ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("the {kind} proxy child did not start: {line:?}"))?;
+        Ok(ProxyChild { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ProxyChild {
+    fn drop(&mut self) {
+        // Closing stdin tells the child to stop; it exits at once.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The `--serve-proxy` child: one proxy on its own runtime, its port on stdout, until stdin
+/// closes.
+fn serve_proxy_child(kind: &str, upstream: SocketAddr) -> Res<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let (addr, _ebb) = match kind {
+            "bare" => (start_bare_proxy(upstream, Served::Http1).await?, None),
+            "bare-auto" => (start_bare_proxy(upstream, Served::AutoWithTimer).await?, None),
+            "ebb" => {
+                std::fs::write(dir.path().join("routes.yaml"), object("bench", upstream.port()))?;
+                let (trigger, ebb) = start_activator(dir.path(), 1).await?;
+                // The route starts at zero: one request wakes it before anything is measured.
+                let (status, _) = get_once(ebb.proxy, "bench.test", "/").await?;
+                if status != StatusCode::OK {
+                    return Err(format!("warm-up through ebb answered {status}").into());
+                }
+                (ebb.proxy, Some((trigger, ebb)))
+            }
+            other => return Err(format!("unknown proxy kind {other}").into()),
+        };
+        println!("serving {addr}");
+        tokio::task::spawn_blocking(|| {
+            use std::io::Read;
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        })
+        .await?;
+        Ok(())
+    })
 }
 
 /// What the scripted API server of the cluster figures saw.
