@@ -19,6 +19,7 @@ pub mod admin;
 pub mod cluster;
 pub mod cold;
 pub mod deadline;
+pub mod gate;
 pub mod local;
 pub mod metrics;
 pub mod proxy;
@@ -42,9 +43,10 @@ use tracing::{info, warn};
 use self::{
     cluster::ClusterSpec,
     cold::ColdStart,
+    gate::PlainProxy,
     local::{LocalSpec, LocalTiming},
     metrics::ActivatorMetrics,
-    proxy::{Client, PlainProxy, Proxy, ProxyConfig, RouteOptions, Routing, TlsProxy},
+    proxy::{Client, Proxy, ProxyConfig, RouteOptions, Routing, TlsProxy},
     target::Target,
     upstream::{DIAL_BUDGET, DialPolicy, Protocol, Upstream},
 };
@@ -775,11 +777,15 @@ fn start_servers(
         let shutdown = shutdown.clone();
         let proxy = Arc::clone(&proxy);
         async move {
+            let gate = PlainProxy::new(Arc::clone(&proxy), proxy_server.limits.log_interval);
             let handler = move |req, client: Arc<Client>| Arc::clone(&proxy).handle(req, client);
             if let Err(e) = proxy_server
-                .serve(proxy_listener, PlainProxy, handler, async move {
-                    shutdown.wait().await
-                })
+                .serve(
+                    proxy_listener,
+                    gate,
+                    handler,
+                    async move { shutdown.wait().await },
+                )
                 .await
             {
                 warn!(error = %e, "the proxy server stopped");

@@ -14,8 +14,8 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -41,7 +41,7 @@ use crate::{
     net::{CloseReason, ConnState, Handshake, LogThrottle},
     scaling::{
         http_hold::{self, AtZero, HoldLimits},
-        http_route::{FixedResponse, RouteKey, RouteTable},
+        http_route::{FixedResponse, RouteKey, RouteTable, StaticRule},
     },
     tls::TlsHandshake,
 };
@@ -171,6 +171,30 @@ impl Proxy {
         self.held_total.load(Ordering::Relaxed)
     }
 
+    /// The route of `request` in the table in use: its target, settings and static answer.
+    fn lookup<B>(
+        &self,
+        request: &Request<B>,
+        host: &str,
+    ) -> Option<(Arc<Target>, RouteOptions, Option<StaticRule>)> {
+        // A guard, not a clone of the table's Arc: no reference count touched per request.
+        let routing = self.routing.load();
+        routing
+            .table
+            .lookup_match(host, request.uri().path(), |name| {
+                request
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect()
+            })
+            .and_then(|m| {
+                let (target, options) = routing.targets.get(&m.route.key)?;
+                Some((Arc::clone(target), options.clone(), m.fixed.cloned()))
+            })
+    }
+
     /// The route of `request` in the table in use: its target and settings, or the response
     /// to send without one (404, or a static route's answer).
     fn resolve<B>(
@@ -178,25 +202,7 @@ impl Proxy {
         request: &Request<B>,
         host: &str,
     ) -> Result<(Arc<Target>, RouteOptions), Box<Response<ProxyBody>>> {
-        let found = {
-            // A guard, not a clone of the table's Arc: no reference count touched per request.
-            let routing = self.routing.load();
-            routing
-                .table
-                .lookup_match(host, request.uri().path(), |name| {
-                    request
-                        .headers()
-                        .get_all(name)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .collect()
-                })
-                .and_then(|m| {
-                    let (target, options) = routing.targets.get(&m.route.key)?;
-                    Some((Arc::clone(target), options.clone(), m.fixed.cloned()))
-                })
-        };
-        let Some((target, options, fixed)) = found else {
+        let Some((target, options, fixed)) = self.lookup(request, host) else {
             self.metrics.no_route.inc();
             tracing::debug!(%host, path = request.uri().path(), "no route");
             return Err(Box::new(plain(
@@ -223,13 +229,21 @@ impl Proxy {
         request: Request<Incoming>,
         client: Arc<Client>,
     ) -> Response<ProxyBody> {
-        let started = Instant::now();
+        let mut started = Instant::now();
         // The Host header's value is shared, not copied: it goes on as Host, X-Forwarded-Host
         // and HTTP/2's :authority.
         let host = request_authority(&request);
-        let (target, options) = match self.resolve(&request, host.to_str().unwrap_or_default()) {
-            Ok(found) => found,
-            Err(response) => return *response,
+        let gated = client.take_gated();
+        let (target, options) = match &gated {
+            // Held by the gate before hyper read it: routed, counted and held already.
+            Some(held) => {
+                started = held.started;
+                (Arc::clone(&held.target), held.options.clone())
+            }
+            None => match self.resolve(&request, host.to_str().unwrap_or_default()) {
+                Ok(found) => found,
+                Err(response) => return *response,
+            },
         };
         let span = tracing::info_span!(
             "activator.request",
@@ -238,7 +252,7 @@ impl Proxy {
             method = %request.method(),
             path = request.uri().path(),
         );
-        let serve = self.serve(target, options, request, &client, host, started);
+        let serve = self.serve(target, options, request, &client, host, started, gated);
         // A span no subscriber records is inert: the request skips the wrapper's enter/exit on
         // every poll.
         if span.is_disabled() {
@@ -248,6 +262,8 @@ impl Proxy {
         }
     }
 
+    /// `gated`: the gate counted and held the request already (its first round of the loop).
+    #[allow(clippy::too_many_arguments)]
     async fn serve(
         &self,
         mut target: Arc<Target>,
@@ -256,31 +272,29 @@ impl Proxy {
         client: &Client,
         host: HeaderValue,
         started: Instant,
+        mut gated: Option<Box<GateHeld>>,
     ) -> Response<ProxyBody> {
         let mut reroutes = 0;
         let deadline =
             deadline::request_deadline(options.request_timeout, self.config.request_timeout, started);
         let (in_flight, endpoints, cold, fallback) = loop {
-            let (in_flight, endpoints) = target.begin();
-            if !endpoints.is_empty() {
-                break (in_flight, endpoints, false, false);
-            }
-            if let Some(left) = deadline.and_then(|d| {
-                let fallback = options.cold.fallback;
-                deadline::bound_hold(
-                    options.hold_timeout,
-                    self.config.hold_timeout,
-                    fallback,
-                    d,
-                    Instant::now(),
-                )
-            }) {
-                // The request's deadline comes first: it ends the hold, with no time for a fallback.
-                options.hold_timeout = Some(Some(left));
-                options.cold.fallback = false;
-            }
-            match self.hold(&target, &options, request.uri().path()).await {
-                Ok((endpoints, fallback)) => break (in_flight, endpoints, true, fallback),
+            let (in_flight, held, cold) = match gated.take() {
+                Some(g) => (g.in_flight, g.outcome, g.cold),
+                None => {
+                    let (in_flight, endpoints) = target.begin();
+                    if !endpoints.is_empty() {
+                        break (in_flight, endpoints, false, false);
+                    }
+                    self.bound_by_request(&mut options, deadline);
+                    (
+                        in_flight,
+                        self.hold(&target, &options, request.uri().path()).await,
+                        true,
+                    )
+                }
+            };
+            match held {
+                Ok((endpoints, fallback)) => break (in_flight, endpoints, cold, fallback),
                 Err(HoldEnd::Answer(response)) => {
                     target.record_response(response.status().as_u16(), true, started.elapsed());
                     return response;
@@ -454,6 +468,67 @@ impl Proxy {
         )
     }
 
+    /// The gate's look at a connection's first request, before hyper reads it: its route and
+    /// settings when the request would be held (routed, no static answer, no ready endpoint
+    /// now), else `None` (hyper serves it as any request). Counts nothing.
+    pub(super) fn gate_route(&self, head: &Request<()>) -> Option<(Arc<Target>, RouteOptions)> {
+        let host = request_authority(head);
+        let (target, options, fixed) = self.lookup(head, host.to_str().unwrap_or_default())?;
+        let ready = !target.endpoints().is_empty();
+        if ready || fixed.is_some_and(|f| http_hold::static_answers(f.always, ready)) {
+            return None;
+        }
+        Some((target, options))
+    }
+
+    /// The gate's run of [`Proxy::serve`]'s first round for a request [`Proxy::gate_route`]
+    /// chose: counted in, then held (or answered) by [`Proxy::hold`], so every count, cap and
+    /// wake is the handler's. Dropping it before it ends counts the hold abandoned.
+    pub(super) async fn gate_hold(
+        &self,
+        target: Arc<Target>,
+        options: RouteOptions,
+        path: &str,
+    ) -> Box<GateHeld> {
+        let started = Instant::now();
+        let (in_flight, endpoints) = target.begin();
+        let (outcome, cold) = if endpoints.is_empty() {
+            let mut bounded = options.clone();
+            let deadline =
+                deadline::request_deadline(options.request_timeout, self.config.request_timeout, started);
+            self.bound_by_request(&mut bounded, deadline);
+            (self.hold(&target, &bounded, path).await, true)
+        } else {
+            // Ready between the look and the count: forwarded as a warm request.
+            (Ok((endpoints, false)), false)
+        };
+        Box::new(GateHeld {
+            target,
+            options,
+            in_flight,
+            outcome,
+            cold,
+            started,
+        })
+    }
+
+    /// Ends the hold at the request's deadline when that comes first, with no time left for
+    /// a fallback (as the add-on answers 504 then).
+    fn bound_by_request(&self, options: &mut RouteOptions, deadline: Option<Instant>) {
+        if let Some(left) = deadline.and_then(|d| {
+            deadline::bound_hold(
+                options.hold_timeout,
+                self.config.hold_timeout,
+                options.cold.fallback,
+                d,
+                Instant::now(),
+            )
+        }) {
+            options.hold_timeout = Some(Some(left));
+            options.cold.fallback = false;
+        }
+    }
+
     /// Holds a request until the target is ready (the endpoints, and whether they are the
     /// fallback's); the error is the response to send instead, or the route's object changed.
     async fn hold(
@@ -566,6 +641,19 @@ impl Proxy {
 /// How many times one held request follows edits of its route before giving up.
 const MAX_REROUTES: usize = 8;
 
+/// A connection's first request as the gate leaves it for the handler: routed, counted in
+/// flight, and its hold ended (ready, answered, or superseded).
+pub(super) struct GateHeld {
+    target: Arc<Target>,
+    options: RouteOptions,
+    in_flight: InFlight,
+    outcome: Result<(Endpoints, bool), HoldEnd>,
+    /// False when the target turned ready before the request was held.
+    cold: bool,
+    /// When the gate had the request's head.
+    started: Instant,
+}
+
 /// Why a hold ended without endpoints.
 enum HoldEnd {
     /// Send this instead.
@@ -666,7 +754,6 @@ impl Scheme {
 
 /// What the proxy knows of a client connection, worked out once per connection rather than
 /// once per request.
-#[derive(Debug)]
 pub struct Client {
     /// The peer.
     pub peer: SocketAddr,
@@ -675,7 +762,20 @@ pub struct Client {
     /// Its address as `X-Forwarded-For` carries it.
     ip: HeaderValue,
     /// The response-header timer, kept between the connection's requests (see [`Client::within`]).
-    header_timer: std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+    header_timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
+    /// The first request, held by the gate; the handler's first call takes it.
+    gated: Mutex<Option<Box<GateHeld>>>,
+    /// Set with `gated`: requests on connections the gate let through take no lock.
+    has_gated: AtomicBool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer", &self.peer)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -687,7 +787,9 @@ impl Client {
             scheme,
             ip: HeaderValue::from_maybe_shared(Bytes::from(text))
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
-            header_timer: std::sync::Mutex::new(None),
+            header_timer: Mutex::new(None),
+            gated: Mutex::new(None),
+            has_gated: AtomicBool::new(false),
         }
     }
 
@@ -720,22 +822,19 @@ impl Client {
         *self.header_timer.lock_or_recover() = Some(timer);
         result
     }
-}
 
-/// The plain proxy port's handshake: none, plus the client's [`Client`] facts.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PlainProxy;
+    /// Leaves the gate's held first request for the handler.
+    pub(super) fn set_gated(&self, held: Box<GateHeld>) {
+        *self.gated.lock_or_recover() = Some(held);
+        self.has_gated.store(true, Ordering::Release);
+    }
 
-impl Handshake for PlainProxy {
-    type Io = TcpStream;
-    type Info = Client;
-
-    async fn handshake(
-        &self,
-        tcp: TcpStream,
-        conn: Arc<ConnState>,
-    ) -> Result<(TcpStream, Client), CloseReason> {
-        Ok((tcp, Client::new(conn.peer, Scheme::Http)))
+    fn take_gated(&self) -> Option<Box<GateHeld>> {
+        if !self.has_gated.load(Ordering::Acquire) {
+            return None;
+        }
+        self.has_gated.store(false, Ordering::Release);
+        self.gated.lock_or_recover().take()
     }
 }
 

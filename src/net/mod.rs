@@ -17,4 +17,4 @@ pub use duration::parse_duration;
 pub use logthrottle::{LogThrottle, PeerNoiseLayer, Summary, clip};
 pub use metrics::{CloseReason, ServerMetrics};
 pub use prefixed::Prefixed;
-pub use serve::{Handshake, Limits, PlainTcp, Server, default_max_connections};
+pub use serve::{Gated, Handshake, Limits, PlainTcp, Server, default_max_connections};

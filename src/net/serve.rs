@@ -5,7 +5,7 @@
 //! while in-flight requests drain.
 //!
 //! ```text
-//! accept --ConnTable::admit--> handshake (≤ handshake timeout)
+//! accept --ConnTable::admit--> handshake (≤ handshake timeout) --> gate (optional)
 //!        --hyper: h1 header timer, h2 pings--> requests (in flight: no deadline of ours)
 //!        --watchdog--> first request ≤ read-header timeout, then idle ≤ idle timeout
 //! ```
@@ -41,7 +41,9 @@ use super::{
     conns::{ConnGuard, ConnState, ConnTable, RequestGuard, Signal},
     logthrottle::{DEFAULT_WINDOW, LogThrottle},
     metrics::{CloseReason, ServerMetrics},
+    prefixed::Prefixed,
 };
+use crate::locks::LockExt;
 
 /// Deadlines and caps of one server; `None` disables a timeout. Defaults follow kube-apiserver
 /// where it has a value (header 32 s, idle 90 s, 250 streams per HTTP/2 connection).
@@ -130,6 +132,44 @@ pub trait Handshake: Send + Sync + 'static {
         tcp: TcpStream,
         conn: Arc<ConnState>,
     ) -> impl Future<Output = Result<(Self::Io, Self::Info), CloseReason>> + Send;
+
+    /// An optional stage between the handshake and HTTP; the default starts HTTP at once.
+    ///
+    /// A gate may read the connection's first request head and hold that request before any
+    /// HTTP state exists for it (the activator's requests for targets at zero). Until it counts
+    /// the request in flight ([`ConnState::begin_request`], the guard handed on in
+    /// [`Gated::Serve`]), the serving loop bounds it by the read-header deadline and closes it
+    /// on eviction or shutdown; after, the request drains as any request in flight.
+    fn gate(
+        &self,
+        io: Self::Io,
+        info: &Arc<Self::Info>,
+        conn: &Arc<ConnState>,
+    ) -> impl Future<Output = Gated<Self::Io>> + Send {
+        let _ = (info, conn);
+        std::future::ready(Gated::Serve {
+            io,
+            read: Vec::new(),
+            request: None,
+        })
+    }
+}
+
+/// How a [`Handshake::gate`] ended.
+#[derive(Debug)]
+pub enum Gated<Io> {
+    /// Serve HTTP on the stream.
+    Serve {
+        /// The stream.
+        io: Io,
+        /// Bytes the gate read from it: HTTP reads them first.
+        read: Vec<u8>,
+        /// The first request, when the gate counted it in flight already; the handler's call
+        /// for that request takes it over instead of counting the request again.
+        request: Option<RequestGuard>,
+    },
+    /// Close the connection without a word; the reason is what the metrics record.
+    Close(CloseReason),
 }
 
 /// No handshake: plain HTTP on the TCP stream (the admin port).
@@ -368,11 +408,66 @@ where
     };
 
     let info = Arc::new(info);
+
+    let started = Instant::now();
+    let grace = limits
+        .read_header_timeout
+        .map_or(GOAWAY_GRACE, |t| t.min(GOAWAY_GRACE));
+    let recheck = limits
+        .idle_timeout
+        .or(limits.read_header_timeout)
+        .unwrap_or(BUSY_RECHECK);
+    let first = watchdog_deadline(&state, limits, started).map_or(started + recheck, |(at, _)| at);
+    let timer = tokio::time::sleep_until(first.into());
+    tokio::pin!(timer);
+    let mut seen: Vec<Signal> = Vec::with_capacity(0);
+
+    let gated = {
+        let gate = shared.handshake.gate(io, &info, &state);
+        tokio::pin!(gate);
+        loop {
+            tokio::select! {
+                gated = gate.as_mut() => break gated,
+                signal = std::future::poll_fn(|cx| state.poll_signal(cx, &seen)) => {
+                    seen.push(signal);
+                    match signal {
+                        Signal::Evicted => break Gated::Close(CloseReason::Shed),
+                        Signal::Draining if state.requests() == 0 => break Gated::Close(CloseReason::Shutdown),
+                        // A request the gate holds drains like any in flight: HTTP serves it
+                        // when the hold ends, then closes (see below).
+                        Signal::Draining | Signal::Quiet => {}
+                    }
+                }
+                () = timer.as_mut() => {
+                    let now = Instant::now();
+                    match watchdog_deadline(&state, limits, started) {
+                        Some((at, why)) if now >= at => break Gated::Close(why),
+                        Some((at, _)) => timer.as_mut().reset(at.into()),
+                        None => timer.as_mut().reset((now + recheck).into()),
+                    }
+                }
+            }
+        }
+    };
+    let (io, read, gated_request) = match gated {
+        Gated::Serve { io, read, request } => (io, read, request),
+        Gated::Close(reason) => {
+            server.metrics.closed(name, reason);
+            tracing::debug!(server = name, peer = %state.peer, reason = reason.label(), "connection closed before HTTP");
+            return;
+        }
+    };
+
     let service = {
         let state = Arc::clone(&state);
         let shared = Arc::clone(&shared);
+        // The gate's request, counted already: the first call takes it (no lock without one).
+        let begun = gated_request.map(|r| std::sync::Mutex::new(Some(r)));
         service_fn(move |request: Request<Incoming>| {
-            let tracked = state.begin_request(request.version() == http::Version::HTTP_2);
+            let tracked = begun
+                .as_ref()
+                .and_then(|b| b.lock_or_recover().take())
+                .unwrap_or_else(|| state.begin_request(request.version() == http::Version::HTTP_2));
             let response = (shared.handler)(request, Arc::clone(&info));
             async move {
                 let response = response.await;
@@ -390,7 +485,7 @@ where
     // WebSocket tunnel); the others never do, and nothing changes for them. The stream carries
     // the connection's place in the table, so a tunnel keeps counting against the cap.
     let io = Counted {
-        io,
+        io: Prefixed::new(read, io),
         _slot: guard,
         _open: open,
     };
@@ -399,66 +494,71 @@ where
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
 
-    let started = Instant::now();
-    let grace = limits
-        .read_header_timeout
-        .map_or(GOAWAY_GRACE, |t| t.min(GOAWAY_GRACE));
-    let recheck = limits
-        .idle_timeout
-        .or(limits.read_header_timeout)
-        .unwrap_or(BUSY_RECHECK);
-    let first = watchdog_deadline(&state, limits, started).map_or(started + recheck, |(at, _)| at);
-    let timer = tokio::time::sleep_until(first.into());
-    tokio::pin!(timer);
-    let mut seen: Vec<Signal> = Vec::with_capacity(0);
     // Set once a graceful close began: the reason, and when to stop waiting for it.
     let mut closing: Option<(Instant, CloseReason)> = None;
-    let reason = loop {
-        tokio::select! {
-            result = conn.as_mut() => break match (result, closing) {
-                (Ok(()), Some((_, why))) => why,
-                (Ok(()), None) => CloseReason::Done,
-                (Err(e), _) => classify(e.as_ref()),
-            },
-            signal = std::future::poll_fn(|cx| state.poll_signal(cx, &seen)) => {
-                seen.push(signal);
-                match signal {
-                    Signal::Evicted if closing.is_none() => break CloseReason::Shed,
-                    Signal::Evicted => {}
-                    Signal::Draining => {
-                        if state.requests() == 0 {
-                            break CloseReason::Shutdown;
+    // Shutdown began while the gate held the first request: serve that request, then close.
+    // Hyper's graceful close ends a connection still sniffing its version without serving it,
+    // so it comes after one poll, which takes the replayed head past the sniffing.
+    let mut early = None;
+    if seen.contains(&Signal::Draining) {
+        match futures::poll!(conn.as_mut()) {
+            Poll::Ready(result) => early = Some(result),
+            Poll::Pending => conn.as_mut().graceful_shutdown(),
+        }
+    }
+    let reason = if let Some(result) = early {
+        match result {
+            Ok(()) => CloseReason::Done,
+            Err(e) => classify(e.as_ref()),
+        }
+    } else {
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => break match (result, closing) {
+                    (Ok(()), Some((_, why))) => why,
+                    (Ok(()), None) => CloseReason::Done,
+                    (Err(e), _) => classify(e.as_ref()),
+                },
+                signal = std::future::poll_fn(|cx| state.poll_signal(cx, &seen)) => {
+                    seen.push(signal);
+                    match signal {
+                        Signal::Evicted if closing.is_none() => break CloseReason::Shed,
+                        Signal::Evicted => {}
+                        Signal::Draining => {
+                            if state.requests() == 0 {
+                                break CloseReason::Shutdown;
+                            }
+                            // Finish in-flight requests, refuse new ones (GOAWAY / Connection: close).
+                            conn.as_mut().graceful_shutdown();
                         }
-                        // Finish in-flight requests, refuse new ones (GOAWAY / Connection: close).
-                        conn.as_mut().graceful_shutdown();
+                        Signal::Quiet => {
+                            if closing.is_none() {
+                                let at = Instant::now() + grace;
+                                closing = Some((at, CloseReason::Shutdown));
+                                timer.as_mut().reset(at.into());
+                            }
+                        }
                     }
-                    Signal::Quiet => {
-                        if closing.is_none() {
-                            let at = Instant::now() + grace;
-                            closing = Some((at, CloseReason::Shutdown));
+                }
+                () = timer.as_mut() => {
+                    if let Some((_, why)) = closing {
+                        break why;
+                    }
+                    let now = Instant::now();
+                    match watchdog_deadline(&state, limits, started) {
+                        // Busy: look again later rather than be told of every request's end.
+                        None => timer.as_mut().reset((now + recheck).into()),
+                        Some((at, _)) if now < at => timer.as_mut().reset(at.into()),
+                        Some((_, why)) => {
+                            if state.requests() == 0 {
+                                break why;
+                            }
+                            // Served before: let hyper close it politely (GOAWAY), briefly.
+                            conn.as_mut().graceful_shutdown();
+                            let at = now + grace;
+                            closing = Some((at, why));
                             timer.as_mut().reset(at.into());
                         }
-                    }
-                }
-            }
-            () = timer.as_mut() => {
-                if let Some((_, why)) = closing {
-                    break why;
-                }
-                let now = Instant::now();
-                match watchdog_deadline(&state, limits, started) {
-                    // Busy: look again later rather than be told of every request's end.
-                    None => timer.as_mut().reset((now + recheck).into()),
-                    Some((at, _)) if now < at => timer.as_mut().reset(at.into()),
-                    Some((_, why)) => {
-                        if state.requests() == 0 {
-                            break why;
-                        }
-                        // Served before: let hyper close it politely (GOAWAY), briefly.
-                        conn.as_mut().graceful_shutdown();
-                        let at = now + grace;
-                        closing = Some((at, why));
-                        timer.as_mut().reset(at.into());
                     }
                 }
             }
