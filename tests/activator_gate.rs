@@ -103,7 +103,12 @@ async fn a_held_post_keeps_its_body_and_its_connection() {
         body.len()
     );
 
-    // The same connection serves the next request, warm now.
+    // The same connection serves the next request, warm now (once the client side has taken
+    // the first exchange off the connection: sending before that is refused as "not ready").
+    tokio::time::timeout(BUDGET, sender.ready())
+        .await
+        .expect("ready in time")
+        .expect("connection kept");
     let next = Request::get("/again")
         .header(http::header::HOST, "app.test")
         .body(Full::new(Bytes::new()))
@@ -194,6 +199,7 @@ async fn the_deadline_answers_504_once_and_the_connection_goes_on() {
         .expect("in time")
         .expect("answered");
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    response.into_body().collect().await.expect("body");
     let route = activator
         .wait_route("web/app", "counted", |r| r["held"] == 0)
         .await;
@@ -203,6 +209,10 @@ async fn the_deadline_answers_504_once_and_the_connection_goes_on() {
     assert_eq!(queue["web/app"]["RequestCount"], 1, "{queue}");
 
     // The next request on the connection is held by the handler, and times out the same way.
+    tokio::time::timeout(BUDGET, sender.ready())
+        .await
+        .expect("ready in time")
+        .expect("connection kept");
     let response = tokio::time::timeout(BUDGET, sender.send_request(request()))
         .await
         .expect("in time")
