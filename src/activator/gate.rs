@@ -26,7 +26,7 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::proxy::{Client, Proxy, Scheme};
+use super::proxy::{self, Client, Proxy, Scheme};
 use crate::net::{CloseReason, ConnState, Gated, Handshake, LogThrottle};
 
 /// Longest head the gate reads: hyper's own limit (its default `max_buf_size`), so a head
@@ -112,13 +112,7 @@ impl PlainProxy {
         let found = request_of(&head).and_then(|request| {
             let (target, options) = self.proxy.gate_route(&request)?;
             let path = request.uri().path().to_owned();
-            let span = tracing::info_span!(
-                "activator.request",
-                route = %target.route.key,
-                service = %target.route.service,
-                method = %request.method(),
-                path = request.uri().path(),
-            );
+            let span = proxy::request_span(&target, &request);
             Some((target, options, span, path))
         });
         let Some((target, options, span, path)) = found else {

@@ -245,13 +245,7 @@ impl Proxy {
                 Err(response) => return *response,
             },
         };
-        let span = tracing::info_span!(
-            "activator.request",
-            route = %target.route.key,
-            service = %target.route.service,
-            method = %request.method(),
-            path = request.uri().path(),
-        );
+        let span = request_span(&target, &request);
         let serve = self.serve(target, options, request, &client, host, started, gated);
         // A span no subscriber records is inert: the request skips the wrapper's enter/exit on
         // every poll.
@@ -636,6 +630,17 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The span a proxied request runs in, whether the handler or the gate holds it.
+pub(super) fn request_span<B>(target: &Target, request: &Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "activator.request",
+        route = %target.route.key,
+        service = %target.route.service,
+        method = %request.method(),
+        path = request.uri().path(),
+    )
 }
 
 /// How many times one held request follows edits of its route before giving up.
