@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod cold;
 pub mod deadline;
 pub mod gate;
+pub mod h1pool;
 pub mod local;
 pub mod metrics;
 pub mod proxy;

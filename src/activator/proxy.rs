@@ -32,9 +32,12 @@ use tracing::Instrument;
 use super::{
     cold::{self, ColdStart, ResponseBodies},
     deadline::{self, DeadlineBody},
+    h1pool::Leased,
     metrics::ActivatorMetrics,
     target::{Endpoints, InFlight, Refusal, Target},
-    upstream::{BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamError},
+    upstream::{
+        BoxError, Guarded, IdleTimeoutBody, Protocol, ProxyBody, Upstream, UpstreamBody, UpstreamError,
+    },
 };
 use crate::{
     locks::LockExt,
@@ -246,14 +249,9 @@ impl Proxy {
             },
         };
         let span = request_span(&target, &request);
-        let serve = self.serve(target, options, request, &client, host, started, gated);
-        // A span no subscriber records is inert: the request skips the wrapper's enter/exit on
-        // every poll.
-        if span.is_disabled() {
-            serve.await
-        } else {
-            serve.instrument(span).await
-        }
+        self.serve(target, options, request, &client, host, started, gated)
+            .instrument(span)
+            .await
     }
 
     /// `gated`: the gate counted and held the request already (its first round of the loop).
@@ -280,11 +278,10 @@ impl Proxy {
                         break (in_flight, endpoints, false, false);
                     }
                     self.bound_by_request(&mut options, deadline);
-                    (
-                        in_flight,
-                        self.hold(&target, &options, request.uri().path()).await,
-                        true,
-                    )
+                    // Boxed: the rare path's state would otherwise size, and be copied with,
+                    // every request's future.
+                    let held = Box::pin(self.hold(&target, &options, request.uri().path())).await;
+                    (in_flight, held, true)
                 }
             };
             match held {
@@ -339,9 +336,20 @@ impl Proxy {
                 http::Version::HTTP_2 => Protocol::H2c,
                 _ => Protocol::Http1,
             });
-        let upstream_request = prepare(request, client, &host, self.config.request_body_timeout);
-        let send = self.upstream.send(addr, protocol, &host, upstream_request);
-        match (client.within(header_timeout, send).await, deadline) {
+        // Built in place, not in named locals: a moved local keeps its room in the future's
+        // state, and hyper copies every request's future whole.
+        let answer = client
+            .within(
+                header_timeout,
+                self.upstream.send(
+                    addr,
+                    protocol,
+                    &host,
+                    prepare(request, client, &host, self.config.request_body_timeout),
+                ),
+            )
+            .await;
+        match (answer, deadline) {
             (Ok(response), None) => self.forward(&target, in_flight, response, cold, started),
             (Ok(response), Some(deadline)) => self
                 .forward(&target, in_flight, response, cold, started)
@@ -356,7 +364,7 @@ impl Proxy {
         &self,
         target: &Target,
         in_flight: InFlight,
-        mut response: Response<Incoming>,
+        mut response: Response<UpstreamBody>,
         cold: bool,
         started: Instant,
     ) -> Response<ProxyBody> {
@@ -426,7 +434,10 @@ impl Proxy {
         headers.insert(header::UPGRADE, upgrade);
         let mut response = match within(header_timeout, self.upstream.upgrade(addr, upstream_request)).await {
             Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => r,
-            Ok(r) => return self.forward(target, in_flight, r, cold, started),
+            Ok(r) => {
+                let r = r.map(|body| Leased::new(body, None));
+                return self.forward(target, in_flight, r, cold, started);
+            }
             Err(error) => return self.failed(target, addr, error, cold, started),
         };
         let upstream_side = hyper::upgrade::on(&mut response);
@@ -799,33 +810,14 @@ impl Client {
     }
 
     /// Awaits `send` within `limit`, as [`within`] does, on a timer kept for the connection's
-    /// next request. A fresh timer per request is an insertion into and a removal from tokio's
-    /// timer wheel each time; a kept one whose deadline only moves later is updated in place, so
-    /// the deadline costs a clock read. Concurrent HTTP/2 streams that find it taken use their own.
-    async fn within<T>(
-        &self,
-        limit: Option<Duration>,
-        send: impl Future<Output = Result<T, UpstreamError>>,
-    ) -> Result<T, Option<UpstreamError>> {
-        let Some(limit) = limit else {
-            return send.await.map_err(Some);
-        };
-        let deadline = tokio::time::Instant::now() + limit;
-        let kept = self.header_timer.lock_or_recover().take();
-        let mut timer = match kept {
-            Some(mut timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
-        };
-        let result = tokio::select! {
-            biased;
-            r = send => r.map_err(Some),
-            () = timer.as_mut() => Err(None),
-        };
-        *self.header_timer.lock_or_recover() = Some(timer);
-        result
+    /// next request (see [`KeptTimer`]).
+    fn within<F: Future>(&self, limit: Option<Duration>, send: F) -> KeptTimer<'_, F> {
+        KeptTimer {
+            send,
+            client: self,
+            deadline: limit.map(|l| tokio::time::Instant::now() + l),
+            timer: None,
+        }
     }
 
     /// Leaves the gate's held first request for the handler.
@@ -840,6 +832,69 @@ impl Client {
         }
         self.has_gated.store(false, Ordering::Release);
         self.gated.lock_or_recover().take()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Client::within`]'s future. Moving a timer costs a removal from and an insertion into
+    /// tokio's timer wheel, so the connection keeps one between its requests and leaves it
+    /// where it is when it is due no later than this request's deadline: it then fires early,
+    /// at most once per limit, and is moved on only then. A hand-written future rather than an
+    /// `async fn`, whose state would hold `send` twice (the argument, and the pinned copy), and
+    /// every request's future is copied whole into hyper's.
+    pub(super) struct KeptTimer<'a, F> {
+        #[pin]
+        send: F,
+        client: &'a Client,
+        deadline: Option<tokio::time::Instant>,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F, T> Future for KeptTimer<'_, F>
+where
+    F: Future<Output = Result<T, UpstreamError>>,
+{
+    type Output = Result<T, Option<UpstreamError>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Poll::Ready(r) = this.send.poll(cx) {
+            if let Some(timer) = this.timer.take() {
+                *this.client.header_timer.lock_or_recover() = Some(timer);
+            }
+            return Poll::Ready(r.map_err(Some));
+        }
+        let Some(deadline) = *this.deadline else {
+            return Poll::Pending;
+        };
+        let client = *this.client;
+        // Concurrent HTTP/2 streams that find the kept timer taken use their own.
+        let timer = this
+            .timer
+            .get_or_insert_with(|| match client.header_timer.lock_or_recover().take() {
+                Some(timer) if timer.deadline() <= deadline => timer,
+                Some(mut timer) => {
+                    timer.as_mut().reset(deadline);
+                    timer
+                }
+                None => Box::pin(tokio::time::sleep_until(deadline)),
+            });
+        // Twice at most: an early firing moves the timer to `deadline`, which fires for good.
+        for _ in 0..2 {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if let Some(timer) = this.timer.take() {
+                    *client.header_timer.lock_or_recover() = Some(timer);
+                }
+                return Poll::Ready(Err(None));
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
     }
 }
 
@@ -985,6 +1040,28 @@ mod tests {
             Some(&b"trailers"[..])
         );
         assert!(headers.get("x-kept").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_header_timer_due_early_does_not_cut_a_later_request_short() {
+        let client = Client::new("127.0.0.1:1".parse().expect("addr"), Scheme::Http);
+        let limit = Some(Duration::from_secs(10));
+        let answer = |after: u64| async move {
+            tokio::time::sleep(Duration::from_secs(after)).await;
+            Ok::<_, UpstreamError>(after)
+        };
+        assert_eq!(client.within(limit, answer(1)).await.ok(), Some(1));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The kept timer is due at 11 s; this request's deadline is 16 s.
+        assert_eq!(client.within(limit, answer(8)).await.ok(), Some(8));
+        let started = tokio::time::Instant::now();
+        assert!(matches!(client.within(limit, answer(30)).await, Err(None)));
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // A shorter limit than the kept timer's moves it earlier.
+        assert!(matches!(
+            client.within(Some(Duration::from_secs(2)), answer(30)).await,
+            Err(None)
+        ));
     }
 
     #[test]

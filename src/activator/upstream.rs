@@ -13,7 +13,7 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -25,18 +25,19 @@ use http::{
 };
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::{
-    client::legacy,
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpStream, time::Sleep};
 
+use super::h1pool::{self, H1Pool, Lease, Leased};
 use crate::locks::LockExt;
 
 /// Errors carried by streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides of the proxy.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+/// An upstream's response body, its connection back in the pool when it ends.
+pub type UpstreamBody = Leased<ProxyBody>;
 
 /// Longest time dials to one endpoint are retried (the add-on's 1 min cap).
 pub const DIAL_BUDGET: Duration = Duration::from_secs(60);
@@ -71,33 +72,6 @@ pub async fn dial(addr: SocketAddr, policy: DialPolicy) -> io::Result<TcpStream>
     }
 }
 
-/// The HTTP/1 client's connector: the URI's authority is always an endpoint's `ip:port`.
-#[derive(Debug, Clone)]
-struct Connector(DialPolicy);
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let policy = self.0;
-        Box::pin(async move {
-            let addr: SocketAddr =
-                uri.authority()
-                    .and_then(|a| a.as_str().parse().ok())
-                    .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidInput, format!("not an endpoint: {uri}"))
-                    })?;
-            dial(addr, policy).await.map(TokioIo::new)
-        })
-    }
-}
-
 /// The protocol spoken to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -115,7 +89,7 @@ pub enum UpstreamError {
     Connect(SocketAddr, #[source] io::Error),
     /// The HTTP/1 exchange failed.
     #[error("HTTP/1.1 exchange with {0}")]
-    Http1(SocketAddr, #[source] legacy::Error),
+    Http1(SocketAddr, #[source] hyper::Error),
     /// The HTTP/2 exchange failed.
     #[error("HTTP/2 exchange with {0}")]
     Http2(SocketAddr, #[source] hyper::Error),
@@ -126,7 +100,7 @@ pub enum UpstreamError {
 
 /// Connections to endpoints, shared by every request.
 pub struct Upstream {
-    h1: legacy::Client<Connector, ProxyBody>,
+    h1: Arc<H1Pool<ProxyBody>>,
     h2: Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<ProxyBody>>>,
     policy: DialPolicy,
 }
@@ -142,14 +116,8 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Clients dialling under `policy`.
     pub fn new(policy: DialPolicy) -> Upstream {
-        let h1 = legacy::Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(Connector(policy));
         Upstream {
-            h1,
+            h1: Arc::default(),
             h2: Mutex::new(HashMap::new()),
             policy,
         }
@@ -163,21 +131,77 @@ impl Upstream {
         protocol: Protocol,
         host: &HeaderValue,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match protocol {
             Protocol::Http1 => {
                 *request.version_mut() = Version::HTTP_11;
-                let uri = std::mem::take(request.uri_mut());
-                *request.uri_mut() =
-                    endpoint_uri(Authority::from_maybe_shared(Bytes::from(addr.to_string())), uri);
-                self.h1
-                    .request(request)
-                    .await
-                    .map_err(|e| UpstreamError::Http1(addr, e))
+                origin_form(request.uri_mut());
+                if !request.headers().contains_key(http::header::HOST) {
+                    // As hyper_util's client does: the authority dialled, when the client sent none.
+                    if let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
+                        request.headers_mut().insert(http::header::HOST, v);
+                    }
+                }
+                self.send_h1(addr, request).await
             }
             // Boxed: its dial and handshake would otherwise size every request's future.
-            Protocol::H2c => Box::pin(self.send_h2(addr, host, request)).await,
+            Protocol::H2c => Box::pin(self.send_h2(addr, host, request))
+                .await
+                .map(|r| r.map(|body| Leased::new(body, None))),
         }
+    }
+
+    /// Sends an HTTP/1.1 request on an idle pooled connection to `addr`, else on a new one. A
+    /// pooled connection the endpoint closed meanwhile refuses the request unsent, and it goes
+    /// on the next one (as `hyper_util`'s client retries canceled requests); a new connection's
+    /// failure is the answer.
+    async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // Bounded by the pool's size: each round takes one idle connection out of it for good.
+        for _ in 0..=h1pool::MAX_IDLE_PER_ENDPOINT {
+            let (mut sender, pooled) = match self.h1.take(addr) {
+                Some(sender) => (sender, true),
+                None => (Box::pin(self.dial_h1(addr)).await?, false),
+            };
+            if let Err(e) = sender.ready().await {
+                if pooled {
+                    continue;
+                }
+                return Err(UpstreamError::Http1(addr, e));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease::new(Arc::clone(&self.h1), addr, sender);
+                    return Ok(response.map(|body| Leased::new(body, Some(lease))));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if pooled => request = unsent,
+                    _ => return Err(UpstreamError::Http1(addr, e.into_error())),
+                },
+            }
+        }
+        Err(UpstreamError::Connect(
+            addr,
+            io::Error::other("every pooled connection was closed"),
+        ))
+    }
+
+    /// A new HTTP/1.1 connection to `addr`.
+    async fn dial_h1(&self, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+        let tcp = dial(addr, self.policy)
+            .await
+            .map_err(|e| UpstreamError::Connect(addr, e))?;
+        h1pool::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| UpstreamError::Http1(addr, e))
+    }
+
+    /// Idle HTTP/1.1 connections kept now.
+    pub fn idle_h1(&self) -> usize {
+        self.h1.idle()
     }
 
     async fn send_h2(
@@ -283,6 +307,19 @@ fn endpoint_uri(authority: Result<Authority, http::uri::InvalidUri>, uri: Uri) -
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// Leaves only the path and query in `uri` (`/` if it has none): the request line HTTP/1.1
+/// sends to an origin server (RFC 9112 §3.2.1), whichever form the client used.
+fn origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return;
+    }
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *uri = Uri::from(path);
 }
 
 /// The pause between two pieces of a request body grew past the limit.
@@ -396,5 +433,159 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty};
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    fn upstream() -> Upstream {
+        Upstream::new(DialPolicy {
+            connect_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_millis(10),
+            budget: Duration::from_secs(5),
+        })
+    }
+
+    fn get(path: &'static str) -> Request<ProxyBody> {
+        Request::get(path)
+            .header(http::header::HOST, "pool.test")
+            .body(
+                Empty::new()
+                    .map_err(|never: std::convert::Infallible| -> BoxError { match never {} })
+                    .boxed_unsync(),
+            )
+            .expect("a valid request")
+    }
+
+    /// A loopback upstream that answers every request on a connection with `body`, closing the
+    /// connection after one answer when `close` is set; counts the connections it accepted.
+    async fn raw_upstream(body: &'static [u8], close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = tcp.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(buf.get(..n).unwrap_or_default());
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                            if tcp.write_all(head.as_bytes()).await.is_err()
+                                || tcp.write_all(body).await.is_err()
+                            {
+                                return;
+                            }
+                            if close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_response_ended_serves_the_next_request() {
+        let (addr, accepted) = raw_upstream(b"hello", false).await;
+        let upstream = upstream();
+        let host = HeaderValue::from_static("pool.test");
+        for _ in 0..5 {
+            let response = upstream
+                .send(addr, Protocol::Http1, &host, get("/"))
+                .await
+                .expect("answered");
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&body[..], b"hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(upstream.idle_h1(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_read_does_not_go_back_to_the_pool() {
+        static BIG: [u8; 1 << 20] = [b'x'; 1 << 20];
+        let (addr, accepted) = raw_upstream(&BIG, false).await;
+        let upstream = upstream();
+        let host = HeaderValue::from_static("pool.test");
+        let response = upstream
+            .send(addr, Protocol::Http1, &host, get("/"))
+            .await
+            .expect("answered");
+        let mut body = response.into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert!(first.data_ref().is_some_and(|d| d.len() < BIG.len()));
+        drop(body);
+        assert_eq!(upstream.idle_h1(), 0);
+        let response = upstream
+            .send(addr, Protocol::Http1, &host, get("/"))
+            .await
+            .expect("answered");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body.len(), BIG.len());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_endpoint_closed_is_passed_over() {
+        let (addr, accepted) = raw_upstream(b"once", true).await;
+        let upstream = upstream();
+        let host = HeaderValue::from_static("pool.test");
+        let response = upstream
+            .send(addr, Protocol::Http1, &host, get("/"))
+            .await
+            .expect("answered");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"once");
+        // Put back at the body's end, then seen closed once hyper reads the endpoint's FIN.
+        eventually("the closed connection", || upstream.idle_h1() == 0).await;
+        let response = upstream
+            .send(addr, Protocol::Http1, &host, get("/again"))
+            .await
+            .expect("answered");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"once");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_request_line_is_origin_form() {
+        let mut uri: Uri = "http://example.test:8080/a/b?c=d".parse().expect("uri");
+        origin_form(&mut uri);
+        assert_eq!(uri, "/a/b?c=d");
+        let mut uri: Uri = "http://example.test".parse().expect("uri");
+        origin_form(&mut uri);
+        assert_eq!(uri, "/");
+        let mut uri: Uri = "/kept?x".parse().expect("uri");
+        origin_form(&mut uri);
+        assert_eq!(uri, "/kept?x");
     }
 }
