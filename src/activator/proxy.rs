@@ -249,9 +249,13 @@ impl Proxy {
             },
         };
         let span = request_span(&target, &request);
-        self.serve(target, options, request, &client, host, started, gated)
-            .instrument(span)
-            .await
+        InSpan {
+            inner: self.serve(target, options, request, &client, host, started, gated),
+            // A span no subscriber records is inert: the request skips entering and leaving it
+            // on every poll (with `tracing`'s `log` feature, each is a look at the logger too).
+            span: (!span.is_disabled()).then_some(span),
+        }
+        .await
     }
 
     /// `gated`: the gate counted and held the request already (its first round of the loop).
@@ -895,6 +899,25 @@ where
             timer.as_mut().reset(deadline);
         }
         Poll::Pending
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `inner` run inside `span` when there is one (`tracing`'s `Instrumented`, optional).
+    struct InSpan<F> {
+        #[pin]
+        inner: F,
+        span: Option<tracing::Span>,
+    }
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_ref().map(tracing::Span::enter);
+        this.inner.poll(cx)
     }
 }
 

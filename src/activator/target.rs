@@ -185,8 +185,9 @@ impl Target {
     pub fn begin(self: &Arc<Self>) -> (InFlight, Endpoints) {
         let endpoints = {
             let mut a = self.activity();
+            // `last_active` is read only with nothing in flight, so the end of the request
+            // (`InFlight`'s drop) sets it, and the start need not.
             a.in_flight += 1;
-            a.last_active = Instant::now();
             self.endpoints.borrow().clone()
         };
         self.counters.requests.fetch_add(1, Ordering::Relaxed);

@@ -450,7 +450,7 @@ fn segments(path: &str) -> Vec<String> {
 }
 
 /// The request's host without port, lower-cased (`[::1]:80` → `[::1]`).
-pub fn request_host(authority: &str) -> String {
+pub fn request_host(authority: &str) -> std::borrow::Cow<'_, str> {
     let host = if authority.starts_with('[') {
         authority.split_inclusive(']').next().unwrap_or(authority)
     } else {
@@ -462,7 +462,22 @@ pub fn request_host(authority: &str) -> String {
             }
         })
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    // Borrowed unless there is something to lower: no copy per request for the usual host.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
+}
+
+/// The index keys a request path can match, longest first: its non-empty segments joined by
+/// `/` (`/a//b/` → `a/b`), then each shorter run of leading segments, then `` (every path).
+fn path_keys(joined: &str) -> impl Iterator<Item = &str> {
+    let shorter = joined.rmatch_indices('/').map(|(i, _)| &joined[..i]);
+    std::iter::once(joined)
+        .chain(shorter)
+        .chain((!joined.is_empty()).then_some(""))
 }
 
 /// The request path percent-decoded, as the add-on matches it.
@@ -609,12 +624,18 @@ impl RouteTable {
         } else {
             path.into()
         };
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        // Slices of the path itself unless it has empty segments inside: no copy per request.
+        let trimmed = path.trim_matches('/');
+        let joined: std::borrow::Cow<'_, str> = if trimmed.contains("//") {
+            segments(trimmed).join("/").into()
+        } else {
+            trimmed.into()
+        };
         let probe = |candidate: &str| -> Option<Matched<'_>> {
             let by_prefix = self.index.get(candidate)?;
-            (0..=segs.len()).rev().find_map(|len| {
+            path_keys(&joined).find_map(|key| {
                 let &(i, which) = by_prefix
-                    .get(segs[..len].join("/").as_str())?
+                    .get(key)?
                     .iter()
                     .find(|&&(i, which)| headers_match(&rule_at(&self.routes[i], which).headers, &header))?;
                 let route = &self.routes[i];
@@ -626,11 +647,11 @@ impl RouteTable {
             })
         };
         // `a.b.c`, `*.b.c`, `*.c`, `*`, in one buffer rather than a string per candidate.
-        if let Some(found) = probe(&host) {
+        if let Some(found) = probe(host.as_ref()) {
             return Some(found);
         }
         let mut wildcard = String::new();
-        let mut rest = host.as_str();
+        let mut rest = host.as_ref();
         while let Some((_, tail)) = rest.split_once('.') {
             wildcard.clear();
             wildcard.push_str("*.");
@@ -769,6 +790,16 @@ mod tests {
         assert_eq!(find(&table, "app.test", "/api/v2x", &[]), Some("ns/api"));
         assert_eq!(find(&table, "app.test:8080", "/", &[]), Some("ns/root"));
         assert_eq!(find(&table, "other.test", "/", &[]), None);
+        // Empty segments do not count, wherever they are.
+        assert_eq!(find(&table, "app.test", "//api//v2//x/", &[]), Some("ns/v2"));
+        assert_eq!(find(&table, "APP.test.", "/api/", &[]), Some("ns/api"));
+    }
+
+    #[test]
+    fn path_keys_run_from_the_whole_path_to_every_path() {
+        assert_eq!(path_keys("a/b/c").collect::<Vec<_>>(), ["a/b/c", "a/b", "a", ""]);
+        assert_eq!(path_keys("a").collect::<Vec<_>>(), ["a", ""]);
+        assert_eq!(path_keys("").collect::<Vec<_>>(), [""]);
     }
 
     #[test]
