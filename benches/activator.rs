@@ -173,6 +173,21 @@ fn main() -> Res<()> {
         }
         let (bare_s, ebb_s) = (&summaries[1], &summaries[2]);
         println!("ebb/bare throughput: {:.3}", ebb_s.rps / bare_s.rps);
+        // Each round's ratio, bare and ebb measured back to back: a slow spell of the machine
+        // falls on one pair, and the median sets it aside where the totals above cannot.
+        let mut pairs: Vec<f64> = results[1]
+            .iter()
+            .zip(&results[2])
+            .map(|(bare, ebb)| ebb.rps() / bare.rps().max(1e-9))
+            .collect();
+        pairs.sort_by(f64::total_cmp);
+        if let (Some(low), Some(high)) = (pairs.first(), pairs.last()) {
+            println!(
+                "ebb/bare throughput per round: median {:.3}, range {low:.3}–{high:.3} ({} rounds)",
+                median(&pairs),
+                pairs.len()
+            );
+        }
         println!(
             "ebb/bare proxy CPU per request: {:.3}",
             ebb_s.proxy_cpu_us_per_request / bare_s.proxy_cpu_us_per_request.max(0.01)
@@ -457,6 +472,21 @@ async fn load(
         elapsed,
         proxy_cpu_us: proxy_cpu(proxy) - cpu_before,
     })
+}
+
+impl Round {
+    fn rps(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The median of sorted values (0 when empty).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 struct Summary {
