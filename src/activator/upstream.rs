@@ -513,18 +513,22 @@ mod tests {
         }
     }
 
+    /// One GET of `path` from `addr` through `upstream`, its body read to the end.
+    async fn fetch(upstream: &Upstream, addr: SocketAddr, path: &'static str) -> Bytes {
+        let host = HeaderValue::from_static("pool.test");
+        let response = upstream
+            .send(addr, Protocol::Http1, &host, get(path))
+            .await
+            .expect("answered");
+        response.into_body().collect().await.expect("body").to_bytes()
+    }
+
     #[tokio::test]
     async fn a_connection_whose_response_ended_serves_the_next_request() {
         let (addr, accepted) = raw_upstream(b"hello", false).await;
         let upstream = upstream();
-        let host = HeaderValue::from_static("pool.test");
         for _ in 0..5 {
-            let response = upstream
-                .send(addr, Protocol::Http1, &host, get("/"))
-                .await
-                .expect("answered");
-            let body = response.into_body().collect().await.expect("body").to_bytes();
-            assert_eq!(&body[..], b"hello");
+            assert_eq!(&fetch(&upstream, addr, "/").await[..], b"hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(upstream.idle_h1(), 1);
@@ -545,12 +549,7 @@ mod tests {
         assert!(first.data_ref().is_some_and(|d| d.len() < BIG.len()));
         drop(body);
         assert_eq!(upstream.idle_h1(), 0);
-        let response = upstream
-            .send(addr, Protocol::Http1, &host, get("/"))
-            .await
-            .expect("answered");
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        assert_eq!(body.len(), BIG.len());
+        assert_eq!(fetch(&upstream, addr, "/").await.len(), BIG.len());
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -558,21 +557,10 @@ mod tests {
     async fn a_pooled_connection_the_endpoint_closed_is_passed_over() {
         let (addr, accepted) = raw_upstream(b"once", true).await;
         let upstream = upstream();
-        let host = HeaderValue::from_static("pool.test");
-        let response = upstream
-            .send(addr, Protocol::Http1, &host, get("/"))
-            .await
-            .expect("answered");
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        assert_eq!(&body[..], b"once");
+        assert_eq!(&fetch(&upstream, addr, "/").await[..], b"once");
         // Put back at the body's end, then seen closed once hyper reads the endpoint's FIN.
         eventually("the closed connection", || upstream.idle_h1() == 0).await;
-        let response = upstream
-            .send(addr, Protocol::Http1, &host, get("/again"))
-            .await
-            .expect("answered");
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        assert_eq!(&body[..], b"once");
+        assert_eq!(&fetch(&upstream, addr, "/again").await[..], b"once");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
