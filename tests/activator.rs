@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo};
+use common::activator::{
+    Activator, BUDGET, IDLE_COMMAND, cold_start, get, object, reserved_port, serve_echo,
+};
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -45,10 +47,7 @@ async fn requests_are_routed_by_host_with_the_forwarded_headers() {
     assert!(body.contains("xff=203.0.113.9, 127.0.0.1"), "{body}");
     assert!(body.contains("xfh=app.test:8080 xfp=http"), "{body}");
     // Every route starts at zero: the first request waited for the (instant) start.
-    assert_eq!(
-        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
-        Some(&b"true"[..])
-    );
+    assert_eq!(cold_start(&headers), Some("true"));
 
     let (status, _, _) = get(activator.proxy, "other.test", "/").await.expect("answered");
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -87,10 +86,7 @@ async fn a_held_request_is_forwarded_the_moment_the_port_accepts() {
         .expect("proxied");
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("/cold"), "{body}");
-    assert_eq!(
-        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
-        Some(&b"true"[..])
-    );
+    assert_eq!(cold_start(&headers), Some("true"));
     let route = activator
         .wait_route("web/app", "the hold ended", |r| r["held"] == 0)
         .await;
@@ -274,18 +270,12 @@ async fn a_local_process_starts_on_the_first_request_and_stops_after_idle() {
         .expect("proxied");
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, "hello from python\n");
-    assert_eq!(
-        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
-        Some(&b"true"[..])
-    );
+    assert_eq!(cold_start(&headers), Some("true"));
     let (status, headers, _) = get(activator.proxy, "py.test", "/index.html")
         .await
         .expect("proxied");
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
-        Some(&b"false"[..])
-    );
+    assert_eq!(cold_start(&headers), Some("false"));
 
     // One second without traffic: the process is stopped and the route is at zero again.
     activator
@@ -556,10 +546,7 @@ async fn cluster_the_first_held_request_wakes_the_target_once_and_a_ready_slice_
             .expect("proxied");
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains(&format!("/r{i} host=web.example")), "{body}");
-        assert_eq!(
-            headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
-            Some(&b"true"[..])
-        );
+        assert_eq!(cold_start(&headers), Some("true"));
     }
     let route = activator
         .wait_route("ns/web", "released", |r| r["held"] == 0)
@@ -577,10 +564,7 @@ async fn cluster_the_first_held_request_wakes_the_target_once_and_a_ready_slice_
         .await
         .expect("proxied");
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        headers.get("x-keda-http-cold-start").map(|v| v.as_bytes()),
-        Some(&b"false"[..])
-    );
+    assert_eq!(cold_start(&headers), Some("false"));
     let (_, _, metrics) = get(activator.admin, "admin", "/metrics").await.expect("metrics");
     assert!(
         metrics.contains(
@@ -741,11 +725,7 @@ async fn websocket(
     let (ws, response) = tokio_tungstenite::client_async(format!("ws://{host}{path}"), tcp)
         .await
         .expect("WebSocket handshake through the proxy");
-    let cold = response
-        .headers()
-        .get("x-keda-http-cold-start")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let cold = cold_start(response.headers()).map(str::to_owned);
     (ws, cold)
 }
 

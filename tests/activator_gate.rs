@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo};
+use common::activator::{
+    Activator, BUDGET, IDLE_COMMAND, cold_start, get, object, reserved_port, serve_echo,
+};
 use std::{convert::Infallible, net::SocketAddr};
 
 use bytes::Bytes;
@@ -87,13 +89,7 @@ async fn a_held_post_keeps_its_body_and_its_connection() {
         .expect("task")
         .expect("answered");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response
-            .headers()
-            .get("x-keda-http-cold-start")
-            .map(|v| v.as_bytes()),
-        Some(&b"true"[..])
-    );
+    assert_eq!(cold_start(response.headers()), Some("true"));
     let got = response.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(&got[..8], b"/upload\n");
     assert!(
@@ -118,13 +114,7 @@ async fn a_held_post_keeps_its_body_and_its_connection() {
         .expect("in time")
         .expect("answered");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        response
-            .headers()
-            .get("x-keda-http-cold-start")
-            .map(|v| v.as_bytes()),
-        Some(&b"false"[..])
-    );
+    assert_eq!(cold_start(response.headers()), Some("false"));
     let got = response.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(&got[..], b"/again\n");
 

@@ -18,7 +18,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::activator::{Activator, BUDGET, IDLE_COMMAND, get, object, reserved_port, serve_echo};
+use common::activator::{
+    Activator, BUDGET, IDLE_COMMAND, cold_start, get, object, reserved_port, serve_echo,
+};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
@@ -108,7 +110,7 @@ async fn an_interceptor_route_is_routed_by_its_rules_and_wins_over_the_httpso_of
         get_with(activator.proxy, "a.test", "/api/x", &[("x-tenant", "blue")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("/api/x host=a.test"), "{body}");
-    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    assert_eq!(cold_start(&headers), Some("true"));
     // AND within a rule: without the header, or outside the path, no route.
     assert_eq!(
         get_with(activator.proxy, "a.test", "/api/x", &[]).await.0,
@@ -206,7 +208,7 @@ async fn a_placeholder_answers_at_once_counts_the_request_and_still_wakes() {
         (StatusCode::SERVICE_UNAVAILABLE, "<h1>Loading</h1>")
     );
     assert_eq!(header(&headers, "refresh"), Some("5"));
-    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    assert_eq!(cold_start(&headers), Some("true"));
     // The wake fired (the process was started) and the request is in the rate window's count
     // although nothing was ever in flight for long (jaseci-labs/jac#8695).
     let route = activator
@@ -228,7 +230,7 @@ async fn a_placeholder_answers_at_once_counts_the_request_and_still_wakes() {
         .await;
     let (status, headers, _) = get_with(activator.proxy, "x.test", "/", &[]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("false"));
+    assert_eq!(cold_start(&headers), Some("false"));
     activator.stop().await;
 }
 
@@ -267,7 +269,7 @@ async fn past_max_pending_requests_the_overflow_answer_is_sent() {
         !headers.contains_key("retry-after"),
         "the placeholder, not the 503 of a cap"
     );
-    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    assert_eq!(cold_start(&headers), Some("true"));
     for (key, placeholders) in [("web/reject", 0), ("web/page", 1)] {
         let route = activator.admin_json("/routes").await[key].clone();
         assert_eq!(
@@ -317,7 +319,7 @@ async fn a_fallback_takes_held_requests_at_the_deadline() {
         assert_eq!(status, StatusCode::OK, "{host}: {body}");
         assert!(body.contains(&format!("/p host={host}")), "{body}");
         assert!(started.elapsed() >= at_least, "{host}: after the deadline");
-        assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+        assert_eq!(cold_start(&headers), Some("true"));
         let route = activator.admin_json("/routes").await[key].clone();
         assert_eq!(
             (route["fallbacks"].clone(), route["holdTimeouts"].clone()),
@@ -681,7 +683,7 @@ async fn cluster_a_failover_service_takes_held_requests_and_a_deleted_object_end
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("/f host=web.example"), "{body}");
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    assert_eq!(cold_start(&headers), Some("true"));
     let route = activator.admin_json("/routes").await["ns/web"].clone();
     assert_eq!(
         (route["fallbacks"].clone(), route["holdTimeouts"].clone()),
@@ -833,7 +835,7 @@ async fn cluster_bodies_from_config_maps_are_watched_and_served() {
             "{path}"
         );
         assert_eq!(header(&headers, "content-type"), content_type, "{path}");
-        assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"), "{path}");
+        assert_eq!(cold_start(&headers), Some("true"), "{path}");
     }
 
     // An edit of the ConfigMap is served without touching the route; deleting it is a 500.
@@ -943,7 +945,7 @@ async fn cluster_a_placeholder_answers_at_once_and_the_scale_write_is_sent() {
         (StatusCode::SERVICE_UNAVAILABLE, "<h1>Loading</h1>")
     );
     assert_eq!(header(&headers, "refresh"), Some("2"));
-    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("true"));
+    assert_eq!(cold_start(&headers), Some("true"));
     // The wake went out: the ScaledObject naming the route was read, its workload set to 1.
     wait_cluster(&cluster, "the /scale write", |c| !c.scale_puts.is_empty()).await;
     {
@@ -982,7 +984,7 @@ async fn cluster_a_placeholder_answers_at_once_and_the_scale_write_is_sent() {
     })
     .await;
     assert!(body.contains("/up host=ph.example"), "{body}");
-    assert_eq!(header(&headers, "x-keda-http-cold-start"), Some("false"));
+    assert_eq!(cold_start(&headers), Some("false"));
     {
         let c = lock(&cluster);
         assert_eq!(c.scale_puts.len(), 1, "one wake: {:?}", c.scale_puts);

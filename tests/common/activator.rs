@@ -207,6 +207,13 @@ spec:
 /// A command that runs until stopped and opens no port (the test serves the port itself).
 pub const IDLE_COMMAND: &str = "exec sleep 600";
 
+/// A response's `X-KEDA-HTTP-Cold-Start` value (`true` when the request waited for a start).
+pub fn cold_start(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get("x-keda-http-cold-start")
+        .and_then(|v| v.to_str().ok())
+}
+
 /// `GET path` with `Host: host` over HTTP/1.1.
 pub async fn get(
     addr: SocketAddr,
