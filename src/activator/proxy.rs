@@ -436,7 +436,10 @@ impl Proxy {
         let headers = upstream_request.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
-        let mut response = match within(header_timeout, self.upstream.upgrade(addr, upstream_request)).await {
+        let mut response = match client
+            .within(header_timeout, self.upstream.upgrade(addr, upstream_request))
+            .await
+        {
             Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => r,
             Ok(r) => {
                 let r = r.map(|body| Leased::new(body, None));
@@ -701,18 +704,6 @@ fn describe_error(error: &Option<UpstreamError>) -> String {
     }
 }
 
-/// Awaits `send` within `limit`; `Err(None)` when the response headers did not come in time.
-async fn within<T>(
-    limit: Option<Duration>,
-    send: impl Future<Output = Result<T, UpstreamError>>,
-) -> Result<T, Option<UpstreamError>> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, send).await.map_err(|_| None),
-        None => Ok(send.await),
-    }
-    .and_then(|r| r.map_err(Some))
-}
-
 fn cold_start_value(cold: bool) -> HeaderValue {
     HeaderValue::from_static(if cold { "true" } else { "false" })
 }
@@ -813,8 +804,8 @@ impl Client {
         }
     }
 
-    /// Awaits `send` within `limit`, as [`within`] does, on a timer kept for the connection's
-    /// next request (see [`KeptTimer`]).
+    /// Awaits `send` within `limit` (`Err(None)`: the response headers did not come in time),
+    /// on a timer kept for the connection's next request (see [`KeptTimer`]).
     fn within<F: Future>(&self, limit: Option<Duration>, send: F) -> KeptTimer<'_, F> {
         KeptTimer {
             send,
