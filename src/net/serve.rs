@@ -439,11 +439,9 @@ where
                     }
                 }
                 () = timer.as_mut() => {
-                    let now = Instant::now();
-                    match watchdog_deadline(&state, limits, started) {
-                        Some((at, why)) if now >= at => break Gated::Close(why),
-                        Some((at, _)) => timer.as_mut().reset(at.into()),
-                        None => timer.as_mut().reset((now + recheck).into()),
+                    match watchdog_check(&state, limits, started, recheck, Instant::now()) {
+                        Ok(next) => timer.as_mut().reset(next.into()),
+                        Err(why) => break Gated::Close(why),
                     }
                 }
             }
@@ -545,11 +543,9 @@ where
                         break why;
                     }
                     let now = Instant::now();
-                    match watchdog_deadline(&state, limits, started) {
-                        // Busy: look again later rather than be told of every request's end.
-                        None => timer.as_mut().reset((now + recheck).into()),
-                        Some((at, _)) if now < at => timer.as_mut().reset(at.into()),
-                        Some((_, why)) => {
+                    match watchdog_check(&state, limits, started, recheck, now) {
+                        Ok(next) => timer.as_mut().reset(next.into()),
+                        Err(why) => {
                             if state.requests() == 0 {
                                 break why;
                             }
@@ -629,6 +625,22 @@ fn watchdog_deadline(state: &ConnState, limits: &Limits, started: Instant) -> Op
     limits
         .idle_timeout
         .map(|t| (state.idle_since() + t, CloseReason::Idle))
+}
+
+/// The watchdog's look at `now`: why to close when a deadline has passed, else when to look
+/// again (a busy connection: after `recheck`, rather than being told of every request's end).
+fn watchdog_check(
+    state: &ConnState,
+    limits: &Limits,
+    started: Instant,
+    recheck: Duration,
+    now: Instant,
+) -> Result<Instant, CloseReason> {
+    match watchdog_deadline(state, limits, started) {
+        Some((at, why)) if now >= at => Err(why),
+        Some((at, _)) => Ok(at),
+        None => Ok(now + recheck),
+    }
 }
 
 fn classify(error: &(dyn std::error::Error + 'static)) -> CloseReason {
