@@ -215,11 +215,7 @@ async fn read_head(tcp: &mut TcpStream) -> io::Result<Head> {
     loop {
         let have = buf.len();
         buf.resize(room, 0);
-        let peeked = tcp.peek(&mut buf[have..]).await;
-        let n = match peeked {
-            Ok(n) => n,
-            Err(e) => return Err(e),
-        };
+        let n = tcp.peek(&mut buf[have..]).await?;
         if n == 0 {
             buf.truncate(have);
             return Ok(Head::Pass(buf, Pass::Closed));
